@@ -1,0 +1,45 @@
+//! Transformer models for neuron-level research, generic over the Burn backend.
+//!
+//! This step holds the BERT family of encoders (BERT, RoBERTa, ELECTRA discriminator) with task
+//! heads, strict loading of HF checkpoints, saving back to HF layout, and tokenizers. Decoders
+//! (Llama / Mistral / SmolLM, GGUF) come with their own issue.
+//!
+//! Every forward pass takes a [`ForwardContext`] that the caller owns: it supplies dropout masks
+//! (from a seeded RNG, with the nested views of CmpDrop), FFN neuron masks and head masks, and
+//! records FFN activations. Burn has no forward hooks; this is how the research code reaches
+//! inside the model without global state.
+//!
+//! ```no_run
+//! use burn::backend::NdArray;
+//! use models::{Checkpoint, ForwardContext, TextTokenizer, load_bare_encoder, mean_pool};
+//!
+//! # fn main() -> Result<(), models::ModelError> {
+//! let device = Default::default();
+//! let checkpoint = Checkpoint::open("path/to/all-MiniLM-L6-v2")?;
+//! let tokenizer = TextTokenizer::from_dir("path/to/all-MiniLM-L6-v2", &checkpoint.config)?;
+//! let (model, _report) = load_bare_encoder::<NdArray>(checkpoint, &device)?;
+//! let input = tokenizer.encode_texts(&["A man is eating food."])?.to_input(&device);
+//! let hidden = model.forward(&input, &mut ForwardContext::eval());
+//! let embedding = mean_pool(&hidden, &input.attention_mask); // [1, 384]
+//! # Ok(()) }
+//! ```
+
+pub mod bert;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod heads;
+pub mod loader;
+pub mod tokenizer;
+pub mod weights;
+
+pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
+pub use config::{Activation, EncoderConfig, EncoderFamily};
+pub use context::ForwardContext;
+pub use error::{ModelError, Result};
+pub use heads::{
+    Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, load_bare_encoder,
+};
+pub use loader::LoadReport;
+pub use tokenizer::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
+pub use weights::{HostTensor, TensorMap};

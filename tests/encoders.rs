@@ -1,0 +1,237 @@
+//! Parity with `transformers` on tiny random BERT, RoBERTa and ELECTRA models, and the forward
+//! context (masks, recording, dropout) on them.
+
+use ablation::DropoutMasks;
+use burn::prelude::*;
+use models::{Checkpoint, EncoderInput, ForwardContext, SequenceClassifier, SpanExtractor};
+use serde_json::Value;
+
+use crate::util::*;
+
+const TOL: f32 = 1e-4;
+
+fn input(expected: &Value, device: &Device<B>) -> EncoderInput<B> {
+    let mask = int_tensor(&expected["attention_mask"], device).float();
+    EncoderInput {
+        input_ids: int_tensor(&expected["input_ids"], device),
+        attention_mask: mask,
+        token_type_ids: int_tensor(&expected["token_type_ids"], device),
+    }
+}
+
+fn classifier(name: &str) -> (SequenceClassifier<B>, Value) {
+    let dir = fixture(&format!("encoders/{name}"));
+    let checkpoint = Checkpoint::open(&dir).unwrap();
+    let n_labels = checkpoint.config.labels.len();
+    let (model, report) =
+        SequenceClassifier::load(checkpoint, n_labels, None, 0, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        report.initialised.is_empty(),
+        "{name}: the head should load, got {report:?}"
+    );
+    (model, read_json(&dir.join("expected.json")))
+}
+
+fn check_classifier(name: &str) {
+    let device = Default::default();
+    let (model, expected) = classifier(name);
+    let input = input(&expected, &device);
+    let mut ctx = ForwardContext::eval().recording();
+    let hidden = model.encoder.forward(&input, &mut ctx);
+    let n_states = expected["hidden_states"].as_array().unwrap().len();
+    assert_close(
+        &format!("{name} last hidden state"),
+        hidden.clone(),
+        &expected["hidden_states"][n_states - 1],
+        TOL,
+    );
+    assert_close(
+        &format!("{name} FFN activation of layer 0"),
+        ctx.ffn_activations[0].clone(),
+        &expected["ffn_layer0"],
+        TOL,
+    );
+    assert_eq!(
+        ctx.ffn_activations.len(),
+        n_states - 1,
+        "one recording per layer"
+    );
+    if !expected["pooler_output"].is_null() {
+        assert_close(
+            &format!("{name} pooler"),
+            model.encoder.pool(&hidden).unwrap(),
+            &expected["pooler_output"],
+            TOL,
+        );
+    }
+    let logits = model.forward(&input, &mut ForwardContext::eval());
+    assert_close(&format!("{name} logits"), logits, &expected["logits"], TOL);
+}
+
+#[test]
+fn bert_matches_transformers() {
+    check_classifier("bert");
+}
+
+#[test]
+fn roberta_matches_transformers() {
+    check_classifier("roberta");
+}
+
+#[test]
+fn electra_matches_transformers() {
+    check_classifier("electra");
+}
+
+#[test]
+fn pytorch_bin_checkpoint_matches_transformers() {
+    check_classifier("bert-bin");
+}
+
+#[test]
+fn bf16_checkpoint_is_cast_to_f32() {
+    check_classifier("bert-bf16");
+}
+
+#[test]
+fn span_extraction_matches_transformers() {
+    let device = Default::default();
+    let dir = fixture("encoders/bert-qa");
+    let (model, report) =
+        SpanExtractor::<B>::load(Checkpoint::open(&dir).unwrap(), 0, &device).unwrap();
+    assert!(report.initialised.is_empty());
+    let expected = read_json(&dir.join("expected.json"));
+    let (start, end) = model.forward(&input(&expected, &device), &mut ForwardContext::eval());
+    assert_close("start logits", start, &expected["start_logits"], TOL);
+    assert_close("end logits", end, &expected["end_logits"], TOL);
+}
+
+#[test]
+fn neuron_masks_zero_the_recorded_activation() {
+    let device = Default::default();
+    let (model, expected) = classifier("bert");
+    let input = input(&expected, &device);
+    let width = 37;
+    let mut mask = vec![1.0f32; width];
+    mask[5] = 0.0;
+    mask[20] = 0.0;
+    let mut ctx = ForwardContext::eval().recording();
+    ctx.set_neuron_mask(1, Tensor::from_floats(mask.as_slice(), &device));
+    let hidden = model.encoder.forward(&input, &mut ctx);
+    let (acts, shape) = values(ctx.ffn_activations[1].clone());
+    assert_eq!(shape, [2, 9, width]);
+    for (i, a) in acts.iter().enumerate() {
+        let neuron = i % width;
+        if neuron == 5 || neuron == 20 {
+            assert_eq!(*a, 0.0);
+        }
+    }
+    // Layer 0 is untouched, and ablation changes the output.
+    assert_close(
+        "layer 0",
+        ctx.ffn_activations[0].clone(),
+        &expected["ffn_layer0"],
+        TOL,
+    );
+    let (ablated, _) = values(hidden);
+    let (clean, _) = flat(&expected["hidden_states"][2]);
+    let moved = ablated
+        .iter()
+        .zip(&clean)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        moved > 1e-3,
+        "ablating two neurons moved the output by only {moved}"
+    );
+}
+
+#[test]
+fn all_ones_masks_change_nothing_and_head_masks_act() {
+    let device = Default::default();
+    let (model, expected) = classifier("roberta");
+    let input = input(&expected, &device);
+    let mut ctx = ForwardContext::eval();
+    ctx.set_neuron_mask(0, Tensor::ones([37], &device));
+    ctx.set_head_mask(1, Tensor::ones([4], &device));
+    assert_close(
+        "all-ones masks",
+        model.forward(&input, &mut ctx),
+        &expected["logits"],
+        TOL,
+    );
+
+    let mut ctx = ForwardContext::eval();
+    ctx.set_head_mask(0, Tensor::from_floats([1.0, 0.0, 1.0, 1.0], &device));
+    let (masked, _) = values(model.encoder.forward(&input, &mut ctx));
+    let (clean, _) = flat(&expected["hidden_states"][2]);
+    let moved = masked
+        .iter()
+        .zip(&clean)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        moved > 1e-3,
+        "masking a head moved the output by only {moved}"
+    );
+}
+
+#[test]
+fn dropout_comes_from_the_callers_seed() {
+    let device = Default::default();
+    let (model, expected) = classifier("bert");
+    let input = input(&expected, &device);
+    let run = |seed: u64, power: u32| {
+        let mut masks = DropoutMasks::new(seed);
+        masks.set_power(power);
+        values(model.forward(&input, &mut ForwardContext::with_dropout(masks))).0
+    };
+    // Power 0 is the full model: no dropout.
+    let (clean, _) = flat(&expected["logits"]);
+    let full = run(3, 0);
+    assert!(full.iter().zip(&clean).all(|(a, b)| (a - b).abs() <= TOL));
+    // Same seed, same masks; another seed, other masks.
+    assert_eq!(run(3, 1), run(3, 1));
+    assert_ne!(run(3, 1), run(4, 1));
+    assert_ne!(run(3, 1), full);
+}
+
+#[test]
+fn saved_classifier_reloads_to_the_same_outputs() {
+    let device = Default::default();
+    let (model, expected) = classifier("roberta");
+    let dir = tempfile::tempdir().unwrap();
+    let config = models::EncoderConfig::from_file(fixture("encoders/roberta")).unwrap();
+    model
+        .save_pretrained(&config, &config.labels, dir.path())
+        .unwrap();
+    let (reloaded, report) =
+        SequenceClassifier::<B>::load(Checkpoint::open(dir.path()).unwrap(), 2, None, 0, &device)
+            .unwrap();
+    assert!(report.initialised.is_empty());
+    assert_close(
+        "reloaded",
+        reloaded.forward(&input(&expected, &device), &mut ForwardContext::eval()),
+        &expected["logits"],
+        TOL,
+    );
+}
+
+#[test]
+fn a_pretrained_encoder_gets_a_fresh_seeded_head() {
+    let device = Default::default();
+    let dir = fixture("encoders/bert-qa"); // has no classifier
+    let load = |seed| {
+        SequenceClassifier::<B>::load(Checkpoint::open(&dir).unwrap(), 4, None, seed, &device)
+            .unwrap()
+    };
+    let (a, report) = load(1);
+    assert_eq!(report.initialised, ["bert.pooler", "classifier"]);
+    assert_eq!(report.dropped, ["qa_outputs.bias", "qa_outputs.weight"]);
+    let (b, _) = load(1);
+    let (c, _) = load(2);
+    let w = |m: &SequenceClassifier<B>| values(m.head.out_proj.weight.val()).0;
+    assert_eq!(w(&a), w(&b));
+    assert_ne!(w(&a), w(&c));
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the workspace, one module per topic.
+
+mod util;
+
+// BERT, RoBERTa and ELECTRA against tiny HF models (fixtures from make_encoder_fixtures.py).
+mod encoders;
+// Bad checkpoints, configs, tokenizers and inputs: each a clear error.
+mod errors;
+// The real all-MiniLM-L6-v2 checkpoint against transformers, and the CLI on it.
+mod minilm;
