@@ -235,3 +235,58 @@ fn a_pretrained_encoder_gets_a_fresh_seeded_head() {
     assert_eq!(w(&a), w(&b));
     assert_ne!(w(&a), w(&c));
 }
+
+#[test]
+fn sharded_checkpoint_loads_like_a_single_file() {
+    let device = Default::default();
+    let tmp = copy_fixture("encoders/bert");
+    let single = tmp.path().join("model.safetensors");
+    let tensors = models::TensorMap::open(&single).unwrap().into_tensors();
+    std::fs::remove_file(&single).unwrap();
+    let mut shards = [models::TensorMap::new("a"), models::TensorMap::new("b")];
+    let mut weight_map = serde_json::Map::new();
+    for (i, (key, tensor)) in tensors.into_iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        weight_map.insert(key.clone(), file.into());
+        shards[i % 2].insert(key, tensor);
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        shard
+            .write_safetensors(
+                &tmp.path()
+                    .join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+            )
+            .unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+
+    let (model, _) =
+        SequenceClassifier::<B>::load(Checkpoint::open(tmp.path()).unwrap(), 3, None, 0, &device)
+            .unwrap();
+    let expected = read_json(&fixture("encoders/bert/expected.json"));
+    assert_close(
+        "sharded",
+        model.forward(&input(&expected, &device), &mut ForwardContext::eval()),
+        &expected["logits"],
+        TOL,
+    );
+
+    // An index that names a tensor its shard lacks is an error naming the key.
+    let mut broken = index.clone();
+    broken["weight_map"]["bert.extra.weight"] = "model-00001-of-00002.safetensors".into();
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        broken.to_string(),
+    )
+    .unwrap();
+    let err = Checkpoint::open(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("the index lists \"bert.extra.weight\" but its shard does not hold it"),
+        "{err}"
+    );
+}

@@ -8,3 +8,6 @@ mod encoders;
 mod errors;
 // The real all-MiniLM-L6-v2 checkpoint against transformers, and the CLI on it.
 mod minilm;
+// The same parity checks on a CUDA GPU (only in builds with `--features cuda`).
+#[cfg(feature = "cuda")]
+mod cuda;

@@ -165,6 +165,11 @@ impl TensorMap {
         self.tensors.insert(key.into(), tensor);
     }
 
+    /// The float tensors, by key (to split, transform or write them elsewhere).
+    pub fn into_tensors(self) -> BTreeMap<String, HostTensor> {
+        self.tensors
+    }
+
     /// Take the tensor at `key`, checking that its shape is `expected` (HF layout).
     pub fn take(&mut self, key: &str, expected: &[usize]) -> Result<HostTensor> {
         let tensor = self

@@ -1,0 +1,64 @@
+//! Parity on a CUDA GPU: the tiny BERT fixture and MiniLM within 1e-4 of `transformers`.
+//! Compiled only with `--features cuda`; run on a machine with an NVIDIA GPU.
+
+use burn::backend::Cuda;
+use burn::backend::cuda::CudaDevice;
+use burn::prelude::*;
+use models::{
+    Checkpoint, EncoderInput, ForwardContext, SequenceClassifier, TextTokenizer, load_bare_encoder,
+    mean_pool,
+};
+
+use crate::util::*;
+
+fn to_cpu<const D: usize>(t: Tensor<Cuda, D>) -> Tensor<B, D> {
+    Tensor::from_data(t.into_data(), &Default::default())
+}
+
+#[test]
+fn bert_fixture_matches_transformers_on_cuda() {
+    let device = CudaDevice::new(0);
+    let dir = fixture("encoders/bert");
+    let expected = read_json(&dir.join("expected.json"));
+    let (model, _) =
+        SequenceClassifier::<Cuda>::load(Checkpoint::open(&dir).unwrap(), 3, None, 0, &device)
+            .unwrap();
+    let ints = |key: &str| {
+        let t = int_tensor(&expected[key], &Default::default());
+        Tensor::<Cuda, 2, Int>::from_data(t.into_data(), &device)
+    };
+    let input = EncoderInput {
+        input_ids: ints("input_ids"),
+        attention_mask: ints("attention_mask").float(),
+        token_type_ids: ints("token_type_ids"),
+    };
+    let logits = model.forward(&input, &mut ForwardContext::eval());
+    assert_close("cuda logits", to_cpu(logits), &expected["logits"], 1e-4);
+}
+
+#[test]
+fn minilm_matches_transformers_on_cuda() {
+    let device = CudaDevice::new(0);
+    let dir = artefact("all-MiniLM-L6-v2");
+    let reference = read_json(&fixture("minilm_embeddings.json"));
+    let sentences: Vec<&str> = reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let checkpoint = Checkpoint::open(&dir).unwrap();
+    let tokenizer = TextTokenizer::from_dir(&dir, &checkpoint.config).unwrap();
+    let (model, _) = load_bare_encoder::<Cuda>(checkpoint, &device).unwrap();
+    let input = tokenizer
+        .encode_texts(&sentences)
+        .unwrap()
+        .to_input::<Cuda>(&device);
+    let hidden = model.forward(&input, &mut ForwardContext::eval());
+    assert_close(
+        "cuda MiniLM",
+        to_cpu(mean_pool(&hidden, &input.attention_mask)),
+        &reference["embeddings"],
+        1e-4,
+    );
+}
