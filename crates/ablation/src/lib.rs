@@ -7,9 +7,14 @@
 //!   views of CmpDrop (Zhu et al., "Cross-Model Comparative Loss", arXiv 2301.03765): view `k`
 //!   drops units at rate `p_k = 1 - (1 - p)^k` from the *same* uniform draw, so the units kept by
 //!   view `k + 1` are a subset of those kept by view `k`.
+//! - [`NeuronSet`]: the one neuron-set type (rows `(layer, neuron)` with optional language and
+//!   score), its set algebra, random controls with the same per-layer counts, JSON IO, and the
+//!   per-layer masks the models' forward context takes; [`head_masks`] for attention heads.
 //!
-//! Neuron sets, head masks and input cropping (CmpCrop) arrive with the comparative-loss issue.
+//! Input cropping (CmpCrop) and Parquet IO for neuron sets are still to come.
 
 mod dropout;
+mod neuron_set;
 
 pub use dropout::{DropoutMasks, nested_rate};
+pub use neuron_set::{NeuronRow, NeuronSet, NeuronSetError, head_masks};

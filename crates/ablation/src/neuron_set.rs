@@ -1,0 +1,332 @@
+//! The one neuron-set type of the workspace: FFN neurons as `(layer, neuron)` rows, with an
+//! optional language and score.
+//!
+//! Language-specific neurons (LAPE and friends), CmpLoss ablations, random controls and LoRA
+//! targets are all neuron sets. Indices follow the HF checkpoint: `layer` is the index in
+//! `layers.{i}` / `encoder.layer.{i}`, `neuron` the row of `mlp.gate_proj` / `intermediate.dense`.
+//!
+//! Set algebra compares `(layer, neuron)` only; a union keeps the first row seen for a neuron.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use serde::{Deserialize, Serialize};
+
+/// One neuron of a set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeuronRow {
+    /// Layer index.
+    pub layer: usize,
+    /// Neuron index within the layer's FFN intermediate.
+    pub neuron: usize,
+    /// The language the neuron is specific to, if any (ISO code as the study names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// A score (entropy, activation probability, …), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+}
+
+/// A set of FFN neurons, kept sorted by `(layer, neuron)` without duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NeuronSet {
+    rows: Vec<NeuronRow>,
+}
+
+/// Why a neuron set could not be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum NeuronSetError {
+    /// Invalid JSON.
+    #[error("neuron set JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A row outside the model's shape.
+    #[error(
+        "neuron ({layer}, {neuron}) is outside a model with {n_layers} layers of {width} neurons"
+    )]
+    OutOfRange {
+        /// Layer of the row.
+        layer: usize,
+        /// Neuron of the row.
+        neuron: usize,
+        /// Layers of the model.
+        n_layers: usize,
+        /// Neurons per layer.
+        width: usize,
+    },
+}
+
+impl NeuronSet {
+    /// A set from rows; duplicates of a `(layer, neuron)` keep the first row.
+    pub fn from_rows(rows: impl IntoIterator<Item = NeuronRow>) -> Self {
+        let mut seen = BTreeMap::new();
+        for row in rows {
+            seen.entry((row.layer, row.neuron)).or_insert(row);
+        }
+        Self {
+            rows: seen.into_values().collect(),
+        }
+    }
+
+    /// A set of plain `(layer, neuron)` pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        Self::from_rows(pairs.into_iter().map(|(layer, neuron)| NeuronRow {
+            layer,
+            neuron,
+            language: None,
+            score: None,
+        }))
+    }
+
+    /// The rows, sorted by `(layer, neuron)`.
+    pub fn rows(&self) -> &[NeuronRow] {
+        &self.rows
+    }
+
+    /// Number of neurons.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Whether `(layer, neuron)` is in the set.
+    pub fn contains(&self, layer: usize, neuron: usize) -> bool {
+        self.rows
+            .binary_search_by_key(&(layer, neuron), |r| (r.layer, r.neuron))
+            .is_ok()
+    }
+
+    fn keys(&self) -> BTreeSet<(usize, usize)> {
+        self.rows.iter().map(|r| (r.layer, r.neuron)).collect()
+    }
+
+    /// Neurons in either set (rows of `self` first).
+    pub fn union(&self, other: &Self) -> Self {
+        Self::from_rows(self.rows.iter().chain(&other.rows).cloned())
+    }
+
+    /// Neurons in both sets (rows of `self`).
+    pub fn intersection(&self, other: &Self) -> Self {
+        let keep = other.keys();
+        Self {
+            rows: self
+                .rows
+                .iter()
+                .filter(|r| keep.contains(&(r.layer, r.neuron)))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Neurons of `self` not in `other`.
+    pub fn difference(&self, other: &Self) -> Self {
+        let drop = other.keys();
+        Self {
+            rows: self
+                .rows
+                .iter()
+                .filter(|r| !drop.contains(&(r.layer, r.neuron)))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The rows of one language.
+    pub fn language(&self, language: &str) -> Self {
+        Self {
+            rows: self
+                .rows
+                .iter()
+                .filter(|r| r.language.as_deref() == Some(language))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Neurons per layer, for layers `0..n_layers`.
+    pub fn counts_per_layer(&self, n_layers: usize) -> Vec<usize> {
+        let mut counts = vec![0; n_layers];
+        for r in &self.rows {
+            counts[r.layer] += 1;
+        }
+        counts
+    }
+
+    /// The control set: in every layer, as many neurons as this set has there, drawn uniformly
+    /// without replacement from that layer's `width` neurons with a seeded RNG.
+    pub fn random_like(
+        &self,
+        n_layers: usize,
+        width: usize,
+        seed: u64,
+    ) -> Result<Self, NeuronSetError> {
+        self.check(n_layers, width)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let counts = self.counts_per_layer(n_layers);
+        Ok(Self::from_pairs(counts.iter().enumerate().flat_map(
+            |(layer, &count)| {
+                sample(&mut rng, width, count)
+                    .into_iter()
+                    .map(move |neuron| (layer, neuron))
+                    .collect::<Vec<_>>()
+            },
+        )))
+    }
+
+    /// Check every row against a model with `n_layers` layers of `width` FFN neurons.
+    pub fn check(&self, n_layers: usize, width: usize) -> Result<(), NeuronSetError> {
+        match self
+            .rows
+            .iter()
+            .find(|r| r.layer >= n_layers || r.neuron >= width)
+        {
+            Some(r) => Err(NeuronSetError::OutOfRange {
+                layer: r.layer,
+                neuron: r.neuron,
+                n_layers,
+                width,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Per-layer keep masks for the forward context: 0 at the set's neurons, 1 elsewhere
+    /// (`[width]` each; `None` for a layer the set does not touch).
+    pub fn ablation_masks<B: Backend>(
+        &self,
+        n_layers: usize,
+        width: usize,
+        device: &B::Device,
+    ) -> Result<Vec<Option<Tensor<B, 1>>>, NeuronSetError> {
+        self.check(n_layers, width)?;
+        let mut keep: Vec<Option<Vec<f32>>> = vec![None; n_layers];
+        for r in &self.rows {
+            keep[r.layer].get_or_insert_with(|| vec![1.0; width])[r.neuron] = 0.0;
+        }
+        Ok(keep
+            .into_iter()
+            .map(|m| m.map(|v| Tensor::from_data(TensorData::new(v, [width]), device)))
+            .collect())
+    }
+
+    /// The set as JSON (`{"rows": [{"layer", "neuron", "language"?, "score"?}, …]}`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a neuron set always serializes")
+    }
+
+    /// Read a set from JSON written by [`Self::to_json`]; rows are re-sorted and deduplicated.
+    pub fn from_json(text: &str) -> Result<Self, NeuronSetError> {
+        let raw: NeuronSet = serde_json::from_str(text)?;
+        Ok(Self::from_rows(raw.rows))
+    }
+}
+
+/// Per-layer head masks for the forward context: 0 at the given `(layer, head)` pairs.
+pub fn head_masks<B: Backend>(
+    heads: &[(usize, usize)],
+    n_layers: usize,
+    n_heads: usize,
+    device: &B::Device,
+) -> Vec<Option<Tensor<B, 1>>> {
+    let mut keep: Vec<Option<Vec<f32>>> = vec![None; n_layers];
+    for &(layer, head) in heads {
+        assert!(
+            layer < n_layers && head < n_heads,
+            "head ({layer}, {head}) outside {n_layers} layers x {n_heads} heads"
+        );
+        keep[layer].get_or_insert_with(|| vec![1.0; n_heads])[head] = 0.0;
+    }
+    keep.into_iter()
+        .map(|m| m.map(|v| Tensor::from_data(TensorData::new(v, [n_heads]), device)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    fn set(pairs: &[(usize, usize)]) -> NeuronSet {
+        NeuronSet::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn algebra_on_layer_neuron_pairs() {
+        let a = set(&[(0, 1), (0, 3), (2, 5)]);
+        let b = set(&[(0, 3), (1, 0), (2, 5), (2, 6)]);
+        assert_eq!(a.union(&b), set(&[(0, 1), (0, 3), (1, 0), (2, 5), (2, 6)]));
+        assert_eq!(a.intersection(&b), set(&[(0, 3), (2, 5)]));
+        assert_eq!(a.difference(&b), set(&[(0, 1)]));
+        assert!(a.contains(2, 5) && !a.contains(2, 6));
+        assert_eq!(set(&[(1, 1), (0, 2), (1, 1)]).rows().len(), 2);
+    }
+
+    #[test]
+    fn random_control_keeps_per_layer_counts_and_seed() {
+        let a = set(&[(0, 1), (0, 3), (2, 5), (2, 7), (2, 9)]);
+        let r1 = a.random_like(3, 50, 11).unwrap();
+        assert_eq!(r1.counts_per_layer(3), vec![2, 0, 3]);
+        assert_eq!(r1, a.random_like(3, 50, 11).unwrap());
+        assert_ne!(r1, a.random_like(3, 50, 12).unwrap());
+        assert!(
+            a.random_like(2, 50, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("outside a model with 2 layers")
+        );
+    }
+
+    #[test]
+    fn json_round_trip_with_language_and_score() {
+        let rows = vec![
+            NeuronRow {
+                layer: 3,
+                neuron: 7,
+                language: Some("fr".into()),
+                score: Some(0.25),
+            },
+            NeuronRow {
+                layer: 0,
+                neuron: 2,
+                language: None,
+                score: None,
+            },
+        ];
+        let s = NeuronSet::from_rows(rows);
+        let back = NeuronSet::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.rows()[0].layer, 0);
+        assert_eq!(back.language("fr").len(), 1);
+        assert!(
+            NeuronSet::from_json("{\"rows\": [{\"layer\": 1}]}")
+                .unwrap_err()
+                .to_string()
+                .contains("neuron")
+        );
+    }
+
+    #[test]
+    fn masks_zero_the_set() {
+        let device = Default::default();
+        let masks = set(&[(1, 0), (1, 2)])
+            .ablation_masks::<NdArray>(2, 4, &device)
+            .unwrap();
+        assert!(masks[0].is_none());
+        assert_eq!(
+            masks[1].clone().unwrap().to_data().to_vec::<f32>().unwrap(),
+            vec![0.0, 1.0, 0.0, 1.0]
+        );
+        let heads = head_masks::<NdArray>(&[(0, 1)], 2, 3, &device);
+        assert_eq!(
+            heads[0].clone().unwrap().to_data().to_vec::<f32>().unwrap(),
+            vec![1.0, 0.0, 1.0]
+        );
+        assert!(heads[1].is_none());
+    }
+}
