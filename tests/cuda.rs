@@ -4,10 +4,7 @@
 use burn::backend::Cuda;
 use burn::backend::cuda::CudaDevice;
 use burn::prelude::*;
-use models::{
-    Checkpoint, EncoderInput, ForwardContext, SequenceClassifier, TextTokenizer, load_bare_encoder,
-    mean_pool,
-};
+use models::{Checkpoint, EncoderInput, ForwardContext, SequenceClassifier};
 
 use crate::util::*;
 
@@ -38,26 +35,10 @@ fn bert_fixture_matches_transformers_on_cuda() {
 
 #[test]
 fn minilm_matches_transformers_on_cuda() {
-    let device = CudaDevice::new(0);
-    let dir = artefact("all-MiniLM-L6-v2");
-    let reference = read_json(&fixture("minilm_embeddings.json"));
-    let sentences: Vec<&str> = reference["sentences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
-    let checkpoint = Checkpoint::open(&dir).unwrap();
-    let tokenizer = TextTokenizer::from_dir(&dir, &checkpoint.config).unwrap();
-    let (model, _) = load_bare_encoder::<Cuda>(checkpoint, &device).unwrap();
-    let input = tokenizer
-        .encode_texts(&sentences)
-        .unwrap()
-        .to_input::<Cuda>(&device);
-    let hidden = model.forward(&input, &mut ForwardContext::eval());
+    let (embeddings, _, _, reference) = minilm_reference_run::<Cuda>(&CudaDevice::new(0));
     assert_close(
         "cuda MiniLM",
-        to_cpu(mean_pool(&hidden, &input.attention_mask)),
+        to_cpu(embeddings),
         &reference["embeddings"],
         1e-4,
     );

@@ -99,3 +99,35 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     }
     tmp
 }
+
+/// MiniLM's mean-pooled embeddings of the reference sentences on backend `Bk`, with the token
+/// batch and the load report, for comparison with `minilm_embeddings.json`.
+pub fn minilm_reference_run<Bk: Backend>(
+    device: &Device<Bk>,
+) -> (
+    Tensor<Bk, 2>,
+    models::EncodedBatch,
+    models::LoadReport,
+    Value,
+) {
+    let dir = artefact("all-MiniLM-L6-v2");
+    let reference = read_json(&fixture("minilm_embeddings.json"));
+    let sentences: Vec<&str> = reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let checkpoint = models::Checkpoint::open(&dir).unwrap();
+    let tokenizer = models::TextTokenizer::from_dir(&dir, &checkpoint.config).unwrap();
+    let (model, report) = models::load_bare_encoder::<Bk>(checkpoint, device).unwrap();
+    let batch = tokenizer.encode_texts(&sentences).unwrap();
+    let input = batch.to_input::<Bk>(device);
+    let hidden = model.forward(&input, &mut models::ForwardContext::eval());
+    (
+        models::mean_pool(&hidden, &input.attention_mask),
+        batch,
+        report,
+        reference,
+    )
+}
