@@ -30,10 +30,7 @@ impl BackendTask for Embed {
         let tokenizer = TextTokenizer::from_dir(&self.model, &checkpoint.config)?;
         let (model, report) = load_bare_encoder::<B>(checkpoint, &device)?;
         if !report.dropped.is_empty() {
-            tracing::info!(
-                "ignored {} head tensor(s) not used for embeddings",
-                report.dropped.len()
-            );
+            tracing::info!("not used for embeddings: {}", report.dropped.join(", "));
         }
         let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
         let input = tokenizer.encode_texts(&texts)?.to_input::<B>(&device);
