@@ -23,10 +23,16 @@ pub fn nested_rate(p: f64, power: u32) -> f64 {
 /// uniforms of each site are drawn once and reused by every view, so views are nested; a new step
 /// ([`DropoutMasks::next_step`]) draws fresh uniforms. Ordinary (non-nested) training dropout is
 /// power 1 with a new step before every forward pass.
+///
+/// **Batched views.** [`DropoutMasks::set_view_powers`] selects several views at once for a
+/// forward pass over `views × B` rows (view `v` in rows `v·B .. (v+1)·B`, the batch dimension
+/// first, as at every dropout site of the models). Each view's block gets the mask that view
+/// would get alone, from the same uniforms, so running the views batched or one after another
+/// gives identical masks; this is what lets a comparative step choose between the two by memory.
 #[derive(Debug)]
 pub struct DropoutMasks<B: Backend> {
     rng: StdRng,
-    power: u32,
+    powers: Vec<u32>,
     uniforms: Vec<Tensor<B, 1>>,
     cursor: usize,
 }
@@ -36,7 +42,7 @@ impl<B: Backend> DropoutMasks<B> {
     pub fn new(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
-            power: 1,
+            powers: vec![1],
             uniforms: Vec::new(),
             cursor: 0,
         }
@@ -51,33 +57,49 @@ impl<B: Backend> DropoutMasks<B> {
     /// Select nested view `power` (0: no dropout at all) and rewind to the first dropout site,
     /// so that the next forward pass reuses this step's uniforms.
     pub fn set_power(&mut self, power: u32) {
-        self.power = power;
+        self.set_view_powers(&[power]);
+    }
+
+    /// Select several nested views for one batched forward pass (see the type docs) and rewind
+    /// to the first dropout site.
+    ///
+    /// # Panics
+    /// If `powers` is empty.
+    pub fn set_view_powers(&mut self, powers: &[u32]) {
+        assert!(!powers.is_empty(), "at least one view is needed");
+        self.powers = powers.to_vec();
         self.cursor = 0;
     }
 
-    /// The current view's power.
-    pub fn power(&self) -> u32 {
-        self.power
+    /// The selected views' powers (one entry unless batched).
+    pub fn powers(&self) -> &[u32] {
+        &self.powers
     }
 
     /// The mask for the next dropout site with base rate `p`: `1 / (1 - p_k)` where the unit is
-    /// kept (`u >= p_k`) and 0 elsewhere, or `None` when nothing is dropped (`p_k == 0`).
+    /// kept (`u >= p_k`) and 0 elsewhere, or `None` when no selected view drops anything.
     ///
     /// # Panics
-    /// If this site's shape differs from the one drawn for the same site earlier in the step:
-    /// views of one step must run the same forward on inputs of the same shape.
+    /// If this site's shape differs from the one drawn for the same site earlier in the step
+    /// (views of one step must run the same forward on inputs of the same shape: pad them to one
+    /// length), or if a batched shape's first dimension is not a multiple of the view count.
     pub fn mask<const D: usize>(
         &mut self,
         p: f64,
         shape: [usize; D],
         device: &B::Device,
     ) -> Option<Tensor<B, D>> {
-        let p_k = nested_rate(p, self.power);
-        if p_k <= 0.0 {
+        let rates: Vec<f64> = self.powers.iter().map(|k| nested_rate(p, *k)).collect();
+        if rates.iter().all(|r| *r <= 0.0) {
             return None;
         }
-        assert!(p_k < 1.0, "dropout rate must be below 1, got {p_k}");
-        let numel: usize = shape.iter().product();
+        let views = rates.len();
+        assert!(
+            shape[0].is_multiple_of(views),
+            "a batched dropout site has {} rows, not a multiple of {views} views",
+            shape[0]
+        );
+        let numel = shape.iter().product::<usize>() / views;
         let site = self.cursor;
         self.cursor += 1;
         if site == self.uniforms.len() {
@@ -89,11 +111,30 @@ impl<B: Backend> DropoutMasks<B> {
         assert_eq!(
             u.dims()[0],
             numel,
-            "dropout site {site} was drawn with {} units this step, now asked for {shape:?}",
+            "dropout site {site} was drawn with {} units per view this step, now asked for \
+             {shape:?} over {views} view(s)",
             u.dims()[0]
         );
-        let keep = u.greater_equal_elem(p_k).float();
-        Some(keep.mul_scalar(1.0 / (1.0 - p_k)).reshape(shape))
+        let blocks: Vec<Tensor<B, 1>> = rates
+            .iter()
+            .map(|&p_k| {
+                assert!(p_k < 1.0, "dropout rate must be below 1, got {p_k}");
+                if p_k <= 0.0 {
+                    Tensor::ones([numel], device)
+                } else {
+                    u.clone()
+                        .greater_equal_elem(p_k)
+                        .float()
+                        .mul_scalar(1.0 / (1.0 - p_k))
+                }
+            })
+            .collect();
+        let mask = if blocks.len() == 1 {
+            blocks.into_iter().next().expect("one block")
+        } else {
+            Tensor::cat(blocks, 0)
+        };
+        Some(mask.reshape(shape))
     }
 }
 
@@ -177,5 +218,44 @@ mod tests {
             .count() as f64
             / 20_000.0;
         assert!((dropped - 0.19).abs() < 0.01, "dropped {dropped}");
+    }
+
+    #[test]
+    fn batched_views_get_the_masks_of_sequential_views() {
+        let device = Default::default();
+        let powers = [0u32, 1, 2, 3];
+        let mut sequential = DropoutMasks::<B>::new(11);
+        let mut per_view = Vec::new();
+        for &k in &powers {
+            sequential.set_power(k);
+            let a = sequential
+                .mask(0.2, [3, 5, 4], &device)
+                .unwrap_or_else(|| Tensor::ones([3, 5, 4], &device));
+            let b = sequential
+                .mask(0.2, [3, 7], &device)
+                .unwrap_or_else(|| Tensor::ones([3, 7], &device));
+            per_view.push((a, b));
+        }
+        let mut batched = DropoutMasks::<B>::new(11);
+        batched.set_view_powers(&powers);
+        let a = batched.mask(0.2, [12, 5, 4], &device).unwrap();
+        let b = batched.mask(0.2, [12, 7], &device).unwrap();
+        let want_a = Tensor::cat(per_view.iter().map(|v| v.0.clone()).collect(), 0);
+        let want_b = Tensor::cat(per_view.iter().map(|v| v.1.clone()).collect(), 0);
+        assert_eq!(a.to_data(), want_a.to_data());
+        assert_eq!(b.to_data(), want_b.to_data());
+        // The full model's block is all ones; the others drop something.
+        let first: Vec<f32> = a.clone().slice(0..3).to_data().to_vec().unwrap();
+        assert!(first.iter().all(|x| *x == 1.0));
+        let last: Vec<f32> = a.slice(9..12).to_data().to_vec().unwrap();
+        assert!(last.contains(&0.0));
+    }
+
+    #[test]
+    #[should_panic(expected = "not a multiple of 3 views")]
+    fn batched_rows_must_split_into_views() {
+        let mut masks = DropoutMasks::<B>::new(0);
+        masks.set_view_powers(&[0, 1, 2]);
+        masks.mask(0.1, [4, 2], &Default::default());
     }
 }

@@ -10,11 +10,16 @@
 //! - [`NeuronSet`]: the one neuron-set type (rows `(layer, neuron)` with optional language and
 //!   score), its set algebra, random controls with the same per-layer counts, JSON IO, and the
 //!   per-layer masks the models' forward context takes; [`head_masks`] for attention heads.
-//!
-//! Input cropping (CmpCrop) and Parquet IO for neuron sets are still to come.
+//! - [`crop`]: input ablation (CmpCrop): nested views over segments (HotpotQA paragraphs),
+//!   nested prefixes (ranking feedback passages) and nested random token deletion.
+//! - [`ViewSchedule`]: the passes of one comparative step (full model, then dropout and crop
+//!   ablations alternating as the official code does).
 
+pub mod crop;
 mod dropout;
 mod neuron_set;
+mod views;
 
 pub use dropout::{DropoutMasks, nested_rate};
 pub use neuron_set::{NeuronRow, NeuronSet, NeuronSetError, head_masks};
+pub use views::{CropOnlyDropout, View, ViewSchedule};

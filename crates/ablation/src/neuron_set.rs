@@ -42,6 +42,14 @@ pub enum NeuronSetError {
     /// Invalid JSON.
     #[error("neuron set JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A Parquet file that could not be read or written, or lacks a column.
+    #[error("neuron set Parquet {path}: {message}")]
+    Parquet {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A row outside the model's shape.
     #[error(
         "neuron ({layer}, {neuron}) is outside a model with {n_layers} layers of {width} neurons"
@@ -225,6 +233,102 @@ impl NeuronSet {
         let raw: NeuronSet = serde_json::from_str(text)?;
         Ok(Self::from_rows(raw.rows))
     }
+
+    /// Write the set as Parquet with columns `language` (string, nullable), `layer` and `neuron`
+    /// (Int64) and `score` (Float64, nullable), one row per neuron, in `(layer, neuron)` order.
+    #[cfg(feature = "parquet")]
+    pub fn write_parquet(&self, path: &std::path::Path) -> Result<(), NeuronSetError> {
+        use polars::prelude::*;
+        let error = |e: &dyn std::fmt::Display| NeuronSetError::Parquet {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let language: Vec<Option<&str>> = self.rows.iter().map(|r| r.language.as_deref()).collect();
+        let layer: Vec<i64> = self.rows.iter().map(|r| r.layer as i64).collect();
+        let neuron: Vec<i64> = self.rows.iter().map(|r| r.neuron as i64).collect();
+        let score: Vec<Option<f64>> = self.rows.iter().map(|r| r.score).collect();
+        let mut frame = DataFrame::new(
+            self.rows.len(),
+            vec![
+                Column::new("language".into(), language),
+                Column::new("layer".into(), layer),
+                Column::new("neuron".into(), neuron),
+                Column::new("score".into(), score),
+            ],
+        )
+        .map_err(|e| error(&e))?;
+        let file = std::fs::File::create(path).map_err(|e| error(&e))?;
+        ParquetWriter::new(file)
+            .finish(&mut frame)
+            .map_err(|e| error(&e))?;
+        Ok(())
+    }
+
+    /// Read a set from Parquet: integer columns `layer` and `neuron` are required, `language`
+    /// (string) and `score` (float) are optional; other columns are ignored. Rows are re-sorted
+    /// and deduplicated.
+    #[cfg(feature = "parquet")]
+    pub fn read_parquet(path: &std::path::Path) -> Result<Self, NeuronSetError> {
+        use polars::prelude::*;
+        let error = |message: String| NeuronSetError::Parquet {
+            path: path.display().to_string(),
+            message,
+        };
+        let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
+        let frame = ParquetReader::new(file)
+            .finish()
+            .map_err(|e| error(e.to_string()))?;
+        let column = |name: &str, dtype: DataType| -> Result<Option<Column>, NeuronSetError> {
+            match frame.column(name) {
+                Err(_) => Ok(None),
+                Ok(c) => c
+                    .cast(&dtype)
+                    .map(Some)
+                    .map_err(|e| error(format!("column `{name}` is not {dtype}: {e}"))),
+            }
+        };
+        let required = |name: &str| -> Result<Vec<usize>, NeuronSetError> {
+            let c = column(name, DataType::Int64)?
+                .ok_or_else(|| error(format!("missing column `{name}`")))?;
+            let values = c.i64().map_err(|e| error(e.to_string()))?;
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Some(v) if v >= 0 => Ok(v as usize),
+                    Some(v) => Err(error(format!("row {i}: `{name}` is negative ({v})"))),
+                    None => Err(error(format!("row {i}: `{name}` is null"))),
+                })
+                .collect()
+        };
+        let layers = required("layer")?;
+        let neurons = required("neuron")?;
+        let languages: Vec<Option<String>> = match column("language", DataType::String)? {
+            Some(c) => c
+                .str()
+                .map_err(|e| error(e.to_string()))?
+                .iter()
+                .map(|v| v.map(str::to_owned))
+                .collect(),
+            None => vec![None; layers.len()],
+        };
+        let scores: Vec<Option<f64>> = match column("score", DataType::Float64)? {
+            Some(c) => c.f64().map_err(|e| error(e.to_string()))?.iter().collect(),
+            None => vec![None; layers.len()],
+        };
+        Ok(Self::from_rows(
+            layers
+                .into_iter()
+                .zip(neurons)
+                .zip(languages.into_iter().zip(scores))
+                .map(|((layer, neuron), (language, score))| NeuronRow {
+                    layer,
+                    neuron,
+                    language,
+                    score,
+                }),
+        ))
+    }
 }
 
 /// Per-layer head masks for the forward context: 0 at the given `(layer, head)` pairs.
@@ -309,6 +413,43 @@ mod tests {
                 .to_string()
                 .contains("neuron")
         );
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn parquet_round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = NeuronSet::from_rows(vec![
+            NeuronRow {
+                layer: 3,
+                neuron: 7,
+                language: Some("fr".into()),
+                score: Some(0.25),
+            },
+            NeuronRow {
+                layer: 0,
+                neuron: 2,
+                language: None,
+                score: None,
+            },
+            NeuronRow {
+                layer: 29,
+                neuron: 8191,
+                language: Some("zh".into()),
+                score: Some(-1.5),
+            },
+        ]);
+        let path = dir.path().join("neurons.parquet");
+        s.write_parquet(&path).unwrap();
+        assert_eq!(NeuronSet::read_parquet(&path).unwrap(), s);
+        // An empty set round-trips too.
+        NeuronSet::default().write_parquet(&path).unwrap();
+        assert!(NeuronSet::read_parquet(&path).unwrap().is_empty());
+        // Not a Parquet file: the error names the file.
+        let bad = dir.path().join("bad.parquet");
+        std::fs::write(&bad, b"layer,neuron\n1,2\n").unwrap();
+        let err = NeuronSet::read_parquet(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.parquet"), "{err}");
     }
 
     #[test]
