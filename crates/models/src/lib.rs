@@ -1,8 +1,9 @@
 //! Transformer models for neuron-level research, generic over the Burn backend.
 //!
 //! This step holds the BERT family of encoders (BERT, RoBERTa, ELECTRA discriminator) with task
-//! heads, strict loading of HF checkpoints, saving back to HF layout, and tokenizers. Decoders
-//! (Llama / Mistral / SmolLM, GGUF) come with their own issue.
+//! heads, strict loading of HF checkpoints, saving back to HF layout, tokenizers, and
+//! [`view_losses`], which runs the views of a comparative (CmpLoss) step batched or one after
+//! another. Decoders (Llama / Mistral / SmolLM, GGUF) come with their own issue.
 //!
 //! Every forward pass takes a [`ForwardContext`] that the caller owns: it supplies dropout masks
 //! (from a seeded RNG, with the nested views of CmpDrop), FFN neuron masks and head masks, and
@@ -31,6 +32,7 @@ pub mod error;
 pub mod heads;
 pub mod loader;
 pub mod tokenizer;
+pub mod views;
 pub mod weights;
 
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
@@ -42,4 +44,5 @@ pub use heads::{
 };
 pub use loader::LoadReport;
 pub use tokenizer::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
+pub use views::{RowBatch, ViewExecution, view_losses};
 pub use weights::{HostTensor, TensorMap};

@@ -25,6 +25,7 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     pad_id: u32,
+    positions: usize,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -90,7 +91,34 @@ impl TextTokenizer {
             inner,
             path,
             pad_id: config.pad_token_id as u32,
+            positions: config.max_input_len(),
         })
+    }
+
+    /// Truncate to at most `max_len` tokens (special tokens included), or to the model's
+    /// positions if that is smaller. Pairs are truncated longest-first, as HF does.
+    pub fn with_max_len(mut self, max_len: usize) -> Result<Self> {
+        if max_len < 3 {
+            return Err(tok_err(
+                &self.path,
+                format!("max_len must be at least 3 (CLS, a token, SEP), got {max_len}"),
+            ));
+        }
+        let max_length = max_len.min(self.positions);
+        self.inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| tok_err(&self.path, e.to_string()))?;
+        Ok(self)
+    }
+
+    /// The longest tokenized length this tokenizer produces.
+    pub fn truncation(&self) -> usize {
+        self.inner
+            .get_truncation()
+            .map_or(self.positions, |t| t.max_length)
     }
 
     /// The underlying HF tokenizer.
