@@ -8,6 +8,16 @@ mod encoders;
 mod errors;
 // The real all-MiniLM-L6-v2 checkpoint against transformers, and the CLI on it.
 mod minilm;
+// Experiment files and grid expansion.
+mod grid;
+// Dataset readers (GLUE, JSONL, CSV, Parquet).
+mod data;
+// Metrics against NumPy / scikit-learn.
+mod metrics;
+// Comparative steps: batched and sequential views agree.
+mod views;
+// AdamW training on the real MiniLM with real sentences lowers the loss.
+mod training;
 // The same parity checks on a CUDA GPU (only in builds with `--features cuda`).
 #[cfg(feature = "cuda")]
 mod cuda;

@@ -6,3 +6,7 @@
 
 pub mod backend;
 pub mod commands;
+pub mod data;
+pub mod experiment;
+pub mod grid;
+pub mod metrics;

@@ -1,0 +1,525 @@
+//! Experiment files (TOML): named models, datasets and losses, training settings, grid axes.
+//!
+//! ```toml
+//! name = "quickstart"                      # results go to DIR/<name>/
+//!
+//! [train]                                  # settings for every cell (defaults below)
+//! epochs = 1
+//! batch_size = 16
+//!
+//! [models.minilm]
+//! path = "${ARTEFACTS}/all-MiniLM-L6-v2"   # ${ARTEFACTS}: the fetched-artefact cache
+//! kind = "encoder"
+//! train = { learning_rate = 5e-5 }        # per-model overrides
+//!
+//! [datasets.polarity]
+//! path = "${ARTEFACTS}/rt-polarity"
+//! format = "jsonl"
+//! task = "classification"
+//! columns = { text = "sentence", label = "label" }
+//! train = { epochs = 2 }                   # per-dataset overrides
+//!
+//! [losses.cmp2]
+//! kind = "comparative"
+//! n_drop = 2
+//!
+//! [grid]
+//! model = ["minilm"]                       # or `pairs = [{ model = "minilm", dataset = "polarity" }]`
+//! dataset = ["polarity"]
+//! loss = ["baseline", "cmp2"]              # `baseline` is predefined
+//! seed = [1, 2, 3]
+//! train = { learning_rate = [2e-5, 5e-5] } # any training setting as an axis
+//! ```
+//!
+//! Settings resolve in this order, later wins: built-in defaults, `[train]`, the dataset's
+//! `train`, the model's `train`, the grid axis. Unknown keys anywhere are errors naming the file,
+//! line and key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// An experiment file as written (before grid expansion).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// The grid's name: results go to `DIR/<name>/`.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Training settings for every cell.
+    #[serde(default)]
+    pub train: TrainOverrides,
+    /// Named models.
+    pub models: BTreeMap<String, ModelSpec>,
+    /// Named datasets.
+    pub datasets: BTreeMap<String, DatasetSpec>,
+    /// Named losses (`baseline` is predefined).
+    #[serde(default)]
+    pub losses: BTreeMap<String, LossSpec>,
+    /// The grid axes.
+    pub grid: GridSpec,
+}
+
+/// What kind of model a path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// A BERT-family encoder checkpoint (BERT, RoBERTa, ELECTRA).
+    Encoder,
+}
+
+/// A named model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Checkpoint directory.
+    pub path: PathBuf,
+    /// What the checkpoint is.
+    pub kind: ModelKind,
+    /// Settings for this model's cells.
+    #[serde(default)]
+    pub train: TrainOverrides,
+}
+
+/// The task a dataset trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Single-label classification (cross-entropy).
+    Classification,
+    /// One real-valued target (MSE), e.g. STS-B.
+    Regression,
+}
+
+/// The file format of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetFormat {
+    /// A GLUE task folder as distributed (`train.tsv`, `dev.tsv`, …); `glue` names the task.
+    Glue,
+    /// JSON lines.
+    Jsonl,
+    /// Comma-separated values with a header.
+    Csv,
+    /// Parquet.
+    Parquet,
+}
+
+/// Column names of a generic (JSONL / CSV / Parquet) dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Columns {
+    /// The text (first segment).
+    pub text: String,
+    /// The second segment of a pair task, if any.
+    #[serde(default)]
+    pub text_pair: Option<String>,
+    /// The label (an integer class, a class name, or a number for regression).
+    pub label: String,
+}
+
+/// A named dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// The dataset folder.
+    pub path: PathBuf,
+    /// Its file format.
+    pub format: DatasetFormat,
+    /// The task.
+    pub task: Task,
+    /// For `format = "glue"`: the GLUE task (`CoLA`, `SST-2`, `MRPC`, `STS-B`, `QQP`, `MNLI`,
+    /// `MNLI-mm`, `QNLI`, `RTE`).
+    #[serde(default)]
+    pub glue: Option<String>,
+    /// For generic formats: the columns.
+    #[serde(default)]
+    pub columns: Option<Columns>,
+    /// Class names, in label order (integer labels index them; string labels are looked up).
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// The training split's file, relative to `path` (generic formats).
+    #[serde(default)]
+    pub train_file: Option<String>,
+    /// The evaluation split's file, relative to `path` (generic formats).
+    #[serde(default)]
+    pub eval_file: Option<String>,
+    /// Settings for this dataset's cells.
+    #[serde(default)]
+    pub train: TrainOverrides,
+}
+
+/// The dummy target of the comparative loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// b = 0.
+    Ultra,
+    /// b = min over views.
+    Best,
+    /// As the official code's `first`.
+    First,
+}
+
+/// How the comparative loss is optimised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CmpMode {
+    /// The comparative loss alone (`--just_cmp`, the official runs' default).
+    Comparative,
+    /// A primary task loss plus `weight` × the pairwise hinge without the dummy.
+    Weighted,
+}
+
+/// The primary loss of weighted mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrimarySpec {
+    /// The largest view loss.
+    Max,
+    /// The mean of the view losses.
+    Avg,
+    /// The full model's loss.
+    First,
+    /// The most ablated view's loss.
+    Last,
+}
+
+/// A named loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LossSpec {
+    /// The task loss of the full model with ordinary dropout.
+    Baseline,
+    /// The cross-model comparative loss (CmpLoss).
+    Comparative {
+        /// Nested dropout views.
+        #[serde(default)]
+        n_drop: u32,
+        /// Nested input views (tasks with segmented inputs).
+        #[serde(default)]
+        n_crop: usize,
+        /// Base dropout rate; default: the model's own (`hidden_dropout_prob`).
+        #[serde(default)]
+        p: Option<f64>,
+        /// Dummy target.
+        #[serde(default = "default_target")]
+        target: Target,
+        /// Optimisation mode.
+        #[serde(default = "default_mode")]
+        mode: CmpMode,
+        /// Primary loss of weighted mode.
+        #[serde(default)]
+        primary: Option<PrimarySpec>,
+        /// Weight of the hinge in weighted mode.
+        #[serde(default)]
+        weight: Option<f64>,
+        /// Temperature T (the hinge acts on -l / T).
+        #[serde(default = "default_temperature")]
+        temperature: f64,
+    },
+}
+
+fn default_target() -> Target {
+    Target::Ultra
+}
+fn default_mode() -> CmpMode {
+    CmpMode::Comparative
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+
+/// Training settings as written: every field optional, merged in precedence order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOverrides {
+    /// Passes over the training set.
+    pub epochs: Option<f64>,
+    /// Optimiser steps; when set, overrides `epochs`.
+    pub max_steps: Option<usize>,
+    /// Examples per optimiser step (per view).
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of AdamW.
+    pub learning_rate: Option<f64>,
+    /// AdamW weight decay.
+    pub weight_decay: Option<f64>,
+    /// Linear warmup over this fraction of the steps, then linear decay to 0.
+    pub warmup_ratio: Option<f64>,
+    /// Warmup steps; when set, overrides `warmup_ratio`.
+    pub warmup_steps: Option<usize>,
+    /// Gradient clipping by global norm (0: off).
+    pub max_grad_norm: Option<f64>,
+    /// Tokens per sequence after truncation.
+    pub max_seq_len: Option<usize>,
+    /// Evaluate every this many steps (0: at the end of each epoch only).
+    pub eval_every: Option<usize>,
+    /// Use at most this many training examples (the first ones, before shuffling).
+    pub max_train_examples: Option<usize>,
+    /// Use at most this many evaluation examples.
+    pub max_eval_examples: Option<usize>,
+    /// Run the views of a comparative step as one batch when it has at most this many tokens,
+    /// one after another otherwise (0: no limit).
+    pub view_budget_tokens: Option<usize>,
+    /// After training, evaluate with this fraction of FFN neurons ablated at random (the
+    /// metric-versus-ablation-rate curve).
+    pub ablation_rates: Option<Vec<f64>>,
+}
+
+/// Training settings of one cell, fully resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// See [`TrainOverrides::epochs`].
+    pub epochs: f64,
+    /// See [`TrainOverrides::max_steps`] (0: from epochs).
+    pub max_steps: usize,
+    /// See [`TrainOverrides::batch_size`].
+    pub batch_size: usize,
+    /// See [`TrainOverrides::learning_rate`].
+    pub learning_rate: f64,
+    /// See [`TrainOverrides::weight_decay`].
+    pub weight_decay: f64,
+    /// See [`TrainOverrides::warmup_ratio`].
+    pub warmup_ratio: f64,
+    /// See [`TrainOverrides::warmup_steps`] (0: from the ratio).
+    pub warmup_steps: usize,
+    /// See [`TrainOverrides::max_grad_norm`].
+    pub max_grad_norm: f64,
+    /// See [`TrainOverrides::max_seq_len`].
+    pub max_seq_len: usize,
+    /// See [`TrainOverrides::eval_every`].
+    pub eval_every: usize,
+    /// See [`TrainOverrides::max_train_examples`] (0: all).
+    pub max_train_examples: usize,
+    /// See [`TrainOverrides::max_eval_examples`] (0: all).
+    pub max_eval_examples: usize,
+    /// See [`TrainOverrides::view_budget_tokens`].
+    pub view_budget_tokens: usize,
+    /// See [`TrainOverrides::ablation_rates`].
+    pub ablation_rates: Vec<f64>,
+}
+
+impl Default for TrainConfig {
+    /// HF `Trainer`-like defaults (AdamW, linear schedule, clipping at 1.0) at GLUE scale.
+    fn default() -> Self {
+        Self {
+            epochs: 3.0,
+            max_steps: 0,
+            batch_size: 32,
+            learning_rate: 2e-5,
+            weight_decay: 0.0,
+            warmup_ratio: 0.0,
+            warmup_steps: 0,
+            max_grad_norm: 1.0,
+            max_seq_len: 128,
+            eval_every: 0,
+            max_train_examples: 0,
+            max_eval_examples: 0,
+            view_budget_tokens: 0,
+            ablation_rates: Vec::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Apply the settings `o` sets.
+    pub fn apply(&mut self, o: &TrainOverrides) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
+        }
+        set!(
+            epochs,
+            max_steps,
+            batch_size,
+            learning_rate,
+            weight_decay,
+            warmup_ratio,
+            warmup_steps,
+            max_grad_norm,
+            max_seq_len,
+            eval_every,
+            max_train_examples,
+            max_eval_examples,
+            view_budget_tokens,
+            ablation_rates
+        );
+    }
+
+    /// Check ranges; `what` names where the settings come from.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 8] = [
+            (
+                self.epochs > 0.0 || self.max_steps > 0,
+                "epochs must be > 0 (or max_steps set)",
+            ),
+            (self.batch_size > 0, "batch_size must be > 0"),
+            (
+                self.learning_rate > 0.0 && self.learning_rate.is_finite(),
+                "learning_rate must be a positive number",
+            ),
+            (self.weight_decay >= 0.0, "weight_decay must be >= 0"),
+            (
+                (0.0..1.0).contains(&self.warmup_ratio),
+                "warmup_ratio must be in [0, 1)",
+            ),
+            (self.max_grad_norm >= 0.0, "max_grad_norm must be >= 0"),
+            (self.max_seq_len >= 2, "max_seq_len must be >= 2"),
+            (
+                self.ablation_rates.iter().all(|r| (0.0..1.0).contains(r)),
+                "ablation_rates must lie in [0, 1)",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(msg.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A model paired with a dataset (instead of the cross product).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    /// Model name.
+    pub model: String,
+    /// Dataset name.
+    pub dataset: String,
+}
+
+/// The grid axes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSpec {
+    /// Models (crossed with `dataset`).
+    #[serde(default)]
+    pub model: Vec<String>,
+    /// Datasets (crossed with `model`).
+    #[serde(default)]
+    pub dataset: Vec<String>,
+    /// Explicit (model, dataset) pairs, instead of `model` × `dataset`.
+    #[serde(default)]
+    pub pairs: Vec<Pair>,
+    /// Losses (default: `["baseline"]`).
+    #[serde(default)]
+    pub loss: Vec<String>,
+    /// Seeds (default: `[1]`).
+    #[serde(default)]
+    pub seed: Vec<u64>,
+    /// Training settings as axes: each key a setting, each value the list of its values.
+    #[serde(default)]
+    pub train: BTreeMap<String, toml::Value>,
+}
+
+/// An experiment file read from disk, with its text (for error locations).
+#[derive(Debug, Clone)]
+pub struct ExperimentFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The raw text.
+    pub text: String,
+    /// The parsed experiment (paths as written).
+    pub experiment: Experiment,
+    /// What `${ARTEFACTS}` stands for.
+    pub artefacts: PathBuf,
+}
+
+impl ExperimentFile {
+    /// Read and parse `path`; `${ARTEFACTS}` in paths stands for `artefacts` (see
+    /// [`Self::resolve`]). A malformed file or an
+    /// unknown key is an error naming the file, line and key.
+    pub fn read(path: &Path, artefacts: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read experiment file {}", path.display()))?;
+        Self::parse(path, text, artefacts)
+    }
+
+    /// Parse `text` as if read from `path`.
+    pub fn parse(path: &Path, text: String, artefacts: &Path) -> Result<Self> {
+        let experiment: Experiment = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!(", line {}", line_of(&text, s.start)))
+                .unwrap_or_default();
+            anyhow::anyhow!("{}{line}: {}", path.display(), e.message().trim_end())
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            experiment,
+            artefacts: artefacts.to_owned(),
+        })
+    }
+
+    /// A path as written in the file, resolved: `${ARTEFACTS}` replaced, and relative to the
+    /// file's folder.
+    pub fn resolve(&self, written: &Path) -> PathBuf {
+        let s = written
+            .to_string_lossy()
+            .replace("${ARTEFACTS}", &self.artefacts.to_string_lossy());
+        let p = PathBuf::from(s);
+        if p.is_relative() {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p
+        }
+    }
+
+    /// `"FILE, line N: key K"` for a key path like `["grid", "model", "1"]`, as far as the
+    /// file has it.
+    pub fn locate(&self, key_path: &[&str]) -> String {
+        let line = key_line(&self.text, key_path)
+            .map(|l| format!(", line {l}"))
+            .unwrap_or_default();
+        format!("{}{line}: {}", self.path.display(), key_path.join("."))
+    }
+}
+
+/// The 1-based line of byte offset `at`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where the value at `key_path` starts (array indices as numbers).
+fn key_line(text: &str, key_path: &[&str]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut span = root.span();
+    let mut table = Some(root.get_ref());
+    let mut array = None;
+    for key in key_path {
+        let value = if let Some(t) = table {
+            let (_, v) = t.iter().find(|(k, _)| k.get_ref() == key)?;
+            v
+        } else {
+            let a: &toml::de::DeArray = array?;
+            a.get(key.parse::<usize>().ok()?)?
+        };
+        span = value.span();
+        (table, array) = match value.get_ref() {
+            DeValue::Table(t) => (Some(t), None),
+            DeValue::Array(a) => (None, Some(a)),
+            _ => (None, None),
+        };
+    }
+    Some(line_of(text, span.start))
+}
+
+/// Make sure a value has the shape of a setting, for axis values: `bail!` with the reason.
+pub(crate) fn setting_from_value(name: &str, value: &toml::Value) -> Result<TrainOverrides> {
+    let mut table = toml::Table::new();
+    table.insert(name.to_owned(), value.clone());
+    toml::Value::Table(table)
+        .try_into::<TrainOverrides>()
+        .map_err(|e| anyhow::anyhow!("{}", e.message().trim_end()))
+        .and_then(|o| {
+            if o == TrainOverrides::default() {
+                bail!("`{name}` is not a training setting")
+            }
+            Ok(o)
+        })
+}

@@ -1,0 +1,204 @@
+//! Experiment files: parsing, grid expansion order, overrides, and errors that name file, line
+//! and key.
+
+use std::path::Path;
+
+use runner::experiment::ExperimentFile;
+use runner::grid::{Cell, expand};
+
+fn parse(text: &str) -> anyhow::Result<ExperimentFile> {
+    ExperimentFile::parse(
+        Path::new("/exp/test.toml"),
+        text.to_owned(),
+        Path::new("/cache"),
+    )
+}
+
+fn cells(text: &str) -> Vec<Cell> {
+    expand(&parse(text).unwrap()).unwrap()
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Err(e) => format!("{e:#}"),
+        Ok(file) => format!("{:#}", expand(&file).unwrap_err()),
+    }
+}
+
+const BASE: &str = r#"
+name = "demo"
+
+[train]
+epochs = 2
+batch_size = 16
+
+[models.mini]
+path = "${ARTEFACTS}/all-MiniLM-L6-v2"
+kind = "encoder"
+train = { learning_rate = 5e-5 }
+
+[models.tiny]
+path = "models/tiny"
+kind = "encoder"
+
+[datasets.pol]
+path = "data/pol"
+format = "jsonl"
+task = "classification"
+columns = { text = "sentence", label = "label" }
+train = { epochs = 1, learning_rate = 1e-5 }
+
+[datasets.sts]
+path = "data/sts"
+format = "glue"
+glue = "STS-B"
+task = "regression"
+
+[losses.cmp2]
+kind = "comparative"
+n_drop = 2
+target = "first"
+"#;
+
+#[test]
+fn expansion_order_is_pairs_then_loss_then_settings_then_seed() {
+    let text = format!(
+        "{BASE}\n[grid]\nmodel = [\"tiny\", \"mini\"]\ndataset = [\"sts\", \"pol\"]\n\
+         loss = [\"baseline\", \"cmp2\"]\nseed = [3, 1]\n\
+         train = {{ warmup_ratio = [0.0, 0.1], batch_size = [8, 32] }}\n"
+    );
+    let cells = cells(&text);
+    assert_eq!(cells.len(), 2 * 2 * 2 * 2 * 2 * 2);
+    let key = |c: &Cell| {
+        let p = &c.params;
+        format!(
+            "{} {} {} bs={} wr={} s={}",
+            p["model"], p["dataset"], p["loss"], p["batch_size"], p["warmup_ratio"], p["seed"]
+        )
+    };
+    assert_eq!(key(&cells[0]), "tiny sts baseline bs=8 wr=0.0 s=3");
+    assert_eq!(key(&cells[1]), "tiny sts baseline bs=8 wr=0.0 s=1");
+    assert_eq!(key(&cells[2]), "tiny sts baseline bs=8 wr=0.1 s=3");
+    assert_eq!(key(&cells[4]), "tiny sts baseline bs=32 wr=0.0 s=3");
+    assert_eq!(key(&cells[8]), "tiny sts cmp2 bs=8 wr=0.0 s=3");
+    assert_eq!(key(&cells[16]), "tiny pol baseline bs=8 wr=0.0 s=3");
+    assert_eq!(key(&cells[32]), "mini sts baseline bs=8 wr=0.0 s=3");
+    assert!(cells.iter().enumerate().all(|(i, c)| c.index == i));
+    // The same file expands to the same run ids; every cell has its own.
+    let again = expand(&parse(&text).unwrap()).unwrap();
+    assert_eq!(cells, again);
+    let mut ids: Vec<&str> = cells.iter().map(|c| c.run_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), cells.len());
+}
+
+#[test]
+fn settings_resolve_defaults_file_dataset_model_then_axis() {
+    let text = format!(
+        "{BASE}\n[grid]\npairs = [{{ model = \"mini\", dataset = \"pol\" }}, {{ model = \"tiny\", dataset = \"sts\" }}]\n"
+    );
+    let cells = cells(&text);
+    assert_eq!(cells.len(), 2);
+    let (mini_pol, tiny_sts) = (&cells[0].config, &cells[1].config);
+    // Dataset overrides the file, the model overrides the dataset.
+    assert_eq!(mini_pol.train.epochs, 1.0);
+    assert_eq!(mini_pol.train.learning_rate, 5e-5);
+    assert_eq!(mini_pol.train.batch_size, 16);
+    assert_eq!(tiny_sts.train.epochs, 2.0);
+    assert_eq!(tiny_sts.train.learning_rate, 2e-5); // built-in default
+    assert_eq!(mini_pol.loss_name, "baseline");
+    assert_eq!(mini_pol.seed, 1);
+    // Paths: ${ARTEFACTS} and relative to the file; the run id does not depend on them.
+    assert_eq!(mini_pol.model_dir, Path::new("/cache/all-MiniLM-L6-v2"));
+    assert_eq!(tiny_sts.dataset_dir, Path::new("/exp/data/sts"));
+    let moved = ExperimentFile::parse(
+        Path::new("/elsewhere/test.toml"),
+        text.clone(),
+        Path::new("/other-cache"),
+    )
+    .unwrap();
+    assert_eq!(expand(&moved).unwrap()[0].run_id, cells[0].run_id);
+
+    // An axis beats the model's setting.
+    let text = format!(
+        "{BASE}\n[grid]\nmodel = [\"mini\"]\ndataset = [\"pol\"]\ntrain = {{ learning_rate = [3e-5] }}\n"
+    );
+    assert_eq!(self::cells(&text)[0].config.train.learning_rate, 3e-5);
+}
+
+#[test]
+fn bad_files_name_file_line_and_key() {
+    let grid = "\n[grid]\nmodel = [\"mini\"]\ndataset = [\"pol\"]\n";
+    // An unknown key in a model table.
+    let text = BASE.replace(
+        "kind = \"encoder\"\ntrain",
+        "kind = \"encoder\"\ncolour = 3\ntrain",
+    );
+    let err = error(&format!("{text}{grid}"));
+    assert!(
+        err.contains("/exp/test.toml, line 11") && err.contains("colour"),
+        "{err}"
+    );
+    // Malformed TOML.
+    let err = error(&format!("{BASE}{grid}\nepochs = = 3\n"));
+    assert!(err.contains("/exp/test.toml, line"), "{err}");
+    // A bad enum value names the expected ones.
+    let err = error(&format!(
+        "{}{grid}",
+        BASE.replace("task = \"regression\"", "task = \"qa-ish\"")
+    ));
+    assert!(
+        err.contains("line 28") && err.contains("classification"),
+        "{err}"
+    );
+    // Unknown names in the grid.
+    let err = error(&format!(
+        "{BASE}\n[grid]\nmodel = [\"mini\", \"bert\"]\ndataset = [\"pol\"]\n"
+    ));
+    assert!(
+        err.contains("line 36")
+            && err.contains("grid.model")
+            && err.contains("unknown model `bert`"),
+        "{err}"
+    );
+    let err = error(&format!("{BASE}{grid}loss = [\"cmp3\"]\n"));
+    assert!(
+        err.contains("unknown loss `cmp3`") && err.contains("`cmp2`"),
+        "{err}"
+    );
+    // An axis over something that is not a setting, or a value of the wrong type.
+    let err = error(&format!("{BASE}{grid}train = {{ lr = [1e-5] }}\n"));
+    assert!(
+        err.contains("grid.train.lr") && err.contains("unknown field `lr`"),
+        "{err}"
+    );
+    let err = error(&format!(
+        "{BASE}{grid}train = {{ batch_size = [\"big\"] }}\n"
+    ));
+    assert!(err.contains("grid.train.batch_size"), "{err}");
+    // Out-of-range settings and inconsistent losses.
+    let err = error(&format!("{BASE}{grid}train = {{ warmup_ratio = [1.5] }}\n"));
+    assert!(err.contains("warmup_ratio must be in [0, 1)"), "{err}");
+    let err = error(&format!(
+        "{}{grid}",
+        BASE.replace("n_drop = 2", "n_drop = 2\nmode = \"weighted\"")
+    ));
+    assert!(
+        err.contains("losses.cmp2") && err.contains("needs `primary` and `weight`"),
+        "{err}"
+    );
+    let err = error(&format!(
+        "{}{grid}",
+        BASE.replace("n_drop = 2", "n_drop = 0")
+    ));
+    assert!(err.contains("n_drop > 0 or n_crop > 0"), "{err}");
+    // Repeated axis values would be the same run twice.
+    let err = error(&format!("{BASE}{grid}seed = [1, 1]\n"));
+    assert!(err.contains("same run"), "{err}");
+    // Pairs and model × dataset together.
+    let err = error(&format!(
+        "{BASE}{grid}pairs = [{{ model = \"mini\", dataset = \"pol\" }}]\n"
+    ));
+    assert!(err.contains("either `pairs`"), "{err}");
+}
