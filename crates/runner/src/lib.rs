@@ -10,3 +10,4 @@ pub mod data;
 pub mod experiment;
 pub mod grid;
 pub mod metrics;
+pub mod train;

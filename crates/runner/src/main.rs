@@ -68,6 +68,31 @@ enum Bench {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Milliseconds per training step (forward of every view, backward, clipping, AdamW) of a
+    /// sequence classifier on a random batch without padding, baseline or comparative.
+    Step {
+        /// Checkpoint directory.
+        #[arg(long, default_value = ".cache/artefacts/all-MiniLM-L6-v2")]
+        model: PathBuf,
+        /// Examples per step.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Tokens per example.
+        #[arg(long, default_value_t = 64)]
+        seq: usize,
+        /// Nested dropout views c (0: the baseline).
+        #[arg(long, default_value_t = 0)]
+        n_drop: u32,
+        /// Run the c + 1 views one after another instead of as one batch.
+        #[arg(long)]
+        sequential: bool,
+        /// Timed steps (after one warm-up step); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,6 +145,29 @@ fn run(cli: Cli) -> Result<()> {
                 model,
                 batch,
                 seq,
+                iters: iters.max(1),
+                device_label: device.to_string(),
+            };
+            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
+        }
+        Command::Bench {
+            what:
+                Bench::Step {
+                    model,
+                    batch,
+                    seq,
+                    n_drop,
+                    sequential,
+                    iters,
+                    device,
+                },
+        } => {
+            let task = commands::bench::BenchStep {
+                model,
+                batch,
+                seq,
+                n_drop,
+                batched: !sequential,
                 iters: iters.max(1),
                 device_label: device.to_string(),
             };

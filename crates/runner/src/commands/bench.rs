@@ -108,3 +108,155 @@ fn backend_label(device: &str) -> String {
         cpu_backend_name().into()
     }
 }
+
+/// Time one training step (forward of all views, backward, global-norm clipping, AdamW) of a
+/// sequence classifier with the comparative loss over `views - 1` nested dropout views
+/// (`views = 1`: the baseline, ordinary dropout), batched or one view after another.
+#[derive(Debug, Clone)]
+pub struct BenchStep {
+    /// Checkpoint directory.
+    pub model: PathBuf,
+    /// Examples per step.
+    pub batch: usize,
+    /// Tokens per example.
+    pub seq: usize,
+    /// Nested dropout views c (0: baseline).
+    pub n_drop: u32,
+    /// Run the views as one batch.
+    pub batched: bool,
+    /// Timed steps (after one warm-up step).
+    pub iters: usize,
+    /// Device label for the report.
+    pub device_label: String,
+}
+
+/// One step-benchmark result, printed as a JSON line.
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    /// Which implementation ran.
+    pub implementation: String,
+    /// Device.
+    pub device: String,
+    /// Examples per step.
+    pub batch: usize,
+    /// Tokens per example.
+    pub seq: usize,
+    /// c.
+    pub n_drop: u32,
+    /// `batched` or `sequential`.
+    pub execution: String,
+    /// Timed steps.
+    pub iters: usize,
+    /// Median milliseconds per step.
+    pub median_ms: f64,
+    /// Median milliseconds of the forward passes (loss included).
+    pub forward_ms: f64,
+    /// Median milliseconds of the backward pass.
+    pub backward_ms: f64,
+    /// Median milliseconds of clipping and the AdamW update.
+    pub optimizer_ms: f64,
+}
+
+impl BackendTask for BenchStep {
+    type Output = StepReport;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<StepReport> {
+        use crate::experiment::LossSpec;
+        use crate::train::{AdamW, Objective, Targets, clip_global_norm};
+        use ablation::DropoutMasks;
+        use burn::backend::Autodiff;
+        use burn::optim::{GradientsParams, Optimizer};
+        use models::SequenceClassifier;
+
+        let checkpoint = Checkpoint::open(&self.model)
+            .with_context(|| format!("loading model {}", self.model.display()))?;
+        let vocab = checkpoint.config.vocab_size;
+        let (mut model, _) =
+            SequenceClassifier::<Autodiff<B>>::load(checkpoint, 2, None, 0, &device)?;
+        let spec = if self.n_drop == 0 {
+            LossSpec::Baseline
+        } else {
+            LossSpec::Comparative {
+                n_drop: self.n_drop,
+                n_crop: 0,
+                p: None,
+                target: crate::experiment::Target::Ultra,
+                mode: crate::experiment::CmpMode::Comparative,
+                primary: None,
+                weight: None,
+                temperature: 1.0,
+            }
+        };
+        let mut objective = Objective::new(&spec, 0)?;
+        if !self.batched {
+            objective.execution_budget = Some(0);
+        }
+        let mut rng = StdRng::seed_from_u64(0);
+        let n = self.batch * self.seq;
+        let ids: Vec<i64> = (0..n)
+            .map(|_| rng.random_range(1000..vocab as i64))
+            .collect();
+        let labels: Vec<i64> = (0..self.batch).map(|i| (i % 2) as i64).collect();
+        let input = EncoderInput {
+            input_ids: Tensor::from_data(TensorData::new(ids, [self.batch, self.seq]), &device),
+            attention_mask: Tensor::ones([self.batch, self.seq], &device),
+            token_type_ids: Tensor::zeros([self.batch, self.seq], &device),
+        };
+        let targets = Targets::Classes(Tensor::from_data(
+            TensorData::new(labels, [self.batch]),
+            &device,
+        ));
+        let mut optimizer = AdamW::new(0.01).init();
+        let mut masks = Some(DropoutMasks::new(0));
+        let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for i in 0..self.iters + 1 {
+            let start = Instant::now();
+            let loss = objective.loss(&model, &input, &targets, &mut masks);
+            let _ = loss.clone().into_data(); // forces the forward
+            let forward = start.elapsed();
+            let grads = loss.backward();
+            let mut grads = GradientsParams::from_grads(grads, &model);
+            let backward = start.elapsed();
+            clip_global_norm(&model, &mut grads, 1.0);
+            model = optimizer.step(2e-5, model, grads);
+            let _ = model
+                .head
+                .out_proj
+                .weight
+                .val()
+                .slice([0..1, 0..1])
+                .into_data();
+            let total = start.elapsed();
+            if i >= 1 {
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                phases[0].push(ms(total));
+                phases[1].push(ms(forward));
+                phases[2].push(ms(backward - forward));
+                phases[3].push(ms(total - backward));
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let [t, f, b, o] = &mut phases;
+        Ok(StepReport {
+            implementation: format!("neuronlab burn-{}", backend_label(&self.device_label)),
+            device: self.device_label,
+            batch: self.batch,
+            seq: self.seq,
+            n_drop: self.n_drop,
+            execution: if self.batched || self.n_drop == 0 {
+                "batched"
+            } else {
+                "sequential"
+            }
+            .into(),
+            iters: self.iters,
+            median_ms: median(t),
+            forward_ms: median(f),
+            backward_ms: median(b),
+            optimizer_ms: median(o),
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! Training pieces with PyTorch / HF `Trainer` conventions, where Burn 0.21 differs:
+//!
+//! - [`AdamW`]: `torch.optim.AdamW` (eps 1e-8, decoupled decay `p ← p·(1 − lr·wd)`), with HF's
+//!   parameter groups: no decay for biases and LayerNorm weights. Burn's `AdamW` decays every
+//!   parameter and has no groups; here every tensor of rank < 2 (biases, norm weights and biases)
+//!   is not decayed, which for the encoders is exactly HF's `["bias", "LayerNorm.weight"]` rule.
+//! - [`clip_global_norm`]: `torch.nn.utils.clip_grad_norm_` over all parameters at once (Burn's
+//!   clipping is per tensor).
+//! - [`linear_schedule`]: `get_linear_schedule_with_warmup` (the learning rate of optimiser step
+//!   `t`, 0-based: `t / warmup` during warmup, then a linear decay to 0 at the last step).
+//! - [`Objective`]: the loss of one step: the task loss with ordinary dropout (baseline), or the
+//!   comparative loss over the step's nested views ([`ablation::ViewSchedule`]).
+
+use ablation::{DropoutMasks, View, ViewSchedule};
+use anyhow::{Result, bail};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamWConfig, AdamWState, GradientsParams, SimpleOptimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use losses::{ComparativeLoss, DummyTarget, Primary, cross_entropy, mse};
+use models::{EncoderInput, ForwardContext, SequenceClassifier, ViewExecution, view_losses};
+
+use crate::experiment::{CmpMode, LossSpec, PrimarySpec, Target};
+
+/// AdamW as `torch.optim.AdamW`, with no decay on tensors of rank < 2 (see the module docs).
+#[derive(Clone)]
+pub struct AdamW {
+    decay: burn::optim::AdamW,
+    no_decay: burn::optim::AdamW,
+}
+
+impl AdamW {
+    /// β = (0.9, 0.999), eps = 1e-8 (PyTorch's and HF's defaults), decay `weight_decay`.
+    pub fn new(weight_decay: f64) -> Self {
+        let config = AdamWConfig::new().with_epsilon(1e-8);
+        Self {
+            decay: config
+                .clone()
+                .with_weight_decay(weight_decay as f32)
+                .build(),
+            no_decay: config.with_weight_decay(0.0).build(),
+        }
+    }
+
+    /// The optimiser for a module.
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(self) -> OptimizerAdaptor<Self, M, B> {
+        OptimizerAdaptor::from(self)
+    }
+}
+
+impl<B: Backend> SimpleOptimizer<B> for AdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        if D >= 2 {
+            self.decay.step(lr, tensor, grad, state)
+        } else {
+            self.no_decay.step(lr, tensor, grad, state)
+        }
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        <burn::optim::AdamW as SimpleOptimizer<B>>::to_device(state, device)
+    }
+}
+
+/// Sum of squared gradients of every parameter of a module.
+struct SquaredNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let s = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+    }
+}
+
+/// Multiply every gradient by a factor.
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// The global L2 norm of all gradients of `model`.
+pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> f64 {
+    let mut visitor = SquaredNorm::<B> { grads, total: None };
+    model.visit(&mut visitor);
+    visitor
+        .total
+        .map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
+}
+
+/// Clip the gradients of `model` to global norm `max_norm` as `clip_grad_norm_` does (scale by
+/// `max_norm / (norm + 1e-6)` when that is below 1); returns the norm before clipping.
+/// `max_norm = 0` only measures.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    let norm = global_grad_norm(model, grads);
+    let factor = max_norm / (norm + 1e-6);
+    if max_norm > 0.0 && factor < 1.0 {
+        model.visit(&mut Scale { grads, factor });
+    }
+    norm
+}
+
+/// The learning rate of optimiser step `step` (0-based) of `total`, with `warmup` warmup steps
+/// (HF `get_linear_schedule_with_warmup`: the first step of a warmup runs at lr 0).
+pub fn linear_schedule(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        peak * step as f64 / warmup as f64
+    } else {
+        let left = total.saturating_sub(step) as f64;
+        peak * (left / (total - warmup).max(1) as f64).max(0.0)
+    }
+}
+
+/// Targets of a batch.
+#[derive(Debug, Clone)]
+pub enum Targets<B: Backend> {
+    /// Class indices, `[batch]`.
+    Classes(Tensor<B, 1, Int>),
+    /// Regression values, `[batch]`.
+    Values(Tensor<B, 1>),
+}
+
+impl<B: Backend> Targets<B> {
+    /// Per-example task loss of `outputs` (`[n · batch, K]`) against the targets repeated `n`
+    /// times: cross-entropy for classes, squared error for values (`K = 1`).
+    pub fn losses(&self, outputs: Tensor<B, 2>, n: usize) -> Tensor<B, 1> {
+        match self {
+            Self::Classes(labels) => cross_entropy(outputs, labels.clone().repeat_dim(0, n)),
+            Self::Values(values) => {
+                let rows = outputs.dims()[0];
+                mse(outputs.reshape([rows]), values.clone().repeat_dim(0, n))
+            }
+        }
+    }
+}
+
+/// The loss of a training step.
+#[derive(Debug, Clone)]
+pub struct Objective {
+    /// The step's views: `[(0, 1)]` (ordinary dropout) for the baseline.
+    pub views: Vec<View>,
+    /// The comparative loss, or `None` for the baseline (mean task loss).
+    pub comparative: Option<ComparativeLoss>,
+    /// Batched or sequential views.
+    pub execution_budget: Option<usize>,
+}
+
+impl Objective {
+    /// The objective of a loss spec. `view_budget_tokens` (0: none) caps the tokens of a batched
+    /// step. Input views (`n_crop`) need segmented inputs, which classification has not.
+    pub fn new(spec: &LossSpec, view_budget_tokens: usize) -> Result<Self> {
+        let budget = (view_budget_tokens > 0).then_some(view_budget_tokens);
+        match spec {
+            LossSpec::Baseline => Ok(Self {
+                views: ViewSchedule::new(0, 0).views(),
+                comparative: None,
+                execution_budget: budget,
+            }),
+            LossSpec::Comparative {
+                n_drop,
+                n_crop,
+                target,
+                mode,
+                primary,
+                weight,
+                temperature,
+                ..
+            } => {
+                if *n_crop > 0 {
+                    bail!(
+                        "n_crop = {n_crop}: input views need a task with segmented inputs (QA, \
+                         ranking); sentence classification has none"
+                    );
+                }
+                if *n_drop == 0 {
+                    bail!("the comparative loss needs n_drop >= 1 (c = 0 compares nothing)");
+                }
+                let loss = match mode {
+                    CmpMode::Comparative => ComparativeLoss::new(match target {
+                        Target::Ultra => DummyTarget::Ultra,
+                        Target::Best => DummyTarget::Best,
+                        Target::First => DummyTarget::First,
+                    }),
+                    CmpMode::Weighted => ComparativeLoss::weighted(
+                        match primary.unwrap_or(PrimarySpec::Avg) {
+                            PrimarySpec::Max => Primary::Max,
+                            PrimarySpec::Avg => Primary::Avg,
+                            PrimarySpec::First => Primary::First,
+                            PrimarySpec::Last => Primary::Last,
+                        },
+                        weight.unwrap_or(1.0),
+                    ),
+                };
+                Ok(Self {
+                    views: ViewSchedule::new(*n_drop, 0).views(),
+                    comparative: Some(loss.with_temperature(*temperature)),
+                    execution_budget: budget,
+                })
+            }
+        }
+    }
+
+    /// The step loss (a one-element tensor) of `model` on one batch, and the per-view mean task
+    /// losses (for logs). Draws the step's dropout uniforms from `masks`.
+    pub fn loss<B: Backend>(
+        &self,
+        model: &SequenceClassifier<B>,
+        input: &EncoderInput<B>,
+        targets: &Targets<B>,
+        masks: &mut Option<DropoutMasks<B>>,
+    ) -> Tensor<B, 1> {
+        let [batch, seq] = input.input_ids.dims();
+        let execution =
+            ViewExecution::for_budget(self.views.len(), batch, seq, self.execution_budget);
+        let mut step_masks = masks.take().expect("dropout masks are set");
+        step_masks.next_step();
+        let mut ctx = ForwardContext::with_dropout(step_masks);
+        let per_view = view_losses(
+            &self.views,
+            std::slice::from_ref(input),
+            execution,
+            &mut ctx,
+            |input, ctx, n| {
+                targets
+                    .losses(model.forward(input, ctx), n)
+                    .unsqueeze_dim(1)
+            },
+        );
+        *masks = ctx.dropout.take();
+        let [b, v, _] = per_view.dims();
+        let per_view = per_view.reshape([b, v]);
+        match &self.comparative {
+            None => per_view.mean(),
+            Some(cmp) => cmp.forward(per_view),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_schedule_matches_hf() {
+        // get_linear_schedule_with_warmup(opt, 2, 10) at lr 1: steps 0..10.
+        let expected = [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125];
+        for (t, e) in expected.iter().enumerate() {
+            assert!(
+                (linear_schedule(1.0, t, 2, 10) - e).abs() < 1e-12,
+                "step {t}"
+            );
+        }
+        assert_eq!(linear_schedule(1.0, 0, 0, 4), 1.0);
+        assert_eq!(linear_schedule(1.0, 3, 0, 4), 0.25);
+    }
+}
