@@ -168,6 +168,11 @@ impl<B: Backend> BertModel<B> {
         self.encoder.layer.len()
     }
 
+    /// FFN neurons per layer (`intermediate_size`).
+    pub fn intermediate_size(&self) -> usize {
+        self.encoder.layer[0].intermediate.dense.weight.dims()[1]
+    }
+
     /// The family this encoder was built as.
     pub fn family(&self) -> EncoderFamily {
         self.hp.family

@@ -242,8 +242,12 @@ pub struct TrainOverrides {
     pub epochs: Option<f64>,
     /// Optimiser steps; when set, overrides `epochs`.
     pub max_steps: Option<usize>,
-    /// Examples per optimiser step (per view).
+    /// Examples per batch (per view).
     pub batch_size: Option<usize>,
+    /// Batches per optimiser step (gradient accumulation).
+    pub grad_accum_steps: Option<usize>,
+    /// Batch examples of similar length together (HF's `group_by_length`): less padding.
+    pub group_by_length: Option<bool>,
     /// Peak learning rate of AdamW.
     pub learning_rate: Option<f64>,
     /// AdamW weight decay.
@@ -280,6 +284,10 @@ pub struct TrainConfig {
     pub max_steps: usize,
     /// See [`TrainOverrides::batch_size`].
     pub batch_size: usize,
+    /// See [`TrainOverrides::grad_accum_steps`].
+    pub grad_accum_steps: usize,
+    /// See [`TrainOverrides::group_by_length`].
+    pub group_by_length: bool,
     /// See [`TrainOverrides::learning_rate`].
     pub learning_rate: f64,
     /// See [`TrainOverrides::weight_decay`].
@@ -311,6 +319,8 @@ impl Default for TrainConfig {
             epochs: 3.0,
             max_steps: 0,
             batch_size: 32,
+            grad_accum_steps: 1,
+            group_by_length: false,
             learning_rate: 2e-5,
             weight_decay: 0.0,
             warmup_ratio: 0.0,
@@ -336,6 +346,8 @@ impl TrainConfig {
             epochs,
             max_steps,
             batch_size,
+            grad_accum_steps,
+            group_by_length,
             learning_rate,
             weight_decay,
             warmup_ratio,
@@ -352,12 +364,13 @@ impl TrainConfig {
 
     /// Check ranges; `what` names where the settings come from.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 9] = [
             (
                 self.epochs > 0.0 || self.max_steps > 0,
                 "epochs must be > 0 (or max_steps set)",
             ),
             (self.batch_size > 0, "batch_size must be > 0"),
+            (self.grad_accum_steps > 0, "grad_accum_steps must be > 0"),
             (
                 self.learning_rate > 0.0 && self.learning_rate.is_finite(),
                 "learning_rate must be a positive number",

@@ -1,8 +1,10 @@
 //! The library behind the `neuronlab` command line.
 //!
 //! Only this crate picks a backend, reads experiment files, touches the file system for runs or
-//! prints. The commands: `embed` (sentence embeddings), `inspect` (what a checkpoint holds) and
-//! `bench` (throughput of the model forward on this build's backends).
+//! prints. The commands: `grid run | list | export` (experiment grids: [`experiment`] files,
+//! [`grid`] expansion, [`data`] readers, [`run`] training with [`train`]'s pieces, [`metrics`],
+//! and the [`results`] layout), `report` (Markdown and [`plot`]s of a grid's results), `embed` (sentence embeddings), `inspect` (what a checkpoint
+//! holds) and `bench` (forward throughput and training-step time on this build's backends).
 
 pub mod backend;
 pub mod commands;
@@ -10,4 +12,7 @@ pub mod data;
 pub mod experiment;
 pub mod grid;
 pub mod metrics;
+pub mod plot;
+pub mod results;
+pub mod run;
 pub mod train;

@@ -46,6 +46,57 @@ enum Command {
         #[command(subcommand)]
         what: Bench,
     },
+    /// Experiment grids from TOML: run (resumably), list, export to Slurm.
+    Grid {
+        #[command(subcommand)]
+        what: GridCommand,
+    },
+    /// A grid's results as Markdown (mean ± std over seeds, comparative − baseline with a paired
+    /// test) and SVG plots (learning curves, metric versus ablation rate), written into DIR.
+    Report {
+        /// A grid's results folder (DIR/<grid name>).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GridCommand {
+    /// Run every cell not finished before (exit status 1 when a cell failed).
+    Run {
+        /// The experiment file.
+        file: PathBuf,
+        /// Results root: results go to DIR/<grid name>/.
+        #[arg(long, default_value = "runs")]
+        output: PathBuf,
+        /// Validate every cell and print the plan; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run only cell N (0-based, in `grid list` order), e.g. as a cluster array task.
+        #[arg(long)]
+        cell: Option<usize>,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// The cells, their run ids and status (pending, finished, failed).
+    List {
+        /// The experiment file.
+        file: PathBuf,
+        /// Results root.
+        #[arg(long, default_value = "runs")]
+        output: PathBuf,
+    },
+    /// Write a cluster script for the grid.
+    Export {
+        /// Write DIR/<grid>/slurm.sbatch, a Slurm job array with one task per cell.
+        #[arg(long, required = true)]
+        slurm: bool,
+        /// The experiment file.
+        file: PathBuf,
+        /// Results root.
+        #[arg(long, default_value = "runs")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,7 +155,7 @@ fn main() -> ExitCode {
         )
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
@@ -112,7 +163,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Embed {
             model,
@@ -173,6 +224,81 @@ fn run(cli: Cli) -> Result<()> {
             };
             println!("{}", serde_json::to_string(&run_on(device, task)?)?);
         }
+        Command::Grid { what } => return grid(what),
+        Command::Report { dir } => print!("{}", commands::report::report(&dir)?),
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+fn grid(what: GridCommand) -> Result<ExitCode> {
+    use commands::grid::{Grid, GridRun, export_slurm};
+    match what {
+        GridCommand::Run {
+            file,
+            output,
+            dry_run: true,
+            cell,
+            ..
+        } => {
+            let grid = Grid::open(&file, &output)?;
+            let problems = grid.validate();
+            print!("{}", grid.plan());
+            if let Some(n) = cell {
+                anyhow::ensure!(
+                    n < grid.cells.len(),
+                    "--cell {n}: the grid has {} cells",
+                    grid.cells.len()
+                );
+                println!("(--cell {n}: only cell {n} would run)");
+            }
+            if problems.is_empty() {
+                println!("every cell is valid");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                anyhow::bail!(
+                    "{}: {} problem(s):\n  {}",
+                    file.display(),
+                    problems.len(),
+                    problems.join("\n  ")
+                )
+            }
+        }
+        GridCommand::Run {
+            file,
+            output,
+            cell,
+            device,
+            ..
+        } => {
+            let task = GridRun {
+                file,
+                output,
+                cell,
+                device_label: device.to_string(),
+            };
+            let summary = run_on(device, task)?;
+            eprintln!(
+                "grid: {} finished, {} skipped (finished before), {} failed",
+                summary.finished,
+                summary.skipped,
+                summary.failed.len()
+            );
+            for (index, error) in &summary.failed {
+                eprintln!("  cell {index} failed: {error}");
+            }
+            Ok(if summary.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        GridCommand::List { file, output } => {
+            print!("{}", Grid::open(&file, &output)?.plan());
+            Ok(ExitCode::SUCCESS)
+        }
+        GridCommand::Export { file, output, .. } => {
+            println!("{}", export_slurm(&file, &output)?.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

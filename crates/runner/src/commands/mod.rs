@@ -2,4 +2,6 @@
 
 pub mod bench;
 pub mod embed;
+pub mod grid;
 pub mod inspect;
+pub mod report;

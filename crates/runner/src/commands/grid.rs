@@ -1,0 +1,313 @@
+//! `neuronlab grid run | list | export`: run an experiment grid, resumably, into the results
+//! layout of [`crate::results`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+
+use crate::backend::BackendTask;
+use crate::experiment::{ExperimentFile, Task};
+use crate::grid::{Cell, expand};
+use crate::results::{
+    RunResult, read_result, run_dir, source_commit, status, utc_now, write_atomic, write_tables,
+};
+use crate::run::{RunLog, TokenCache, train_cell};
+
+/// Where `${ARTEFACTS}` points: `$NEURONLAB_CACHE`, else `.cache/artefacts` in the current
+/// folder (as the fetch script run from the checkout), made absolute.
+pub fn artefacts_dir() -> PathBuf {
+    let dir = std::env::var_os("NEURONLAB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".cache/artefacts"));
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// An experiment file, expanded.
+pub struct Grid {
+    /// The file.
+    pub file: ExperimentFile,
+    /// Its cells in order.
+    pub cells: Vec<Cell>,
+    /// `DIR/<grid>`.
+    pub dir: PathBuf,
+}
+
+impl Grid {
+    /// Read and expand `path`; results under `output/<name>`.
+    pub fn open(path: &Path, output: &Path) -> Result<Self> {
+        let file = ExperimentFile::read(path, &artefacts_dir())?;
+        let cells = expand(&file)?;
+        let dir = output.join(&file.experiment.name);
+        Ok(Self { file, cells, dir })
+    }
+
+    /// Check that every cell can start: the model and dataset files exist and parse, the
+    /// tokenizer matches the model, and the task fits the head. Returns one line per problem.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for cell in &self.cells {
+            let c = &cell.config;
+            if !seen.insert((c.model_name.clone(), c.dataset_name.clone())) {
+                continue;
+            }
+            let model = || -> Result<()> {
+                let config = models::EncoderConfig::from_file(c.model_dir.join("config.json"))
+                    .with_context(|| format!("model `{}`", c.model_name))?;
+                models::TextTokenizer::from_dir(&c.model_dir, &config)
+                    .with_context(|| format!("model `{}`: tokenizer", c.model_name))?;
+                Ok(())
+            };
+            if let Err(e) = model() {
+                problems.push(format!("cell {} ({}): {e:#}", cell.index, cell.run_id));
+            }
+            let dataset = || -> Result<()> {
+                let d = crate::data::load(&c.dataset, &c.dataset_dir)
+                    .with_context(|| format!("dataset `{}`", c.dataset_name))?;
+                match c.dataset.task {
+                    Task::Classification if d.labels.len() < 2 => bail!(
+                        "dataset `{}`: a classification task needs at least 2 labels, found {}",
+                        c.dataset_name,
+                        d.labels.len()
+                    ),
+                    Task::Regression if !d.labels.is_empty() => bail!(
+                        "dataset `{}`: task = \"regression\" but the labels are classes",
+                        c.dataset_name
+                    ),
+                    _ => Ok(()),
+                }
+            };
+            if let Err(e) = dataset() {
+                problems.push(format!("cell {} ({}): {e:#}", cell.index, cell.run_id));
+            }
+        }
+        problems
+    }
+
+    /// One line per cell: index, run id, status, axis values.
+    pub fn plan(&self) -> String {
+        let mut out = format!(
+            "grid `{}`: {} cells, results in {}\n",
+            self.file.experiment.name,
+            self.cells.len(),
+            self.dir.display()
+        );
+        for cell in &self.cells {
+            let params: Vec<String> = cell
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(&format!(
+                "{:>4}  {}  {:<8}  {}\n",
+                cell.index,
+                cell.run_id,
+                status(&self.dir, cell),
+                params.join(" ")
+            ));
+        }
+        out
+    }
+}
+
+/// `neuronlab grid run`.
+#[derive(Debug, Clone)]
+pub struct GridRun {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// Results root.
+    pub output: PathBuf,
+    /// Only this cell.
+    pub cell: Option<usize>,
+    /// Device label for result.json.
+    pub device_label: String,
+}
+
+/// What a grid run did.
+#[derive(Debug, Default)]
+pub struct GridSummary {
+    /// Cells that finished in this run.
+    pub finished: usize,
+    /// Cells skipped because they had finished before.
+    pub skipped: usize,
+    /// Cells that failed, with their errors.
+    pub failed: Vec<(usize, String)>,
+}
+
+impl BackendTask for GridRun {
+    type Output = GridSummary;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<GridSummary> {
+        let grid = Grid::open(&self.file, &self.output)?;
+        let selected: Vec<&Cell> = match self.cell {
+            Some(n) => vec![grid.cells.get(n).with_context(|| {
+                format!(
+                    "--cell {n}: the grid has {} cells (0..{})",
+                    grid.cells.len(),
+                    grid.cells.len().saturating_sub(1)
+                )
+            })?],
+            None => grid.cells.iter().collect(),
+        };
+        let problems = grid.validate();
+        if !problems.is_empty() {
+            bail!(
+                "{}: {} problem(s) before any cell ran:\n  {}",
+                self.file.display(),
+                problems.len(),
+                problems.join("\n  ")
+            );
+        }
+        std::fs::create_dir_all(&grid.dir)
+            .with_context(|| format!("cannot create {}", grid.dir.display()))?;
+        let device_name = format!("{} / {}", self.device_label, B::name(&device));
+        let commit = source_commit();
+        let mut cache = TokenCache::default();
+        let mut summary = GridSummary::default();
+        let total = grid.cells.len();
+        for cell in selected {
+            if read_result(&grid.dir, cell).is_some_and(|r| r.finished()) {
+                eprintln!(
+                    "[{}/{total}] {} finished before; skipped",
+                    cell.index + 1,
+                    cell.run_id
+                );
+                summary.skipped += 1;
+                continue;
+            }
+            let dir = run_dir(&grid.dir, cell);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // A run that starts again starts clean.
+            for stale in ["log.txt", "metrics.jsonl", "result.json"] {
+                let _ = std::fs::remove_file(dir.join(stale));
+            }
+            write_atomic(
+                &dir.join("config.toml"),
+                toml::to_string(&cell.config)?.as_bytes(),
+            )?;
+            let params: Vec<String> = cell
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let mut log = RunLog::open(&dir, format!("[{}/{total}]", cell.index + 1))?;
+            log.line(&format!("{} {}", cell.run_id, params.join(" ")));
+            let started = utc_now();
+            let clock = Instant::now();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let data = cache.get(&cell.config)?;
+                train_cell::<Autodiff<B>>(&cell.config, &data, &mut log, &device)
+            }))
+            .unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(anyhow::anyhow!("panicked: {msg}"))
+            });
+            let mut result = RunResult {
+                run_id: cell.run_id.clone(),
+                cell: cell.index,
+                status: "finished".into(),
+                error: None,
+                params: cell.params.clone(),
+                main_metric: None,
+                metrics: Default::default(),
+                best_step: None,
+                final_metrics: Default::default(),
+                steps: None,
+                ablation: Vec::new(),
+                seconds: clock.elapsed().as_secs_f64(),
+                started,
+                commit: commit.clone(),
+                versions: [
+                    (
+                        "neuronlab".to_string(),
+                        env!("CARGO_PKG_VERSION").to_string(),
+                    ),
+                    ("burn".to_string(), "0.21.0".to_string()),
+                ]
+                .into(),
+                device: device_name.clone(),
+            };
+            match outcome {
+                Ok(o) => {
+                    log.line(&format!(
+                        "finished in {:.0}s: {} {:.4} (best, step {})",
+                        result.seconds,
+                        o.main_metric,
+                        o.metrics.get(&o.main_metric).copied().unwrap_or(f64::NAN),
+                        o.best_step
+                    ));
+                    result.main_metric = Some(o.main_metric);
+                    result.metrics = o.metrics;
+                    result.best_step = Some(o.best_step);
+                    result.final_metrics = o.final_metrics;
+                    result.steps = Some(o.steps);
+                    result.ablation = o.ablation;
+                    summary.finished += 1;
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    log.line(&format!("FAILED: {msg}"));
+                    result.status = "failed".into();
+                    result.error = Some(msg.clone());
+                    summary.failed.push((cell.index, msg));
+                }
+            }
+            write_atomic(
+                &dir.join("result.json"),
+                serde_json::to_string_pretty(&result)?.as_bytes(),
+            )?;
+            write_tables(&grid.dir, &grid.cells)?;
+        }
+        write_tables(&grid.dir, &grid.cells)?;
+        Ok(summary)
+    }
+}
+
+/// `neuronlab grid export --slurm`: a job array with one task per cell, written to
+/// `DIR/<grid>/slurm.sbatch`.
+pub fn export_slurm(file: &Path, output: &Path) -> Result<PathBuf> {
+    let grid = Grid::open(file, output)?;
+    std::fs::create_dir_all(&grid.dir)
+        .with_context(|| format!("cannot create {}", grid.dir.display()))?;
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .unwrap_or_else(|| PathBuf::from("neuronlab"));
+    let abs = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+    let name = &grid.file.experiment.name;
+    let script = format!(
+        "#!/bin/bash\n\
+         # Slurm job array for grid `{name}`: one task per cell ({n} cells).\n\
+         # Submit with: sbatch {sbatch}\n\
+         # Each task runs one cell; finished cells are skipped, so resubmitting is safe.\n\
+         #SBATCH --job-name=neuronlab-{name}\n\
+         #SBATCH --array=0-{last}\n\
+         #SBATCH --output={dir}/slurm-%A_%a.out\n\
+         #SBATCH --cpus-per-task=4\n\
+         #SBATCH --time=24:00:00\n\
+         # Add your cluster's partition / GPU lines here, e.g. #SBATCH --gres=gpu:1, and pass\n\
+         # DEVICE=cuda:0 to sbatch (--export=ALL,DEVICE=cuda:0).\n\
+         set -euo pipefail\n\
+         cd {cwd}\n\
+         exec {exe} grid run {file} --output {output} --cell \"$SLURM_ARRAY_TASK_ID\" --device \"${{DEVICE:-cpu}}\"\n",
+        n = grid.cells.len(),
+        last = grid.cells.len().saturating_sub(1),
+        sbatch = grid.dir.join("slurm.sbatch").display(),
+        dir = abs(&grid.dir).display(),
+        cwd = abs(Path::new(".")).display(),
+        exe = exe.display(),
+        file = abs(file).display(),
+        output = abs(output).display(),
+    );
+    let path = grid.dir.join("slurm.sbatch");
+    write_atomic(&path, script.as_bytes())?;
+    Ok(path)
+}

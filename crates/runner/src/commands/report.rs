@@ -1,0 +1,369 @@
+//! `neuronlab report DIR/<grid>`: the grid's results as a Markdown report with plots.
+//!
+//! Writes, into the grid folder, `report.md` (also printed), `learning_curves.svg` (the main
+//! metric over training steps, mean ± std over seeds) and, when the cells evaluated ablation
+//! rates, `ablation.svg` (the main metric of the best checkpoint versus the fraction of FFN
+//! neurons ablated, rate 0 being the unablated model).
+//!
+//! Cells are grouped by every axis value except the seed. Each group reports the mean ± sample
+//! standard deviation (n − 1) of the main metric over its seeds. A group with a comparative loss
+//! is compared with the baseline group that has the same other axis values: the delta of the
+//! means and an exact two-sided paired sign-flip permutation test over the seeds both have
+//! (all 2^n sign assignments of the per-seed differences; with n seeds the smallest possible
+//! p-value is 2 / 2^n, so two seeds can never show significance: the report says so).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::plot::{Chart, Series};
+use crate::results::{RunResult, write_atomic};
+
+/// One finished run with its evaluations.
+struct Run {
+    result: RunResult,
+    /// `(step, main metric)` per evaluation.
+    curve: Vec<(f64, f64)>,
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// Exact two-sided p-value of the paired sign-flip permutation test on differences `d`: the
+/// fraction of the 2^n sign assignments whose mean is at least as far from 0 as the observed one.
+pub fn sign_flip_p(d: &[f64]) -> f64 {
+    let n = d.len();
+    assert!(n <= 24, "the exact test enumerates 2^n assignments");
+    if n == 0 {
+        return 1.0;
+    }
+    let observed = d.iter().sum::<f64>().abs();
+    let mut hits = 0u64;
+    for mask in 0u64..(1 << n) {
+        let s: f64 = d
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if mask >> i & 1 == 1 { -x } else { *x })
+            .sum();
+        if s.abs() >= observed - 1e-12 {
+            hits += 1;
+        }
+    }
+    hits as f64 / (1u64 << n) as f64
+}
+
+fn read_runs(dir: &Path) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let file = path.join("result.json");
+        if !file.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file)?;
+        let result: RunResult = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a neuronlab result", file.display()))?;
+        let main = result.main_metric.clone().unwrap_or_default();
+        let mut curve = Vec::new();
+        if let Ok(text) = std::fs::read_to_string(path.join("metrics.jsonl")) {
+            for (i, line) in text.lines().enumerate() {
+                let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
+                    format!("{}, line {}", path.join("metrics.jsonl").display(), i + 1)
+                })?;
+                if let (Some(step), Some(m)) = (v["step"].as_f64(), v["metrics"][&main].as_f64()) {
+                    curve.push((step, m));
+                }
+            }
+        }
+        runs.push(Run { result, curve });
+    }
+    Ok(runs)
+}
+
+/// The group key of a run: its axis values without the seed.
+fn group_key(r: &RunResult) -> BTreeMap<String, String> {
+    let mut k = r.params.clone();
+    k.remove("seed");
+    k
+}
+
+fn describe(key: &BTreeMap<String, String>, skip: &[&str]) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    parts.join(" ")
+}
+
+/// Mean ± std of `(x, y)` curves at each x (over the runs that have that x).
+fn average_curves(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64, f64)> {
+    let mut at: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for c in curves {
+        for &(x, y) in c {
+            at.entry((x * 1e6).round() as i64).or_default().push(y);
+        }
+    }
+    at.into_iter()
+        .map(|(x, ys)| {
+            let (m, s) = mean_std(&ys);
+            (x as f64 / 1e6, m, s)
+        })
+        .collect()
+}
+
+/// Build the report of the grid folder `dir`; returns the Markdown.
+pub fn report(dir: &Path) -> Result<String> {
+    let runs = read_runs(dir)?;
+    if runs.is_empty() {
+        bail!(
+            "{}: no run folders with a result.json (run `neuronlab grid run` first)",
+            dir.display()
+        );
+    }
+    let finished: Vec<&Run> = runs.iter().filter(|r| r.result.finished()).collect();
+    let failed: Vec<&Run> = runs.iter().filter(|r| !r.result.finished()).collect();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<&Run>> = BTreeMap::new();
+    for r in &finished {
+        groups.entry(group_key(&r.result)).or_default().push(r);
+    }
+    let metric = finished
+        .iter()
+        .find_map(|r| r.result.main_metric.clone())
+        .unwrap_or_else(|| "metric".into());
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Grid `{name}`\n");
+    let _ = writeln!(
+        md,
+        "{} runs: {} finished, {} failed. Main metric: best evaluation during training \
+         (model selection on the evaluation split), mean ± std over seeds.\n",
+        runs.len(),
+        finished.len(),
+        failed.len()
+    );
+    let _ = writeln!(
+        md,
+        "| cell group | seeds | {metric} | final {metric} | steps | seconds / run |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for (key, members) in &groups {
+        let best: Vec<f64> = members
+            .iter()
+            .filter_map(|r| r.result.metrics.get(&metric).copied())
+            .collect();
+        let last: Vec<f64> = members
+            .iter()
+            .filter_map(|r| r.result.final_metrics.get(&metric).copied())
+            .collect();
+        let secs: Vec<f64> = members.iter().map(|r| r.result.seconds).collect();
+        let (m, s) = mean_std(&best);
+        let (fm, fs) = mean_std(&last);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {m:.4} ± {s:.4} | {fm:.4} ± {fs:.4} | {} | {:.0} |",
+            describe(key, &[]),
+            members.len(),
+            members[0].result.steps.unwrap_or(0),
+            mean_std(&secs).0
+        );
+    }
+
+    // Comparative vs baseline.
+    let mut comparisons = String::new();
+    for (key, members) in &groups {
+        if key.get("loss").map(String::as_str) == Some("baseline") {
+            continue;
+        }
+        let mut base_key = key.clone();
+        base_key.insert("loss".into(), "baseline".into());
+        let Some(base) = groups.get(&base_key) else {
+            continue;
+        };
+        let by_seed = |rs: &[&Run]| -> BTreeMap<String, f64> {
+            rs.iter()
+                .filter_map(|r| {
+                    Some((
+                        r.result.params.get("seed")?.clone(),
+                        *r.result.metrics.get(&metric)?,
+                    ))
+                })
+                .collect()
+        };
+        let (ours, theirs) = (by_seed(members), by_seed(base));
+        let diffs: Vec<f64> = ours
+            .iter()
+            .filter_map(|(seed, v)| theirs.get(seed).map(|b| v - b))
+            .collect();
+        if diffs.is_empty() {
+            continue;
+        }
+        let (dm, ds) = mean_std(&diffs);
+        let wins = diffs.iter().filter(|d| **d > 0.0).count();
+        let _ = writeln!(
+            comparisons,
+            "| {} | {} vs baseline | {} | {dm:+.4} ± {ds:.4} | {wins}/{} | {:.3} |",
+            describe(key, &["loss"]),
+            key["loss"],
+            diffs.len(),
+            diffs.len(),
+            sign_flip_p(&diffs)
+        );
+    }
+    if !comparisons.is_empty() {
+        let _ = writeln!(md, "\n## Comparative loss − baseline (paired by seed)\n");
+        let _ = writeln!(
+            md,
+            "Exact two-sided paired sign-flip permutation test over the seeds; with n seeds \
+             the smallest possible p-value is 2/2^n (0.5 for 2 seeds, 0.0625 for 5).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| cell group | comparison | seeds | Δ {metric} | wins | p |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|");
+        md.push_str(&comparisons);
+    }
+
+    // Learning curves.
+    let mut curves = Vec::new();
+    for (key, members) in &groups {
+        let c: Vec<Vec<(f64, f64)>> = members.iter().map(|r| r.curve.clone()).collect();
+        curves.push(Series {
+            label: describe(key, &["model", "dataset"]),
+            points: average_curves(&c),
+        });
+    }
+    let chart = Chart {
+        title: format!("{name}: {metric} during training (mean ± std over seeds)"),
+        x_label: "optimiser step".into(),
+        y_label: format!("eval {metric}"),
+        series: curves,
+    };
+    write_atomic(&dir.join("learning_curves.svg"), chart.to_svg().as_bytes())?;
+    let _ = writeln!(
+        md,
+        "\n## Plots\n\n![learning curves](learning_curves.svg)\n"
+    );
+
+    // Ablation curves.
+    if finished.iter().any(|r| !r.result.ablation.is_empty()) {
+        let mut series = Vec::new();
+        let mut table = String::new();
+        let rates: Vec<f64> = {
+            let mut r: Vec<f64> = finished
+                .iter()
+                .flat_map(|r| r.result.ablation.iter().map(|a| a.0))
+                .collect();
+            r.push(0.0);
+            r.sort_by(f64::total_cmp);
+            r.dedup();
+            r
+        };
+        let _ = writeln!(
+            table,
+            "| cell group | {} |",
+            rates
+                .iter()
+                .map(|r| format!("rate {r}"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let _ = writeln!(table, "|---|{}", "---:|".repeat(rates.len()));
+        for (key, members) in &groups {
+            let c: Vec<Vec<(f64, f64)>> = members
+                .iter()
+                .map(|r| {
+                    let mut v = vec![(
+                        0.0,
+                        r.result.metrics.get(&metric).copied().unwrap_or(f64::NAN),
+                    )];
+                    v.extend(r.result.ablation.iter().copied());
+                    v
+                })
+                .collect();
+            let points = average_curves(&c);
+            let cells: Vec<String> = rates
+                .iter()
+                .map(|rate| {
+                    points
+                        .iter()
+                        .find(|p| (p.0 - rate).abs() < 1e-9)
+                        .map(|p| format!("{:.4} ± {:.4}", p.1, p.2))
+                        .unwrap_or_default()
+                })
+                .collect();
+            let _ = writeln!(table, "| {} | {} |", describe(key, &[]), cells.join(" | "));
+            series.push(Series {
+                label: describe(key, &["model", "dataset"]),
+                points,
+            });
+        }
+        let chart = Chart {
+            title: format!("{name}: {metric} with FFN neurons ablated at random"),
+            x_label: "fraction of FFN neurons ablated (per layer)".into(),
+            y_label: format!("eval {metric}"),
+            series,
+        };
+        write_atomic(&dir.join("ablation.svg"), chart.to_svg().as_bytes())?;
+        let _ = writeln!(
+            md,
+            "![metric vs ablation rate](ablation.svg)\n\n## {metric} versus ablation rate\n\n\
+             The best checkpoint of each run, evaluated with a random fraction of every layer's \
+             FFN neurons zeroed (kept ones scaled by 1/(1 − rate)); rate 0 is the unablated \
+             model.\n\n{table}"
+        );
+    }
+    if !failed.is_empty() {
+        let _ = writeln!(md, "\n## Failed runs\n");
+        for r in failed {
+            let _ = writeln!(
+                md,
+                "- `{}` ({}): {}",
+                r.result.run_id,
+                describe(&r.result.params, &[]),
+                r.result.error.as_deref().unwrap_or("?").replace('\n', " ")
+            );
+        }
+    }
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_flip_p_by_hand() {
+        // Three positive differences: only all-plus and all-minus reach |sum| = 6 → 2/8.
+        assert_eq!(sign_flip_p(&[1.0, 2.0, 3.0]), 0.25);
+        // Sums of ±1 ± 1: |±2| twice, |0| twice; observed |1 - 1| = 0 → all 4.
+        assert_eq!(sign_flip_p(&[1.0, -1.0]), 1.0);
+        assert_eq!(sign_flip_p(&[0.5, 0.5]), 0.5);
+    }
+
+    #[test]
+    fn mean_std_is_sample_std() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m, 2.5);
+        assert!((s - 1.290_994_448_735_805_6).abs() < 1e-12); // numpy.std(ddof=1)
+    }
+}

@@ -1,0 +1,214 @@
+//! Line charts as standalone SVG: a few series of (x, y) points, each drawn as a line with
+//! markers and an optional ±band (for mean ± std over seeds), with axes, ticks, a legend and
+//! axis titles.
+
+use std::fmt::Write;
+
+/// One line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend text.
+    pub label: String,
+    /// `(x, y, spread)` points; the band spans `y ± spread` (0: none).
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// A chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// Title above the plot.
+    pub title: String,
+    /// X axis title.
+    pub x_label: String,
+    /// Y axis title.
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// "Nice" tick values covering `[lo, hi]` (about `n` of them).
+fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    let span = (hi - lo).max(1e-12);
+    let raw = span / n as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= n as f64)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step - 1e-9).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+fn fmt_tick(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl Chart {
+    /// The chart as an SVG document (640 × 400).
+    pub fn to_svg(&self) -> String {
+        let (w, h) = (640.0, 400.0);
+        let (left, right, top, bottom) = (70.0, 170.0, 40.0, 55.0);
+        let pw = w - left - right;
+        let ph = h - top - bottom;
+        let pts = self.series.iter().flat_map(|s| s.points.iter());
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y, e) in pts {
+            if !(x.is_finite() && y.is_finite()) {
+                continue;
+            }
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y - e.abs());
+            y1 = y1.max(y + e.abs());
+        }
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if x1 - x0 < 1e-12 {
+            (x0, x1) = (x0 - 0.5, x1 + 0.5);
+        }
+        let pad = ((y1 - y0) * 0.08).max(1e-3);
+        let (y0, y1) = (y0 - pad, y1 + pad);
+        let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
+        let sy = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * ph;
+
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
+            left + pw / 2.0,
+            escape(&self.title)
+        );
+        for t in ticks(y0, y1, 6) {
+            let y = sy(t);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#e5e5e5\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                left + pw,
+                left - 6.0,
+                y + 4.0,
+                fmt_tick(t)
+            );
+        }
+        for t in ticks(x0, x1, 8) {
+            let x = sx(t);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#f0f0f0\"/>\
+                 <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                top + ph,
+                top + ph + 18.0,
+                fmt_tick(t)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            left + pw / 2.0,
+            h - 12.0,
+            escape(&self.x_label)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            top + ph / 2.0,
+            escape(&self.y_label)
+        );
+        for (i, series) in self.series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points: Vec<&(f64, f64, f64)> = series
+                .points
+                .iter()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
+            if points.iter().any(|p| p.2 > 0.0) {
+                let upper = points
+                    .iter()
+                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1 + p.2)));
+                let lower = points
+                    .iter()
+                    .rev()
+                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1 - p.2)));
+                let poly: Vec<String> = upper.chain(lower).collect();
+                let _ = writeln!(
+                    s,
+                    r#"<polygon points="{}" fill="{color}" fill-opacity="0.15" stroke="none"/>"#,
+                    poly.join(" ")
+                );
+            }
+            let line: Vec<String> = points
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                line.join(" ")
+            );
+            for p in &points {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                    sx(p.0),
+                    sy(p.1)
+                );
+            }
+            let ly = top + 10.0 + 20.0 * i as f64;
+            let lx = left + pw + 12.0;
+            let _ = writeln!(
+                s,
+                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+                lx + 20.0,
+                lx + 26.0,
+                ly + 4.0,
+                escape(&series.label)
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        let t = ticks(0.0, 1.0, 5);
+        let want = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
+        assert_eq!(t.len(), want.len(), "{t:?}");
+        assert!(
+            t.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{t:?}"
+        );
+        assert_eq!(fmt_tick(t[3]), "0.6");
+        let t = ticks(0.613, 0.871, 6);
+        assert!(t.first().unwrap() >= &0.613 && t.last().unwrap() <= &0.871);
+        assert!(t.len() >= 3);
+    }
+}

@@ -1,0 +1,209 @@
+//! The results layout of a grid, and its tables.
+//!
+//! ```text
+//! DIR/<grid>/                 <grid>: the experiment's `name`
+//!   results.csv               one row per cell (failed ones included), rewritten atomically
+//!   results.parquet           the same table
+//!   <run-id>/                 <run-id>: a short hash of the cell's resolved config
+//!     config.toml             the resolved config
+//!     log.txt                 log lines
+//!     metrics.jsonl           one line per evaluation
+//!     result.json             final metrics, status, error, seconds, commit, versions, device
+//! ```
+//!
+//! Every file that is replaced is written to a temporary file in the same folder and renamed
+//! over the old one, so a killed run (even `kill -9`) leaves either the old or the new file,
+//! never a torn one. A cell whose `result.json` says `finished` is skipped when the grid runs
+//! again; one that failed or never finished runs again from the start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::grid::Cell;
+
+/// `result.json` of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The run folder's name.
+    pub run_id: String,
+    /// The cell's position in the grid.
+    pub cell: usize,
+    /// `finished` or `failed`.
+    pub status: String,
+    /// Why it failed (with its causes).
+    pub error: Option<String>,
+    /// The cell's axis values.
+    pub params: BTreeMap<String, String>,
+    /// The task's main metric (model selection).
+    pub main_metric: Option<String>,
+    /// Metrics of the best evaluation.
+    pub metrics: BTreeMap<String, f64>,
+    /// Step of the best evaluation.
+    pub best_step: Option<usize>,
+    /// Metrics of the last evaluation.
+    pub final_metrics: BTreeMap<String, f64>,
+    /// Optimiser steps run.
+    pub steps: Option<usize>,
+    /// `(rate, main metric)` with a random fraction of FFN neurons ablated.
+    pub ablation: Vec<(f64, f64)>,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+    /// When it started (UTC, RFC 3339).
+    pub started: String,
+    /// The git commit of the neuronlab source the binary was built from.
+    pub commit: String,
+    /// Versions of neuronlab and Burn.
+    pub versions: BTreeMap<String, String>,
+    /// Backend and device.
+    pub device: String,
+}
+
+impl RunResult {
+    /// Whether the run finished.
+    pub fn finished(&self) -> bool {
+        self.status == "finished"
+    }
+}
+
+/// The folder of a cell.
+pub fn run_dir(grid_dir: &Path, cell: &Cell) -> PathBuf {
+    grid_dir.join(&cell.run_id)
+}
+
+/// The cell's `result.json`, if it has one that parses.
+pub fn read_result(grid_dir: &Path, cell: &Cell) -> Option<RunResult> {
+    let text = std::fs::read_to_string(run_dir(grid_dir, cell).join("result.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    // The process id keeps concurrent writers (array tasks of one grid) off each other's file.
+    let tmp = path.with_extension(format!(
+        "{}.{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+/// The status of a cell: `finished`, `failed` or `pending`.
+pub fn status(grid_dir: &Path, cell: &Cell) -> String {
+    read_result(grid_dir, cell)
+        .map(|r| r.status)
+        .unwrap_or_else(|| "pending".into())
+}
+
+/// Rewrite `results.csv` and `results.parquet` from the `result.json` files of `cells` (cells
+/// without one are left out). Columns: `run_id, status, error, param_<axis>…, <metric>…,
+/// ablation_<rate>…, seconds, started, commit, device`.
+pub fn write_tables(grid_dir: &Path, cells: &[Cell]) -> Result<usize> {
+    let rows: Vec<RunResult> = cells
+        .iter()
+        .filter_map(|c| read_result(grid_dir, c))
+        .collect();
+    let axes: BTreeSet<&String> = cells.iter().flat_map(|c| c.params.keys()).collect();
+    let metrics: BTreeSet<&String> = rows.iter().flat_map(|r| r.metrics.keys()).collect();
+    let rates: BTreeSet<String> = rows
+        .iter()
+        .flat_map(|r| r.ablation.iter().map(|(rate, _)| format!("{rate}")))
+        .collect();
+    let text = |name: &str, f: &dyn Fn(&RunResult) -> Option<String>| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    let number = |name: &str, f: &dyn Fn(&RunResult) -> Option<f64>| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    let mut columns = vec![
+        text("run_id", &|r| Some(r.run_id.clone())),
+        text("status", &|r| Some(r.status.clone())),
+        text("error", &|r| r.error.clone()),
+    ];
+    for axis in &axes {
+        columns.push(text(&format!("param_{axis}"), &|r| {
+            r.params.get(*axis).cloned()
+        }));
+    }
+    for m in &metrics {
+        columns.push(number(m, &|r| r.metrics.get(*m).copied()));
+    }
+    for rate in &rates {
+        columns.push(number(&format!("ablation_{rate}"), &|r| {
+            r.ablation
+                .iter()
+                .find(|(x, _)| format!("{x}") == *rate)
+                .map(|p| p.1)
+        }));
+    }
+    columns.push(number("seconds", &|r| Some(r.seconds)));
+    columns.push(text("started", &|r| Some(r.started.clone())));
+    columns.push(text("commit", &|r| Some(r.commit.clone())));
+    columns.push(text("device", &|r| Some(r.device.clone())));
+    let mut df = DataFrame::new(rows.len(), columns)?;
+
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv).finish(&mut df)?;
+    write_atomic(&grid_dir.join("results.csv"), &csv)?;
+    let mut parquet = Vec::new();
+    ParquetWriter::new(&mut parquet).finish(&mut df)?;
+    write_atomic(&grid_dir.join("results.parquet"), &parquet)?;
+    Ok(rows.len())
+}
+
+/// The commit of the source tree this binary was built from (`unknown` outside a git checkout),
+/// with `-dirty` when it has uncommitted changes.
+pub fn source_commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{commit}-dirty")
+            } else {
+                commit
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// Now, as UTC RFC 3339 (seconds).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,552 @@
+//! Training and evaluating one grid cell: a sequence classifier (or regressor) fine-tuned with
+//! the baseline or the comparative loss.
+//!
+//! The loop follows HF `Trainer`'s conventions (what the CmpLoss code runs on): the training set
+//! is shuffled once per epoch, batches of `batch_size` (the last one smaller), `grad_accum_steps`
+//! batches per optimiser step, global-norm clipping, AdamW ([`crate::train::AdamW`]) under the
+//! linear warmup/decay schedule. Every random choice is drawn from a seed derived from the cell's
+//! seed and the epoch (data order) or the step (dropout), so a run is identical for the same seed
+//! on the same backend.
+//!
+//! Evaluation runs every `eval_every` optimiser steps (0: at the end of each epoch) and at the
+//! last step, on the full model with all dropout off; the best evaluation (by the task's main
+//! metric, [`crate::metrics::Scores`]) is kept and, after training, evaluated again with a random
+//! fraction `r` of every layer's FFN neurons ablated for each `ablation_rates` entry (the paper's
+//! robustness claim: a model trained with the comparative loss degrades more gracefully). The
+//! ablation is dropout-style: a fixed random mask per rate (seeded), kept neurons scaled by
+//! `1 / (1 - r)`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ablation::DropoutMasks;
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use models::{Checkpoint, EncodedBatch, ForwardContext, SequenceClassifier, TextTokenizer};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::data::{self, Label};
+use crate::experiment::{LossSpec, Task};
+use crate::grid::CellConfig;
+use crate::metrics::{Scores, classification_scores, regression_scores};
+use crate::train::{AdamW, Objective, Targets, clip_global_norm, linear_schedule};
+
+/// One tokenised example.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    ids: Vec<u32>,
+    type_ids: Vec<u32>,
+    label: Label,
+}
+
+/// A dataset tokenised for one model's tokenizer at one maximum length.
+#[derive(Debug)]
+pub struct Tokenized {
+    /// Class names (empty for regression).
+    pub labels: Vec<String>,
+    /// Training examples.
+    pub train: Vec<Encoded>,
+    /// Evaluation examples.
+    pub eval: Vec<Encoded>,
+    /// Padding id.
+    pub pad_id: u32,
+}
+
+/// Tokenised datasets, shared by the cells of a grid that use the same dataset, tokenizer and
+/// maximum length (and example caps).
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: HashMap<(PathBuf, PathBuf, usize, usize, usize), Arc<Tokenized>>,
+}
+
+impl TokenCache {
+    /// The cell's dataset, tokenised (read and tokenised on first use).
+    pub fn get(&mut self, cell: &CellConfig) -> Result<Arc<Tokenized>> {
+        let t = &cell.train;
+        let key = (
+            cell.dataset_dir.clone(),
+            cell.model_dir.clone(),
+            t.max_seq_len,
+            t.max_train_examples,
+            t.max_eval_examples,
+        );
+        if let Some(hit) = self.entries.get(&key) {
+            return Ok(hit.clone());
+        }
+        let dataset = data::load(&cell.dataset, &cell.dataset_dir)?;
+        let checkpoint_config =
+            models::EncoderConfig::from_file(cell.model_dir.join("config.json"))?;
+        let tokenizer = TextTokenizer::from_dir(&cell.model_dir, &checkpoint_config)?
+            .with_max_len(t.max_seq_len)?;
+        let cap = |n: usize, cap: usize| if cap == 0 { n } else { n.min(cap) };
+        let encode = |examples: &[data::Example]| -> Result<Vec<Encoded>> {
+            let mut out = Vec::with_capacity(examples.len());
+            for chunk in examples.chunks(256) {
+                let batch = if chunk.iter().all(|e| e.text_pair.is_some()) {
+                    let pairs: Vec<(&str, &str)> = chunk
+                        .iter()
+                        .map(|e| (e.text.as_str(), e.text_pair.as_deref().unwrap_or("")))
+                        .collect();
+                    tokenizer.encode_pairs(&pairs)?
+                } else {
+                    let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
+                    tokenizer.encode_texts(&texts)?
+                };
+                for ((ids, type_ids), e) in batch.ids.into_iter().zip(batch.type_ids).zip(chunk) {
+                    out.push(Encoded {
+                        ids,
+                        type_ids,
+                        label: e.label,
+                    });
+                }
+            }
+            Ok(out)
+        };
+        let n_train = cap(dataset.train.len(), t.max_train_examples);
+        let n_eval = cap(dataset.eval.len(), t.max_eval_examples);
+        let pad_id = tokenizer.encode_texts(&["a"])?.pad_id;
+        let tokenized = Arc::new(Tokenized {
+            train: encode(&dataset.train[..n_train])?,
+            eval: encode(&dataset.eval[..n_eval])?,
+            labels: dataset.labels,
+            pad_id,
+        });
+        self.entries.insert(key, tokenized.clone());
+        Ok(tokenized)
+    }
+}
+
+/// One evaluation, a line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRecord {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Epochs done (fractional).
+    pub epoch: f64,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: f64,
+    /// Learning rate of the last step.
+    pub learning_rate: f64,
+    /// Evaluation metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Seconds since the run started.
+    pub seconds: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The main metric's name.
+    pub main_metric: String,
+    /// Metrics of the best evaluation.
+    pub metrics: BTreeMap<String, f64>,
+    /// Step of the best evaluation.
+    pub best_step: usize,
+    /// Metrics of the last evaluation.
+    pub final_metrics: BTreeMap<String, f64>,
+    /// Optimiser steps run.
+    pub steps: usize,
+    /// `(rate, main metric)` of the best model with that fraction of FFN neurons ablated.
+    pub ablation: Vec<(f64, f64)>,
+}
+
+/// Where a run writes its log lines and evaluations.
+pub struct RunLog {
+    log: std::fs::File,
+    metrics: std::fs::File,
+    terminal: bool,
+    prefix: String,
+}
+
+impl RunLog {
+    /// Append to `log.txt` and `metrics.jsonl` in `dir`; lines are prefixed by `prefix` on stderr.
+    pub fn open(dir: &Path, prefix: String) -> Result<Self> {
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .with_context(|| format!("cannot open {}", dir.join(name).display()))
+        };
+        Ok(Self {
+            log: open("log.txt")?,
+            metrics: open("metrics.jsonl")?,
+            terminal: std::io::stderr().is_terminal(),
+            prefix,
+        })
+    }
+
+    /// A line for the log file and stderr.
+    pub fn line(&mut self, text: &str) {
+        let _ = writeln!(self.log, "{text}");
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("{} {text}", self.prefix);
+    }
+
+    /// Progress: a redrawn line on a terminal, nothing otherwise (evaluations are logged).
+    fn progress(&mut self, step: usize, total: usize, loss: f64, started: Instant) {
+        if self.terminal {
+            let width = 30;
+            let done = width * step / total.max(1);
+            let secs = started.elapsed().as_secs_f64();
+            let eta = secs / step.max(1) as f64 * (total - step) as f64;
+            eprint!(
+                "\r\x1b[2K{} [{}{}] {step}/{total} loss {loss:.4} {secs:.0}s (eta {eta:.0}s)",
+                self.prefix,
+                "#".repeat(done),
+                ".".repeat(width - done),
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn record(&mut self, r: &EvalRecord) -> Result<()> {
+        writeln!(self.metrics, "{}", serde_json::to_string(r)?)?;
+        self.metrics.flush()?;
+        Ok(())
+    }
+}
+
+/// A model's evaluation predictions and scores.
+fn evaluate<B: Backend>(
+    model: &SequenceClassifier<B>,
+    data: &Tokenized,
+    task: Task,
+    glue: Option<&str>,
+    batch_size: usize,
+    ablation: Option<(f64, u64)>,
+    device: &B::Device,
+) -> Scores {
+    let mut pred_classes = Vec::new();
+    let mut pred_values = Vec::new();
+    let layers = model.encoder.num_layers();
+    let width = model.encoder.intermediate_size();
+    let masks: Vec<Tensor<B, 1>> = match ablation {
+        Some((rate, seed)) if rate > 0.0 => {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..layers)
+                .map(|_| {
+                    let m: Vec<f32> = (0..width)
+                        .map(|_| {
+                            if rng.random::<f64>() < rate {
+                                0.0
+                            } else {
+                                (1.0 / (1.0 - rate)) as f32
+                            }
+                        })
+                        .collect();
+                    Tensor::from_data(TensorData::new(m, [width]), device)
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    for chunk in data.eval.chunks(batch_size) {
+        let input = collate(chunk.iter(), data.pad_id).to_input::<B>(device);
+        let mut ctx = ForwardContext::eval();
+        for (l, m) in masks.iter().enumerate() {
+            ctx.set_neuron_mask(l, m.clone());
+        }
+        let out = model.forward(&input, &mut ctx);
+        match task {
+            Task::Classification => {
+                let idx = out.argmax(1).into_data();
+                pred_classes.extend(idx.iter::<i64>().map(|v| v as usize));
+            }
+            Task::Regression => {
+                let v = out.into_data();
+                pred_values.extend(v.iter::<f32>().map(f64::from));
+            }
+        }
+    }
+    match task {
+        Task::Classification => {
+            let gold: Vec<usize> = data
+                .eval
+                .iter()
+                .map(|e| match e.label {
+                    Label::Class(c) => c,
+                    Label::Value(_) => unreachable!("classification labels are classes"),
+                })
+                .collect();
+            classification_scores(&pred_classes, &gold, glue)
+        }
+        Task::Regression => {
+            let gold: Vec<f64> = data
+                .eval
+                .iter()
+                .map(|e| match e.label {
+                    Label::Value(v) => f64::from(v),
+                    Label::Class(c) => c as f64,
+                })
+                .collect();
+            regression_scores(&pred_values, &gold)
+        }
+    }
+}
+
+fn collate<'a>(examples: impl Iterator<Item = &'a Encoded>, pad_id: u32) -> EncodedBatch {
+    let (ids, type_ids) = examples
+        .map(|e| (e.ids.clone(), e.type_ids.clone()))
+        .unzip();
+    EncodedBatch {
+        ids,
+        type_ids,
+        pad_id,
+    }
+}
+
+fn targets<B: Backend>(examples: &[&Encoded], task: Task, device: &B::Device) -> Targets<B> {
+    let n = examples.len();
+    match task {
+        Task::Classification => {
+            let v: Vec<i64> = examples
+                .iter()
+                .map(|e| match e.label {
+                    Label::Class(c) => c as i64,
+                    Label::Value(v) => v as i64,
+                })
+                .collect();
+            Targets::Classes(Tensor::from_data(TensorData::new(v, [n]), device))
+        }
+        Task::Regression => {
+            let v: Vec<f32> = examples
+                .iter()
+                .map(|e| match e.label {
+                    Label::Value(v) => v,
+                    Label::Class(c) => c as f32,
+                })
+                .collect();
+            Targets::Values(Tensor::from_data(TensorData::new(v, [n]), device))
+        }
+    }
+}
+
+/// A seed for one purpose of one run (SplitMix64 of the run seed, the purpose and an index).
+fn derive_seed(seed: u64, purpose: u64, index: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(index.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The training order of one epoch: a seeded shuffle; with `group_by_length`, HF's
+/// length-grouped sampler idea: the shuffled order is cut into mega-batches of 50 batches, each
+/// sorted by length (longest first), so batches hold similar lengths and padding shrinks, while
+/// the order of the batches stays random.
+fn epoch_order(
+    data: &Tokenized,
+    seed: u64,
+    epoch: usize,
+    batch: usize,
+    grouped: bool,
+) -> Vec<usize> {
+    let mut rng = StdRng::seed_from_u64(derive_seed(seed, 1, epoch as u64));
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    order.shuffle(&mut rng);
+    if grouped {
+        for mega in order.chunks_mut(batch * 50) {
+            mega.sort_by_key(|&i| std::cmp::Reverse(data.train[i].ids.len()));
+        }
+        let mut batches: Vec<Vec<usize>> = order.chunks(batch).map(<[usize]>::to_vec).collect();
+        batches.shuffle(&mut rng);
+        order = batches.concat();
+    }
+    order
+}
+
+/// Train and evaluate one cell on backend `B`, writing progress into `log`.
+pub fn train_cell<B: AutodiffBackend>(
+    cell: &CellConfig,
+    data: &Tokenized,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<Outcome> {
+    let t = &cell.train;
+    if data.train.is_empty() {
+        bail!("the training split of `{}` is empty", cell.dataset_name);
+    }
+    if data.eval.is_empty() {
+        bail!("the evaluation split of `{}` is empty", cell.dataset_name);
+    }
+    let task = cell.dataset.task;
+    let num_outputs = data.labels.len().max(1);
+    let mut checkpoint = Checkpoint::open(&cell.model_dir)
+        .with_context(|| format!("loading model {}", cell.model_dir.display()))?;
+    if let LossSpec::Comparative { p: Some(p), .. } = cell.loss {
+        // The official code sets every dropout module to p (hidden, attention, classifier).
+        let c = &mut checkpoint.config;
+        (
+            c.hidden_dropout_prob,
+            c.attention_probs_dropout_prob,
+            c.classifier_dropout,
+        ) = (p, p, p);
+    }
+    let (mut model, report) = SequenceClassifier::<B>::load(
+        checkpoint,
+        num_outputs,
+        None,
+        derive_seed(cell.seed, 0, 0),
+        device,
+    )?;
+    if !report.initialised.is_empty() {
+        log.line(&format!("initialised: {}", report.initialised.join(", ")));
+    }
+    let objective = Objective::new(&cell.loss, t.view_budget_tokens)?;
+    let mut optimizer = AdamW::new(t.weight_decay).init::<B, SequenceClassifier<B>>();
+
+    let accum = t.grad_accum_steps.max(1);
+    let batches_per_epoch = data.train.len().div_ceil(t.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
+    let total = if t.max_steps > 0 {
+        t.max_steps
+    } else {
+        ((t.epochs * steps_per_epoch as f64).ceil() as usize).max(1)
+    };
+    let warmup = if t.warmup_steps > 0 {
+        t.warmup_steps
+    } else {
+        (t.warmup_ratio * total as f64).ceil() as usize
+    };
+    let eval_every = if t.eval_every > 0 {
+        t.eval_every
+    } else {
+        steps_per_epoch
+    };
+    log.line(&format!(
+        "{} train / {} eval examples, {total} steps ({steps_per_epoch} per epoch), warmup {warmup}",
+        data.train.len(),
+        data.eval.len()
+    ));
+
+    let glue = cell.dataset.glue.as_deref();
+    let eval_batch = t.batch_size * 2;
+    let started = Instant::now();
+    let mut epoch = 0;
+    let mut order = epoch_order(data, cell.seed, epoch, t.batch_size, t.group_by_length);
+    let mut cursor = 0;
+    let mut loss_sum = 0.0;
+    let mut loss_count = 0usize;
+    // (main metric, step, metrics, model) of the best evaluation so far.
+    type Best<B> = (f64, usize, BTreeMap<String, f64>, SequenceClassifier<B>);
+    let mut best: Option<Best<B::InnerBackend>> = None;
+    let mut last_metrics = BTreeMap::new();
+    for step in 0..total {
+        let lr = linear_schedule(t.learning_rate, step, warmup, total);
+        let mut accumulator = GradientsAccumulator::<SequenceClassifier<B>>::new();
+        let mut step_loss = 0.0;
+        for micro in 0..accum {
+            if cursor >= order.len() {
+                epoch += 1;
+                order = epoch_order(data, cell.seed, epoch, t.batch_size, t.group_by_length);
+                cursor = 0;
+            }
+            let end = (cursor + t.batch_size).min(order.len());
+            let examples: Vec<&Encoded> =
+                order[cursor..end].iter().map(|&i| &data.train[i]).collect();
+            cursor = end;
+            let input = collate(examples.iter().copied(), data.pad_id).to_input::<B>(device);
+            let targets = targets::<B>(&examples, task, device);
+            let mut masks = Some(DropoutMasks::new(derive_seed(
+                cell.seed,
+                2,
+                (step * accum + micro) as u64,
+            )));
+            let loss = objective.loss(&model, &input, &targets, &mut masks);
+            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+            if !value.is_finite() {
+                bail!(
+                    "step {step}: the training loss is {value} (learning rate {lr:.3e}); \
+                     lower the learning rate or check the labels"
+                );
+            }
+            step_loss += value / accum as f64;
+            let loss = if accum > 1 { loss / accum as f32 } else { loss };
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+        }
+        let mut grads = accumulator.grads();
+        if t.max_grad_norm > 0.0 {
+            clip_global_norm(&model, &mut grads, t.max_grad_norm);
+        }
+        model = optimizer.step(lr, model, grads);
+        loss_sum += step_loss;
+        loss_count += 1;
+        log.progress(step + 1, total, step_loss, started);
+
+        let done = step + 1;
+        if done % eval_every == 0 || done == total {
+            let valid = model.valid();
+            let scores = evaluate(&valid, data, task, glue, eval_batch, None, device);
+            let metrics: BTreeMap<String, f64> = scores
+                .values
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            let record = EvalRecord {
+                step: done,
+                epoch: done as f64 / steps_per_epoch as f64,
+                train_loss: loss_sum / loss_count.max(1) as f64,
+                learning_rate: lr,
+                metrics: metrics.clone(),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            log.record(&record)?;
+            log.line(&format!(
+                "step {done}/{total} epoch {:.2} train loss {:.4} {} {:.4} ({:.0}s)",
+                record.epoch,
+                record.train_loss,
+                scores.main,
+                scores.main_value(),
+                record.seconds
+            ));
+            (loss_sum, loss_count) = (0.0, 0);
+            let value = scores.main_value();
+            if best.as_ref().is_none_or(|b| value > b.0) {
+                best = Some((value, done, metrics.clone(), valid));
+            }
+            last_metrics = metrics;
+        }
+    }
+    let (_, best_step, best_metrics, best_model) = best.expect("the last step evaluates");
+    let main_metric = crate::metrics::main_metric(task, glue);
+    let mut ablation = Vec::new();
+    for &rate in &t.ablation_rates {
+        let scores = evaluate(
+            &best_model,
+            data,
+            task,
+            glue,
+            eval_batch,
+            Some((rate, derive_seed(cell.seed, 3, (rate * 1e6) as u64))),
+            device,
+        );
+        log.line(&format!(
+            "ablation rate {rate}: {} {:.4}",
+            scores.main,
+            scores.main_value()
+        ));
+        ablation.push((rate, scores.main_value()));
+    }
+    Ok(Outcome {
+        main_metric: main_metric.to_string(),
+        metrics: best_metrics,
+        best_step,
+        final_metrics: last_metrics,
+        steps: total,
+        ablation,
+    })
+}

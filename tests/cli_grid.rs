@@ -1,0 +1,406 @@
+//! `neuronlab grid run | list | export` and `report` end to end, on a tiny BERT (the encoder
+//! fixture, with a made-up WordPiece vocabulary) and a three-class JSONL dataset written here:
+//! the results layout, skipping finished cells, `--cell`, a failing cell that does not stop the
+//! grid, resumption after `kill -9`, the Slurm script, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::util::fixture;
+
+const WORDS: [&str; 12] = [
+    "good", "great", "fine", "bad", "awful", "poor", "table", "chair", "door", "the", "a", "very",
+];
+
+/// A tiny BERT checkpoint folder (3 outputs) with a 99-token vocabulary.
+fn tiny_model(root: &Path) -> PathBuf {
+    let dir = root.join("tiny-bert");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("encoders/bert").join(f), dir.join(f)).unwrap();
+    }
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    vocab.extend(WORDS.iter().map(|s| s.to_string()));
+    let mut i = 0;
+    while vocab.len() < 99 {
+        vocab.push(format!("w{i}"));
+        i += 1;
+    }
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    dir
+}
+
+/// Three classes: positive, negative, neutral words.
+fn tiny_dataset(root: &Path) -> PathBuf {
+    let dir = root.join("words");
+    std::fs::create_dir_all(&dir).unwrap();
+    let groups = [
+        ["good", "great", "fine"],
+        ["bad", "awful", "poor"],
+        ["table", "chair", "door"],
+    ];
+    let lines = |n: usize, offset: usize| {
+        (0..n)
+            .map(|i| {
+                let label = (i + offset) % 3;
+                let w = groups[label][(i / 3) % 3];
+                let text = if i % 2 == 0 {
+                    format!("the {w}")
+                } else {
+                    format!("a very {w}")
+                };
+                format!("{{\"text\": \"{text}\", \"label\": {label}}}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(dir.join("train.jsonl"), lines(48, 0) + "\n").unwrap();
+    std::fs::write(dir.join("dev.jsonl"), lines(12, 1) + "\n").unwrap();
+    dir
+}
+
+fn experiment(root: &Path, extra: &str) -> PathBuf {
+    let model = tiny_model(root);
+    let data = tiny_dataset(root);
+    let text = format!(
+        r#"name = "tiny"
+
+[train]
+max_steps = 4
+batch_size = 8
+learning_rate = 1e-3
+eval_every = 2
+max_seq_len = 8
+ablation_rates = [0.25, 0.5]
+
+[models.tiny]
+path = "{model}"
+kind = "encoder"
+
+[datasets.words]
+path = "{data}"
+format = "jsonl"
+task = "classification"
+columns = {{ text = "text", label = "label" }}
+labels = ["positive", "negative", "neutral"]
+train_file = "train.jsonl"
+eval_file = "dev.jsonl"
+
+[losses.cmp2]
+kind = "comparative"
+n_drop = 2
+
+{extra}"#,
+        model = model.display(),
+        data = data.display()
+    );
+    let path = root.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GRID: &str = r#"[grid]
+model = ["tiny"]
+dataset = ["words"]
+loss = ["baseline", "cmp2"]
+seed = [1, 2]
+"#;
+
+fn neuronlab(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("neuronlab runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn a_tiny_grid_runs_resumes_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    let exp = exp.to_str().unwrap();
+
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs", "--dry-run"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = text(&out);
+    assert!(
+        plan.contains("4 cells") && plan.contains("every cell is valid"),
+        "{plan}"
+    );
+    assert!(!root.join("runs/tiny").exists(), "a dry run writes nothing");
+
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = root.join("runs/tiny");
+    let rows = csv_rows(&grid.join("results.csv"));
+    assert_eq!(rows.len(), 5, "header + 4 cells: {rows:?}");
+    let header = &rows[0];
+    for col in [
+        "run_id",
+        "status",
+        "error",
+        "param_loss",
+        "param_seed",
+        "accuracy",
+        "ablation_0.25",
+        "ablation_0.5",
+        "seconds",
+        "started",
+        "commit",
+        "device",
+    ] {
+        assert!(header.contains(&col.to_string()), "{col} in {header:?}");
+    }
+    let status = header.iter().position(|c| c == "status").unwrap();
+    assert!(
+        rows[1..].iter().all(|r| r[status] == "finished"),
+        "{rows:?}"
+    );
+    assert!(grid.join("results.parquet").is_file());
+    for row in &rows[1..] {
+        let run = grid.join(&row[0]);
+        for f in ["config.toml", "log.txt", "metrics.jsonl", "result.json"] {
+            assert!(run.join(f).is_file(), "{}", run.join(f).display());
+        }
+        let evals = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        assert_eq!(evals.lines().count(), 2, "evaluations at steps 2 and 4");
+        let result: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap())
+                .unwrap();
+        assert_eq!(result["status"], "finished");
+        assert_eq!(result["steps"], 4);
+        let acc = result["metrics"]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        // config.toml is the resolved config and parses back.
+        let config: toml::Value =
+            toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+        assert_eq!(config["train"]["max_steps"].as_integer(), Some(4));
+    }
+
+    // Identical results for the same seed: run cell 0 again in another output folder.
+    let out = neuronlab(
+        &["grid", "run", exp, "--output", "again", "--cell", "0"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let run0 = &rows[1][0];
+    let read = |dir: &str| {
+        std::fs::read_to_string(root.join(dir).join("tiny").join(run0).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["train_loss"].as_f64().unwrap(),
+                    v["metrics"]["accuracy"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read("runs"), read("again"));
+    assert_eq!(
+        csv_rows(&root.join("again/tiny/results.csv")).len(),
+        2,
+        "--cell 0 ran one cell"
+    );
+
+    // Re-running skips every finished cell.
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("0 finished, 4 skipped"),
+        "{}",
+        text(&out)
+    );
+
+    let out = neuronlab(&["grid", "list", exp, "--output", "runs"], root);
+    assert_eq!(text(&out).matches("finished").count(), 4, "{}", text(&out));
+
+    let out = neuronlab(&["report", "runs/tiny"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = std::fs::read_to_string(grid.join("report.md")).unwrap();
+    assert!(
+        md.contains("loss=baseline") && md.contains("cmp2 vs baseline"),
+        "{md}"
+    );
+    for svg in ["learning_curves.svg", "ablation.svg"] {
+        let s = std::fs::read_to_string(grid.join(svg)).unwrap();
+        assert!(s.starts_with("<svg") && s.contains("<polyline"), "{svg}");
+    }
+}
+
+#[test]
+fn a_failing_cell_is_recorded_and_the_grid_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // A learning rate of 1e30 overflows the weights: the loss stops being finite.
+    let grid = r#"[grid]
+model = ["tiny"]
+dataset = ["words"]
+loss = ["baseline"]
+train = { learning_rate = [1e30, 1e-3] }
+"#;
+    let exp = experiment(root, grid);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 finished, 0 skipped (finished before), 1 failed"),
+        "{}",
+        text(&out)
+    );
+    let rows = csv_rows(&root.join("runs/tiny/results.csv"));
+    let status = rows[0].iter().position(|c| c == "status").unwrap();
+    let error = rows[0].iter().position(|c| c == "error").unwrap();
+    assert_eq!(rows[1][status], "failed");
+    assert!(rows[1][error].contains("training loss is"), "{:?}", rows[1]);
+    assert_eq!(rows[2][status], "finished");
+}
+
+#[test]
+fn a_killed_grid_resumes_without_losing_finished_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // Longer cells than the other tests', so that the kill lands while cells are still pending.
+    let grid = GRID.replace("[1, 2]", "[1, 2, 3]") + "train = { max_steps = [150] }\n";
+    let exp = experiment(root, &grid);
+    let exp = exp.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp, "--output", "runs"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let table = root.join("runs/tiny/results.csv");
+    let started = std::time::Instant::now();
+    while !table.exists() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no cell finished in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = csv_rows(&table).len() - 1;
+    assert!(done_before >= 1);
+    // No torn files: every result.json present parses.
+    for entry in std::fs::read_dir(root.join("runs/tiny")).unwrap() {
+        let f = entry.unwrap().path().join("result.json");
+        if f.exists() {
+            serde_json::from_str::<Value>(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        }
+    }
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let skipped = text(&out)
+        .lines()
+        .filter(|l| l.contains("finished before; skipped"))
+        .count();
+    assert!(
+        skipped >= done_before.min(6) && skipped < 6,
+        "{}",
+        text(&out)
+    );
+    assert_eq!(csv_rows(&table).len(), 7);
+}
+
+#[test]
+fn slurm_export_is_a_job_array_over_the_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    let out = neuronlab(
+        &[
+            "grid",
+            "export",
+            "--slurm",
+            exp.to_str().unwrap(),
+            "--output",
+            "runs",
+        ],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let script = root.join("runs/tiny/slurm.sbatch");
+    let s = std::fs::read_to_string(&script).unwrap();
+    assert!(s.contains("#SBATCH --array=0-3"), "{s}");
+    assert!(s.contains("--cell \"$SLURM_ARRAY_TASK_ID\""), "{s}");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+}
+
+#[test]
+fn bad_experiments_are_clear_errors_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, &format!("{GRID}\n[extra]\nkey = 1\n"));
+    let out = neuronlab(&["grid", "run", exp.to_str().unwrap()], root);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("tiny.toml, line"), "{}", text(&out));
+    assert!(text(&out).contains("extra"), "{}", text(&out));
+
+    // A missing dataset file: named, and nothing is run or written.
+    let exp = experiment(root, GRID);
+    std::fs::remove_file(root.join("words/dev.jsonl")).unwrap();
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("dev.jsonl"), "{}", text(&out));
+    assert!(!root.join("runs/tiny").exists());
+
+    // A label out of range: file and line.
+    std::fs::write(
+        root.join("words/dev.jsonl"),
+        "{\"text\": \"the good\", \"label\": 0}\n{\"text\": \"the bad\", \"label\": 7}\n",
+    )
+    .unwrap();
+    let out = neuronlab(&["grid", "run", exp.to_str().unwrap(), "--dry-run"], root);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("dev.jsonl") && text(&out).contains("line 2"),
+        "{}",
+        text(&out)
+    );
+
+    // --cell out of range.
+    std::fs::write(
+        root.join("words/dev.jsonl"),
+        "{\"text\": \"the good\", \"label\": 0}\n",
+    )
+    .unwrap();
+    let out = neuronlab(&["grid", "run", exp.to_str().unwrap(), "--cell", "9"], root);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--cell 9"), "{}", text(&out));
+}
