@@ -404,3 +404,116 @@ fn bad_experiments_are_clear_errors_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--cell 9"), "{}", text(&out));
 }
+
+#[test]
+fn the_paper_glue_grid_validates_on_fixture_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = crate::util::root().join("experiments/cmploss-glue.toml");
+    let exp = exp.to_str().unwrap();
+
+    // Without the variables: every cell listed, the unset variables named.
+    let out = Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
+        .current_dir(root)
+        .env_remove("GLUE_DIR")
+        .env_remove("MODELS_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("48 cells"), "8 tasks x 2 losses x 3 seeds: {t}");
+    assert!(
+        t.contains("MODELS_DIR is not set") && t.contains("GLUE_DIR is not set"),
+        "{t}"
+    );
+
+    // With the GLUE fixtures (in the distributed layout) and the tiny model as bert-base-cased.
+    let models = root.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::rename(tiny_model(root), models.join("bert-base-cased")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
+        .current_dir(root)
+        .env("GLUE_DIR", fixture("glue"))
+        .env("MODELS_DIR", &models)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("every cell is valid"), "{}", text(&out));
+}
+
+#[test]
+fn a_run_killed_mid_cell_resumes_from_its_checkpoint_with_identical_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let grid = "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"cmp2\"]\n\
+                train = { max_steps = [240], eval_every = [40] }\n";
+    let exp = experiment(root, grid);
+    let exp = exp.to_str().unwrap();
+    let evaluations = |out: &str| -> Vec<(u64, String, String)> {
+        let grid = root.join(out).join("tiny");
+        let run = std::fs::read_dir(&grid)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir())
+            .unwrap();
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["step"].as_u64().unwrap(),
+                    v["train_loss"].to_string(),
+                    v["metrics"].to_string(),
+                )
+            })
+            .collect()
+    };
+
+    let out = neuronlab(&["grid", "run", exp, "--output", "straight"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let straight = evaluations("straight");
+    assert_eq!(straight.len(), 6);
+    assert!(
+        !root.join("straight/tiny").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .path()
+            .join("checkpoint")
+            .exists()),
+        "a finished run removes its checkpoint"
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp, "--output", "killed"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let state = loop {
+        let found = std::fs::read_dir(root.join("killed/tiny"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path().join("checkpoint/state.json"))
+            .find(|p| p.exists());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(state.exists());
+    let out = neuronlab(&["grid", "run", exp, "--output", "killed"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(log.contains("resumed from the checkpoint at step"), "{log}");
+    assert_eq!(evaluations("killed"), straight);
+}

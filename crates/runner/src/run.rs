@@ -125,6 +125,110 @@ impl TokenCache {
     }
 }
 
+/// The checkpoint folder inside a run folder.
+pub const CHECKPOINT: &str = "checkpoint";
+
+fn recorder() -> burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionSettings> {
+    burn::record::NamedMpkFileRecorder::new()
+}
+
+/// Where a run stands at a checkpoint (`checkpoint/state.json`, written last).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ResumeState {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// The epoch being read and the position in its order.
+    pub epoch: usize,
+    /// Position in the epoch's order.
+    pub cursor: usize,
+    /// Seconds of training so far.
+    pub seconds: f64,
+    /// The best evaluation so far: (main metric, step, metrics).
+    pub best: Option<(f64, usize, BTreeMap<String, f64>)>,
+    /// The last evaluation's metrics.
+    pub last_metrics: BTreeMap<String, f64>,
+}
+
+impl ResumeState {
+    /// The newest complete checkpoint of a run folder and its folder: `checkpoint/`, or
+    /// `checkpoint.old/` when a kill hit between the two renames of [`save_checkpoint`].
+    pub fn find(dir: &Path) -> Option<(Self, PathBuf)> {
+        [CHECKPOINT, "checkpoint.old"].iter().find_map(|name| {
+            let folder = dir.join(name);
+            let text = std::fs::read_to_string(folder.join("state.json")).ok()?;
+            Some((serde_json::from_str(&text).ok()?, folder))
+        })
+    }
+
+    /// Prepare a run folder for a resumed run: keep the evaluations up to the checkpoint's
+    /// step in `metrics.jsonl` (later ones belong to the lost work). Returns the step, or `None`
+    /// when there is no checkpoint.
+    pub fn prepare(dir: &Path) -> Result<Option<usize>> {
+        let Some((state, _)) = Self::find(dir) else {
+            return Ok(None);
+        };
+        let path = dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= state.step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        crate::results::write_atomic(&path, kept.as_bytes())?;
+        Ok(Some(state.step))
+    }
+}
+
+/// Write a checkpoint into `dir/checkpoint/`: the model, the optimiser state, the best model
+/// when it changed (carried over from the previous checkpoint otherwise), and `state.json`.
+/// It is written into `checkpoint.tmp/` and swapped in by renames, so a kill at any moment
+/// leaves a complete checkpoint ([`ResumeState::find`]).
+pub fn save_checkpoint<B: AutodiffBackend>(
+    dir: &Path,
+    state: &ResumeState,
+    model: &SequenceClassifier<B>,
+    optimizer: &impl Optimizer<SequenceClassifier<B>, B>,
+    best_model: Option<&SequenceClassifier<B::InnerBackend>>,
+) -> Result<()> {
+    let tmp = dir.join("checkpoint.tmp");
+    let current = dir.join(CHECKPOINT);
+    let old = dir.join("checkpoint.old");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let recorder = recorder();
+    let ctx = || format!("writing a checkpoint into {}", tmp.display());
+    model
+        .clone()
+        .save_file(tmp.join("model"), &recorder)
+        .with_context(ctx)?;
+    burn::record::Recorder::<B>::record(&recorder, optimizer.to_record(), tmp.join("optimizer"))
+        .with_context(ctx)?;
+    match best_model {
+        Some(best) => best
+            .clone()
+            .save_file(tmp.join("best"), &recorder)
+            .with_context(ctx)?,
+        None if state.best.is_some() => {
+            std::fs::copy(current.join("best.mpk"), tmp.join("best.mpk")).with_context(ctx)?;
+        }
+        None => {}
+    }
+    std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)
+        .with_context(ctx)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if current.exists() {
+        std::fs::rename(&current, &old).with_context(ctx)?;
+    }
+    std::fs::rename(&tmp, &current).with_context(ctx)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
 /// One evaluation, a line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalRecord {
@@ -369,9 +473,13 @@ fn epoch_order(
 }
 
 /// Train and evaluate one cell on backend `B`, writing progress into `log`.
+///
+/// `dir` is the run folder: the checkpoint of [`save_checkpoint`] lives there, and a run that
+/// finds one continues from it.
 pub fn train_cell<B: AutodiffBackend>(
     cell: &CellConfig,
     data: &Tokenized,
+    dir: &Path,
     log: &mut RunLog,
     device: &B::Device,
 ) -> Result<Outcome> {
@@ -395,6 +503,7 @@ pub fn train_cell<B: AutodiffBackend>(
             c.classifier_dropout,
         ) = (p, p, p);
     }
+    let encoder_config = checkpoint.config.clone();
     let (mut model, report) = SequenceClassifier::<B>::load(
         checkpoint,
         num_outputs,
@@ -435,16 +544,39 @@ pub fn train_cell<B: AutodiffBackend>(
     let glue = cell.dataset.glue.as_deref();
     let eval_batch = t.batch_size * 2;
     let started = Instant::now();
+    let mut first_step = 0;
     let mut epoch = 0;
-    let mut order = epoch_order(data, cell.seed, epoch, t.batch_size, t.group_by_length);
     let mut cursor = 0;
+    let mut seconds_before = 0.0;
     let mut loss_sum = 0.0;
     let mut loss_count = 0usize;
     // (main metric, step, metrics, model) of the best evaluation so far.
     type Best<B> = (f64, usize, BTreeMap<String, f64>, SequenceClassifier<B>);
     let mut best: Option<Best<B::InnerBackend>> = None;
     let mut last_metrics = BTreeMap::new();
-    for step in 0..total {
+    if let Some((state, ckpt)) = ResumeState::find(dir) {
+        let recorder = recorder();
+        let load = |what: &str| -> Result<PathBuf> { Ok(ckpt.join(what)) };
+        model = model
+            .load_file(load("model")?, &recorder, device)
+            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        let record = burn::record::Recorder::<B>::load(&recorder, load("optimizer")?, device)
+            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        optimizer = optimizer.load_record(record);
+        if let Some((value, step, metrics)) = state.best.clone() {
+            let best_model = model
+                .valid()
+                .load_file(load("best")?, &recorder, device)
+                .with_context(|| format!("resuming from {}", ckpt.display()))?;
+            best = Some((value, step, metrics, best_model));
+        }
+        (first_step, epoch, cursor, seconds_before) =
+            (state.step, state.epoch, state.cursor, state.seconds);
+        last_metrics = state.last_metrics;
+        log.line(&format!("resumed from the checkpoint at step {first_step}"));
+    }
+    let mut order = epoch_order(data, cell.seed, epoch, t.batch_size, t.group_by_length);
+    for step in first_step..total {
         let lr = linear_schedule(t.learning_rate, step, warmup, total);
         let mut accumulator = GradientsAccumulator::<SequenceClassifier<B>>::new();
         let mut step_loss = 0.0;
@@ -502,7 +634,7 @@ pub fn train_cell<B: AutodiffBackend>(
                 train_loss: loss_sum / loss_count.max(1) as f64,
                 learning_rate: lr,
                 metrics: metrics.clone(),
-                seconds: started.elapsed().as_secs_f64(),
+                seconds: seconds_before + started.elapsed().as_secs_f64(),
             };
             log.record(&record)?;
             log.line(&format!(
@@ -515,13 +647,37 @@ pub fn train_cell<B: AutodiffBackend>(
             ));
             (loss_sum, loss_count) = (0.0, 0);
             let value = scores.main_value();
-            if best.as_ref().is_none_or(|b| value > b.0) {
+            let improved = best.as_ref().is_none_or(|b| value > b.0);
+            if improved {
                 best = Some((value, done, metrics.clone(), valid));
             }
             last_metrics = metrics;
+            if t.checkpoints && done < total {
+                let state = ResumeState {
+                    step: done,
+                    epoch,
+                    cursor,
+                    seconds: record.seconds,
+                    best: best.as_ref().map(|b| (b.0, b.1, b.2.clone())),
+                    last_metrics: last_metrics.clone(),
+                };
+                let best_model = best.as_ref().filter(|_| improved).map(|b| &b.3);
+                save_checkpoint(dir, &state, &model, &optimizer, best_model)?;
+            }
         }
     }
     let (_, best_step, best_metrics, best_model) = best.expect("the last step evaluates");
+    if t.save_model {
+        let out = dir.join("model");
+        best_model
+            .save_pretrained(&encoder_config, &data.labels, &out)
+            .with_context(|| format!("saving the best model to {}", out.display()))?;
+        models::copy_tokenizer_files(&cell.model_dir, &out)?;
+        log.line(&format!(
+            "best model (step {best_step}) saved to {}",
+            out.display()
+        ));
+    }
     let main_metric = crate::metrics::main_metric(task, glue);
     let mut ablation = Vec::new();
     for &rate in &t.ablation_rates {
@@ -541,6 +697,7 @@ pub fn train_cell<B: AutodiffBackend>(
         ));
         ablation.push((rate, scores.main_value()));
     }
+    let _ = std::fs::remove_dir_all(dir.join(CHECKPOINT));
     Ok(Outcome {
         main_metric: main_metric.to_string(),
         metrics: best_metrics,

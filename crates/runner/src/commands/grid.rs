@@ -14,7 +14,7 @@ use crate::grid::{Cell, expand};
 use crate::results::{
     RunResult, read_result, run_dir, source_commit, status, utc_now, write_atomic, write_tables,
 };
-use crate::run::{RunLog, TokenCache, train_cell};
+use crate::run::{ResumeState, RunLog, TokenCache, train_cell};
 
 /// Where `${ARTEFACTS}` points: `$NEURONLAB_CACHE`, else `.cache/artefacts` in the current
 /// folder (as the fetch script run from the checkout), made absolute.
@@ -52,6 +52,27 @@ impl Grid {
         for cell in &self.cells {
             let c = &cell.config;
             if !seen.insert((c.model_name.clone(), c.dataset_name.clone())) {
+                continue;
+            }
+            let mut unset = Vec::new();
+            for (what, name, path) in [
+                ("model", &c.model_name, &c.model_dir),
+                ("dataset", &c.dataset_name, &c.dataset_dir),
+            ] {
+                let text = path.to_string_lossy();
+                if let Some(start) = text.find("${") {
+                    let var = text[start + 2..].split('}').next().unwrap_or("");
+                    unset.push(format!(
+                        "cell {} ({}): {what} `{name}`: the environment variable {var} is not set \
+                         (the path is {})",
+                        cell.index,
+                        cell.run_id,
+                        path.display()
+                    ));
+                }
+            }
+            if !unset.is_empty() {
+                problems.extend(unset);
                 continue;
             }
             let model = || -> Result<()> {
@@ -181,9 +202,13 @@ impl BackendTask for GridRun {
             let dir = run_dir(&grid.dir, cell);
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            // A run that starts again starts clean.
-            for stale in ["log.txt", "metrics.jsonl", "result.json"] {
-                let _ = std::fs::remove_file(dir.join(stale));
+            // A run with a checkpoint continues from it; any other starts clean.
+            let _ = std::fs::remove_file(dir.join("result.json"));
+            let resumed = ResumeState::prepare(&dir)?;
+            if resumed.is_none() {
+                for stale in ["log.txt", "metrics.jsonl"] {
+                    let _ = std::fs::remove_file(dir.join(stale));
+                }
             }
             write_atomic(
                 &dir.join("config.toml"),
@@ -200,7 +225,7 @@ impl BackendTask for GridRun {
             let clock = Instant::now();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let data = cache.get(&cell.config)?;
-                train_cell::<Autodiff<B>>(&cell.config, &data, &mut log, &device)
+                train_cell::<Autodiff<B>>(&cell.config, &data, &dir, &mut log, &device)
             }))
             .unwrap_or_else(|panic| {
                 let msg = panic
