@@ -202,3 +202,43 @@ fn bad_files_name_file_line_and_key() {
     ));
     assert!(err.contains("either `pairs`"), "{err}");
 }
+
+#[test]
+fn pairs_name_their_own_losses_and_losses_carry_settings() {
+    let text = format!(
+        "{BASE}\n[losses.cmp-fast]\nkind = \"comparative\"\nn_drop = 1\n\
+         train = {{ learning_rate = 9e-5, epochs = 4 }}\n\n[grid]\n\
+         pairs = [{{ model = \"mini\", dataset = \"pol\", loss = [\"baseline\", \"cmp-fast\"] }}, \
+         {{ model = \"tiny\", dataset = \"pol\" }}]\nseed = [1]\n"
+    );
+    let summary: Vec<(String, String, f64, f64)> = cells(&text)
+        .iter()
+        .map(|c| {
+            (
+                c.params["model"].clone(),
+                c.params["loss"].clone(),
+                c.config.train.learning_rate,
+                c.config.train.epochs,
+            )
+        })
+        .collect();
+    // The first pair runs its own two losses, the second the default (`baseline`). The loss's
+    // settings win over the model's (mini: 5e-5) and the dataset's (pol: epochs 1, 1e-5).
+    assert_eq!(
+        summary,
+        vec![
+            ("mini".into(), "baseline".into(), 5e-5, 1.0),
+            ("mini".into(), "cmp-fast".into(), 9e-5, 4.0),
+            ("tiny".into(), "baseline".into(), 1e-5, 1.0),
+        ]
+    );
+    let err = format!(
+        "{:#}",
+        runner::grid::expand(&parse(&text.replace("\"cmp-fast\"] }", "\"cmp-slow\"] }")).unwrap())
+            .unwrap_err()
+    );
+    assert!(
+        err.contains("grid.pairs.0.loss") && err.contains("cmp-slow"),
+        "{err}"
+    );
+}

@@ -32,7 +32,8 @@
 //! ```
 //!
 //! Settings resolve in this order, later wins: built-in defaults, `[train]`, the dataset's
-//! `train`, the model's `train`, the grid axis. Unknown keys anywhere are errors naming the file,
+//! `train`, the model's `train`, the loss's `train` (comparative losses), the grid axis. A pair
+//! in `grid.pairs` may name its own losses (`{ model, dataset, loss = [...] }`). Unknown keys anywhere are errors naming the file,
 //! line and key.
 
 use std::collections::BTreeMap;
@@ -221,6 +222,10 @@ pub enum LossSpec {
         /// Temperature T (the hinge acts on -l / T).
         #[serde(default = "default_temperature")]
         temperature: f64,
+        /// Training settings of this loss's cells (the paper tunes the comparative runs
+        /// separately from the baselines); they override the dataset's and the model's.
+        #[serde(default, skip_serializing_if = "TrainOverrides::is_empty")]
+        train: Box<TrainOverrides>,
     },
 }
 
@@ -272,6 +277,10 @@ pub struct TrainOverrides {
     /// After training, evaluate with this fraction of FFN neurons ablated at random (the
     /// metric-versus-ablation-rate curve).
     pub ablation_rates: Option<Vec<f64>>,
+    /// Write a checkpoint at every evaluation, so that a killed run resumes from it.
+    pub checkpoints: Option<bool>,
+    /// Save the best model as an HF checkpoint in the run folder (`model/`).
+    pub save_model: Option<bool>,
 }
 
 /// Training settings of one cell, fully resolved.
@@ -310,6 +319,10 @@ pub struct TrainConfig {
     pub view_budget_tokens: usize,
     /// See [`TrainOverrides::ablation_rates`].
     pub ablation_rates: Vec<f64>,
+    /// See [`TrainOverrides::checkpoints`].
+    pub checkpoints: bool,
+    /// See [`TrainOverrides::save_model`].
+    pub save_model: bool,
 }
 
 impl Default for TrainConfig {
@@ -332,7 +345,16 @@ impl Default for TrainConfig {
             max_eval_examples: 0,
             view_budget_tokens: 0,
             ablation_rates: Vec::new(),
+            checkpoints: true,
+            save_model: false,
         }
+    }
+}
+
+impl TrainOverrides {
+    /// Whether no setting is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -358,7 +380,9 @@ impl TrainConfig {
             max_train_examples,
             max_eval_examples,
             view_budget_tokens,
-            ablation_rates
+            ablation_rates,
+            checkpoints,
+            save_model
         );
     }
 
@@ -402,6 +426,10 @@ pub struct Pair {
     pub model: String,
     /// Dataset name.
     pub dataset: String,
+    /// The losses of this pair, instead of `grid.loss` (the paper uses a different c and
+    /// target per dataset).
+    #[serde(default)]
+    pub loss: Vec<String>,
 }
 
 /// The grid axes.
@@ -468,12 +496,27 @@ impl ExperimentFile {
         })
     }
 
-    /// A path as written in the file, resolved: `${ARTEFACTS}` replaced, and relative to the
-    /// file's folder.
+    /// A path as written in the file, resolved: `${ARTEFACTS}` replaced, every other `${NAME}`
+    /// replaced by the environment variable `NAME` when it is set (left as written otherwise,
+    /// so the missing file's error shows it), and relative paths taken from the file's folder.
     pub fn resolve(&self, written: &Path) -> PathBuf {
-        let s = written
+        let mut s = written
             .to_string_lossy()
             .replace("${ARTEFACTS}", &self.artefacts.to_string_lossy());
+        let mut from = 0;
+        while let Some(start) = s[from..].find("${").map(|i| i + from) {
+            let Some(len) = s[start..].find('}') else {
+                break;
+            };
+            let name = &s[start + 2..start + len];
+            match std::env::var(name) {
+                Ok(value) if !name.is_empty() => {
+                    s.replace_range(start..start + len + 1, &value);
+                    from = start + value.len();
+                }
+                _ => from = start + len + 1,
+            }
+        }
         let p = PathBuf::from(s);
         if p.is_relative() {
             self.path.parent().unwrap_or(Path::new(".")).join(p)

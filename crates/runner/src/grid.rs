@@ -2,7 +2,7 @@
 //!
 //! Order (outermost first): the (model, dataset) pairs — `grid.pairs` in file order, or every
 //! model of `grid.model` (in order) with every dataset of `grid.dataset` (in order) —, then the
-//! losses of `grid.loss`, then the training-setting axes of `grid.train` (keys in alphabetical
+//! losses of `grid.loss` (or the pair's own `loss` list), then the training-setting axes of `grid.train` (keys in alphabetical
 //! order, values in file order, the first key outermost), then the seeds. Cell numbers (for
 //! `--cell N`) count from 0 in this order.
 
@@ -65,7 +65,7 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
     let g = &e.grid;
 
     // (model, dataset) pairs.
-    let pairs: Vec<(String, String)> = if !g.pairs.is_empty() {
+    let pairs: Vec<(String, String, Vec<String>)> = if !g.pairs.is_empty() {
         if !g.model.is_empty() || !g.dataset.is_empty() {
             bail!(
                 "{}: use either `pairs` or `model` × `dataset`, not both",
@@ -74,7 +74,7 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
         }
         g.pairs
             .iter()
-            .map(|p| (p.model.clone(), p.dataset.clone()))
+            .map(|p| (p.model.clone(), p.dataset.clone(), p.loss.clone()))
             .collect()
     } else {
         for (axis, values) in [("model", &g.model), ("dataset", &g.dataset)] {
@@ -87,10 +87,14 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
         }
         g.model
             .iter()
-            .flat_map(|m| g.dataset.iter().map(move |d| (m.clone(), d.clone())))
+            .flat_map(|m| {
+                g.dataset
+                    .iter()
+                    .map(move |d| (m.clone(), d.clone(), Vec::new()))
+            })
             .collect()
     };
-    for (i, (m, d)) in pairs.iter().enumerate() {
+    for (i, (m, d, _)) in pairs.iter().enumerate() {
         let (mkey, dkey) = if g.pairs.is_empty() {
             (
                 vec!["grid".to_owned(), "model".to_owned()],
@@ -136,14 +140,21 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
     } else {
         g.loss.clone()
     };
-    for name in &loss_names {
-        if !losses.contains_key(name) {
-            bail!(
-                "{}: unknown loss `{name}`; defined: {}",
-                file.locate(&["grid", "loss"]),
-                names(losses.keys())
-            );
+    let check_names = |names_: &[String], key: &[&str]| -> Result<()> {
+        for name in names_ {
+            if !losses.contains_key(name) {
+                bail!(
+                    "{}: unknown loss `{name}`; defined: {}",
+                    file.locate(key),
+                    names(losses.keys())
+                );
+            }
         }
+        Ok(())
+    };
+    check_names(&loss_names, &["grid", "loss"])?;
+    for (i, (_, _, own)) in pairs.iter().enumerate() {
+        check_names(own, &["grid", "pairs", &i.to_string(), "loss"])?;
     }
     let seeds = if g.seed.is_empty() {
         vec![1]
@@ -169,16 +180,25 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
     }
 
     let mut cells = Vec::new();
-    for (model_name, dataset_name) in &pairs {
+    for (model_name, dataset_name, own_losses) in &pairs {
         let model = &e.models[model_name];
         let dataset = &e.datasets[dataset_name];
         let mut base = TrainConfig::default();
         base.apply(&e.train);
         base.apply(&dataset.train);
         base.apply(&model.train);
-        for loss_name in &loss_names {
+        let pair_losses = if own_losses.is_empty() {
+            &loss_names
+        } else {
+            own_losses
+        };
+        for loss_name in pair_losses {
+            let mut with_loss = base.clone();
+            if let LossSpec::Comparative { train, .. } = &losses[loss_name] {
+                with_loss.apply(train);
+            }
             for combo in cartesian(&axes) {
-                let mut train = base.clone();
+                let mut train = with_loss.clone();
                 let mut params = BTreeMap::new();
                 for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
                     train.apply(o);

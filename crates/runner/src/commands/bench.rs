@@ -185,6 +185,7 @@ impl BackendTask for BenchStep {
                 primary: None,
                 weight: None,
                 temperature: 1.0,
+                train: Default::default(),
             }
         };
         let mut objective = Objective::new(&spec, 0)?;
