@@ -16,6 +16,8 @@ mod data;
 mod metrics;
 // Comparative steps: batched and sequential views agree.
 mod views;
+// AdamW, global-norm clipping and the schedule against PyTorch.
+mod optim;
 // `neuronlab grid` and `report` end to end on a tiny model.
 mod cli_grid;
 // AdamW training on the real MiniLM with real sentences lowers the loss.
