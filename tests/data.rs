@@ -299,3 +299,45 @@ fn bad_files_name_file_and_line() {
     );
     assert!(e.contains("unknown GLUE task `WNLI`"), "{e}");
 }
+
+#[test]
+fn real_fetched_datasets_read_with_their_splits_and_classes() {
+    use crate::util::artefact;
+    let mut spec = generic(DatasetFormat::Jsonl, false);
+    spec.train_file = Some("train.jsonl".into());
+    spec.eval_file = Some("validation.jsonl".into());
+    let polarity = load(&spec, &artefact("rt-polarity")).unwrap();
+    assert_eq!((polarity.train.len(), polarity.eval.len()), (3200, 400));
+    assert_eq!(polarity.labels, ["0", "1"]);
+
+    // Wikipedia leads: topic names as labels, their sorted set the classes.
+    spec.columns = Some(Columns {
+        text: "text".into(),
+        text_pair: None,
+        label: "topic".into(),
+    });
+    let sizes = [
+        ("en", 8026, 1003, 12),
+        ("es", 4991, 624, 8),
+        ("fr", 7964, 995, 11),
+    ];
+    for (lang, train, eval, classes) in sizes {
+        let d = load(&spec, &artefact("wiki-leads").join(lang)).unwrap();
+        assert_eq!(
+            (d.train.len(), d.eval.len(), d.labels.len()),
+            (train, eval, classes),
+            "{lang}"
+        );
+        assert!(
+            d.train
+                .iter()
+                .all(|e| matches!(e.label, Label::Class(c) if c < classes))
+        );
+    }
+    let en = load(&spec, &artefact("wiki-leads/en")).unwrap();
+    assert!(
+        en.labels.contains(&"Mathematics".to_string()),
+        "{:?}",
+        en.labels
+    );
+}
