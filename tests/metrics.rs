@@ -1,4 +1,5 @@
-//! Metrics against NumPy / scikit-learn / SciPy (fixture from make_metric_fixtures.py).
+//! Metrics and report statistics against NumPy / scikit-learn / SciPy (fixtures from
+//! make_metric_fixtures.py and make_report_stats_fixture.py).
 
 use runner::metrics::{accuracy, binary_f1, matthews, pearson, spearman};
 use serde_json::Value;
@@ -35,5 +36,26 @@ fn metrics_match_the_reference() {
         let (pred, gold) = (floats(&case["pred"]), floats(&case["gold"]));
         assert!((pearson(&pred, &gold) - case["pearson"].as_f64().unwrap()).abs() < 1e-12);
         assert!((spearman(&pred, &gold) - case["spearman"].as_f64().unwrap()).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn report_statistics_match_scipy() {
+    use runner::commands::report::{mean_std, sign_flip_p};
+    let cases = read_json(&fixture("report_stats.json"));
+    for case in cases.as_array().unwrap() {
+        let d = floats(&case["diffs"]);
+        let p = sign_flip_p(&d);
+        assert!(
+            (p - case["p"].as_f64().unwrap()).abs() < 1e-12,
+            "{d:?}: p {p} vs {}",
+            case["p"]
+        );
+        let (m, s) = mean_std(&d);
+        assert!((m - case["mean"].as_f64().unwrap()).abs() < 1e-12);
+        assert!(
+            (s - case["std"].as_f64().unwrap()).abs() < 1e-12,
+            "{d:?}: std {s}"
+        );
     }
 }
