@@ -539,3 +539,100 @@ fn a_run_killed_mid_cell_resumes_from_its_checkpoint_with_identical_results() {
     assert!(log.contains("resumed from the checkpoint at step"), "{log}");
     assert_eq!(evaluations("killed"), straight);
 }
+
+#[test]
+fn a_regression_cell_trains_and_reports_pearson_and_spearman() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // The QA fixture has no classification head, so a fresh 1-output regression head is made.
+    let model = tiny_model(root);
+    std::fs::copy(
+        fixture("encoders/bert-qa/model.safetensors"),
+        model.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("encoders/bert-qa/config.json"),
+        model.join("config.json"),
+    )
+    .unwrap();
+    let data = root.join("scores");
+    std::fs::create_dir_all(&data).unwrap();
+    let rows = |n: usize| {
+        (0..n)
+            .map(|i| {
+                let (w, score) = [("good", 4.5), ("fine", 2.5), ("awful", 0.5)][i % 3];
+                format!("the {w} {},{score}", WORDS[6 + i % 3])
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(
+        data.join("train.csv"),
+        format!("sentence,score\n{}\n", rows(30)),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("dev.csv"),
+        format!("sentence,score\n{}\n", rows(9)),
+    )
+    .unwrap();
+    let exp = root.join("sts.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"name = "sts"
+[train]
+max_steps = 6
+batch_size = 10
+learning_rate = 1e-3
+eval_every = 3
+
+[models.tiny]
+path = "{}"
+kind = "encoder"
+
+[datasets.scores]
+path = "{}"
+format = "csv"
+task = "regression"
+columns = {{ text = "sentence", label = "score" }}
+train_file = "train.csv"
+eval_file = "dev.csv"
+
+[losses.cmp-first]
+kind = "comparative"
+n_drop = 2
+target = "first"
+
+[grid]
+model = ["tiny"]
+dataset = ["scores"]
+loss = ["baseline", "cmp-first"]
+"#,
+            model.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = csv_rows(&root.join("runs/sts/results.csv"));
+    assert_eq!(rows.len(), 3);
+    for col in ["pearson", "spearman"] {
+        let i = rows[0]
+            .iter()
+            .position(|c| c == col)
+            .unwrap_or_else(|| panic!("{col}: {rows:?}"));
+        for r in &rows[1..] {
+            let v: f64 = r[i].parse().unwrap();
+            assert!((-1.0..=1.0).contains(&v), "{col} = {v}");
+        }
+    }
+    let out = neuronlab(&["report", "runs/sts"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("pearson"), "{}", text(&out));
+}
