@@ -227,6 +227,30 @@ fn a_tiny_grid_runs_resumes_and_reports() {
         "--cell 0 ran one cell"
     );
 
+    // The tokenised dataset is cached on disk, one file for the grid's (dataset, tokenizer,
+    // length), and a later run reads it: shown by shrinking the cached evaluation split.
+    let tokens: Vec<PathBuf> = std::fs::read_dir(root.join("runs/.tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let mut cached: Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokens[0]).unwrap()).unwrap();
+    assert_eq!(cached["eval"].as_array().unwrap().len(), 12);
+    cached["eval"].as_array_mut().unwrap().truncate(3);
+    std::fs::write(&tokens[0], cached.to_string()).unwrap();
+    std::fs::remove_dir_all(grid.join(run0)).unwrap();
+    let out = neuronlab(
+        &["grid", "run", exp, "--output", "runs", "--cell", "0"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("48 train / 3 eval examples"),
+        "{}",
+        text(&out)
+    );
+
     // Re-running skips every finished cell.
     let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
     assert!(out.status.success(), "{}", text(&out));

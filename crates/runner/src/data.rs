@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use crate::experiment::{DatasetFormat, DatasetSpec, Task};
 
 /// A target.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Label {
     /// A class index into [`Dataset::labels`].
     Class(usize),

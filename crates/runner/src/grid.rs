@@ -315,11 +315,15 @@ fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// A 12-hex-digit FNV-1a hash of the cell's configuration (as TOML, paths as written).
+/// A 12-hex-digit FNV-1a hash of the cell's configuration (as TOML, paths as written, without
+/// `checkpoints` and `save_model`).
 pub fn run_id(config: &CellConfig) -> String {
     let mut config = config.clone();
     config.model_dir = Default::default();
     config.dataset_dir = Default::default();
+    // Settings that do not change the numbers do not change the run.
+    config.train.checkpoints = true;
+    config.train.save_model = false;
     let text = toml::to_string(&config).expect("a cell config serialises");
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {

@@ -41,7 +41,7 @@ use crate::metrics::{Scores, classification_scores, regression_scores};
 use crate::train::{AdamW, Objective, Targets, clip_global_norm, linear_schedule};
 
 /// One tokenised example.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Encoded {
     ids: Vec<u32>,
     type_ids: Vec<u32>,
@@ -49,7 +49,7 @@ pub struct Encoded {
 }
 
 /// A dataset tokenised for one model's tokenizer at one maximum length.
-#[derive(Debug)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Tokenized {
     /// Class names (empty for regression).
     pub labels: Vec<String>,
@@ -62,13 +62,64 @@ pub struct Tokenized {
 }
 
 /// Tokenised datasets, shared by the cells of a grid that use the same dataset, tokenizer and
-/// maximum length (and example caps).
+/// maximum length (and example caps): in memory, and on disk in `dir` when one is given (one
+/// JSON file per key, named by a hash of the key and of the dataset and tokenizer files' sizes
+/// and modification times, so an edited file is tokenised again). The disk copy serves later
+/// runs and `--cell` array tasks.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     entries: HashMap<(PathBuf, PathBuf, usize, usize, usize), Arc<Tokenized>>,
+    dir: Option<PathBuf>,
+}
+
+/// `path|size|mtime` of a file, for cache keys.
+fn file_stamp(path: &Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let size = meta.as_ref().map_or(0, |m| m.len());
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}|{size}|{mtime}", path.display())
 }
 
 impl TokenCache {
+    /// A cache that also keeps its entries as files in `dir`.
+    pub fn on_disk(dir: PathBuf) -> Self {
+        Self {
+            entries: HashMap::new(),
+            dir: Some(dir),
+        }
+    }
+
+    fn disk_path(&self, cell: &CellConfig) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let t = &cell.train;
+        let (train, eval) = data::split_files(&cell.dataset, &cell.dataset_dir).ok()?;
+        let tokenizer = ["tokenizer.json", "vocab.txt"]
+            .iter()
+            .map(|f| cell.model_dir.join(f))
+            .find(|p| p.is_file())?;
+        let key = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}|{}|{}\n{}",
+            file_stamp(&train),
+            file_stamp(&eval),
+            file_stamp(&tokenizer),
+            file_stamp(&cell.model_dir.join("config.json")),
+            toml::to_string(&cell.dataset).ok()?,
+            t.max_seq_len,
+            t.max_train_examples,
+            t.max_eval_examples,
+            env!("CARGO_PKG_VERSION"),
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Some(dir.join(format!("{h:016x}.json")))
+    }
+
     /// The cell's dataset, tokenised (read and tokenised on first use).
     pub fn get(&mut self, cell: &CellConfig) -> Result<Arc<Tokenized>> {
         let t = &cell.train;
@@ -81,6 +132,15 @@ impl TokenCache {
         );
         if let Some(hit) = self.entries.get(&key) {
             return Ok(hit.clone());
+        }
+        let disk = self.disk_path(cell);
+        if let Some(path) = &disk
+            && let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(tokenized) = serde_json::from_str::<Tokenized>(&text)
+        {
+            let tokenized = Arc::new(tokenized);
+            self.entries.insert(key, tokenized.clone());
+            return Ok(tokenized);
         }
         let dataset = data::load(&cell.dataset, &cell.dataset_dir)?;
         let checkpoint_config =
@@ -120,6 +180,13 @@ impl TokenCache {
             labels: dataset.labels,
             pad_id,
         });
+        if let Some(path) = &disk {
+            // A cache that cannot be written only costs time later.
+            let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")));
+            if let Ok(text) = serde_json::to_string(&*tokenized) {
+                let _ = crate::results::write_atomic(path, text.as_bytes());
+            }
+        }
         self.entries.insert(key, tokenized.clone());
         Ok(tokenized)
     }

@@ -186,7 +186,7 @@ impl BackendTask for GridRun {
             .with_context(|| format!("cannot create {}", grid.dir.display()))?;
         let device_name = format!("{} / {}", self.device_label, B::name(&device));
         let commit = source_commit();
-        let mut cache = TokenCache::default();
+        let mut cache = TokenCache::on_disk(self.output.join(".tokens"));
         let mut summary = GridSummary::default();
         let total = grid.cells.len();
         for cell in selected {
