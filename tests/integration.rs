@@ -4,6 +4,8 @@ mod util;
 
 // BERT, RoBERTa and ELECTRA against tiny HF models (fixtures from make_encoder_fixtures.py).
 mod encoders;
+// The GGUF reader against llama.cpp's Python writer.
+mod gguf;
 // Bad checkpoints, configs, tokenizers and inputs: each a clear error.
 mod errors;
 // The real all-MiniLM-L6-v2 checkpoint against transformers, and the CLI on it.

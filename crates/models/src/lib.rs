@@ -29,6 +29,7 @@ pub mod bert;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod gguf;
 pub mod heads;
 pub mod loader;
 pub mod tokenizer;
