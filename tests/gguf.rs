@@ -177,3 +177,28 @@ fn the_real_smollm2_file_reads_like_the_gguf_package() {
         );
     }
 }
+
+#[test]
+fn the_smollm2_tokenizer_rebuilt_from_gguf_matches_transformers() {
+    let dir = crate::util::artefact("smollm2-135m-instruct");
+    let file = GgufFile::open(dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let tokenizer = file.tokenizer().unwrap();
+    assert_eq!(tokenizer.get_vocab_size(true), 49152);
+    let cases = read_json(&fixture("gguf/smollm2_tokens.json"));
+    for case in cases.as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(got, want, "{text:?}");
+        assert_eq!(
+            tokenizer.decode(&got, false).unwrap(),
+            text,
+            "round trip of {text:?}"
+        );
+    }
+}

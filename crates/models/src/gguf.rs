@@ -424,3 +424,84 @@ impl GgufFile {
         Ok(HostTensor::new(info.shape.clone(), out))
     }
 }
+
+impl GgufFile {
+    /// The byte-level BPE tokenizer stored in the metadata (`tokenizer.ggml.model = "gpt2"`),
+    /// rebuilt as a `tokenizers` pipeline: the vocabulary (`tokenizer.ggml.tokens`, ids in
+    /// order), the merges (`tokenizer.ggml.merges`), a pre-tokenizer that splits digits one by
+    /// one and then applies byte-level splitting without a prefix space, a byte-level decoder,
+    /// and the control tokens (`tokenizer.ggml.token_type` 3) as special tokens and user-defined
+    /// ones (type 4) as added tokens. No BOS is added (SmolLM2's `add_bos_token` is false; the
+    /// caller adds one where a model wants it). Checked against transformers' own GGUF
+    /// tokenizer conversion (`tests/gguf.rs`).
+    pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {
+        use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+        use tokenizers::models::bpe::{BPE, Vocab};
+        use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::digits::Digits;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::{AddedToken, Tokenizer};
+
+        let err = |m: String| format_err(&self.path, m);
+        let model = self
+            .meta("tokenizer.ggml.model")
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| err("no tokenizer.ggml.model in the metadata".into()))?;
+        if model != "gpt2" {
+            return Err(err(format!(
+                "tokenizer.ggml.model = {model:?}: only byte-level BPE (\"gpt2\") is supported"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<&str>> {
+            self.meta(key)
+                .and_then(MetaValue::as_array)
+                .ok_or_else(|| err(format!("no {key} array in the metadata")))?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| err(format!("{key}: not all strings")))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let mut vocab = Vocab::default();
+        for (id, t) in tokens.iter().enumerate() {
+            vocab.insert(t.to_string(), id as u32);
+        }
+        let mut merges = Vec::new();
+        for (i, m) in strings("tokenizer.ggml.merges")?.iter().enumerate() {
+            let (a, b) = m
+                .split_once(' ')
+                .ok_or_else(|| err(format!("tokenizer.ggml.merges[{i}] = {m:?} has no space")))?;
+            merges.push((a.to_string(), b.to_string()));
+        }
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| err(format!("cannot build the BPE model: {e}")))?;
+        let mut tokenizer = Tokenizer::new(bpe);
+        tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        ])));
+        tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+        if let Some(types) = self
+            .meta("tokenizer.ggml.token_type")
+            .and_then(MetaValue::as_array)
+        {
+            let mut special = Vec::new();
+            let mut added = Vec::new();
+            for (id, t) in types.iter().enumerate() {
+                match t.as_u64() {
+                    Some(3) => special.push(AddedToken::from(tokens[id].to_string(), true)),
+                    Some(4) => added.push(AddedToken::from(tokens[id].to_string(), false)),
+                    _ => {}
+                }
+            }
+            tokenizer.add_special_tokens(&special);
+            tokenizer.add_tokens(&added);
+        }
+        Ok(tokenizer)
+    }
+}
