@@ -202,3 +202,52 @@ fn the_smollm2_tokenizer_rebuilt_from_gguf_matches_transformers() {
         );
     }
 }
+
+#[test]
+fn smollm2_tensors_in_hf_layout_match_transformers_gguf_loading() {
+    let dir = crate::util::artefact("smollm2-135m-instruct");
+    let file = GgufFile::open(dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let reference = read_json(&fixture("gguf/smollm2_hf_reference.json"));
+    let tensors: std::collections::BTreeMap<String, models::HostTensor> =
+        file.hf_tensors().unwrap().into_iter().collect();
+    assert_eq!(
+        tensors.len() as u64,
+        reference["n_tensors"].as_u64().unwrap()
+    );
+    for (name, want) in reference["tensors"].as_object().unwrap() {
+        let t = &tensors[name];
+        let shape: Vec<usize> = want["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(t.shape, shape, "{name}");
+        let cols = *shape.last().unwrap();
+        if shape.len() == 2 {
+            for (r, row) in want["rows"].as_array().unwrap().iter().enumerate() {
+                for (c, v) in row.as_array().unwrap().iter().enumerate() {
+                    assert_eq!(
+                        t.data[r * cols + c],
+                        v.as_f64().unwrap() as f32,
+                        "{name}[{r}, {c}]"
+                    );
+                }
+            }
+            // Row sums pin the row order (the q/k un-permutation).
+            for (r, s) in want["row_sums"].as_array().unwrap().iter().enumerate() {
+                let got: f64 = t.data[r * cols..(r + 1) * cols]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .sum();
+                assert!(
+                    (got - s.as_f64().unwrap()).abs() < 1e-4,
+                    "{name} row {r}: {got} vs {s}"
+                );
+            }
+        }
+        let sum_sq: f64 = t.data.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let w = want["sum_sq"].as_f64().unwrap();
+        assert!((sum_sq - w).abs() <= 1e-9 * w, "{name}: {sum_sq} vs {w}");
+    }
+}

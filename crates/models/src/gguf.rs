@@ -505,3 +505,107 @@ impl GgufFile {
         Ok(tokenizer)
     }
 }
+
+/// The HF name of a llama.cpp tensor name (Llama-family layout), or `None` for a name this
+/// mapping does not know.
+pub fn hf_name(gguf_name: &str) -> Option<String> {
+    let fixed = match gguf_name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(n) = fixed {
+        return Some(n.to_string());
+    }
+    let rest = gguf_name.strip_prefix("blk.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let hf = match tail {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}"))
+}
+
+/// Undo llama.cpp's row permutation of a q or k projection (`[out, in]`, `n_heads` heads): the
+/// converter orders each head's rows for interleaved (GPT-J) RoPE; HF's `rotate_half` RoPE needs
+/// the halves order back. Row `h·d + 2i + j` (d = out / n_heads, j ∈ {0, 1}) of the GGUF tensor
+/// is row `h·d + j·d/2 + i` of the HF one.
+///
+/// # Panics
+/// If the tensor is not 2-D or its rows do not split into `n_heads` heads of even size.
+pub fn unpermute_rows(t: &HostTensor, n_heads: usize) -> HostTensor {
+    let (out, inp) = (t.shape[0], t.shape[1]);
+    assert!(
+        t.shape.len() == 2 && out % (2 * n_heads) == 0,
+        "cannot un-permute {:?} for {n_heads} heads",
+        t.shape
+    );
+    let d = out / n_heads;
+    let mut data = vec![0f32; out * inp];
+    for h in 0..n_heads {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let src = h * d + 2 * i + j;
+                let dst = h * d + j * d / 2 + i;
+                data[dst * inp..(dst + 1) * inp]
+                    .copy_from_slice(&t.data[src * inp..(src + 1) * inp]);
+            }
+        }
+    }
+    HostTensor::new(t.shape.clone(), data)
+}
+
+impl GgufFile {
+    /// A Llama-family metadata integer (`<arch>.<key>`), or an error naming the key.
+    pub fn arch_u64(&self, key: &str) -> Result<u64> {
+        let arch = self
+            .meta("general.architecture")
+            .and_then(MetaValue::as_str)
+            .unwrap_or("llama");
+        let full = format!("{arch}.{key}");
+        self.meta(&full)
+            .and_then(MetaValue::as_u64)
+            .ok_or_else(|| ModelError::Config {
+                path: self.path.clone(),
+                key: full,
+                message: "missing or not an integer".into(),
+            })
+    }
+
+    /// Every tensor dequantised under its HF name, with q/k rows un-permuted
+    /// ([`unpermute_rows`], heads from `<arch>.attention.head_count(_kv)`). A tensor name the
+    /// mapping does not know is an error naming it.
+    pub fn hf_tensors(&self) -> Result<Vec<(String, HostTensor)>> {
+        let n_heads = self.arch_u64("attention.head_count")? as usize;
+        let n_kv = self
+            .arch_u64("attention.head_count_kv")
+            .map_or(n_heads, |v| v as usize);
+        let mut out = Vec::with_capacity(self.tensors.len());
+        for info in &self.tensors {
+            let name = hf_name(&info.name).ok_or_else(|| {
+                format_err(
+                    &self.path,
+                    format!("tensor {:?} has no known HF name (Llama layout)", info.name),
+                )
+            })?;
+            let mut t = self.tensor(&info.name)?;
+            if info.name.ends_with("attn_q.weight") {
+                t = unpermute_rows(&t, n_heads);
+            } else if info.name.ends_with("attn_k.weight") {
+                t = unpermute_rows(&t, n_kv);
+            }
+            out.push((name, t));
+        }
+        Ok(out)
+    }
+}
