@@ -4,6 +4,8 @@ mod util;
 
 // BERT, RoBERTa and ELECTRA against tiny HF models (fixtures from make_encoder_fixtures.py).
 mod encoders;
+// Llama and Mistral decoders against tiny HF models (fixtures from make_decoder_fixtures.py).
+mod decoders;
 // The GGUF reader against llama.cpp's Python writer.
 mod gguf;
 // Bad checkpoints, configs, tokenizers and inputs: each a clear error.

@@ -262,13 +262,8 @@ impl<B: Backend> BertModel<B> {
         let attended = ctx.dropout(out.dense.forward(context), self.hp.hidden_dropout);
         let x = out.layer_norm.forward(attended + x);
 
-        let mut h = activate(self.hp.act, layer.intermediate.dense.forward(x.clone()));
-        if let Some(mask) = ctx.neuron_mask(layer_idx) {
-            let width = h.dims()[2];
-            assert_eq!(mask.dims(), [width], "neuron mask of layer {layer_idx}");
-            h = h * mask.reshape([1, 1, width]);
-        }
-        ctx.record(&h);
+        let h = activate(self.hp.act, layer.intermediate.dense.forward(x.clone()));
+        let h = ctx.intervene(layer_idx, h);
         let out = &layer.output;
         let y = ctx.dropout(out.dense.forward(h), self.hp.hidden_dropout);
         out.layer_norm.forward(y + x)

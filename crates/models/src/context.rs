@@ -12,8 +12,13 @@
 //!   intermediate layer (`act(W_in x + b)`): 0 ablates a neuron, 1 keeps it.
 //! - **Head masks** per layer, `[num_attention_heads]`, multiplied into the attention
 //!   probabilities as HF's `head_mask` does.
+//! - **Neuron replacements** per layer: chosen neurons of the FFN activation (`silu(gate)` in a
+//!   decoder) set to zero, a constant or a per-neuron value at every position
+//!   ([`ForwardContext::replace_neurons`]), after the neuron mask.
 //! - **Recording** of the FFN intermediate activation per layer, `[batch, seq, intermediate]`,
-//!   after the neuron mask.
+//!   after masks and replacements; in decoders also the gate pre-activation
+//!   ([`ForwardContext::record_gate`]), and, without storing anything per token, counts of positive
+//!   gate pre-activations over the non-padding tokens ([`ForwardContext::counting`]).
 //!
 //! Nothing here is global: two contexts with the same seed give the same masks.
 
@@ -33,6 +38,72 @@ pub struct ForwardContext<B: Backend> {
     pub record_ffn: bool,
     /// Recorded activations, one per layer in order, `[batch, seq, intermediate_size]`.
     pub ffn_activations: Vec<Tensor<B, 3>>,
+    /// Per layer: neurons whose activation is replaced (see [`NeuronReplacement`]).
+    pub replacements: Vec<Option<NeuronReplacement<B>>>,
+    /// Decoders: record the gate pre-activation (`gate_proj(x)`) of each layer into
+    /// [`Self::gate_preactivations`].
+    pub record_gate: bool,
+    /// Recorded gate pre-activations, one per layer in order, `[batch, seq, intermediate_size]`.
+    pub gate_preactivations: Vec<Tensor<B, 3>>,
+    /// Decoders: running counts of positive gate pre-activations (see [`PositiveCounts`]).
+    pub positive_counts: Option<PositiveCounts<B>>,
+}
+
+/// Replaces chosen neurons of one layer's FFN activation: `h ← h ⊙ keep + value`, where `keep`
+/// is 0 at the chosen neurons and 1 elsewhere and `value` is the replacement at the chosen
+/// neurons and 0 elsewhere; both `[intermediate_size]`, applied at every position.
+#[derive(Debug, Clone)]
+pub struct NeuronReplacement<B: Backend> {
+    /// 0 at replaced neurons, 1 elsewhere.
+    pub keep: Tensor<B, 1>,
+    /// The replacement at replaced neurons, 0 elsewhere.
+    pub value: Tensor<B, 1>,
+}
+
+/// What a replaced neuron's activation becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplaceWith {
+    /// 0 (ablation).
+    Zero,
+    /// The same constant for every chosen neuron.
+    Constant(f32),
+    /// One value per chosen neuron, in the order the neurons are given (for example a
+    /// per-neuron mean activation).
+    PerNeuron(Vec<f32>),
+}
+
+/// Counts of positive gate pre-activations per layer and neuron, summed over the non-padding
+/// tokens of every forward pass made with the context, and the number of those tokens. Counts
+/// stay on the device as f32, which is exact up to 2^24 (16.7 M) tokens: read them back with
+/// [`PositiveCounts::to_host`] and start afresh before that.
+#[derive(Debug, Clone, Default)]
+pub struct PositiveCounts<B: Backend> {
+    /// Per layer, `[intermediate_size]`; empty until the first pass.
+    pub per_layer: Vec<Tensor<B, 1>>,
+    /// Non-padding tokens counted, `[1]`.
+    pub tokens: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> PositiveCounts<B> {
+    /// Per layer the counts, and the number of tokens, read back to the host.
+    pub fn to_host(&self) -> (Vec<Vec<f32>>, f64) {
+        let layers = self
+            .per_layer
+            .iter()
+            .map(|t| {
+                t.clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec()
+                    .expect("f32 counts")
+            })
+            .collect();
+        let tokens = self
+            .tokens
+            .as_ref()
+            .map_or(0.0, |t| t.clone().into_scalar().elem::<f64>());
+        (layers, tokens)
+    }
 }
 
 impl<B: Backend> Default for ForwardContext<B> {
@@ -50,6 +121,10 @@ impl<B: Backend> ForwardContext<B> {
             head_masks: Vec::new(),
             record_ffn: false,
             ffn_activations: Vec::new(),
+            replacements: Vec::new(),
+            record_gate: false,
+            gate_preactivations: Vec::new(),
+            positive_counts: None,
         }
     }
 
@@ -65,6 +140,58 @@ impl<B: Backend> ForwardContext<B> {
     pub fn recording(mut self) -> Self {
         self.record_ffn = true;
         self
+    }
+
+    /// Also record gate pre-activations (decoders).
+    pub fn recording_gate(mut self) -> Self {
+        self.record_gate = true;
+        self
+    }
+
+    /// Count positive gate pre-activations (decoders); see [`PositiveCounts`].
+    pub fn counting(mut self) -> Self {
+        self.positive_counts = Some(PositiveCounts::default());
+        self
+    }
+
+    /// Replace the activation of `neurons` of layer `layer_idx` (a layer of `width` FFN neurons)
+    /// at every position; a later call for the same layer replaces the earlier one.
+    ///
+    /// # Panics
+    /// If a neuron is not below `width`, or a per-neuron value list has another length than
+    /// `neurons` (callers check neuron sets against the model first, with named errors).
+    pub fn replace_neurons(
+        &mut self,
+        layer_idx: usize,
+        width: usize,
+        neurons: &[usize],
+        with: &ReplaceWith,
+        device: &B::Device,
+    ) {
+        let mut keep = vec![1f32; width];
+        let mut value = vec![0f32; width];
+        if let ReplaceWith::PerNeuron(values) = with {
+            assert_eq!(values.len(), neurons.len(), "one value per replaced neuron");
+        }
+        for (i, &n) in neurons.iter().enumerate() {
+            assert!(
+                n < width,
+                "neuron {n} of layer {layer_idx} is not below {width}"
+            );
+            keep[n] = 0.0;
+            value[n] = match with {
+                ReplaceWith::Zero => 0.0,
+                ReplaceWith::Constant(c) => *c,
+                ReplaceWith::PerNeuron(values) => values[i],
+            };
+        }
+        if self.replacements.len() <= layer_idx {
+            self.replacements.resize(layer_idx + 1, None);
+        }
+        self.replacements[layer_idx] = Some(NeuronReplacement {
+            keep: Tensor::from_data(TensorData::new(keep, [width]), device),
+            value: Tensor::from_data(TensorData::new(value, [width]), device),
+        });
     }
 
     /// Set the FFN neuron mask of layer `layer_idx`.
@@ -103,6 +230,57 @@ impl<B: Backend> ForwardContext<B> {
 
     pub(crate) fn head_mask(&self, layer_idx: usize) -> Option<Tensor<B, 1>> {
         self.head_masks.get(layer_idx).cloned().flatten()
+    }
+
+    /// Apply layer `layer_idx`'s neuron mask and replacement to its FFN activation `[batch, seq,
+    /// width]`, and record the result when asked.
+    pub(crate) fn intervene(&mut self, layer_idx: usize, mut h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let width = h.dims()[2];
+        if let Some(mask) = self.neuron_mask(layer_idx) {
+            assert_eq!(mask.dims(), [width], "neuron mask of layer {layer_idx}");
+            h = h * mask.reshape([1, 1, width]);
+        }
+        if let Some(Some(r)) = self.replacements.get(layer_idx) {
+            assert_eq!(
+                r.keep.dims(),
+                [width],
+                "neuron replacement of layer {layer_idx}"
+            );
+            h = h * r.keep.clone().reshape([1, 1, width]) + r.value.clone().reshape([1, 1, width]);
+        }
+        self.record(&h);
+        h
+    }
+
+    /// Record a gate pre-activation and count its positive values over the tokens where `mask`
+    /// (`[batch, seq]`, 1 = real token) is 1.
+    pub(crate) fn observe_gate(
+        &mut self,
+        layer_idx: usize,
+        gate: &Tensor<B, 3>,
+        mask: &Tensor<B, 2>,
+    ) {
+        if self.record_gate {
+            self.gate_preactivations.push(gate.clone());
+        }
+        if let Some(counts) = self.positive_counts.as_mut() {
+            let [batch, seq, width] = gate.dims();
+            let positive =
+                gate.clone().greater_elem(0.0).float() * mask.clone().reshape([batch, seq, 1]);
+            let layer_counts = positive.sum_dim(1).sum_dim(0).reshape([width]);
+            if layer_idx == 0 {
+                let tokens = mask.clone().sum();
+                counts.tokens = Some(match counts.tokens.take() {
+                    Some(t) => t + tokens,
+                    None => tokens,
+                });
+            }
+            if counts.per_layer.len() <= layer_idx {
+                counts.per_layer.push(layer_counts);
+            } else {
+                counts.per_layer[layer_idx] = counts.per_layer[layer_idx].clone() + layer_counts;
+            }
+        }
     }
 
     pub(crate) fn record(&mut self, activation: &Tensor<B, 3>) {

@@ -1,9 +1,10 @@
 //! Transformer models for neuron-level research, generic over the Burn backend.
 //!
-//! This step holds the BERT family of encoders (BERT, RoBERTa, ELECTRA discriminator) with task
-//! heads, strict loading of HF checkpoints, saving back to HF layout, tokenizers, and
-//! [`view_losses`], which runs the views of a comparative (CmpLoss) step batched or one after
-//! another. Decoders (Llama / Mistral / SmolLM, GGUF) come with their own issue.
+//! - The BERT family of encoders (BERT, RoBERTa, ELECTRA discriminator) with task heads, strict
+//!   loading of HF checkpoints, saving back to HF layout, tokenizers, and [`view_losses`], which
+//!   runs the views of a comparative (CmpLoss) step batched or one after another.
+//! - Llama-family decoders ([`llama`]: Llama 2 / 3 / 3.1, Mistral, SmolLM) loaded from HF
+//!   safetensors or GGUF ([`gguf`]), with perplexity, greedy generation and a classification head.
 //!
 //! Every forward pass takes a [`ForwardContext`] that the caller owns: it supplies dropout masks
 //! (from a seeded RNG, with the nested views of CmpDrop), FFN neuron masks and head masks, and
@@ -31,6 +32,7 @@ pub mod context;
 pub mod error;
 pub mod gguf;
 pub mod heads;
+pub mod llama;
 pub mod loader;
 pub mod tokenizer;
 pub mod views;
@@ -38,10 +40,16 @@ pub mod weights;
 
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
 pub use config::{Activation, EncoderConfig, EncoderFamily};
-pub use context::ForwardContext;
+pub use context::{ForwardContext, NeuronReplacement, PositiveCounts, ReplaceWith};
 pub use error::{ModelError, Result};
 pub use heads::{
     Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, load_bare_encoder,
+};
+pub use llama::load::{DecoderCheckpoint, load_llama, save_llama};
+pub use llama::text::{DecoderTokenizer, Perplexity, generate_greedy, perplexity};
+pub use llama::{
+    DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LlamaModel, RopeScaling,
+    TokenPosition,
 };
 pub use loader::LoadReport;
 pub use tokenizer::{EncodedBatch, TextTokenizer, copy_tokenizer_files};

@@ -196,7 +196,10 @@ pub fn save_encoder<B: Backend>(model: &BertModel<B>, prefix: &str, map: &mut Te
     }
 }
 
-fn tensor<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
+pub(crate) fn tensor<B: Backend, const D: usize>(
+    t: HostTensor,
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(t.data, t.shape), device)
 }
 
@@ -266,7 +269,7 @@ fn layer_norm<B: Backend>(
     Ok(norm)
 }
 
-fn embedding<B: Backend>(
+pub(crate) fn embedding<B: Backend>(
     map: &mut TensorMap,
     key: &str,
     n: usize,
