@@ -6,6 +6,8 @@ mod util;
 mod encoders;
 // Llama and Mistral decoders against tiny HF models (fixtures from make_decoder_fixtures.py).
 mod decoders;
+// The real SmolLM2-135M-Instruct GGUF against transformers: perplexity, chat, generation.
+mod smollm2;
 // The GGUF reader against llama.cpp's Python writer.
 mod gguf;
 // Bad checkpoints, configs, tokenizers and inputs: each a clear error.
