@@ -36,6 +36,41 @@ enum Command {
         #[arg(required = true)]
         texts: Vec<String>,
     },
+    /// Perplexity of a text file under a decoder, printed as JSON `{"n_tokens", "mean_nll",
+    /// "perplexity"}` (natural log; every token but the first predicted once).
+    Perplexity {
+        /// A `.gguf` file, or an HF checkpoint directory (config.json, weights, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// UTF-8 text, scored as one sequence.
+        #[arg(long)]
+        text_file: PathBuf,
+        /// Window length for long texts (default: the model's context length); consecutive
+        /// windows overlap by one token.
+        #[arg(long)]
+        window: Option<usize>,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Greedy generation with a decoder; prints the generated text.
+    Generate {
+        /// A `.gguf` file, or an HF checkpoint directory (config.json, weights, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// The prompt, used as given (no chat template unless --chat).
+        #[arg(long)]
+        prompt: String,
+        /// Most tokens to generate (generation also stops at an end-of-sequence token).
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Render the prompt as one user turn with the checkpoint's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Architecture, parameter count, tensor names and shapes of a checkpoint.
     Inspect {
         /// A checkpoint directory or weights file.
@@ -180,6 +215,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
             )?;
             println!("{}", serde_json::to_string(&embeddings)?);
+        }
+        Command::Perplexity {
+            model,
+            text_file,
+            window,
+            device,
+        } => {
+            let task = commands::decoder::PerplexityTask {
+                model,
+                text_file,
+                window,
+            };
+            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
+        }
+        Command::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            chat,
+            device,
+        } => {
+            let task = commands::decoder::GenerateTask {
+                model,
+                prompt,
+                max_new_tokens,
+                chat,
+            };
+            println!("{}", run_on(device, task)?);
         }
         Command::Inspect { path } => print!("{}", commands::inspect::inspect(&path)?),
         Command::Bench {

@@ -1,0 +1,103 @@
+//! `neuronlab perplexity` and `neuronlab generate`: a decoder (HF directory or GGUF) on text.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use burn::prelude::*;
+use models::{DecoderCheckpoint, DecoderTokenizer, ForwardContext, LlamaModel, Perplexity};
+
+use crate::backend::BackendTask;
+
+/// Load a decoder and its tokenizer, logging what loading dropped.
+fn load<B: Backend>(
+    path: &PathBuf,
+    device: &B::Device,
+) -> Result<(LlamaModel<B>, DecoderTokenizer)> {
+    let checkpoint = DecoderCheckpoint::open(path)
+        .with_context(|| format!("loading decoder {}", path.display()))?;
+    let tokenizer = checkpoint.tokenizer.clone().ok_or_else(|| {
+        anyhow!(
+            "{}: no tokenizer.json beside the checkpoint; text commands need one",
+            path.display()
+        )
+    })?;
+    let (model, report) = checkpoint
+        .load::<B>(device)
+        .with_context(|| format!("loading decoder {}", path.display()))?;
+    if !report.dropped.is_empty() {
+        tracing::info!("not used: {}", report.dropped.join(", "));
+    }
+    Ok((model, tokenizer))
+}
+
+/// Perplexity of a text file.
+#[derive(Debug, Clone)]
+pub struct PerplexityTask {
+    /// A `.gguf` file or an HF checkpoint directory.
+    pub model: PathBuf,
+    /// UTF-8 text, encoded as one sequence.
+    pub text_file: PathBuf,
+    /// Window length; `None` means the model's context length.
+    pub window: Option<usize>,
+}
+
+impl BackendTask for PerplexityTask {
+    type Output = Perplexity;
+
+    /// The file is encoded whole (a BOS only if the tokenizer adds one) and scored in windows
+    /// ([`models::perplexity`]).
+    fn run<B: Backend>(self, device: B::Device) -> Result<Perplexity> {
+        let text = std::fs::read_to_string(&self.text_file)
+            .with_context(|| format!("reading {}", self.text_file.display()))?;
+        let (model, tokenizer) = load::<B>(&self.model, &device)?;
+        let ids = tokenizer.encode(&text)?;
+        let window = self.window.unwrap_or(model.max_positions());
+        if window > model.max_positions() {
+            return Err(anyhow!(
+                "--window {window} is longer than the model's context of {} tokens",
+                model.max_positions()
+            ));
+        }
+        models::perplexity(&model, &ids, window, &mut ForwardContext::eval(), &device)
+            .map_err(|e| anyhow!("{}: {e}", self.text_file.display()))
+    }
+}
+
+/// Greedy generation from a prompt.
+#[derive(Debug, Clone)]
+pub struct GenerateTask {
+    /// A `.gguf` file or an HF checkpoint directory.
+    pub model: PathBuf,
+    /// The prompt, used as given unless `chat`.
+    pub prompt: String,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Wrap the prompt as one user turn with the checkpoint's chat template.
+    pub chat: bool,
+}
+
+impl BackendTask for GenerateTask {
+    type Output = String;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<String> {
+        let (model, tokenizer) = load::<B>(&self.model, &device)?;
+        let prompt = if self.chat {
+            tokenizer.apply_chat_template(&self.prompt)?
+        } else {
+            self.prompt.clone()
+        };
+        let ids = tokenizer.encode(&prompt)?;
+        if ids.is_empty() {
+            return Err(anyhow!("the prompt encodes to no tokens"));
+        }
+        let out = models::generate_greedy(
+            &model,
+            &ids,
+            self.max_new_tokens,
+            &tokenizer.eos_ids,
+            &mut ForwardContext::eval(),
+            &device,
+        );
+        Ok(tokenizer.decode(&out)?)
+    }
+}
