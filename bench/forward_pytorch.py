@@ -1,6 +1,11 @@
-"""PyTorch side of `neuronlab bench forward`: the same encoder forward on the same batch shape.
+"""PyTorch side of `neuronlab bench forward`: the same forward on the same batch shape.
 
     python bench/forward_pytorch.py --model .cache/artefacts/all-MiniLM-L6-v2 --batch 32 --seq 128
+    python bench/forward_pytorch.py --model .cache/artefacts/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf --batch 8 --seq 256
+
+An encoder directory runs AutoModel (last hidden states); a decoder (a .gguf file, dequantised to
+f32 by transformers, or a directory whose config is llama / mistral) runs AutoModelForCausalLM
+(logits at every position).
 
 Eval mode, no_grad, f32, random token ids >= 1000 without padding, two warm-up iterations, the
 median of --iters timed ones. Prints one JSON line in the format of the Rust command.
@@ -13,7 +18,7 @@ import statistics
 import time
 
 import torch
-from transformers import AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 
 def main():
@@ -27,7 +32,15 @@ def main():
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    model = AutoModel.from_pretrained(args.model, attn_implementation="eager").eval().to(args.device)
+    path = pathlib.Path(args.model)
+    if path.suffix == ".gguf":
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                     attn_implementation="eager")
+    elif AutoConfig.from_pretrained(path).model_type in ("llama", "mistral"):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    else:
+        model = AutoModel.from_pretrained(path, attn_implementation="eager")
+    model = model.eval().to(args.device)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, model.config.vocab_size, (args.batch, args.seq), generator=gen)
     ids = ids.to(args.device)
@@ -36,7 +49,8 @@ def main():
     with torch.no_grad():
         for i in range(args.iters + 2):
             start = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask).last_hidden_state[0, 0, 0].item()
+            out = model(input_ids=ids, attention_mask=mask)
+            (out.logits if hasattr(out, "logits") else out.last_hidden_state)[0, 0, 0].item()
             if i >= 2:
                 times.append((time.perf_counter() - start) * 1e3)
     median = statistics.median(sorted(times))

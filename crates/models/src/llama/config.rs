@@ -341,7 +341,7 @@ impl DecoderConfig {
                 format!("{kv} key/value heads do not divide {h} attention heads"),
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err((
                 "head_dim",
                 format!(

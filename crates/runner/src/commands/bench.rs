@@ -1,4 +1,5 @@
-//! `neuronlab bench forward`: throughput of an encoder forward pass on this build's backend.
+//! `neuronlab bench forward`: throughput of an encoder forward pass, or of a decoder's causal-LM
+//! forward (logits at every position), on this build's backend.
 //!
 //! A benchmark, not a test: it reports numbers for `BENCHMARKS.md`, where they sit beside the
 //! PyTorch script `bench/forward_pytorch.py` run on the same batch (`scripts/bench-forward.sh`
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use models::{Checkpoint, EncoderInput, ForwardContext, load_bare_encoder};
+use models::{Checkpoint, DecoderCheckpoint, EncoderInput, ForwardContext, load_bare_encoder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -56,6 +57,9 @@ impl BackendTask for BenchForward {
     type Output = BenchReport;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<BenchReport> {
+        if is_decoder(&self.model) {
+            return self.run_decoder::<B>(device);
+        }
         let checkpoint = Checkpoint::open(&self.model)
             .with_context(|| format!("loading model {}", self.model.display()))?;
         let vocab = checkpoint.config.vocab_size;
@@ -80,9 +84,57 @@ impl BackendTask for BenchForward {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
         }
+        Ok(self.report(times))
+    }
+}
+
+/// Whether `path` holds a decoder: a `.gguf` file, a directory with one and no `config.json`,
+/// or a `config.json` whose `model_type` is a decoder's.
+fn is_decoder(path: &std::path::Path) -> bool {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return true;
+    }
+    let config = path.join("config.json");
+    if config.is_file() {
+        return models::DecoderConfig::from_file(&config).is_ok();
+    }
+    std::fs::read_dir(path).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+    })
+}
+
+impl BenchForward {
+    /// The causal-LM forward of a decoder (embeddings, every layer, logits at every position),
+    /// as `AutoModelForCausalLM` computes it.
+    fn run_decoder<B: Backend>(self, device: B::Device) -> Result<BenchReport> {
+        let checkpoint = DecoderCheckpoint::open(&self.model)
+            .with_context(|| format!("loading decoder {}", self.model.display()))?;
+        let vocab = checkpoint.config.vocab_size;
+        let (model, _) = checkpoint.load::<B>(&device)?;
+        let mut rng = StdRng::seed_from_u64(0);
+        let ids: Vec<i64> = (0..self.batch * self.seq)
+            .map(|_| rng.random_range(1000.min(vocab as i64 - 1)..vocab as i64))
+            .collect();
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [self.batch, self.seq]), &device);
+        let mut times = Vec::with_capacity(self.iters);
+        for i in 0..self.iters + 2 {
+            let start = Instant::now();
+            let logits = model.forward(ids.clone(), None, &mut ForwardContext::eval());
+            let _ = logits.slice([0..1, 0..1, 0..1]).into_data();
+            if i >= 2 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(self.report(times))
+    }
+
+    fn report(self, mut times: Vec<f64>) -> BenchReport {
         times.sort_by(f64::total_cmp);
         let median_ms = times[times.len() / 2];
-        Ok(BenchReport {
+        BenchReport {
             implementation: format!("neuronlab burn-{}", backend_label(&self.device_label)),
             device: self.device_label,
             model: self
@@ -94,8 +146,8 @@ impl BackendTask for BenchForward {
             seq: self.seq,
             iters: self.iters,
             median_ms,
-            tokens_per_s: n as f64 / (median_ms / 1e3),
-        })
+            tokens_per_s: (self.batch * self.seq) as f64 / (median_ms / 1e3),
+        }
     }
 }
 
