@@ -8,6 +8,8 @@ mod encoders;
 mod decoders;
 // The real SmolLM2-135M-Instruct GGUF against transformers: perplexity, chat, generation.
 mod smollm2;
+// Language-specific neuron selection against NumPy re-implementations of the official scripts.
+mod lape;
 // The GGUF reader against llama.cpp's Python writer.
 mod gguf;
 // Bad checkpoints, configs, tokenizers and inputs: each a clear error.

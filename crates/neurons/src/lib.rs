@@ -1,2 +1,27 @@
-//! Language-specific neurons: activation statistics, LAPE and activation-probability scoring.
-//! Empty in this step; filled by the language-neurons issue.
+//! Language-specific neurons: choosing them from per-language activation statistics.
+//!
+//! This step holds the selection methods ([`selection`]): LAPE as Tang et al. and as Mondal et
+//! al. compute it, Mondal et al.'s per-language top-k by activation probability, and Kojima et
+//! al.'s average-precision ranking, each checked against a NumPy re-implementation of the
+//! official script. Collecting the statistics from a decoder (the forward context's positive
+//! counts, [`models::PositiveCounts`]), interventions and perplexity-change matrices come next.
+//!
+//! ```
+//! use neurons::selection::{LanguageTable, LapeConfig, lape};
+//!
+//! // Two languages, one layer of four neurons: counts of positive activations over 100 tokens.
+//! let probs = LanguageTable::probabilities(
+//!     vec!["en".into(), "fr".into()], 1, 4,
+//!     &[vec![90, 10, 50, 0], vec![5, 80, 50, 0]], &[100, 100],
+//! ).unwrap();
+//! let config = LapeConfig { top_rate: 0.5, filter_rate: 0.5, activation_bar_ratio: 0.5, ..Default::default() };
+//! let chosen = lape(&probs, &config).unwrap();
+//! assert!(chosen.sets["en"].contains(0, 0) && chosen.sets["fr"].contains(0, 1));
+//! ```
+
+pub mod selection;
+
+pub use selection::{
+    LanguageTable, LapeConfig, LapeSelection, LapeVariant, SelectionError, average_precision, lape,
+    top_and_bottom, top_per_language,
+};
