@@ -242,7 +242,7 @@ fn classifier_reads_the_last_non_padding_token_like_transformers() {
 }
 
 #[test]
-fn positive_counts_equal_brute_force_over_real_tokens() {
+fn gate_statistics_equal_brute_force_over_real_tokens() {
     let e = expected("tiny-mistral");
     let model = load("tiny-mistral");
     let ids = int_tensor(&e["input_ids"], &Default::default());
@@ -251,7 +251,8 @@ fn positive_counts_equal_brute_force_over_real_tokens() {
     for _ in 0..2 {
         model.forward(ids.clone(), Some(mask_tensor(&e)), &mut ctx);
     }
-    let (counts, tokens) = ctx.positive_counts.as_ref().unwrap().to_host();
+    let stats = ctx.gate_statistics.as_ref().unwrap().to_host();
+    let (counts, tokens) = (stats.positive.clone(), stats.tokens);
     let (mask, _) = flat(&e["attention_mask"]);
     let real: f32 = mask.iter().sum();
     assert_eq!(tokens, 2.0 * real as f64);
@@ -267,6 +268,24 @@ fn positive_counts_equal_brute_force_over_real_tokens() {
             }
         }
         assert_eq!(counts[layer], brute, "layer {layer}");
+        // Sums and sums of squares over the same real tokens.
+        let (mut sum, mut sum_sq) = (vec![0f64; width], vec![0f64; width]);
+        for (pos, &m) in mask.iter().enumerate() {
+            for j in 0..width {
+                if m == 1.0 {
+                    let g = gate[pos * width + j] as f64;
+                    sum[j] += 2.0 * g;
+                    sum_sq[j] += 2.0 * g * g;
+                }
+            }
+        }
+        for j in 0..width {
+            assert!(
+                (stats.sum[layer][j] as f64 - sum[j]).abs() < 1e-4,
+                "sum {layer} {j}"
+            );
+            assert!((stats.sum_sq[layer][j] as f64 - sum_sq[j]).abs() < 1e-4 * sum_sq[j].max(1.0));
+        }
         assert!(brute.iter().any(|&c| c > 0.0) && brute.iter().any(|&c| c < 2.0 * real));
     }
 }

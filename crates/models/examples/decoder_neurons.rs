@@ -43,7 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut ctx = ForwardContext::eval().counting();
     model.forward(input, None, &mut ctx);
-    let (counts, tokens) = ctx.positive_counts.as_ref().expect("counting").to_host();
+    let stats = ctx.gate_statistics.as_ref().expect("counting").to_host();
+    let (counts, tokens) = (stats.positive, stats.tokens);
     let layer = layers / 2;
     let mut order: Vec<usize> = (0..width).collect();
     order.sort_by(|&a, &b| counts[layer][b].total_cmp(&counts[layer][a]));

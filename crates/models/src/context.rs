@@ -45,8 +45,8 @@ pub struct ForwardContext<B: Backend> {
     pub record_gate: bool,
     /// Recorded gate pre-activations, one per layer in order, `[batch, seq, intermediate_size]`.
     pub gate_preactivations: Vec<Tensor<B, 3>>,
-    /// Decoders: running counts of positive gate pre-activations (see [`PositiveCounts`]).
-    pub positive_counts: Option<PositiveCounts<B>>,
+    /// Decoders: running statistics of the gate pre-activations (see [`GateStatistics`]).
+    pub gate_statistics: Option<GateStatistics<B>>,
 }
 
 /// Replaces chosen neurons of one layer's FFN activation: `h ← h ⊙ keep + value`, where `keep`
@@ -72,43 +72,60 @@ pub enum ReplaceWith {
     PerNeuron(Vec<f32>),
 }
 
-/// Counts of positive gate pre-activations per layer and neuron, summed over the non-padding
-/// tokens of every forward pass made with the context, and the number of those tokens. Counts
-/// stay on the device as f32, which is exact up to 2^24 (16.7 M) tokens: read them back with
-/// [`PositiveCounts::to_host`] and start afresh before that.
+/// Running statistics of the gate pre-activation (`gate_proj(x)`, before SiLU) per layer and
+/// neuron over the non-padding tokens of every forward pass made with the context: how often it
+/// is positive (`silu(g) > 0 ⇔ g > 0`), its sum and its sum of squares, and the number of
+/// tokens. They stay on the device as f32; read them back with [`GateStatistics::to_host`] after
+/// each batch and accumulate in f64 (as `neurons::ActivationStats` does), since f32 counts are
+/// exact only up to 2^24.
 #[derive(Debug, Clone, Default)]
-pub struct PositiveCounts<B: Backend> {
-    /// Per layer, `[intermediate_size]`; empty until the first pass.
-    pub per_layer: Vec<Tensor<B, 1>>,
-    /// Non-padding tokens counted, `[1]`.
+pub struct GateStatistics<B: Backend> {
+    /// Per layer, `[intermediate_size]`: tokens with a positive gate pre-activation.
+    pub positive: Vec<Tensor<B, 1>>,
+    /// Per layer, `[intermediate_size]`: sum of the gate pre-activation.
+    pub sum: Vec<Tensor<B, 1>>,
+    /// Per layer, `[intermediate_size]`: sum of its square.
+    pub sum_sq: Vec<Tensor<B, 1>>,
+    /// Non-padding tokens seen, `[1]`.
     pub tokens: Option<Tensor<B, 1>>,
 }
 
-impl<B: Backend> PositiveCounts<B> {
-    /// Per layer the counts, and the number of tokens, read back to the host.
-    pub fn to_host(&self) -> (Vec<Vec<f32>>, f64) {
-        let layers = self
-            .per_layer
-            .iter()
-            .map(|t| {
-                t.clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec()
-                    .expect("f32 counts")
-            })
-            .collect();
-        let tokens = self
-            .tokens
-            .as_ref()
-            .map_or(0.0, |t| t.clone().into_scalar().elem::<f64>());
-        (layers, tokens)
-    }
+/// [`GateStatistics`] read back to the host: per layer, per neuron.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostGateStatistics {
+    /// Tokens with a positive gate pre-activation.
+    pub positive: Vec<Vec<f32>>,
+    /// Sum of the gate pre-activation.
+    pub sum: Vec<Vec<f32>>,
+    /// Sum of its square.
+    pub sum_sq: Vec<Vec<f32>>,
+    /// Non-padding tokens seen.
+    pub tokens: f64,
 }
 
-impl<B: Backend> Default for ForwardContext<B> {
-    fn default() -> Self {
-        Self::eval()
+impl<B: Backend> GateStatistics<B> {
+    /// The statistics on the host.
+    pub fn to_host(&self) -> HostGateStatistics {
+        let read = |ts: &[Tensor<B, 1>]| -> Vec<Vec<f32>> {
+            ts.iter()
+                .map(|t| {
+                    t.clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec()
+                        .expect("f32 statistics")
+                })
+                .collect()
+        };
+        HostGateStatistics {
+            positive: read(&self.positive),
+            sum: read(&self.sum),
+            sum_sq: read(&self.sum_sq),
+            tokens: self
+                .tokens
+                .as_ref()
+                .map_or(0.0, |t| t.clone().into_scalar().elem::<f64>()),
+        }
     }
 }
 
@@ -124,7 +141,7 @@ impl<B: Backend> ForwardContext<B> {
             replacements: Vec::new(),
             record_gate: false,
             gate_preactivations: Vec::new(),
-            positive_counts: None,
+            gate_statistics: None,
         }
     }
 
@@ -148,9 +165,9 @@ impl<B: Backend> ForwardContext<B> {
         self
     }
 
-    /// Count positive gate pre-activations (decoders); see [`PositiveCounts`].
+    /// Keep statistics of the gate pre-activations (decoders); see [`GateStatistics`].
     pub fn counting(mut self) -> Self {
-        self.positive_counts = Some(PositiveCounts::default());
+        self.gate_statistics = Some(GateStatistics::default());
         self
     }
 
@@ -263,23 +280,31 @@ impl<B: Backend> ForwardContext<B> {
         if self.record_gate {
             self.gate_preactivations.push(gate.clone());
         }
-        if let Some(counts) = self.positive_counts.as_mut() {
+        if let Some(stats) = self.gate_statistics.as_mut() {
             let [batch, seq, width] = gate.dims();
-            let positive =
-                gate.clone().greater_elem(0.0).float() * mask.clone().reshape([batch, seq, 1]);
-            let layer_counts = positive.sum_dim(1).sum_dim(0).reshape([width]);
             if layer_idx == 0 {
                 let tokens = mask.clone().sum();
-                counts.tokens = Some(match counts.tokens.take() {
+                stats.tokens = Some(match stats.tokens.take() {
                     Some(t) => t + tokens,
                     None => tokens,
                 });
             }
-            if counts.per_layer.len() <= layer_idx {
-                counts.per_layer.push(layer_counts);
-            } else {
-                counts.per_layer[layer_idx] = counts.per_layer[layer_idx].clone() + layer_counts;
-            }
+            let mask = mask.clone().reshape([batch, seq, 1]);
+            let total = |t: Tensor<B, 3>| t.sum_dim(1).sum_dim(0).reshape([width]);
+            let masked = gate.clone() * mask.clone();
+            let positive = total(gate.clone().greater_elem(0.0).float() * mask);
+            let sum_sq = total(masked.clone().powi_scalar(2));
+            let sum = total(masked);
+            let add = |v: &mut Vec<Tensor<B, 1>>, t: Tensor<B, 1>| {
+                if v.len() <= layer_idx {
+                    v.push(t);
+                } else {
+                    v[layer_idx] = v[layer_idx].clone() + t;
+                }
+            };
+            add(&mut stats.positive, positive);
+            add(&mut stats.sum, sum);
+            add(&mut stats.sum_sq, sum_sq);
         }
     }
 

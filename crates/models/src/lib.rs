@@ -40,7 +40,9 @@ pub mod weights;
 
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
 pub use config::{Activation, EncoderConfig, EncoderFamily};
-pub use context::{ForwardContext, NeuronReplacement, PositiveCounts, ReplaceWith};
+pub use context::{
+    ForwardContext, GateStatistics, HostGateStatistics, NeuronReplacement, ReplaceWith,
+};
 pub use error::{ModelError, Result};
 pub use heads::{
     Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, load_bare_encoder,

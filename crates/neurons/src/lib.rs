@@ -1,10 +1,16 @@
 //! Language-specific neurons: choosing them from per-language activation statistics.
 //!
-//! This step holds the selection methods ([`selection`]): LAPE as Tang et al. and as Mondal et
-//! al. compute it, Mondal et al.'s per-language top-k by activation probability, and Kojima et
-//! al.'s average-precision ranking, each checked against a NumPy re-implementation of the
-//! official script. Collecting the statistics from a decoder (the forward context's positive
-//! counts, [`models::PositiveCounts`]), interventions and perplexity-change matrices come next.
+//! - [`corpus`]: per-language documents (lines, whole files, JSONL) tokenised, concatenated and
+//!   packed into windows without padding, with a token budget and held-out windows.
+//! - [`stats`]: streaming statistics per (language, layer, neuron) collected from a decoder's
+//!   gate pre-activations (the forward context's [`models::GateStatistics`]): positive counts,
+//!   mean and standard deviation; saved, merged across shards, reloaded.
+//! - [`selection`]: LAPE as Tang et al. and as Mondal et al. compute it, Mondal et al.'s
+//!   per-language top-k by activation probability, and Kojima et al.'s average-precision
+//!   ranking, each checked against a NumPy re-implementation of the official script.
+//!
+//! Interventions and perplexity-change matrices, and the grid task that runs a whole study, come
+//! next.
 //!
 //! ```
 //! use neurons::selection::{LanguageTable, LapeConfig, lape};
@@ -19,9 +25,13 @@
 //! assert!(chosen.sets["en"].contains(0, 0) && chosen.sets["fr"].contains(0, 1));
 //! ```
 
+pub mod corpus;
 pub mod selection;
+pub mod stats;
 
+pub use corpus::{CorpusError, PackedText, Packing, TextFormat, pack, read_documents};
 pub use selection::{
     LanguageTable, LapeConfig, LapeSelection, LapeVariant, SelectionError, average_precision, lape,
     top_and_bottom, top_per_language,
 };
+pub use stats::{ActivationStats, LanguageStats, StatsError, model_fingerprint};

@@ -1,0 +1,229 @@
+//! Activation statistics on the tiny decoders: counts, means and standard deviations equal brute
+//! force over recorded gate pre-activations; shards merge to the whole; files round-trip; packing
+//! keeps held-out windows apart; bad input is a named error.
+
+use models::{DecoderCheckpoint, ForwardContext, LlamaModel};
+use neurons::{ActivationStats, Packing, TextFormat, pack, read_documents};
+
+use crate::util::{B, fixture, values};
+
+fn load(name: &str) -> LlamaModel<B> {
+    let checkpoint = DecoderCheckpoint::open(fixture(&format!("decoders/{name}"))).unwrap();
+    checkpoint.load::<B>(&Default::default()).unwrap().0
+}
+
+fn windows(n: usize, len: usize, seed: u32) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|w| {
+            (0..len)
+                .map(|t| 3 + ((w * 31 + t * 17 + seed as usize * 7) % 90) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn statistics_equal_brute_force_and_shards_merge() {
+    let model = load("tiny-llama");
+    let device = Default::default();
+    let all = windows(5, 8, 1);
+    let mut stats = ActivationStats::new(&model);
+    let mut seen = Vec::new();
+    stats
+        .collect(&model, "en", &all, 2, &device, |d| seen.push(d))
+        .unwrap();
+    assert_eq!(seen, vec![2, 4, 5]);
+
+    // Brute force: every gate pre-activation of every window, one window at a time.
+    let (layers, width) = (model.num_layers(), model.intermediate_size());
+    let mut positive = vec![0u64; layers * width];
+    let mut sum = vec![0f64; layers * width];
+    let mut sum_sq = vec![0f64; layers * width];
+    for w in &all {
+        let ids: Vec<i64> = w.iter().map(|&t| t as i64).collect();
+        let input = burn::tensor::Tensor::<B, 2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(ids, [1, w.len()]),
+            &device,
+        );
+        let mut ctx = ForwardContext::eval().recording_gate();
+        model.forward(input, None, &mut ctx);
+        for (l, gate) in ctx.gate_preactivations.iter().enumerate() {
+            let (g, _) = values(gate.clone());
+            for (k, &v) in g.iter().enumerate() {
+                let i = l * width + k % width;
+                positive[i] += (v > 0.0) as u64;
+                sum[i] += v as f64;
+                sum_sq[i] += (v as f64) * (v as f64);
+            }
+        }
+    }
+    let en = &stats.languages["en"];
+    assert_eq!(en.tokens, 40);
+    assert_eq!(en.positive, positive);
+    let (mean, std) = stats.mean_std("en").unwrap();
+    for i in 0..layers * width {
+        assert!((mean[i] - sum[i] / 40.0).abs() < 1e-5, "mean {i}");
+        let want = (sum_sq[i] / 40.0 - (sum[i] / 40.0).powi(2)).max(0.0).sqrt();
+        assert!(
+            (std[i] - want).abs() < 1e-4,
+            "std {i}: {} vs {want}",
+            std[i]
+        );
+    }
+
+    // Two shards merged equal one pass over both.
+    let mut a = ActivationStats::new(&model);
+    a.collect(&model, "en", &all[..3], 4, &device, |_| {})
+        .unwrap();
+    let mut b = ActivationStats::new(&model);
+    b.collect(&model, "en", &all[3..], 4, &device, |_| {})
+        .unwrap();
+    b.collect(&model, "fr", &windows(2, 8, 2), 4, &device, |_| {})
+        .unwrap();
+    a.merge(&b).unwrap();
+    assert_eq!(a.languages["en"].positive, en.positive);
+    assert_eq!(a.languages["en"].tokens, 40);
+    assert_eq!(a.languages["fr"].tokens, 16);
+
+    // Saved and reloaded.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.json");
+    a.save(&path).unwrap();
+    let back = ActivationStats::load(&path).unwrap();
+    assert_eq!(
+        (&back.model, back.n_layers, back.width),
+        (&a.model, a.n_layers, a.width)
+    );
+    for (lang, s) in &a.languages {
+        let r = &back.languages[lang];
+        assert_eq!((r.tokens, &r.positive), (s.tokens, &s.positive), "{lang}");
+        // JSON keeps f64 sums to the last digit or so.
+        for (x, y) in r
+            .sum
+            .iter()
+            .chain(&r.sum_sq)
+            .zip(s.sum.iter().chain(&s.sum_sq))
+        {
+            assert!(
+                (x - y).abs() <= 1e-14 * y.abs().max(1.0),
+                "{lang}: {x} vs {y}"
+            );
+        }
+    }
+    let probs = back.probabilities(&[]).unwrap();
+    assert_eq!(probs.languages, vec!["en".to_string(), "fr".to_string()]);
+    assert_eq!(probs.values[0][5], en.positive[5] as f32 / 40.0);
+}
+
+#[test]
+fn statistics_of_another_model_are_refused() {
+    let llama = load("tiny-llama");
+    let mistral = load("tiny-mistral");
+    let device = Default::default();
+    let mut a = ActivationStats::new(&llama);
+    let mut b = ActivationStats::new(&mistral);
+    b.collect(&mistral, "en", &windows(1, 8, 0), 1, &device, |_| {})
+        .unwrap();
+    let err = a.merge(&b).unwrap_err().to_string();
+    assert!(err.contains("statistics from another model"), "{err}");
+    let err = a
+        .collect(&mistral, "en", &windows(1, 8, 0), 1, &device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another model") && err.contains("I=64") && err.contains("I=48"),
+        "{err}"
+    );
+    let err = a.mean_std("de").unwrap_err().to_string();
+    assert!(err.contains("\"de\""), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"format\": \"something else\"}").unwrap();
+    let err = ActivationStats::load(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.json") && err.contains("not a neuronlab activation statistics file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn packing_windows_budget_held_out_and_bad_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fr.txt");
+    std::fs::write(&path, "un deux trois\n\nquatre cinq\nsix sept huit neuf\n").unwrap();
+    let docs = read_documents(&path, &TextFormat::Lines).unwrap();
+    assert_eq!(docs.len(), 3);
+    // One "token" per character, BOS 1 per document: 14 + 12 + 19 = 45 tokens.
+    let encode = |d: &str| -> Result<Vec<u32>, String> {
+        Ok(std::iter::once(1)
+            .chain(d.chars().map(|c| c as u32))
+            .collect())
+    };
+    let packing = Packing {
+        window: 8,
+        held_out_fraction: 0.25,
+        budget_tokens: None,
+    };
+    let packed = pack("fr", &path, &docs, &packing, encode).unwrap();
+    assert_eq!(packed.total_tokens, 45);
+    assert_eq!((packed.train.len(), packed.held_out.len()), (4, 1)); // 5 windows, tail of 5 dropped
+    assert!(
+        packed
+            .train
+            .iter()
+            .chain(&packed.held_out)
+            .all(|w| w.len() == 8)
+    );
+    assert_eq!(packed.train[0][..2], [1, 'u' as u32]);
+    // Window 4 starts at token 32: "six sept huit neuf" after its BOS at 26, so 'e' of "sept".
+    assert_eq!(packed.held_out[0][0], 'e' as u32);
+    let budget = Packing {
+        budget_tokens: Some(16),
+        ..packing
+    };
+    assert_eq!(
+        pack("fr", &path, &docs, &budget, encode)
+            .unwrap()
+            .train
+            .len(),
+        2
+    );
+
+    let short = Packing {
+        window: 40,
+        ..packing
+    };
+    let err = pack("fr", &path, &docs, &short, encode)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("language fr")
+            && err.contains("fr.txt")
+            && err.contains("45 tokens, fewer than the 2 window(s) of 40"),
+        "{err}"
+    );
+    let empty = dir.path().join("de.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let docs = read_documents(&empty, &TextFormat::Lines).unwrap();
+    let err = pack("de", &empty, &docs, &packing, encode)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("language de") && err.contains("de.txt") && err.contains("no text"),
+        "{err}"
+    );
+    let jsonl = dir.path().join("es.jsonl");
+    std::fs::write(&jsonl, "{\"text\": \"hola\"}\n{\"body\": \"adios\"}\n").unwrap();
+    let err = read_documents(
+        &jsonl,
+        &TextFormat::Jsonl {
+            field: "text".into(),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("es.jsonl:2") && err.contains("no string field \"text\""),
+        "{err}"
+    );
+}
