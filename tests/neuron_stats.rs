@@ -227,3 +227,119 @@ fn packing_windows_budget_held_out_and_bad_text() {
         "{err}"
     );
 }
+
+#[test]
+fn interventions_and_change_matrices() {
+    use std::collections::BTreeMap;
+
+    use ablation::NeuronSet;
+    use neurons::{ChangeMatrix, InterventionValue, intervention_context, mean_nll};
+
+    let model = load("tiny-llama");
+    let device = Default::default();
+    let (layers, width) = (model.num_layers(), model.intermediate_size());
+    let held_out = vec![
+        ("en".to_string(), windows(3, 8, 3)),
+        ("fr".to_string(), windows(2, 8, 4)),
+    ];
+    let mut stats = ActivationStats::new(&model);
+    stats
+        .collect(&model, "en", &windows(4, 8, 5), 4, &device, |_| {})
+        .unwrap();
+    let en_set = NeuronSet::from_pairs([(0, 1), (0, 4), (1, 7)]);
+    let sets = BTreeMap::from([
+        ("en".to_string(), en_set.clone()),
+        ("fr".to_string(), NeuronSet::default()),
+    ]);
+
+    // The mean NLL of one batch equals the windowed perplexity's.
+    let w = &held_out[0].1;
+    let ppl = models::perplexity(&model, &w[0], 8, &mut ForwardContext::eval(), &device).unwrap();
+    let one = mean_nll(&model, &w[..1], 4, &mut ForwardContext::eval(), &device);
+    assert!(
+        (one - ppl.mean_nll).abs() < 1e-9,
+        "{one} vs {}",
+        ppl.mean_nll
+    );
+
+    for value in [
+        InterventionValue::Zero,
+        InterventionValue::Constant(0.5),
+        InterventionValue::Mean,
+    ] {
+        let m = ChangeMatrix::compute(
+            &model,
+            &held_out,
+            &sets,
+            &value,
+            Some(&stats),
+            2,
+            &device,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(m.languages, vec!["en", "fr"]);
+        // fr has no neurons: its row is the clean one.
+        assert_eq!(m.nll[1], m.clean_nll);
+        assert!(m.nll_change()[1].iter().all(|&d| d == 0.0));
+        // en's row equals a direct run with the same intervention.
+        let mut ctx = intervention_context::<B>(
+            &en_set,
+            layers,
+            width,
+            &value,
+            Some((&stats, "en")),
+            &device,
+        )
+        .unwrap();
+        let direct = mean_nll(&model, &held_out[1].1, 1, &mut ctx, &device);
+        assert!(
+            (m.nll[0][1] - direct).abs() < 1e-6,
+            "{value:?}: {} vs {direct}",
+            m.nll[0][1]
+        );
+        assert!(
+            m.nll_change()[0].iter().all(|&d| d != 0.0),
+            "{value:?}: no change"
+        );
+        let ppl = m.ppl_change();
+        assert!((ppl[0][0] - (m.nll[0][0].exp() - m.clean_nll[0].exp())).abs() < 1e-12);
+        let csv = m.to_csv(&m.nll_change());
+        assert!(
+            csv.starts_with("ablated,en,fr\nen,") && csv.ends_with("fr,0.000000,0.000000\n"),
+            "{csv}"
+        );
+    }
+
+    // A mean intervention writes the language's mean gate pre-activation into silu(gate).
+    let (mean, _) = stats.mean_std("en").unwrap();
+    let mut ctx = intervention_context::<B>(
+        &en_set,
+        layers,
+        width,
+        &InterventionValue::Mean,
+        Some((&stats, "en")),
+        &device,
+    )
+    .unwrap();
+    ctx.record_ffn = true;
+    let ids: Vec<i64> = held_out[0].1[0].iter().map(|&t| t as i64).collect();
+    let input = burn::tensor::Tensor::<B, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(ids, [1, 8]),
+        &device,
+    );
+    model.forward(input, None, &mut ctx);
+    let (act, _) = values(ctx.ffn_activations[1].clone());
+    for pos in 0..8 {
+        assert!((act[pos * width + 7] as f64 - mean[width + 7]).abs() < 1e-6);
+    }
+    assert_eq!(
+        InterventionValue::parse("-10"),
+        Some(InterventionValue::Constant(-10.0))
+    );
+    assert_eq!(
+        InterventionValue::parse("mean"),
+        Some(InterventionValue::Mean)
+    );
+    assert_eq!(InterventionValue::parse("nope"), None);
+}

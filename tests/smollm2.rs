@@ -64,6 +64,20 @@ fn smollm2_perplexity_logits_chat_and_generation_match_transformers() {
         "perplexity {} vs transformers {want} (relative {rel:e})",
         ppl.perplexity
     );
+    // The batched NLL of the neuron studies agrees with transformers too.
+    let (nll, n) = models::windows_nll(
+        &model,
+        &[tokens.clone()],
+        &mut ForwardContext::eval(),
+        &device,
+    );
+    let want_nll = r["mean_nll"].as_f64().unwrap();
+    assert_eq!(n, tokens.len() - 1);
+    assert!(
+        (nll / n as f64 - want_nll).abs() < 1e-4,
+        "{} vs {want_nll}",
+        nll / n as f64
+    );
     // Windows of 32 tokens predict every token once, each with a shorter context: a different
     // (higher) perplexity over the same number of tokens.
     let windowed = perplexity(&model, &tokens, 32, &mut ForwardContext::eval(), &device).unwrap();

@@ -48,7 +48,7 @@ pub use heads::{
     Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, load_bare_encoder,
 };
 pub use llama::load::{DecoderCheckpoint, load_llama, save_llama};
-pub use llama::text::{DecoderTokenizer, Perplexity, generate_greedy, perplexity};
+pub use llama::text::{DecoderTokenizer, Perplexity, generate_greedy, perplexity, windows_nll};
 pub use llama::{
     DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LlamaModel, RopeScaling,
     TokenPosition,

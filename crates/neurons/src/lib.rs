@@ -9,8 +9,10 @@
 //!   per-language top-k by activation probability, and Kojima et al.'s average-precision
 //!   ranking, each checked against a NumPy re-implementation of the official script.
 //!
-//! Interventions and perplexity-change matrices, and the grid task that runs a whole study, come
-//! next.
+//! - [`intervene`]: replacing a language's neurons (zero, a constant, the language's mean) and the
+//!   NLL- and perplexity-change matrices over held-out text.
+//!
+//! The grid task that runs a whole study from TOML comes next.
 //!
 //! ```
 //! use neurons::selection::{LanguageTable, LapeConfig, lape};
@@ -26,10 +28,12 @@
 //! ```
 
 pub mod corpus;
+pub mod intervene;
 pub mod selection;
 pub mod stats;
 
 pub use corpus::{CorpusError, PackedText, Packing, TextFormat, pack, read_documents};
+pub use intervene::{ChangeMatrix, InterventionValue, intervention_context, mean_nll};
 pub use selection::{
     LanguageTable, LapeConfig, LapeSelection, LapeVariant, SelectionError, average_precision, lape,
     top_and_bottom, top_per_language,

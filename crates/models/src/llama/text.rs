@@ -286,6 +286,49 @@ fn window_nll<B: Backend>(
     -picked.iter().map(|&v| v as f64).sum::<f64>()
 }
 
+/// Summed NLL (natural log) of windows of equal length, batched: for each window the tokens after
+/// its first given the ones before; returns the sum and the number of predicted tokens
+/// (`windows · (len − 1)`). Interventions of `ctx` apply.
+///
+/// # Panics
+/// If the windows are empty, shorter than 2 tokens, or of different lengths.
+pub fn windows_nll<B: Backend>(
+    model: &LlamaModel<B>,
+    windows: &[Vec<u32>],
+    ctx: &mut ForwardContext<B>,
+    device: &B::Device,
+) -> (f64, usize) {
+    let n = windows.first().map_or(0, Vec::len);
+    assert!(n >= 2, "windows of at least 2 tokens");
+    assert!(
+        windows.iter().all(|w| w.len() == n),
+        "windows of one length"
+    );
+    let batch = windows.len();
+    let input: Vec<i64> = windows.iter().flatten().map(|&i| i as i64).collect();
+    let input = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [batch, n]), device);
+    let hidden = model.hidden(input, None, None, ctx);
+    let width = hidden.dims()[2];
+    let hidden = hidden.slice([0..batch, 0..n - 1, 0..width]);
+    let log_probs = activation::log_softmax(model.logits(hidden), 2);
+    let targets: Vec<i64> = windows
+        .iter()
+        .flat_map(|w| w[1..].iter().map(|&i| i as i64))
+        .collect();
+    let targets =
+        Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [batch, n - 1, 1]), device);
+    let picked: Vec<f32> = log_probs
+        .gather(2, targets)
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("f32 log-probabilities");
+    (
+        -picked.iter().map(|&v| v as f64).sum::<f64>(),
+        batch * (n - 1),
+    )
+}
+
 /// Greedy decoding: up to `max_new_tokens` tokens after `prompt`, stopping after a token of
 /// `stop` (which is included) or at the model's context length. Keys and values are cached, and
 /// interventions of `ctx` apply at every step.

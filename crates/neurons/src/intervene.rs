@@ -1,0 +1,207 @@
+//! Interventions on language-specific neurons and the perplexity-change matrices.
+//!
+//! A language's neurons are set, after SiLU and at every position, to zero, a constant, or a
+//! per-neuron statistic of that language (its mean gate pre-activation; Mondal et al. write
+//! these pre-activation statistics into the post-SiLU tensor, and so does this module). Then each
+//! language's held-out windows are scored:
+//!
+//! - `nll_change[i][j]` = mean NLL of language `j` with language `i`'s neurons replaced − the clean
+//!   mean NLL (Tang et al.'s `ppl.py` prints the mean NLL);
+//! - `ppl_change[i][j]` = the same in perplexity, `exp(mean NLL)` (Mondal et al.'s PPXC).
+//!
+//! The mean NLL is over every predicted token of the held-out windows (windows of one length, so
+//! this is also the mean of the per-window means that Tang et al. take).
+
+use std::collections::BTreeMap;
+
+use ablation::NeuronSet;
+use burn::prelude::*;
+use models::{ForwardContext, LlamaModel, ReplaceWith, windows_nll};
+
+use crate::stats::{ActivationStats, StatsError};
+
+/// What replaced neurons become.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InterventionValue {
+    /// 0 (deactivation, as Tang et al.).
+    Zero,
+    /// A constant (Mondal et al. try ±1 and ±10).
+    Constant(f32),
+    /// The language's mean gate pre-activation per neuron (Mondal et al.'s `mean_mu_act`).
+    Mean,
+}
+
+impl InterventionValue {
+    /// Parse `zero`, `mean` or a number.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "zero" => Some(Self::Zero),
+            "mean" => Some(Self::Mean),
+            _ => text.parse().ok().map(Self::Constant),
+        }
+    }
+}
+
+/// A forward context that replaces the neurons of `set` (every layer) with `value`; `stats` and
+/// `language` supply per-neuron values for [`InterventionValue::Mean`].
+pub fn intervention_context<B: Backend>(
+    set: &NeuronSet,
+    n_layers: usize,
+    width: usize,
+    value: &InterventionValue,
+    stats: Option<(&ActivationStats, &str)>,
+    device: &B::Device,
+) -> Result<ForwardContext<B>, StatsError> {
+    let mean = match (value, stats) {
+        (InterventionValue::Mean, Some((stats, language))) => Some(stats.mean_std(language)?.0),
+        (InterventionValue::Mean, None) => {
+            return Err(StatsError::UnknownLanguage(
+                "(none given for a mean intervention)".into(),
+            ));
+        }
+        _ => None,
+    };
+    let mut ctx = ForwardContext::eval();
+    for layer in 0..n_layers {
+        let neurons: Vec<usize> = set
+            .rows()
+            .iter()
+            .filter(|r| r.layer == layer)
+            .map(|r| r.neuron)
+            .collect();
+        if neurons.is_empty() {
+            continue;
+        }
+        let with = match value {
+            InterventionValue::Zero => ReplaceWith::Zero,
+            InterventionValue::Constant(c) => ReplaceWith::Constant(*c),
+            InterventionValue::Mean => {
+                let mean = mean.as_ref().expect("computed above");
+                ReplaceWith::PerNeuron(
+                    neurons
+                        .iter()
+                        .map(|&j| mean[layer * width + j] as f32)
+                        .collect(),
+                )
+            }
+        };
+        ctx.replace_neurons(layer, width, &neurons, &with, device);
+    }
+    Ok(ctx)
+}
+
+/// Mean NLL of `windows` under `model` with `ctx`'s interventions, in batches.
+pub fn mean_nll<B: Backend>(
+    model: &LlamaModel<B>,
+    windows: &[Vec<u32>],
+    batch_size: usize,
+    ctx: &mut ForwardContext<B>,
+    device: &B::Device,
+) -> f64 {
+    let (mut total, mut count) = (0.0, 0usize);
+    for batch in windows.chunks(batch_size.max(1)) {
+        let (nll, n) = windows_nll(model, batch, ctx, device);
+        total += nll;
+        count += n;
+    }
+    total / count.max(1) as f64
+}
+
+/// The perplexity-change study: clean and intervened mean NLL per (ablated, evaluated) language.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeMatrix {
+    /// Languages, in row and column order.
+    pub languages: Vec<String>,
+    /// Clean mean NLL per evaluated language.
+    pub clean_nll: Vec<f64>,
+    /// `nll[i][j]`: mean NLL of language `j` with language `i`'s neurons replaced.
+    pub nll: Vec<Vec<f64>>,
+}
+
+impl ChangeMatrix {
+    /// Run the study: `held_out[j]` are language `j`'s windows, `sets` each language's neurons
+    /// (a language without a set is a row of no change).
+    #[allow(clippy::too_many_arguments)]
+    pub fn compute<B: Backend>(
+        model: &LlamaModel<B>,
+        held_out: &[(String, Vec<Vec<u32>>)],
+        sets: &BTreeMap<String, NeuronSet>,
+        value: &InterventionValue,
+        stats: Option<&ActivationStats>,
+        batch_size: usize,
+        device: &B::Device,
+        mut progress: impl FnMut(&str),
+    ) -> Result<Self, StatsError> {
+        let (n_layers, width) = (model.num_layers(), model.intermediate_size());
+        let languages: Vec<String> = held_out.iter().map(|(l, _)| l.clone()).collect();
+        let clean_nll: Vec<f64> = held_out
+            .iter()
+            .map(|(_, w)| mean_nll(model, w, batch_size, &mut ForwardContext::eval(), device))
+            .collect();
+        progress("clean");
+        let mut nll = Vec::with_capacity(languages.len());
+        for ablated in &languages {
+            let row = match sets.get(ablated) {
+                Some(set) if !set.is_empty() => {
+                    let mut row = Vec::with_capacity(languages.len());
+                    for (_, windows) in held_out {
+                        let mut ctx = intervention_context::<B>(
+                            set,
+                            n_layers,
+                            width,
+                            value,
+                            stats.map(|s| (s, ablated.as_str())),
+                            device,
+                        )?;
+                        row.push(mean_nll(model, windows, batch_size, &mut ctx, device));
+                    }
+                    row
+                }
+                _ => clean_nll.clone(),
+            };
+            nll.push(row);
+            progress(ablated);
+        }
+        Ok(Self {
+            languages,
+            clean_nll,
+            nll,
+        })
+    }
+
+    /// `nll[i][j] − clean_nll[j]`.
+    pub fn nll_change(&self) -> Vec<Vec<f64>> {
+        self.nll
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(&self.clean_nll)
+                    .map(|(a, c)| a - c)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `exp(nll[i][j]) − exp(clean_nll[j])`.
+    pub fn ppl_change(&self) -> Vec<Vec<f64>> {
+        self.nll
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(&self.clean_nll)
+                    .map(|(a, c)| a.exp() - c.exp())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A matrix as CSV: a header `ablated,<languages…>`, then one row per ablated language.
+    pub fn to_csv(&self, matrix: &[Vec<f64>]) -> String {
+        let mut out = format!("ablated,{}\n", self.languages.join(","));
+        for (lang, row) in self.languages.iter().zip(matrix) {
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:.6}")).collect();
+            out.push_str(&format!("{lang},{}\n", cells.join(",")));
+        }
+        out
+    }
+}
