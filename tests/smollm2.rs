@@ -67,7 +67,7 @@ fn smollm2_perplexity_logits_chat_and_generation_match_transformers() {
     // The batched NLL of the neuron studies agrees with transformers too.
     let (nll, n) = models::windows_nll(
         &model,
-        &[tokens.clone()],
+        std::slice::from_ref(&tokens),
         &mut ForwardContext::eval(),
         &device,
     );
