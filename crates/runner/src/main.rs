@@ -154,6 +154,28 @@ enum Bench {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Tokens/s of activation-statistics collection on a decoder (positive counts, sums and
+    /// sums of squares of every gate pre-activation, counted inside the forward; no LM head).
+    Collect {
+        /// A `.gguf` file or an HF decoder directory.
+        #[arg(
+            long,
+            default_value = ".cache/artefacts/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+        )]
+        model: PathBuf,
+        /// Windows per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Tokens per window.
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        /// Timed batches (after one warm-up batch); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Milliseconds per training step (forward of every view, backward, clipping, AdamW) of a
     /// sequence classifier on a random batch without padding, baseline or comparative.
     Step {
@@ -256,6 +278,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let task = commands::bench::BenchForward {
+                model,
+                batch,
+                seq,
+                iters: iters.max(1),
+                device_label: device.to_string(),
+            };
+            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
+        }
+        Command::Bench {
+            what:
+                Bench::Collect {
+                    model,
+                    batch,
+                    seq,
+                    iters,
+                    device,
+                },
+        } => {
+            let task = commands::bench::BenchCollect {
                 model,
                 batch,
                 seq,

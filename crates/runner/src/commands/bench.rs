@@ -88,6 +88,61 @@ impl BackendTask for BenchForward {
     }
 }
 
+/// Time activation-statistics collection ([`neurons::ActivationStats::collect`]) on random
+/// windows: the decoder's layers with the gate statistics counted inside the forward, read back
+/// and accumulated in f64 after each batch; no LM head.
+#[derive(Debug, Clone)]
+pub struct BenchCollect {
+    /// A `.gguf` file or an HF decoder directory.
+    pub model: PathBuf,
+    /// Windows per batch.
+    pub batch: usize,
+    /// Tokens per window.
+    pub seq: usize,
+    /// Timed batches (after one warm-up batch).
+    pub iters: usize,
+    /// Device label for the report.
+    pub device_label: String,
+}
+
+impl BackendTask for BenchCollect {
+    type Output = BenchReport;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<BenchReport> {
+        let checkpoint = DecoderCheckpoint::open(&self.model)
+            .with_context(|| format!("loading decoder {}", self.model.display()))?;
+        let vocab = checkpoint.config.vocab_size as u32;
+        let (model, _) = checkpoint.load::<B>(&device)?;
+        let mut rng = StdRng::seed_from_u64(0);
+        let windows: Vec<Vec<u32>> = (0..self.batch)
+            .map(|_| {
+                (0..self.seq)
+                    .map(|_| rng.random_range(1000.min(vocab - 1)..vocab))
+                    .collect()
+            })
+            .collect();
+        let mut stats = neurons::ActivationStats::new(&model);
+        let mut times = Vec::with_capacity(self.iters);
+        for i in 0..self.iters + 1 {
+            let start = Instant::now();
+            stats.collect(&model, "bench", &windows, self.batch, &device, |_| {})?;
+            if i >= 1 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let forward = BenchForward {
+            model: self.model,
+            batch: self.batch,
+            seq: self.seq,
+            iters: self.iters,
+            device_label: self.device_label,
+        };
+        let mut report = forward.report(times);
+        report.implementation = format!("{} (collect)", report.implementation);
+        Ok(report)
+    }
+}
+
 /// Whether `path` holds a decoder: a `.gguf` file, a directory with one and no `config.json`,
 /// or a `config.json` whose `model_type` is a decoder's.
 fn is_decoder(path: &std::path::Path) -> bool {
