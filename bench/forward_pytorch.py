@@ -7,6 +7,11 @@ An encoder directory runs AutoModel (last hidden states); a decoder (a .gguf fil
 f32 by transformers, or a directory whose config is llama / mistral) runs AutoModelForCausalLM
 (logits at every position).
 
+With --collect (decoders; the PyTorch side of `neuronlab bench collect`), the base model (no LM
+head) runs with a forward hook on every layer's gate_proj that adds the count of positive values,
+the sum and the sum of squares per neuron, as the official language-neuron codes collect them
+(Mondal et al. hook gate_proj; Tang et al. count SiLU > 0, the same event); one warm-up batch.
+
 Eval mode, no_grad, f32, random token ids >= 1000 without padding, two warm-up iterations, the
 median of --iters timed ones. Prints one JSON line in the format of the Rust command.
 """
@@ -21,6 +26,25 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 
+def add_counting_hooks(model):
+    """Per layer and neuron: positive count, sum and sum of squares of gate_proj's output."""
+    n_layers, width = len(model.layers), model.config.intermediate_size
+    positive = torch.zeros(n_layers, width, dtype=torch.int64)
+    total = torch.zeros(n_layers, width, dtype=torch.float64)
+    total_sq = torch.zeros(n_layers, width, dtype=torch.float64)
+
+    def hook(layer):
+        def f(module, inputs, out):
+            g = out.flatten(0, 1)
+            positive[layer] += (g > 0).sum(0)
+            total[layer] += g.sum(0).double()
+            total_sq[layer] += (g * g).sum(0).double()
+        return f
+
+    for i, layer in enumerate(model.layers):
+        layer.mlp.gate_proj.register_forward_hook(hook(i))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=".cache/artefacts/all-MiniLM-L6-v2")
@@ -29,6 +53,7 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--collect", action="store_true", help="activation statistics with forward hooks")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -45,17 +70,21 @@ def main():
     ids = torch.randint(1000, model.config.vocab_size, (args.batch, args.seq), generator=gen)
     ids = ids.to(args.device)
     mask = torch.ones_like(ids)
+    warmup, label = 2, "eager attention"
+    if args.collect:
+        model, warmup, label = model.model, 1, "forward hooks"
+        add_counting_hooks(model)
     times = []
     with torch.no_grad():
-        for i in range(args.iters + 2):
+        for i in range(args.iters + warmup):
             start = time.perf_counter()
             out = model(input_ids=ids, attention_mask=mask)
             (out.logits if hasattr(out, "logits") else out.last_hidden_state)[0, 0, 0].item()
-            if i >= 2:
+            if i >= warmup:
                 times.append((time.perf_counter() - start) * 1e3)
     median = statistics.median(sorted(times))
     print(json.dumps({
-        "implementation": f"pytorch {torch.__version__} (eager attention, {args.threads} threads)",
+        "implementation": f"pytorch {torch.__version__} ({label}, {args.threads} threads)",
         "device": args.device,
         "model": pathlib.Path(args.model).name,
         "batch": args.batch,

@@ -24,7 +24,7 @@ target/release/neuronlab bench forward --model "$MODEL" --batch "$BATCH" --seq "
 COLLECT=target/bench-collect.jsonl
 : > "$COLLECT"
 target/release/neuronlab bench collect --model "$MODEL" --batch "$BATCH" --seq "$SEQ" --iters "$ITERS" | tee -a "$COLLECT"
-"$PYTHON_REF" bench/collect_pytorch.py --model "$MODEL" --batch "$BATCH" --seq "$SEQ" --iters "$ITERS" 2>/dev/null | tee -a "$COLLECT"
+"$PYTHON_REF" bench/forward_pytorch.py --collect --model "$MODEL" --batch "$BATCH" --seq "$SEQ" --iters "$ITERS" 2>/dev/null | tee -a "$COLLECT"
 
 for f in "$OUT" "$COLLECT"; do
 "$PYTHON_REF" - "$f" <<'PY'

@@ -8,8 +8,9 @@
 //! ```
 
 use burn::backend::NdArray;
-use burn::prelude::*;
-use models::{DecoderCheckpoint, ForwardContext, ReplaceWith, generate_greedy, perplexity};
+use models::{
+    DecoderCheckpoint, ForwardContext, ReplaceWith, generate_greedy, perplexity, token_ids,
+};
 
 type B = NdArray<f32>;
 
@@ -34,13 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Count positive gate pre-activations per neuron over a sentence (no activations stored).
     let text = "The old stone bridge in the centre of the town is still used every day.";
     let ids = tokenizer.encode(text)?;
-    let input = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(
-            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-            [1, ids.len()],
-        ),
-        &device,
-    );
+    let input = token_ids::<B, _>(&[&ids], &device);
     let mut ctx = ForwardContext::eval().counting();
     model.forward(input, None, &mut ctx);
     let stats = ctx.gate_statistics.as_ref().expect("counting").to_host();

@@ -150,11 +150,7 @@ struct RawConfig {
 impl EncoderConfig {
     /// Read `config.json` (a file, or a directory containing one).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let mut path = path.as_ref().to_path_buf();
-        if path.is_dir() {
-            path.push("config.json");
-        }
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let (text, path) = read_config_json(path.as_ref())?;
         Self::from_json(&text, &path)
     }
 
@@ -305,4 +301,14 @@ impl EncoderConfig {
         }
         serde_json::to_string_pretty(&v).expect("a JSON value always serializes")
     }
+}
+
+/// The text of `config.json` (`path` is the file, or a directory holding it) and the file's path.
+pub(crate) fn read_config_json(path: &Path) -> Result<(String, std::path::PathBuf)> {
+    let mut path = path.to_path_buf();
+    if path.is_dir() {
+        path.push("config.json");
+    }
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    Ok((text, path))
 }

@@ -47,8 +47,10 @@ pub use error::{ModelError, Result};
 pub use heads::{
     Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, load_bare_encoder,
 };
-pub use llama::load::{DecoderCheckpoint, load_llama, save_llama};
-pub use llama::text::{DecoderTokenizer, Perplexity, generate_greedy, perplexity, windows_nll};
+pub use llama::load::{DecoderCheckpoint, is_decoder, load_llama, save_llama};
+pub use llama::text::{
+    DecoderTokenizer, Perplexity, generate_greedy, perplexity, token_ids, windows_nll,
+};
 pub use llama::{
     DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LlamaModel, RopeScaling,
     TokenPosition,

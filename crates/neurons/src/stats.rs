@@ -137,14 +137,7 @@ impl ActivationStats {
             });
         let mut done = 0;
         for batch in windows.chunks(batch_size.max(1)) {
-            let seq = batch[0].len();
-            assert!(
-                batch.iter().all(|w| w.len() == seq),
-                "windows of one length"
-            );
-            let ids: Vec<i64> = batch.iter().flatten().map(|&t| t as i64).collect();
-            let input =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch.len(), seq]), device);
+            let input = models::token_ids::<B, _>(batch, device);
             let mut ctx = ForwardContext::eval().counting();
             // Only the layers' statistics are needed: the final norm and LM head are skipped.
             let _ = model.hidden(input, None, None, &mut ctx);

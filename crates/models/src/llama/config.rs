@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::error::{ModelError, Result, io_err};
+use crate::error::{ModelError, Result};
 use crate::gguf::{GgufFile, MetaValue};
 
 /// The decoder families this crate implements. They share one stack; Mistral adds a sliding
@@ -111,11 +111,7 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     /// Read `config.json` (a file, or a directory holding one).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let mut path = path.as_ref().to_path_buf();
-        if path.is_dir() {
-            path.push("config.json");
-        }
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let (text, path) = crate::config::read_config_json(path.as_ref())?;
         Self::from_json(&text, &path)
     }
 

@@ -142,6 +142,15 @@ impl DecoderCheckpoint {
     }
 }
 
+/// Whether `path` holds a decoder that [`DecoderCheckpoint::open`] reads: a `.gguf` file, a
+/// directory with one `.gguf` file and no `config.json`, or a `config.json` of a decoder family.
+pub fn is_decoder(path: &Path) -> bool {
+    if path.join("config.json").is_file() {
+        return DecoderConfig::from_file(path).is_ok();
+    }
+    matches!(gguf_file(path), Ok(Some(_)))
+}
+
 /// The GGUF file `path` names, if it names one.
 fn gguf_file(path: &Path) -> Result<Option<PathBuf>> {
     if path.is_file() || path.extension().is_some_and(|e| e == "gguf") {

@@ -354,9 +354,7 @@ impl<B: Backend> LlamaModel<B> {
             .div_scalar((d as f64).sqrt())
             .reshape([batch, h, seq, total])
             + bias.clone();
-        let probs = activation::softmax(scores, 3);
-        let probs = ctx.dropout(probs, self.hp.attention_dropout);
-        let mut probs = probs;
+        let mut probs = ctx.dropout(activation::softmax(scores, 3), self.hp.attention_dropout);
         if let Some(head_mask) = ctx.head_mask(layer_idx) {
             assert_eq!(head_mask.dims(), [h], "head mask of layer {layer_idx}");
             probs = probs * head_mask.reshape([1, h, 1, 1]);

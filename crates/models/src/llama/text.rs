@@ -250,7 +250,7 @@ pub fn perplexity<B: Backend>(
     let mut start = 0;
     while start + 1 < ids.len() {
         let end = (start + window).min(ids.len());
-        total += window_nll(model, &ids[start..end], ctx, device);
+        total += windows_nll(model, &[&ids[start..end]], ctx, device).0;
         start = end - 1;
     }
     let mean_nll = total / (ids.len() - 1) as f64;
@@ -261,29 +261,21 @@ pub fn perplexity<B: Backend>(
     })
 }
 
-/// Summed NLL of tokens `1..` of `ids` given the ones before them.
-fn window_nll<B: Backend>(
-    model: &LlamaModel<B>,
-    ids: &[u32],
-    ctx: &mut ForwardContext<B>,
-    device: &B::Device,
-) -> f64 {
-    let n = ids.len();
-    let input: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    let input = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, n]), device);
-    let hidden = model.hidden(input, None, None, ctx);
-    let width = hidden.dims()[2];
-    let hidden = hidden.slice([0..1, 0..n - 1, 0..width]);
-    let log_probs = activation::log_softmax(model.logits(hidden), 2);
-    let targets: Vec<i64> = ids[1..].iter().map(|&i| i as i64).collect();
-    let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, n - 1, 1]), device);
-    let picked: Vec<f32> = log_probs
-        .gather(2, targets)
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .expect("f32 log-probabilities");
-    -picked.iter().map(|&v| v as f64).sum::<f64>()
+/// Token ids as a `[rows, len]` tensor.
+///
+/// # Panics
+/// If the rows have different lengths.
+pub fn token_ids<B: Backend, W: AsRef<[u32]>>(rows: &[W], device: &B::Device) -> Tensor<B, 2, Int> {
+    let len = rows.first().map_or(0, |r| r.as_ref().len());
+    assert!(
+        rows.iter().all(|r| r.as_ref().len() == len),
+        "rows of one length"
+    );
+    let ids: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| r.as_ref().iter().map(|&i| i as i64))
+        .collect();
+    Tensor::from_data(TensorData::new(ids, [rows.len(), len]), device)
 }
 
 /// Summed NLL (natural log) of windows of equal length, batched: for each window the tokens after
@@ -292,28 +284,23 @@ fn window_nll<B: Backend>(
 ///
 /// # Panics
 /// If the windows are empty, shorter than 2 tokens, or of different lengths.
-pub fn windows_nll<B: Backend>(
+pub fn windows_nll<B: Backend, W: AsRef<[u32]>>(
     model: &LlamaModel<B>,
-    windows: &[Vec<u32>],
+    windows: &[W],
     ctx: &mut ForwardContext<B>,
     device: &B::Device,
 ) -> (f64, usize) {
-    let n = windows.first().map_or(0, Vec::len);
+    let n = windows.first().map_or(0, |w| w.as_ref().len());
     assert!(n >= 2, "windows of at least 2 tokens");
-    assert!(
-        windows.iter().all(|w| w.len() == n),
-        "windows of one length"
-    );
     let batch = windows.len();
-    let input: Vec<i64> = windows.iter().flatten().map(|&i| i as i64).collect();
-    let input = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [batch, n]), device);
+    let input = token_ids(windows, device);
     let hidden = model.hidden(input, None, None, ctx);
     let width = hidden.dims()[2];
     let hidden = hidden.slice([0..batch, 0..n - 1, 0..width]);
     let log_probs = activation::log_softmax(model.logits(hidden), 2);
     let targets: Vec<i64> = windows
         .iter()
-        .flat_map(|w| w[1..].iter().map(|&i| i as i64))
+        .flat_map(|w| w.as_ref()[1..].iter().map(|&i| i as i64))
         .collect();
     let targets =
         Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [batch, n - 1, 1]), device);
@@ -348,8 +335,7 @@ pub fn generate_greedy<B: Backend>(
         && cache.len() + next.len() <= model.max_positions()
     {
         let n = next.len();
-        let input: Vec<i64> = next.iter().map(|&i| i as i64).collect();
-        let input = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, n]), device);
+        let input = token_ids(&[&next], device);
         let hidden = model.hidden(input, None, Some(&mut cache), ctx);
         let width = hidden.dims()[2];
         let last = hidden.slice([0..1, n - 1..n, 0..width]);

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use models::{Checkpoint, DecoderCheckpoint, EncoderInput, ForwardContext, load_bare_encoder};
+use models::{
+    Checkpoint, DecoderCheckpoint, EncoderInput, ForwardContext, load_bare_encoder, token_ids,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -57,21 +59,15 @@ impl BackendTask for BenchForward {
     type Output = BenchReport;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<BenchReport> {
-        if is_decoder(&self.model) {
+        if models::is_decoder(&self.model) {
             return self.run_decoder::<B>(device);
         }
         let checkpoint = Checkpoint::open(&self.model)
             .with_context(|| format!("loading model {}", self.model.display()))?;
         let vocab = checkpoint.config.vocab_size;
         let (model, _) = load_bare_encoder::<B>(checkpoint, &device)?;
-        let mut rng = StdRng::seed_from_u64(0);
-        let n = self.batch * self.seq;
-        // Ids above 999 avoid BERT's special and unused tokens; the first is [CLS]-like.
-        let ids: Vec<i64> = (0..n)
-            .map(|_| rng.random_range(1000..vocab as i64))
-            .collect();
         let input = EncoderInput {
-            input_ids: Tensor::from_data(TensorData::new(ids, [self.batch, self.seq]), &device),
+            input_ids: token_ids(&random_tokens(self.batch, self.seq, vocab), &device),
             attention_mask: Tensor::ones([self.batch, self.seq], &device),
             token_type_ids: Tensor::zeros([self.batch, self.seq], &device),
         };
@@ -111,16 +107,9 @@ impl BackendTask for BenchCollect {
     fn run<B: Backend>(self, device: B::Device) -> Result<BenchReport> {
         let checkpoint = DecoderCheckpoint::open(&self.model)
             .with_context(|| format!("loading decoder {}", self.model.display()))?;
-        let vocab = checkpoint.config.vocab_size as u32;
+        let vocab = checkpoint.config.vocab_size;
         let (model, _) = checkpoint.load::<B>(&device)?;
-        let mut rng = StdRng::seed_from_u64(0);
-        let windows: Vec<Vec<u32>> = (0..self.batch)
-            .map(|_| {
-                (0..self.seq)
-                    .map(|_| rng.random_range(1000.min(vocab - 1)..vocab))
-                    .collect()
-            })
-            .collect();
+        let windows = random_tokens(self.batch, self.seq, vocab);
         let mut stats = neurons::ActivationStats::new(&model);
         let mut times = Vec::with_capacity(self.iters);
         for i in 0..self.iters + 1 {
@@ -143,23 +132,6 @@ impl BackendTask for BenchCollect {
     }
 }
 
-/// Whether `path` holds a decoder: a `.gguf` file, a directory with one and no `config.json`,
-/// or a `config.json` whose `model_type` is a decoder's.
-fn is_decoder(path: &std::path::Path) -> bool {
-    if path.extension().is_some_and(|e| e == "gguf") {
-        return true;
-    }
-    let config = path.join("config.json");
-    if config.is_file() {
-        return models::DecoderConfig::from_file(&config).is_ok();
-    }
-    std::fs::read_dir(path).is_ok_and(|entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .any(|e| e.path().extension().is_some_and(|x| x == "gguf"))
-    })
-}
-
 impl BenchForward {
     /// The causal-LM forward of a decoder (embeddings, every layer, logits at every position),
     /// as `AutoModelForCausalLM` computes it.
@@ -168,12 +140,7 @@ impl BenchForward {
             .with_context(|| format!("loading decoder {}", self.model.display()))?;
         let vocab = checkpoint.config.vocab_size;
         let (model, _) = checkpoint.load::<B>(&device)?;
-        let mut rng = StdRng::seed_from_u64(0);
-        let ids: Vec<i64> = (0..self.batch * self.seq)
-            .map(|_| rng.random_range(1000.min(vocab as i64 - 1)..vocab as i64))
-            .collect();
-        let ids =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [self.batch, self.seq]), &device);
+        let ids = token_ids::<B, _>(&random_tokens(self.batch, self.seq, vocab), &device);
         let mut times = Vec::with_capacity(self.iters);
         for i in 0..self.iters + 2 {
             let start = Instant::now();
@@ -204,6 +171,20 @@ impl BenchForward {
             tokens_per_s: (self.batch * self.seq) as f64 / (median_ms / 1e3),
         }
     }
+}
+
+/// `batch` rows of `seq` random token ids from a seeded RNG. Ids from 1000 up avoid BERT's
+/// special and unused tokens and a decoder's control tokens.
+fn random_tokens(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
+    let mut rng = StdRng::seed_from_u64(0);
+    let low = 1000.min(vocab as u32 - 1);
+    (0..batch)
+        .map(|_| {
+            (0..seq)
+                .map(|_| rng.random_range(low..vocab as u32))
+                .collect()
+        })
+        .collect()
 }
 
 fn backend_label(device: &str) -> String {
@@ -299,14 +280,9 @@ impl BackendTask for BenchStep {
         if !self.batched {
             objective.execution_budget = Some(0);
         }
-        let mut rng = StdRng::seed_from_u64(0);
-        let n = self.batch * self.seq;
-        let ids: Vec<i64> = (0..n)
-            .map(|_| rng.random_range(1000..vocab as i64))
-            .collect();
         let labels: Vec<i64> = (0..self.batch).map(|i| (i % 2) as i64).collect();
         let input = EncoderInput {
-            input_ids: Tensor::from_data(TensorData::new(ids, [self.batch, self.seq]), &device),
+            input_ids: token_ids(&random_tokens(self.batch, self.seq, vocab), &device),
             attention_mask: Tensor::ones([self.batch, self.seq], &device),
             token_type_ids: Tensor::zeros([self.batch, self.seq], &device),
         };
