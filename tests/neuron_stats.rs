@@ -343,3 +343,108 @@ fn interventions_and_change_matrices() {
     );
     assert_eq!(InterventionValue::parse("nope"), None);
 }
+
+#[test]
+fn batch_percentiles_and_exceedance_equal_brute_force() {
+    use neurons::selection::quantile_linear;
+
+    let model = load("tiny-llama");
+    let device = Default::default();
+    let (layers, width) = (model.num_layers(), model.intermediate_size());
+    let all = windows(5, 8, 6);
+    let mut stats = ActivationStats::new(&model);
+    stats
+        .collect_with_percentile(&model, "en", &all, 2, 0.9, &device, |_| {})
+        .unwrap();
+    // Brute force: per batch of 2 windows (16 tokens, the last batch 8), the 0.9 quantile of
+    // each neuron, interpolated as torch.quantile; their mean over the 3 batches.
+    let gates = |batch: &[Vec<u32>]| {
+        let input = models::token_ids::<B, _>(batch, &device);
+        let mut ctx = ForwardContext::eval().recording_gate();
+        model.forward(input, None, &mut ctx);
+        ctx.gate_preactivations
+            .iter()
+            .map(|g| values(g.clone()).0)
+            .collect::<Vec<_>>()
+    };
+    let mut want = vec![0f64; layers * width];
+    let batches: Vec<Vec<Vec<f32>>> = all.chunks(2).map(gates).collect();
+    for per_layer in &batches {
+        for (l, g) in per_layer.iter().enumerate() {
+            for j in 0..width {
+                let mut column: Vec<f32> = g.iter().skip(j).step_by(width).copied().collect();
+                column.sort_by(f32::total_cmp);
+                want[l * width + j] += quantile_linear(&column, 0.9) / 3.0;
+            }
+        }
+    }
+    let p = stats.languages["en"].percentile.as_ref().unwrap();
+    assert_eq!((p.q, p.batches), (0.9, 3));
+    for (i, (got, want)) in p.mean().iter().zip(&want).enumerate() {
+        assert!((got - want).abs() < 1e-5, "neuron {i}: {got} vs {want}");
+    }
+
+    // Second pass: tokens strictly above the mean percentile.
+    stats
+        .collect_exceedance(&model, "en", &all, 4, &device, |_| {})
+        .unwrap();
+    let mut above = vec![0u64; layers * width];
+    for per_layer in &batches {
+        for (l, g) in per_layer.iter().enumerate() {
+            for (k, &v) in g.iter().enumerate() {
+                let i = l * width + k % width;
+                above[i] += (v > want[i] as f32) as u64;
+            }
+        }
+    }
+    let ex = stats.languages["en"].exceedance.as_ref().unwrap();
+    assert_eq!(ex.tokens, 40);
+    // A value within float noise of its threshold may fall either way.
+    let differ = ex.count.iter().zip(&above).filter(|(a, b)| a != b).count();
+    assert!(differ <= 2, "{differ} neurons differ");
+    let probs = stats.exceedance_probabilities(&[]).unwrap();
+    assert_eq!(probs.values[0][3], ex.count[3] as f32 / 40.0);
+    // Roughly 10% of tokens are above a 90th percentile.
+    let mean: f64 = ex.count.iter().map(|&c| c as f64 / 40.0).sum::<f64>() / ex.count.len() as f64;
+    assert!((0.03..0.2).contains(&mean), "{mean}");
+
+    // Round trip and merge keep both.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.json");
+    stats.save(&path).unwrap();
+    let mut back = ActivationStats::load(&path).unwrap();
+    assert_eq!(
+        back.languages["en"].exceedance,
+        stats.languages["en"].exceedance
+    );
+    assert_eq!(back.languages["en"].percentile.as_ref().unwrap().batches, 3);
+    back.merge(&stats).unwrap();
+    assert_eq!(back.languages["en"].percentile.as_ref().unwrap().batches, 6);
+    assert_eq!(back.languages["en"].exceedance.as_ref().unwrap().tokens, 80);
+
+    // Without a percentile there is nothing to count against; other quantiles do not mix.
+    let mut plain = ActivationStats::new(&model);
+    plain
+        .collect(&model, "fr", &all, 2, &device, |_| {})
+        .unwrap();
+    let err = plain
+        .collect_exceedance(&model, "fr", &all, 2, &device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("language fr: no percentile statistics"),
+        "{err}"
+    );
+    let err = stats
+        .collect_with_percentile(&model, "en", &all, 2, 0.5, &device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("q = 0.9 cannot take q = 0.5"), "{err}");
+    let err = back.merge(&plain).map(|_| ()).and_then(|_| {
+        let mut other = ActivationStats::new(&model);
+        other.collect(&model, "en", &all, 2, &device, |_| {})?;
+        back.merge(&other)
+    });
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("language en: cannot merge"), "{err}");
+}

@@ -88,6 +88,11 @@ pub struct GateStatistics<B: Backend> {
     pub sum_sq: Vec<Tensor<B, 1>>,
     /// Non-padding tokens seen, `[1]`.
     pub tokens: Option<Tensor<B, 1>>,
+    /// Per layer, `[intermediate_size]`: thresholds for [`Self::above`] (none: not counted).
+    pub thresholds: Vec<Tensor<B, 1>>,
+    /// Per layer, `[intermediate_size]`: tokens whose gate pre-activation is above the
+    /// neuron's threshold (Mondal et al.'s `act_prob_90p` numerator).
+    pub above: Vec<Tensor<B, 1>>,
 }
 
 /// [`GateStatistics`] read back to the host: per layer, per neuron.
@@ -99,6 +104,8 @@ pub struct HostGateStatistics {
     pub sum: Vec<Vec<f32>>,
     /// Sum of its square.
     pub sum_sq: Vec<Vec<f32>>,
+    /// Tokens above the thresholds (empty when none were given).
+    pub above: Vec<Vec<f32>>,
     /// Non-padding tokens seen.
     pub tokens: f64,
 }
@@ -121,6 +128,7 @@ impl<B: Backend> GateStatistics<B> {
             positive: read(&self.positive),
             sum: read(&self.sum),
             sum_sq: read(&self.sum_sq),
+            above: read(&self.above),
             tokens: self
                 .tokens
                 .as_ref()
@@ -168,6 +176,17 @@ impl<B: Backend> ForwardContext<B> {
     /// Keep statistics of the gate pre-activations (decoders); see [`GateStatistics`].
     pub fn counting(mut self) -> Self {
         self.gate_statistics = Some(GateStatistics::default());
+        self
+    }
+
+    /// Keep statistics as [`Self::counting`] does, and also count, per neuron, the tokens whose
+    /// gate pre-activation is strictly above `thresholds[layer][neuron]` (one `[intermediate_size]`
+    /// tensor per layer).
+    pub fn counting_above(mut self, thresholds: Vec<Tensor<B, 1>>) -> Self {
+        self.gate_statistics = Some(GateStatistics {
+            thresholds,
+            ..GateStatistics::default()
+        });
         self
     }
 
@@ -292,7 +311,7 @@ impl<B: Backend> ForwardContext<B> {
             let mask = mask.clone().reshape([batch, seq, 1]);
             let total = |t: Tensor<B, 3>| t.sum_dim(1).sum_dim(0).reshape([width]);
             let masked = gate.clone() * mask.clone();
-            let positive = total(gate.clone().greater_elem(0.0).float() * mask);
+            let positive = total(gate.clone().greater_elem(0.0).float() * mask.clone());
             let sum_sq = total(masked.clone().powi_scalar(2));
             let sum = total(masked);
             let add = |v: &mut Vec<Tensor<B, 1>>, t: Tensor<B, 1>| {
@@ -302,6 +321,11 @@ impl<B: Backend> ForwardContext<B> {
                     v[layer_idx] = v[layer_idx].clone() + t;
                 }
             };
+            if let Some(threshold) = stats.thresholds.get(layer_idx) {
+                let threshold = threshold.clone().reshape([1, 1, width]);
+                let above = total(gate.clone().greater(threshold).float() * mask.clone());
+                add(&mut stats.above, above);
+            }
             add(&mut stats.positive, positive);
             add(&mut stats.sum, sum);
             add(&mut stats.sum_sq, sum_sq);

@@ -38,4 +38,7 @@ pub use selection::{
     LanguageTable, LapeConfig, LapeSelection, LapeVariant, SelectionError, average_precision, lape,
     top_and_bottom, top_per_language,
 };
-pub use stats::{ActivationStats, LanguageStats, StatsError, model_fingerprint};
+pub use stats::{
+    ActivationStats, BatchPercentile, Exceedance, LanguageStats, StatsError, model_fingerprint,
+    quantile_unsorted,
+};

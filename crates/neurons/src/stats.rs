@@ -6,6 +6,22 @@
 //! squares of the pre-activation, from which the mean and the (population) standard deviation
 //! follow. These are taken **before** SiLU, as Mondal et al.'s `act_stat`. Accumulation is in
 //! f64 on the host after every batch, so a corpus of any length stays exact.
+//!
+//! Mondal et al.'s activation-probability-percentile method needs two more, both also on the
+//! gate pre-activation (before SiLU), as `soumenkm/LSN: code/activation.py` takes them:
+//!
+//! - [`BatchPercentile`] ([`ActivationStats::collect_with_percentile`]): per batch, the `q`
+//!   quantile of each neuron over the batch's tokens (`torch.quantile`, linear interpolation),
+//!   averaged over batches (`mean_p90_act` for q = 0.9). It depends on the batch: Mondal et al.
+//!   take batches of 4 windows of 512 tokens.
+//! - [`Exceedance`] ([`ActivationStats::collect_exceedance`], a second pass): the tokens whose
+//!   gate pre-activation is above the language's own mean per-batch percentile
+//!   (`act_prob_90p`).
+//!
+//! Mondal et al. draw the two passes from different random samples of the windows (10 % and
+//! 20 %); here both passes read the windows they are given, which the caller chooses. To shard a
+//! corpus over machines, merge the first-pass files before the second pass, so every shard
+//! counts against the same thresholds.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,6 +53,21 @@ pub enum StatsError {
     /// A language has no statistics.
     #[error("no statistics for language {0:?}")]
     UnknownLanguage(String),
+    /// A request that does not fit the statistics.
+    #[error("{0}")]
+    Parameter(String),
+}
+
+/// The `q` quantile of `values` with linear interpolation (as `torch.quantile`), reordering them.
+pub fn quantile_unsorted(values: &mut [f32], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (values.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let (_, &mut low, upper) = values.select_nth_unstable_by(lo, f32::total_cmp);
+    let high = upper.iter().copied().min_by(f32::total_cmp).unwrap_or(low);
+    low as f64 + (pos - lo as f64) * (high as f64 - low as f64)
 }
 
 /// Accumulated statistics of one language.
@@ -50,6 +81,41 @@ pub struct LanguageStats {
     pub sum: Vec<f64>,
     /// Per neuron: sum of its square.
     pub sum_sq: Vec<f64>,
+    /// Mean per-batch percentile, when collected.
+    pub percentile: Option<BatchPercentile>,
+    /// Tokens above that percentile, when counted.
+    pub exceedance: Option<Exceedance>,
+}
+
+/// Per neuron, the sum over batches of the batch's `q` quantile of the gate pre-activation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchPercentile {
+    /// The quantile, in (0, 1).
+    pub q: f64,
+    /// Per neuron: the sum of the per-batch quantiles.
+    pub sum: Vec<f64>,
+    /// Batches seen.
+    pub batches: u64,
+}
+
+impl BatchPercentile {
+    /// The mean over batches, per neuron.
+    pub fn mean(&self) -> Vec<f64> {
+        let n = self.batches.max(1) as f64;
+        self.sum.iter().map(|s| s / n).collect()
+    }
+}
+
+/// Per neuron, tokens whose gate pre-activation is above the language's mean per-batch
+/// `q` quantile.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exceedance {
+    /// The quantile of the threshold.
+    pub q: f64,
+    /// Per neuron: tokens above the threshold.
+    pub count: Vec<u64>,
+    /// Tokens seen in this pass.
+    pub tokens: u64,
 }
 
 /// Statistics of one model over several languages.
@@ -116,8 +182,41 @@ impl ActivationStats {
         windows: &[Vec<u32>],
         batch_size: usize,
         device: &B::Device,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<(), StatsError> {
+        self.collect_pass(model, language, windows, batch_size, None, device, progress)
+    }
+
+    /// As [`Self::collect`], and also accumulate each batch's `q` quantile per neuron
+    /// ([`BatchPercentile`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn collect_with_percentile<B: Backend>(
+        &mut self,
+        model: &LlamaModel<B>,
+        language: &str,
+        windows: &[Vec<u32>],
+        batch_size: usize,
+        q: f64,
+        device: &B::Device,
+        progress: impl FnMut(usize),
+    ) -> Result<(), StatsError> {
+        if !(q > 0.0 && q < 1.0) {
+            return Err(StatsError::Parameter(format!(
+                "the percentile's quantile must be in (0, 1), got {q}"
+            )));
+        }
+        self.collect_pass(
+            model,
+            language,
+            windows,
+            batch_size,
+            Some(q),
+            device,
+            progress,
+        )
+    }
+
+    fn check_model<B: Backend>(&self, model: &LlamaModel<B>) -> Result<(), StatsError> {
         let found = model_fingerprint(model);
         if found != self.model {
             return Err(StatsError::OtherModel {
@@ -125,30 +224,138 @@ impl ActivationStats {
                 found,
             });
         }
-        let n = self.n_layers * self.width;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn collect_pass<B: Backend>(
+        &mut self,
+        model: &LlamaModel<B>,
+        language: &str,
+        windows: &[Vec<u32>],
+        batch_size: usize,
+        percentile: Option<f64>,
+        device: &B::Device,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), StatsError> {
+        self.check_model(model)?;
+        let (n_layers, width) = (self.n_layers, self.width);
+        let n = n_layers * width;
         let entry = self
             .languages
             .entry(language.to_string())
             .or_insert_with(|| LanguageStats {
-                tokens: 0,
                 positive: vec![0; n],
                 sum: vec![0.0; n],
                 sum_sq: vec![0.0; n],
+                ..LanguageStats::default()
             });
+        if let Some(q) = percentile {
+            let p = entry.percentile.get_or_insert_with(|| BatchPercentile {
+                q,
+                sum: vec![0.0; n],
+                batches: 0,
+            });
+            if p.q != q {
+                return Err(StatsError::Parameter(format!(
+                    "language {language}: percentile statistics of q = {} cannot take q = {q}",
+                    p.q
+                )));
+            }
+        }
         let mut done = 0;
+        let mut scratch = Vec::new();
         for batch in windows.chunks(batch_size.max(1)) {
             let input = models::token_ids::<B, _>(batch, device);
             let mut ctx = ForwardContext::eval().counting();
+            if percentile.is_some() {
+                ctx = ctx.recording_gate();
+            }
             // Only the layers' statistics are needed: the final norm and LM head are skipped.
             let _ = model.hidden(input, None, None, &mut ctx);
-            let stats = ctx.gate_statistics.expect("counting").to_host();
+            let stats = ctx.gate_statistics.take().expect("counting").to_host();
             entry.tokens += stats.tokens.round() as u64;
-            for l in 0..self.n_layers {
-                for j in 0..self.width {
-                    let i = l * self.width + j;
+            for l in 0..n_layers {
+                for j in 0..width {
+                    let i = l * width + j;
                     entry.positive[i] += stats.positive[l][j].round() as u64;
                     entry.sum[i] += stats.sum[l][j] as f64;
                     entry.sum_sq[i] += stats.sum_sq[l][j] as f64;
+                }
+            }
+            if let (Some(q), Some(p)) = (percentile, entry.percentile.as_mut()) {
+                for (l, gate) in ctx.gate_preactivations.drain(..).enumerate() {
+                    let [b, t, w] = gate.dims();
+                    // Neuron-major: each neuron's values over the batch's tokens are contiguous.
+                    let values = gate
+                        .reshape([b * t, w])
+                        .transpose()
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec::<f32>()
+                        .expect("f32 activations");
+                    for (j, row) in values.chunks_exact(b * t).enumerate() {
+                        scratch.clear();
+                        scratch.extend_from_slice(row);
+                        p.sum[l * width + j] += quantile_unsorted(&mut scratch, q);
+                    }
+                }
+                p.batches += 1;
+            }
+            done += batch.len();
+            progress(done);
+        }
+        Ok(())
+    }
+
+    /// The second pass of the percentile method: run `windows` again and count, per neuron, the
+    /// tokens whose gate pre-activation is above `language`'s mean per-batch percentile (which
+    /// [`Self::collect_with_percentile`] must have collected).
+    pub fn collect_exceedance<B: Backend>(
+        &mut self,
+        model: &LlamaModel<B>,
+        language: &str,
+        windows: &[Vec<u32>],
+        batch_size: usize,
+        device: &B::Device,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), StatsError> {
+        self.check_model(model)?;
+        let (n_layers, width) = (self.n_layers, self.width);
+        let entry = self
+            .languages
+            .get_mut(language)
+            .ok_or_else(|| StatsError::UnknownLanguage(language.into()))?;
+        let percentile = entry.percentile.as_ref().ok_or_else(|| {
+            StatsError::Parameter(format!(
+                "language {language}: no percentile statistics to count against (collect them \
+                 first with a percentile)"
+            ))
+        })?;
+        let q = percentile.q;
+        let mean = percentile.mean();
+        let thresholds: Vec<Tensor<B, 1>> = mean
+            .chunks_exact(width)
+            .map(|row| {
+                let row: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+                Tensor::from_data(TensorData::new(row, [width]), device)
+            })
+            .collect();
+        let ex = entry.exceedance.get_or_insert_with(|| Exceedance {
+            q,
+            count: vec![0; n_layers * width],
+            tokens: 0,
+        });
+        let mut done = 0;
+        for batch in windows.chunks(batch_size.max(1)) {
+            let input = models::token_ids::<B, _>(batch, device);
+            let mut ctx = ForwardContext::eval().counting_above(thresholds.clone());
+            let _ = model.hidden(input, None, None, &mut ctx);
+            let stats = ctx.gate_statistics.expect("counting").to_host();
+            ex.tokens += stats.tokens.round() as u64;
+            for l in 0..n_layers {
+                for j in 0..width {
+                    ex.count[l * width + j] += stats.above[l][j].round() as u64;
                 }
             }
             done += batch.len();
@@ -157,7 +364,55 @@ impl ActivationStats {
         Ok(())
     }
 
-    /// Add `other`'s counts (another shard of the corpus) to these.
+    /// Mondal et al.'s `act_prob_90p` (for q = 0.9) of `languages` (all, in name order, when
+    /// empty): the fraction of tokens above the language's own mean per-batch percentile, for
+    /// [`crate::selection::top_per_language`].
+    pub fn exceedance_probabilities(
+        &self,
+        languages: &[String],
+    ) -> Result<LanguageTable, StatsError> {
+        let names = self.names(languages);
+        let mut counts = Vec::new();
+        let mut tokens = Vec::new();
+        for name in &names {
+            let ex = self.language(name)?.exceedance.as_ref().ok_or_else(|| {
+                StatsError::Parameter(format!(
+                    "language {name}: no exceedance counts (run the second pass)"
+                ))
+            })?;
+            counts.push(ex.count.clone());
+            tokens.push(ex.tokens);
+        }
+        self.table(names, &counts, &tokens)
+    }
+
+    fn names(&self, languages: &[String]) -> Vec<String> {
+        if languages.is_empty() {
+            self.languages.keys().cloned().collect()
+        } else {
+            languages.to_vec()
+        }
+    }
+
+    fn language(&self, name: &str) -> Result<&LanguageStats, StatsError> {
+        self.languages
+            .get(name)
+            .ok_or_else(|| StatsError::UnknownLanguage(name.to_string()))
+    }
+
+    fn table(
+        &self,
+        names: Vec<String>,
+        counts: &[Vec<u64>],
+        tokens: &[u64],
+    ) -> Result<LanguageTable, StatsError> {
+        LanguageTable::probabilities(names, self.n_layers, self.width, counts, tokens)
+            .map_err(|e: SelectionError| StatsError::Parameter(e.to_string()))
+    }
+
+    /// Add `other`'s counts (another shard of the corpus) to these. Percentile sums of the same
+    /// `q` add up (the mean over batches stays a mean over all batches); so do exceedance counts,
+    /// which are only meaningful when both shards counted against the same (merged) thresholds.
     pub fn merge(&mut self, other: &Self) -> Result<(), StatsError> {
         if other.model != self.model || (other.n_layers, other.width) != (self.n_layers, self.width)
         {
@@ -167,19 +422,36 @@ impl ActivationStats {
             });
         }
         for (lang, theirs) in &other.languages {
-            match self.languages.get_mut(lang) {
-                None => {
-                    self.languages.insert(lang.clone(), theirs.clone());
+            let Some(ours) = self.languages.get_mut(lang) else {
+                self.languages.insert(lang.clone(), theirs.clone());
+                continue;
+            };
+            let mismatch = |what: &str| {
+                StatsError::Parameter(format!(
+                    "language {lang}: cannot merge: the {what} statistics differ (one shard has \
+                     none, or another quantile)"
+                ))
+            };
+            match (&mut ours.percentile, &theirs.percentile) {
+                (None, None) => {}
+                (Some(a), Some(b)) if a.q == b.q => {
+                    add_all(&mut a.sum, &b.sum);
+                    a.batches += b.batches;
                 }
-                Some(ours) => {
-                    ours.tokens += theirs.tokens;
-                    for i in 0..ours.positive.len() {
-                        ours.positive[i] += theirs.positive[i];
-                        ours.sum[i] += theirs.sum[i];
-                        ours.sum_sq[i] += theirs.sum_sq[i];
-                    }
-                }
+                _ => return Err(mismatch("percentile")),
             }
+            match (&mut ours.exceedance, &theirs.exceedance) {
+                (None, None) => {}
+                (Some(a), Some(b)) if a.q == b.q => {
+                    add_all(&mut a.count, &b.count);
+                    a.tokens += b.tokens;
+                }
+                _ => return Err(mismatch("exceedance")),
+            }
+            ours.tokens += theirs.tokens;
+            add_all(&mut ours.positive, &theirs.positive);
+            add_all(&mut ours.sum, &theirs.sum);
+            add_all(&mut ours.sum_sq, &theirs.sum_sq);
         }
         Ok(())
     }
@@ -187,27 +459,15 @@ impl ActivationStats {
     /// Activation probabilities `positive / tokens` of `languages` (all, in name order, when
     /// empty), for [`crate::selection::lape`].
     pub fn probabilities(&self, languages: &[String]) -> Result<LanguageTable, StatsError> {
-        let names: Vec<String> = if languages.is_empty() {
-            self.languages.keys().cloned().collect()
-        } else {
-            languages.to_vec()
-        };
+        let names = self.names(languages);
         let mut counts = Vec::new();
         let mut tokens = Vec::new();
         for name in &names {
-            let s = self
-                .languages
-                .get(name)
-                .ok_or_else(|| StatsError::UnknownLanguage(name.clone()))?;
+            let s = self.language(name)?;
             counts.push(s.positive.clone());
             tokens.push(s.tokens);
         }
-        LanguageTable::probabilities(names, self.n_layers, self.width, &counts, &tokens).map_err(
-            |e: SelectionError| StatsError::File {
-                path: "(statistics)".into(),
-                message: e.to_string(),
-            },
-        )
+        self.table(names, &counts, &tokens)
     }
 
     /// Per-neuron mean and population standard deviation of the gate pre-activation for
@@ -238,12 +498,18 @@ impl ActivationStats {
             .languages
             .iter()
             .map(|(k, s)| {
-                (
-                    k.clone(),
-                    serde_json::json!({
-                        "tokens": s.tokens, "positive": s.positive, "sum": s.sum, "sum_sq": s.sum_sq,
-                    }),
-                )
+                let mut v = serde_json::json!({
+                    "tokens": s.tokens, "positive": s.positive, "sum": s.sum, "sum_sq": s.sum_sq,
+                });
+                if let Some(p) = &s.percentile {
+                    v["percentile"] =
+                        serde_json::json!({"q": p.q, "sum": p.sum, "batches": p.batches});
+                }
+                if let Some(e) = &s.exceedance {
+                    v["exceedance"] =
+                        serde_json::json!({"q": e.q, "count": e.count, "tokens": e.tokens});
+                }
+                (k.clone(), v)
             })
             .collect();
         let v = serde_json::json!({
@@ -279,8 +545,8 @@ impl ActivationStats {
             .as_object()
             .ok_or_else(|| err("missing languages".into()))?
         {
-            let field = |k: &str| -> Result<Vec<f64>, StatsError> {
-                let values: Vec<f64> = serde_json::from_value(s[k].clone())
+            let field = |value: &serde_json::Value, k: &str| -> Result<Vec<f64>, StatsError> {
+                let values: Vec<f64> = serde_json::from_value(value[k].clone())
                     .map_err(|e| err(format!("language {lang}: {k}: {e}")))?;
                 if values.len() != n_layers * width {
                     return Err(err(format!(
@@ -291,15 +557,37 @@ impl ActivationStats {
                 }
                 Ok(values)
             };
+            let number = |value: &serde_json::Value, k: &str| {
+                value[k]
+                    .as_f64()
+                    .ok_or_else(|| err(format!("language {lang}: missing {k}")))
+            };
+            let counts = |values: Vec<f64>| values.iter().map(|&c| c as u64).collect();
+            let percentile = match s.get("percentile") {
+                None => None,
+                Some(p) => Some(BatchPercentile {
+                    q: number(p, "q")?,
+                    sum: field(p, "sum")?,
+                    batches: number(p, "batches")? as u64,
+                }),
+            };
+            let exceedance = match s.get("exceedance") {
+                None => None,
+                Some(e) => Some(Exceedance {
+                    q: number(e, "q")?,
+                    count: counts(field(e, "count")?),
+                    tokens: number(e, "tokens")? as u64,
+                }),
+            };
             languages.insert(
                 lang.clone(),
                 LanguageStats {
-                    tokens: s["tokens"]
-                        .as_u64()
-                        .ok_or_else(|| err(format!("language {lang}: missing tokens")))?,
-                    positive: field("positive")?.iter().map(|&c| c as u64).collect(),
-                    sum: field("sum")?,
-                    sum_sq: field("sum_sq")?,
+                    tokens: number(s, "tokens")? as u64,
+                    positive: counts(field(s, "positive")?),
+                    sum: field(s, "sum")?,
+                    sum_sq: field(s, "sum_sq")?,
+                    percentile,
+                    exceedance,
                 },
             );
         }
@@ -312,5 +600,11 @@ impl ActivationStats {
             width,
             languages,
         })
+    }
+}
+
+fn add_all<T: Copy + std::ops::AddAssign>(ours: &mut [T], theirs: &[T]) {
+    for (a, &b) in ours.iter_mut().zip(theirs) {
+        *a += b;
     }
 }
