@@ -448,3 +448,49 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
     let err = err.unwrap_err().to_string();
     assert!(err.contains("language en: cannot merge"), "{err}");
 }
+
+#[test]
+fn window_responses_and_average_precision_sets() {
+    use neurons::{average_precision, average_precision_sets, window_responses};
+
+    let model = load("tiny-llama");
+    let device = Default::default();
+    let (layers, width) = (model.num_layers(), model.intermediate_size());
+    let en = windows(3, 8, 7);
+    let fr = windows(2, 8, 8);
+    let r_en = window_responses(&model, &en, 2, &device, |_| {});
+    let r_fr = window_responses(&model, &fr, 2, &device, |_| {});
+    // Brute force: the mean of the recorded gate over the window's 8 tokens.
+    let input = models::token_ids::<B, _>(&en[1..2], &device);
+    let mut ctx = ForwardContext::eval().recording_gate();
+    model.forward(input, None, &mut ctx);
+    let (g, _) = values(ctx.gate_preactivations[1].clone());
+    for j in 0..width {
+        let want: f32 = (0..8).map(|t| g[t * width + j]).sum::<f32>() / 8.0;
+        assert!((r_en[1][width + j] - want).abs() < 1e-5, "neuron {j}");
+    }
+
+    let langs = vec!["en".to_string(), "fr".to_string()];
+    let sets =
+        average_precision_sets(&langs, &[r_en.clone(), r_fr.clone()], layers, width, 3).unwrap();
+    // Each set: the 3 highest- and 3 lowest-AP units, scored by their AP.
+    let labels = [true, true, true, false, false];
+    let ap: Vec<f64> = (0..layers * width)
+        .map(|u| {
+            let scores: Vec<f64> = r_en.iter().chain(&r_fr).map(|r| r[u] as f64).collect();
+            average_precision(&labels, &scores).unwrap()
+        })
+        .collect();
+    let en_set = &sets["en"];
+    assert!(en_set.len() <= 6 && en_set.len() >= 4, "{}", en_set.len());
+    let best = ap.iter().cloned().fold(f64::MIN, f64::max);
+    let worst = ap.iter().cloned().fold(f64::MAX, f64::min);
+    let scores: Vec<f64> = en_set.rows().iter().map(|r| r.score.unwrap()).collect();
+    assert!(scores.contains(&best) && scores.contains(&worst), "{scores:?}");
+    for r in en_set.rows() {
+        assert_eq!(r.score.unwrap(), ap[r.layer * width + r.neuron]);
+        assert_eq!(r.language.as_deref(), Some("en"));
+    }
+    let err = average_precision_sets(&langs[..1], &[r_en], layers, width, 3).unwrap_err();
+    assert!(err.to_string().contains("at least 2 languages"), "{err}");
+}

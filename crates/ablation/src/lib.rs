@@ -21,5 +21,5 @@ mod neuron_set;
 mod views;
 
 pub use dropout::{DropoutMasks, nested_rate};
-pub use neuron_set::{NeuronRow, NeuronSet, NeuronSetError, head_masks};
+pub use neuron_set::{LanguageSets, NeuronRow, NeuronSet, NeuronSetError, head_masks};
 pub use views::{CropOnlyDropout, View, ViewSchedule};

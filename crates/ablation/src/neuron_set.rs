@@ -50,6 +50,12 @@ pub enum NeuronSetError {
         /// What went wrong.
         message: String,
     },
+    /// A row of a multi-language file without a language.
+    #[error("row {row} has no language (a file of language sets needs one on every row)")]
+    MissingLanguage {
+        /// 0-based row index.
+        row: usize,
+    },
     /// A row outside the model's shape.
     #[error(
         "neuron ({layer}, {neuron}) is outside a model with {n_layers} layers of {width} neurons"
@@ -238,30 +244,7 @@ impl NeuronSet {
     /// (Int64) and `score` (Float64, nullable), one row per neuron, in `(layer, neuron)` order.
     #[cfg(feature = "parquet")]
     pub fn write_parquet(&self, path: &std::path::Path) -> Result<(), NeuronSetError> {
-        use polars::prelude::*;
-        let error = |e: &dyn std::fmt::Display| NeuronSetError::Parquet {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let language: Vec<Option<&str>> = self.rows.iter().map(|r| r.language.as_deref()).collect();
-        let layer: Vec<i64> = self.rows.iter().map(|r| r.layer as i64).collect();
-        let neuron: Vec<i64> = self.rows.iter().map(|r| r.neuron as i64).collect();
-        let score: Vec<Option<f64>> = self.rows.iter().map(|r| r.score).collect();
-        let mut frame = DataFrame::new(
-            self.rows.len(),
-            vec![
-                Column::new("language".into(), language),
-                Column::new("layer".into(), layer),
-                Column::new("neuron".into(), neuron),
-                Column::new("score".into(), score),
-            ],
-        )
-        .map_err(|e| error(&e))?;
-        let file = std::fs::File::create(path).map_err(|e| error(&e))?;
-        ParquetWriter::new(file)
-            .finish(&mut frame)
-            .map_err(|e| error(&e))?;
-        Ok(())
+        write_rows(&self.rows, path)
     }
 
     /// Read a set from Parquet: integer columns `layer` and `neuron` are required, `language`
@@ -269,65 +252,183 @@ impl NeuronSet {
     /// and deduplicated.
     #[cfg(feature = "parquet")]
     pub fn read_parquet(path: &std::path::Path) -> Result<Self, NeuronSetError> {
-        use polars::prelude::*;
-        let error = |message: String| NeuronSetError::Parquet {
-            path: path.display().to_string(),
-            message,
-        };
-        let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
-        let frame = ParquetReader::new(file)
-            .finish()
-            .map_err(|e| error(e.to_string()))?;
-        let column = |name: &str, dtype: DataType| -> Result<Option<Column>, NeuronSetError> {
-            match frame.column(name) {
-                Err(_) => Ok(None),
-                Ok(c) => c
-                    .cast(&dtype)
-                    .map(Some)
-                    .map_err(|e| error(format!("column `{name}` is not {dtype}: {e}"))),
-            }
-        };
-        let required = |name: &str| -> Result<Vec<usize>, NeuronSetError> {
-            let c = column(name, DataType::Int64)?
-                .ok_or_else(|| error(format!("missing column `{name}`")))?;
-            let values = c.i64().map_err(|e| error(e.to_string()))?;
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Some(v) if v >= 0 => Ok(v as usize),
-                    Some(v) => Err(error(format!("row {i}: `{name}` is negative ({v})"))),
-                    None => Err(error(format!("row {i}: `{name}` is null"))),
-                })
-                .collect()
-        };
-        let layers = required("layer")?;
-        let neurons = required("neuron")?;
-        let languages: Vec<Option<String>> = match column("language", DataType::String)? {
-            Some(c) => c
-                .str()
-                .map_err(|e| error(e.to_string()))?
-                .iter()
-                .map(|v| v.map(str::to_owned))
-                .collect(),
-            None => vec![None; layers.len()],
-        };
-        let scores: Vec<Option<f64>> = match column("score", DataType::Float64)? {
-            Some(c) => c.f64().map_err(|e| error(e.to_string()))?.iter().collect(),
-            None => vec![None; layers.len()],
-        };
-        Ok(Self::from_rows(
-            layers
+        Ok(Self::from_rows(read_rows(path)?))
+    }
+}
+
+#[cfg(feature = "parquet")]
+fn write_rows(rows: &[NeuronRow], path: &std::path::Path) -> Result<(), NeuronSetError> {
+    use polars::prelude::*;
+    let error = |e: &dyn std::fmt::Display| NeuronSetError::Parquet {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let language: Vec<Option<&str>> = rows.iter().map(|r| r.language.as_deref()).collect();
+    let layer: Vec<i64> = rows.iter().map(|r| r.layer as i64).collect();
+    let neuron: Vec<i64> = rows.iter().map(|r| r.neuron as i64).collect();
+    let score: Vec<Option<f64>> = rows.iter().map(|r| r.score).collect();
+    let mut frame = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("language".into(), language),
+            Column::new("layer".into(), layer),
+            Column::new("neuron".into(), neuron),
+            Column::new("score".into(), score),
+        ],
+    )
+    .map_err(|e| error(&e))?;
+    let file = std::fs::File::create(path).map_err(|e| error(&e))?;
+    ParquetWriter::new(file)
+        .finish(&mut frame)
+        .map_err(|e| error(&e))?;
+    Ok(())
+}
+
+#[cfg(feature = "parquet")]
+fn read_rows(path: &std::path::Path) -> Result<Vec<NeuronRow>, NeuronSetError> {
+    use polars::prelude::*;
+    let error = |message: String| NeuronSetError::Parquet {
+        path: path.display().to_string(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
+    let frame = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| error(e.to_string()))?;
+    let column = |name: &str, dtype: DataType| -> Result<Option<Column>, NeuronSetError> {
+        match frame.column(name) {
+            Err(_) => Ok(None),
+            Ok(c) => c
+                .cast(&dtype)
+                .map(Some)
+                .map_err(|e| error(format!("column `{name}` is not {dtype}: {e}"))),
+        }
+    };
+    let required = |name: &str| -> Result<Vec<usize>, NeuronSetError> {
+        let c = column(name, DataType::Int64)?
+            .ok_or_else(|| error(format!("missing column `{name}`")))?;
+        let values = c.i64().map_err(|e| error(e.to_string()))?;
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Some(v) if v >= 0 => Ok(v as usize),
+                Some(v) => Err(error(format!("row {i}: `{name}` is negative ({v})"))),
+                None => Err(error(format!("row {i}: `{name}` is null"))),
+            })
+            .collect()
+    };
+    let layers = required("layer")?;
+    let neurons = required("neuron")?;
+    let languages: Vec<Option<String>> = match column("language", DataType::String)? {
+        Some(c) => c
+            .str()
+            .map_err(|e| error(e.to_string()))?
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect(),
+        None => vec![None; layers.len()],
+    };
+    let scores: Vec<Option<f64>> = match column("score", DataType::Float64)? {
+        Some(c) => c.f64().map_err(|e| error(e.to_string()))?.iter().collect(),
+        None => vec![None; layers.len()],
+    };
+    Ok(layers
+        .into_iter()
+        .zip(neurons)
+        .zip(languages.into_iter().zip(scores))
+        .map(|((layer, neuron), (language, score))| NeuronRow {
+            layer,
+            neuron,
+            language,
+            score,
+        })
+        .collect())
+}
+
+/// Neuron sets of several languages, one [`NeuronSet`] per language. A neuron may belong to
+/// several languages (LAPE assigns a selected neuron to every language above the threshold), so
+/// the files hold one row per (language, neuron): JSON `{"rows": [...]}` in the same row shape as
+/// [`NeuronSet::to_json`], and Parquet with the columns of [`NeuronSet::write_parquet`], rows in
+/// language order, then `(layer, neuron)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LanguageSets {
+    /// The set of each language; its rows carry the language.
+    pub sets: BTreeMap<String, NeuronSet>,
+}
+
+impl LanguageSets {
+    /// Sets by language; each row's `language` is set to its set's language.
+    pub fn new(sets: BTreeMap<String, NeuronSet>) -> Self {
+        let sets = sets
+            .into_iter()
+            .map(|(lang, set)| {
+                let set = NeuronSet::from_rows(set.rows.into_iter().map(|r| NeuronRow {
+                    language: Some(lang.clone()),
+                    ..r
+                }));
+                (lang, set)
+            })
+            .collect();
+        Self { sets }
+    }
+
+    /// Every row, in language order, then `(layer, neuron)`.
+    pub fn rows(&self) -> impl Iterator<Item = &NeuronRow> {
+        self.sets.values().flat_map(|s| s.rows.iter())
+    }
+
+    /// Group rows by their language; a row without one is an error naming its index.
+    pub fn from_rows(rows: Vec<NeuronRow>) -> Result<Self, NeuronSetError> {
+        let mut by_language: BTreeMap<String, Vec<NeuronRow>> = BTreeMap::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            let Some(lang) = row.language.clone() else {
+                return Err(NeuronSetError::MissingLanguage { row: i });
+            };
+            by_language.entry(lang).or_default().push(row);
+        }
+        Ok(Self {
+            sets: by_language
                 .into_iter()
-                .zip(neurons)
-                .zip(languages.into_iter().zip(scores))
-                .map(|((layer, neuron), (language, score))| NeuronRow {
-                    layer,
-                    neuron,
-                    language,
-                    score,
-                }),
-        ))
+                .map(|(l, rows)| (l, NeuronSet::from_rows(rows)))
+                .collect(),
+        })
+    }
+
+    /// Check every set against a model with `n_layers` layers of `width` FFN neurons.
+    pub fn check(&self, n_layers: usize, width: usize) -> Result<(), NeuronSetError> {
+        self.sets
+            .values()
+            .try_for_each(|s| s.check(n_layers, width))
+    }
+
+    /// The sets as JSON (`{"rows": [...]}`, every row with its language).
+    pub fn to_json(&self) -> String {
+        let rows: Vec<&NeuronRow> = self.rows().collect();
+        serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))
+            .expect("neuron rows always serialize")
+    }
+
+    /// Read sets written by [`Self::to_json`].
+    pub fn from_json(text: &str) -> Result<Self, NeuronSetError> {
+        let raw: NeuronSet = serde_json::from_str(text)?;
+        Self::from_rows(raw.rows)
+    }
+
+    /// Write the sets as Parquet (one row per language and neuron).
+    #[cfg(feature = "parquet")]
+    pub fn write_parquet(&self, path: &std::path::Path) -> Result<(), NeuronSetError> {
+        let rows: Vec<NeuronRow> = self.rows().cloned().collect();
+        write_rows(&rows, path)
+    }
+
+    /// Read sets from Parquet (see [`NeuronSet::read_parquet`]); every row needs a language.
+    #[cfg(feature = "parquet")]
+    pub fn read_parquet(path: &std::path::Path) -> Result<Self, NeuronSetError> {
+        Self::from_rows(read_rows(path)?).map_err(|e| NeuronSetError::Parquet {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -450,6 +551,40 @@ mod tests {
         std::fs::write(&bad, b"layer,neuron\n1,2\n").unwrap();
         let err = NeuronSet::read_parquet(&bad).unwrap_err().to_string();
         assert!(err.contains("bad.parquet"), "{err}");
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn language_sets_keep_shared_neurons_per_language() {
+        let dir = tempfile::tempdir().unwrap();
+        let sets = LanguageSets::new(BTreeMap::from([
+            ("fr".to_string(), set(&[(1, 4), (0, 2)])),
+            ("es".to_string(), set(&[(1, 4)])),
+        ]));
+        // (1, 4) is in both languages: two rows, es first.
+        let rows: Vec<(Option<&str>, usize, usize)> = sets
+            .rows()
+            .map(|r| (r.language.as_deref(), r.layer, r.neuron))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![(Some("es"), 1, 4), (Some("fr"), 0, 2), (Some("fr"), 1, 4)]
+        );
+        assert_eq!(LanguageSets::from_json(&sets.to_json()).unwrap(), sets);
+        let path = dir.path().join("neurons.parquet");
+        sets.write_parquet(&path).unwrap();
+        assert_eq!(LanguageSets::read_parquet(&path).unwrap(), sets);
+        // A single-set reader sees the union.
+        assert_eq!(NeuronSet::read_parquet(&path).unwrap().len(), 2);
+        let err = LanguageSets::from_json("{\"rows\": [{\"layer\": 0, \"neuron\": 1}]}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row 0 has no language"), "{err}");
+        let err = sets.check(2, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("neuron (1, 4) is outside a model with 2 layers of 4"),
+            "{err}"
+        );
     }
 
     #[test]

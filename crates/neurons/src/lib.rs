@@ -35,10 +35,10 @@ pub mod stats;
 pub use corpus::{CorpusError, PackedText, Packing, TextFormat, pack, read_documents};
 pub use intervene::{ChangeMatrix, InterventionValue, intervention_context, mean_nll};
 pub use selection::{
-    LanguageTable, LapeConfig, LapeSelection, LapeVariant, SelectionError, average_precision, lape,
-    top_and_bottom, top_per_language,
+    LanguageTable, LapeConfig, LapeSelection, LapeVariant, SelectionError, average_precision,
+    average_precision_sets, lape, top_and_bottom, top_per_language,
 };
 pub use stats::{
     ActivationStats, BatchPercentile, Exceedance, LanguageStats, StatsError, model_fingerprint,
-    quantile_unsorted,
+    quantile_unsorted, window_responses,
 };

@@ -367,3 +367,65 @@ pub fn top_and_bottom(ap: &[f64], n: usize) -> (Vec<usize>, Vec<usize>) {
     let bottom = order[..n.min(order.len())].to_vec();
     (top, bottom)
 }
+
+/// Kojima et al.'s expert units for every language: each text's response per unit (the mean
+/// of the unit's output over the text's tokens), the average precision of those responses at
+/// telling the language's texts from the others', and the `n` units with the highest and the
+/// `n` with the lowest AP (both, as `expertise_limited_2000_both`), with the AP as score.
+///
+/// `responses[k]` holds language `k`'s texts, each `n_layers · width` responses. Kojima et al.
+/// score every linear layer's outputs on single sentences; a study here scores the FFN gate
+/// neurons (the units the other methods choose among) on the texts it is given.
+pub fn average_precision_sets(
+    languages: &[String],
+    responses: &[Vec<Vec<f32>>],
+    n_layers: usize,
+    width: usize,
+    n: usize,
+) -> Result<BTreeMap<String, NeuronSet>, SelectionError> {
+    let units = n_layers * width;
+    if languages.len() != responses.len() || languages.len() < 2 {
+        return Err(SelectionError::Shape(format!(
+            "average precision needs texts of at least 2 languages ({} names, {} groups of texts)",
+            languages.len(),
+            responses.len()
+        )));
+    }
+    for (lang, texts) in languages.iter().zip(responses) {
+        if texts.is_empty() || texts.iter().any(|t| t.len() != units) {
+            return Err(SelectionError::Shape(format!(
+                "language {lang}: every text needs {units} responses, and there must be one text"
+            )));
+        }
+    }
+    let owner: Vec<usize> = responses
+        .iter()
+        .enumerate()
+        .flat_map(|(k, texts)| std::iter::repeat_n(k, texts.len()))
+        .collect();
+    let all: Vec<&Vec<f32>> = responses.iter().flatten().collect();
+    // ap[k][u]
+    let mut ap = vec![vec![0.0; units]; languages.len()];
+    let mut scores = vec![0.0; all.len()];
+    for u in 0..units {
+        for (s, text) in scores.iter_mut().zip(&all) {
+            *s = text[u] as f64;
+        }
+        for (k, row) in ap.iter_mut().enumerate() {
+            let labels: Vec<bool> = owner.iter().map(|&o| o == k).collect();
+            row[u] = average_precision(&labels, &scores).expect("every language has a text");
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, lang) in languages.iter().enumerate() {
+        let (top, bottom) = top_and_bottom(&ap[k], n);
+        let rows = top.iter().chain(&bottom).map(|&i| NeuronRow {
+            layer: i / width,
+            neuron: i % width,
+            language: Some(lang.clone()),
+            score: Some(ap[k][i]),
+        });
+        out.insert(lang.clone(), NeuronSet::from_rows(rows));
+    }
+    Ok(out)
+}

@@ -603,6 +603,42 @@ impl ActivationStats {
     }
 }
 
+/// Kojima et al.'s responses: for each window, the mean of every gate pre-activation over the
+/// window's tokens (`n_layers · width` values, layer-major), for
+/// [`crate::selection::average_precision_sets`].
+pub fn window_responses<B: Backend>(
+    model: &LlamaModel<B>,
+    windows: &[Vec<u32>],
+    batch_size: usize,
+    device: &B::Device,
+    mut progress: impl FnMut(usize),
+) -> Vec<Vec<f32>> {
+    let (n_layers, width) = (model.num_layers(), model.intermediate_size());
+    let mut out = Vec::with_capacity(windows.len());
+    for batch in windows.chunks(batch_size.max(1)) {
+        let input = models::token_ids::<B, _>(batch, device);
+        let mut ctx = ForwardContext::eval().recording_gate();
+        let _ = model.hidden(input, None, None, &mut ctx);
+        let mut rows = vec![Vec::with_capacity(n_layers * width); batch.len()];
+        for gate in ctx.gate_preactivations {
+            let [b, _, w] = gate.dims();
+            let means = gate
+                .mean_dim(1)
+                .reshape([b, w])
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32 activations");
+            for (row, m) in rows.iter_mut().zip(means.chunks_exact(w)) {
+                row.extend_from_slice(m);
+            }
+        }
+        out.extend(rows);
+        progress(out.len());
+    }
+    out
+}
+
 fn add_all<T: Copy + std::ops::AddAssign>(ours: &mut [T], theirs: &[T]) {
     for (a, &b) in ours.iter_mut().zip(theirs) {
         *a += b;
