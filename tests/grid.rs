@@ -100,7 +100,10 @@ fn settings_resolve_defaults_file_dataset_model_then_axis() {
     );
     let cells = cells(&text);
     assert_eq!(cells.len(), 2);
-    let (mini_pol, tiny_sts) = (&cells[0].config, &cells[1].config);
+    let (mini_pol, tiny_sts) = (
+        cells[0].config.as_train().unwrap(),
+        cells[1].config.as_train().unwrap(),
+    );
     // Dataset overrides the file, the model overrides the dataset.
     assert_eq!(mini_pol.train.epochs, 1.0);
     assert_eq!(mini_pol.train.learning_rate, 5e-5);
@@ -124,7 +127,15 @@ fn settings_resolve_defaults_file_dataset_model_then_axis() {
     let text = format!(
         "{BASE}\n[grid]\nmodel = [\"mini\"]\ndataset = [\"pol\"]\ntrain = {{ learning_rate = [3e-5] }}\n"
     );
-    assert_eq!(self::cells(&text)[0].config.train.learning_rate, 3e-5);
+    assert_eq!(
+        self::cells(&text)[0]
+            .config
+            .as_train()
+            .unwrap()
+            .train
+            .learning_rate,
+        3e-5
+    );
 }
 
 #[test]
@@ -217,8 +228,8 @@ fn pairs_name_their_own_losses_and_losses_carry_settings() {
             (
                 c.params["model"].clone(),
                 c.params["loss"].clone(),
-                c.config.train.learning_rate,
-                c.config.train.epochs,
+                c.config.as_train().unwrap().train.learning_rate,
+                c.config.as_train().unwrap().train.epochs,
             )
         })
         .collect();

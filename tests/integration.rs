@@ -30,6 +30,8 @@ mod views;
 mod optim;
 // `neuronlab grid` and `report` end to end on a tiny model.
 mod cli_grid;
+// Neuron studies through `neuronlab grid run` on the tiny Llama.
+mod cli_study;
 // AdamW training on the real MiniLM with real sentences lowers the loss.
 mod training;
 // The same parity checks on a CUDA GPU (only in builds with `--features cuda`).

@@ -486,7 +486,10 @@ fn window_responses_and_average_precision_sets() {
     let best = ap.iter().cloned().fold(f64::MIN, f64::max);
     let worst = ap.iter().cloned().fold(f64::MAX, f64::min);
     let scores: Vec<f64> = en_set.rows().iter().map(|r| r.score.unwrap()).collect();
-    assert!(scores.contains(&best) && scores.contains(&worst), "{scores:?}");
+    assert!(
+        scores.contains(&best) && scores.contains(&worst),
+        "{scores:?}"
+    );
     for r in en_set.rows() {
         assert_eq!(r.score.unwrap(), ap[r.layer * width + r.neuron]);
         assert_eq!(r.language.as_deref(), Some("en"));

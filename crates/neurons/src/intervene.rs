@@ -132,13 +132,42 @@ impl ChangeMatrix {
         device: &B::Device,
         mut progress: impl FnMut(&str),
     ) -> Result<Self, StatsError> {
-        let (n_layers, width) = (model.num_layers(), model.intermediate_size());
-        let languages: Vec<String> = held_out.iter().map(|(l, _)| l.clone()).collect();
-        let clean_nll: Vec<f64> = held_out
+        let clean = Self::clean(model, held_out, batch_size, device);
+        progress("clean");
+        Self::with_clean(
+            model, held_out, clean, sets, value, stats, batch_size, device, progress,
+        )
+    }
+
+    /// The clean mean NLL of each language's windows.
+    pub fn clean<B: Backend>(
+        model: &LlamaModel<B>,
+        held_out: &[(String, Vec<Vec<u32>>)],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Vec<f64> {
+        held_out
             .iter()
             .map(|(_, w)| mean_nll(model, w, batch_size, &mut ForwardContext::eval(), device))
-            .collect();
-        progress("clean");
+            .collect()
+    }
+
+    /// As [`Self::compute`], with the clean NLLs already known (a control study on the same
+    /// windows need not score them again).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_clean<B: Backend>(
+        model: &LlamaModel<B>,
+        held_out: &[(String, Vec<Vec<u32>>)],
+        clean_nll: Vec<f64>,
+        sets: &BTreeMap<String, NeuronSet>,
+        value: &InterventionValue,
+        stats: Option<&ActivationStats>,
+        batch_size: usize,
+        device: &B::Device,
+        mut progress: impl FnMut(&str),
+    ) -> Result<Self, StatsError> {
+        let (n_layers, width) = (model.num_layers(), model.intermediate_size());
+        let languages: Vec<String> = held_out.iter().map(|(l, _)| l.clone()).collect();
         let mut nll = Vec::with_capacity(languages.len());
         for ablated in &languages {
             let row = match sets.get(ablated) {

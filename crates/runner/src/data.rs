@@ -494,6 +494,46 @@ fn read_jsonl(path: &Path, text: &str, pair: Option<&str>, label: &str) -> Resul
     Ok(rows)
 }
 
+/// Column `name` of `frame` (read from `path`) as text.
+fn text_column(
+    frame: &polars::prelude::DataFrame,
+    path: &Path,
+    name: &str,
+) -> Result<Vec<Option<String>>> {
+    let c = frame.column(name).map_err(|_| {
+        let names: Vec<String> = frame
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        anyhow::anyhow!(
+            "{}: no column `{name}` (columns: {})",
+            path.display(),
+            names.join(", ")
+        )
+    })?;
+    let c = c
+        .cast(&polars::prelude::DataType::String)
+        .with_context(|| format!("{}: column `{name}` cannot be read as text", path.display()))?;
+    Ok(c.str()?.iter().map(|v| v.map(str::to_owned)).collect())
+}
+
+/// The non-empty texts of column `field` of a Parquet file, in row order (null and blank rows
+/// skipped).
+pub fn read_parquet_texts(path: &Path, field: &str) -> Result<Vec<String>> {
+    use polars::prelude::{ParquetReader, SerReader};
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let frame = ParquetReader::new(file)
+        .finish()
+        .with_context(|| format!("cannot read {} as Parquet", path.display()))?;
+    Ok(text_column(&frame, path, field)?
+        .into_iter()
+        .flatten()
+        .filter(|t| !t.trim().is_empty())
+        .collect())
+}
+
 /// CSV (with a header) or Parquet through polars; every needed column read as text.
 fn read_frame(
     path: &Path,
@@ -503,7 +543,7 @@ fn read_frame(
     label: &str,
 ) -> Result<Vec<RawRow>> {
     use polars::prelude::{
-        CsvReadOptions, DataFrame, DataType, ParquetReader, PolarsError, PolarsResult, SerReader,
+        CsvReadOptions, DataFrame, ParquetReader, PolarsError, PolarsResult, SerReader,
     };
     let frame: PolarsResult<DataFrame> = if csv {
         CsvReadOptions::default()
@@ -517,24 +557,7 @@ fn read_frame(
             .and_then(|f| ParquetReader::new(f).finish())
     };
     let frame = Context::with_context(frame, || format!("cannot read {}", path.display()))?;
-    let column = |name: &str| -> Result<Vec<Option<String>>> {
-        let c = frame.column(name).map_err(|_| {
-            let names: Vec<String> = frame
-                .get_column_names()
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            anyhow::anyhow!(
-                "{}: no column `{name}` (columns: {})",
-                path.display(),
-                names.join(", ")
-            )
-        })?;
-        let c = c.cast(&DataType::String).with_context(|| {
-            format!("{}: column `{name}` cannot be read as text", path.display())
-        })?;
-        Ok(c.str()?.iter().map(|v| v.map(str::to_owned)).collect())
-    };
+    let column = |name: &str| text_column(&frame, path, name);
     let texts = column(text)?;
     let pairs = pair.map(column).transpose()?;
     let labels = column(label)?;

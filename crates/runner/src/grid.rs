@@ -12,8 +12,8 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{
-    DatasetSpec, ExperimentFile, LossSpec, ModelSpec, TrainConfig, TrainOverrides,
-    setting_from_value,
+    DatasetSpec, ExperimentFile, LossSpec, ModelKind, ModelSpec, StudyMethod, StudySpec, TextSpec,
+    TrainConfig, TrainOverrides, setting_from_value,
 };
 
 /// One cell of a grid, fully resolved.
@@ -30,9 +30,83 @@ pub struct Cell {
     pub config: CellConfig,
 }
 
-/// The resolved configuration of a cell, written as the run's `config.toml`.
+/// The resolved configuration of a cell, written as the run's `config.toml`: a training cell
+/// or a neuron study.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CellConfig {
+#[serde(untagged)]
+pub enum CellConfig {
+    /// Fine-tuning a model on a dataset with a loss.
+    Train(TrainCell),
+    /// A neuron study of a decoder over multilingual text.
+    Study(StudyCell),
+}
+
+impl CellConfig {
+    /// The training cell, if this is one.
+    pub fn as_train(&self) -> Option<&TrainCell> {
+        match self {
+            Self::Train(t) => Some(t),
+            Self::Study(_) => None,
+        }
+    }
+
+    /// The study cell, if this is one.
+    pub fn as_study(&self) -> Option<&StudyCell> {
+        match self {
+            Self::Study(s) => Some(s),
+            Self::Train(_) => None,
+        }
+    }
+
+    /// The model's name.
+    pub fn model_name(&self) -> &str {
+        match self {
+            Self::Train(t) => &t.model_name,
+            Self::Study(s) => &s.model_name,
+        }
+    }
+
+    /// The model's checkpoint, resolved.
+    pub fn model_dir(&self) -> &std::path::Path {
+        match self {
+            Self::Train(t) => &t.model_dir,
+            Self::Study(s) => &s.model_dir,
+        }
+    }
+}
+
+/// A neuron-study cell, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyCell {
+    /// The grid's name.
+    pub grid: String,
+    /// Model name.
+    pub model_name: String,
+    /// Study name.
+    pub study_name: String,
+    /// Seed of the random control.
+    pub seed: u64,
+    /// The model's checkpoint, resolved (not part of the run id).
+    pub model_dir: std::path::PathBuf,
+    /// Each language's files in text order, resolved (not part of the run id).
+    pub files: BTreeMap<String, Vec<(String, std::path::PathBuf)>>,
+    /// The neuron-set file of `method = "file"`, resolved (not part of the run id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_file: Option<std::path::PathBuf>,
+    /// The study's statistics files, resolved (not part of the run id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statistics_files: Vec<std::path::PathBuf>,
+    /// The model (path as written).
+    pub model: ModelSpec,
+    /// The study.
+    pub study: StudySpec,
+    /// The texts it reads (paths as written).
+    pub texts: BTreeMap<String, TextSpec>,
+}
+
+/// A training cell, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainCell {
     /// The grid's name.
     pub grid: String,
     /// Model name.
@@ -63,6 +137,9 @@ pub struct CellConfig {
 pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
     let e = &file.experiment;
     let g = &e.grid;
+    if !g.study.is_empty() {
+        return expand_studies(file);
+    }
 
     // (model, dataset) pairs.
     let pairs: Vec<(String, String, Vec<String>)> = if !g.pairs.is_empty() {
@@ -211,7 +288,7 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
                     )
                 })?;
                 for &seed in &seeds {
-                    let config = CellConfig {
+                    let config = TrainCell {
                         grid: e.name.clone(),
                         model_name: model_name.clone(),
                         dataset_name: dataset_name.clone(),
@@ -229,6 +306,7 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
                     params.insert("dataset".into(), dataset_name.clone());
                     params.insert("loss".into(), loss_name.clone());
                     params.insert("seed".into(), seed.to_string());
+                    let config = CellConfig::Train(config);
                     cells.push(Cell {
                         index: cells.len(),
                         run_id: run_id(&config),
@@ -315,15 +393,25 @@ fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// A 12-hex-digit FNV-1a hash of the cell's configuration (as TOML, paths as written, without
-/// `checkpoints` and `save_model`).
+/// A 12-hex-digit FNV-1a hash of the cell's configuration (as TOML, paths as written; for
+/// training cells without `checkpoints` and `save_model`).
 pub fn run_id(config: &CellConfig) -> String {
     let mut config = config.clone();
-    config.model_dir = Default::default();
-    config.dataset_dir = Default::default();
-    // Settings that do not change the numbers do not change the run.
-    config.train.checkpoints = true;
-    config.train.save_model = false;
+    match &mut config {
+        CellConfig::Train(t) => {
+            t.model_dir = Default::default();
+            t.dataset_dir = Default::default();
+            // Settings that do not change the numbers do not change the run.
+            t.train.checkpoints = true;
+            t.train.save_model = false;
+        }
+        CellConfig::Study(s) => {
+            s.model_dir = Default::default();
+            s.files = Default::default();
+            s.neurons_file = None;
+            s.statistics_files = Vec::new();
+        }
+    }
     let text = toml::to_string(&config).expect("a cell config serialises");
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -331,4 +419,246 @@ pub fn run_id(config: &CellConfig) -> String {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{:012x}", h >> 16)
+}
+
+/// The cells of a neuron-study grid: every model of `grid.model` × every study of
+/// `grid.study` × every seed, in that order (outermost first).
+fn expand_studies(file: &ExperimentFile) -> Result<Vec<Cell>> {
+    let e = &file.experiment;
+    let g = &e.grid;
+    for (axis, empty) in [
+        ("dataset", g.dataset.is_empty()),
+        ("pairs", g.pairs.is_empty()),
+        ("loss", g.loss.is_empty()),
+        ("train", g.train.is_empty()),
+    ] {
+        if !empty {
+            bail!(
+                "{}: a grid of neuron studies (`study`) has no `{axis}` axis; put training runs \
+                 in another file",
+                file.locate(&["grid", axis])
+            );
+        }
+    }
+    if g.model.is_empty() {
+        bail!(
+            "{}: the grid needs at least one model",
+            file.locate(&["grid"])
+        );
+    }
+    for (i, m) in g.model.iter().enumerate() {
+        let key = ["grid", "model", &i.to_string()];
+        let Some(spec) = e.models.get(m) else {
+            bail!(
+                "{}: unknown model `{m}`; the file defines {}",
+                file.locate(&key),
+                names(e.models.keys())
+            );
+        };
+        if spec.kind != ModelKind::Decoder {
+            bail!(
+                "{}: model `{m}` is an encoder; neuron studies need kind = \"decoder\"",
+                file.locate(&key)
+            );
+        }
+    }
+    for (i, name) in g.study.iter().enumerate() {
+        let Some(study) = e.studies.get(name) else {
+            bail!(
+                "{}: unknown study `{name}`; the file defines {}",
+                file.locate(&["grid", "study", &i.to_string()]),
+                names(e.studies.keys())
+            );
+        };
+        check_study(file, name, study)?;
+    }
+    let seeds = if g.seed.is_empty() {
+        vec![1]
+    } else {
+        g.seed.clone()
+    };
+    let mut cells = Vec::new();
+    for model_name in &g.model {
+        for study_name in &g.study {
+            let study = &e.studies[study_name];
+            let texts: BTreeMap<String, TextSpec> = study
+                .texts
+                .iter()
+                .map(|t| (t.clone(), e.texts[t].clone()))
+                .collect();
+            let mut files: BTreeMap<String, Vec<(String, std::path::PathBuf)>> = BTreeMap::new();
+            for t in &study.texts {
+                for (lang, path) in &e.texts[t].files {
+                    if study.languages.is_empty() || study.languages.contains(lang) {
+                        files
+                            .entry(lang.clone())
+                            .or_default()
+                            .push((t.clone(), file.resolve(path)));
+                    }
+                }
+            }
+            for &seed in &seeds {
+                let config = CellConfig::Study(StudyCell {
+                    grid: e.name.clone(),
+                    model_name: model_name.clone(),
+                    study_name: study_name.clone(),
+                    seed,
+                    model_dir: file.resolve(&e.models[model_name].path),
+                    files: files.clone(),
+                    neurons_file: study.neurons.as_ref().map(|p| file.resolve(p)),
+                    statistics_files: study.statistics.iter().map(|p| file.resolve(p)).collect(),
+                    model: e.models[model_name].clone(),
+                    study: study.clone(),
+                    texts: texts.clone(),
+                });
+                let params = BTreeMap::from([
+                    ("model".to_string(), model_name.clone()),
+                    ("study".to_string(), study_name.clone()),
+                    ("seed".to_string(), seed.to_string()),
+                ]);
+                cells.push(Cell {
+                    index: cells.len(),
+                    run_id: run_id(&config),
+                    params,
+                    config,
+                });
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// Check a study's settings against its method, naming the file, line and key.
+fn check_study(file: &ExperimentFile, name: &str, s: &StudySpec) -> Result<()> {
+    let e = &file.experiment;
+    let at = |key: &str| file.locate(&["studies", name, key]);
+    if s.texts.is_empty() && s.method != StudyMethod::File {
+        bail!("{}: a study needs at least one text", at("texts"));
+    }
+    let mut languages = std::collections::BTreeSet::new();
+    for (i, t) in s.texts.iter().enumerate() {
+        let Some(text) = e.texts.get(t) else {
+            bail!(
+                "{}: unknown text `{t}`; the file defines {}",
+                file.locate(&["studies", name, "texts", &i.to_string()]),
+                names(e.texts.keys())
+            );
+        };
+        use crate::experiment::TextFileFormat;
+        let needs_field = matches!(text.format, TextFileFormat::Jsonl | TextFileFormat::Parquet);
+        if needs_field != text.field.is_some() {
+            bail!(
+                "{}: {}",
+                file.locate(&["texts", t]),
+                if needs_field {
+                    "format jsonl and parquet need `field` (the text's key or column)"
+                } else {
+                    "`field` belongs to the jsonl and parquet formats"
+                }
+            );
+        }
+        if text.files.is_empty() {
+            bail!(
+                "{}: a text needs at least one language file",
+                file.locate(&["texts", t, "files"])
+            );
+        }
+        languages.extend(text.files.keys().cloned());
+    }
+    for (i, lang) in s.languages.iter().enumerate() {
+        if !languages.contains(lang) && s.method != StudyMethod::File {
+            bail!(
+                "{}: no text has language `{lang}`; the texts have {}",
+                file.locate(&["studies", name, "languages", &i.to_string()]),
+                names(languages.iter())
+            );
+        }
+    }
+    let chosen = if s.languages.is_empty() {
+        languages.len()
+    } else {
+        s.languages.len()
+    };
+    if chosen < 2 && s.method != StudyMethod::File {
+        bail!(
+            "{}: a study compares languages: it needs at least 2, found {chosen}",
+            at("texts")
+        );
+    }
+    let belongs: [(&str, bool, &[StudyMethod]); 7] = [
+        ("variant", s.variant.is_some(), &[StudyMethod::Lape]),
+        ("top_rate", s.top_rate.is_some(), &[StudyMethod::Lape]),
+        ("filter_rate", s.filter_rate.is_some(), &[StudyMethod::Lape]),
+        (
+            "activation_bar_ratio",
+            s.activation_bar_ratio.is_some(),
+            &[StudyMethod::Lape],
+        ),
+        ("rate", s.rate.is_some(), &[StudyMethod::Percentile]),
+        ("top_n", s.top_n.is_some(), &[StudyMethod::AveragePrecision]),
+        ("neurons", s.neurons.is_some(), &[StudyMethod::File]),
+    ];
+    for (key, set, methods) in belongs {
+        if set && !methods.contains(&s.method) {
+            bail!(
+                "{}: `{key}` does not apply to method = {:?}",
+                at(key),
+                crate::experiment::method_name(s.method)
+            );
+        }
+    }
+    if s.method == StudyMethod::File && s.neurons.is_none() {
+        bail!(
+            "{}: method = \"file\" needs `neurons` (a JSON or Parquet file)",
+            at("method")
+        );
+    }
+    let fraction = |key: &str, v: Option<f64>, closed: bool| -> Result<()> {
+        match v {
+            Some(v) if !(v > 0.0 && (v < 1.0 || closed && v == 1.0)) => {
+                bail!(
+                    "{}: must be in (0, 1{}, got {v}",
+                    at(key),
+                    if closed { "]" } else { ")" }
+                )
+            }
+            _ => Ok(()),
+        }
+    };
+    fraction("top_rate", s.top_rate, true)?;
+    fraction("filter_rate", s.filter_rate, false)?;
+    fraction("activation_bar_ratio", s.activation_bar_ratio, false)?;
+    fraction("rate", s.rate, true)?;
+    fraction("quantile", Some(s.quantile), false)?;
+    if !(0.0..1.0).contains(&s.held_out_fraction) {
+        bail!(
+            "{}: must be in [0, 1), got {}",
+            at("held_out_fraction"),
+            s.held_out_fraction
+        );
+    }
+    for (key, v) in [
+        ("window", s.window),
+        ("batch_size", s.batch_size),
+        ("top_n", s.top_n.unwrap_or(1)),
+    ] {
+        if v == 0 {
+            bail!("{}: must be at least 1", at(key));
+        }
+    }
+    if s.intervention != "none" && neurons::InterventionValue::parse(&s.intervention).is_none() {
+        bail!(
+            "{}: expected \"zero\", \"mean\", a number or \"none\", got {:?}",
+            at("intervention"),
+            s.intervention
+        );
+    }
+    if s.intervention != "none" && s.held_out_fraction == 0.0 {
+        bail!(
+            "{}: the perplexity matrices need held-out text (held_out_fraction > 0), or set \
+             intervention = \"none\"",
+            at("held_out_fraction")
+        );
+    }
+    Ok(())
 }

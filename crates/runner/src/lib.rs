@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod plot;
 pub mod results;
 pub mod run;
+pub mod study;
 pub mod train;

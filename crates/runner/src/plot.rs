@@ -1,6 +1,6 @@
-//! Line charts as standalone SVG: a few series of (x, y) points, each drawn as a line with
-//! markers and an optional ±band (for mean ± std over seeds), with axes, ticks, a legend and
-//! axis titles.
+//! Charts as standalone SVG: line charts (a few series of (x, y) points, each drawn as a line
+//! with markers and an optional ±band for mean ± std over seeds, with axes, ticks, a legend and
+//! axis titles) and heatmaps (a labelled matrix with a colour bar).
 
 use std::fmt::Write;
 
@@ -193,6 +193,206 @@ impl Chart {
     }
 }
 
+/// A matrix drawn as coloured cells.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    /// Title above the plot.
+    pub title: String,
+    /// Title of the columns' axis (below).
+    pub x_label: String,
+    /// Title of the rows' axis (left).
+    pub y_label: String,
+    /// Row labels, top to bottom.
+    pub rows: Vec<String>,
+    /// Column labels, left to right.
+    pub columns: Vec<String>,
+    /// `values[row][column]`.
+    pub values: Vec<Vec<f64>>,
+    /// Centre the colours on 0, blue below and red above (changes); otherwise white to blue
+    /// from the minimum to the maximum (counts).
+    pub diverging: bool,
+    /// Decimals of the numbers written in the cells (when they fit).
+    pub decimals: usize,
+}
+
+/// Linear interpolation between two `#rrggbb` colours.
+fn mix(a: [u8; 3], b: [u8; 3], t: f64) -> String {
+    let t = t.clamp(0.0, 1.0);
+    let c: Vec<u8> = (0..3)
+        .map(|i| (a[i] as f64 + (b[i] as f64 - a[i] as f64) * t).round() as u8)
+        .collect();
+    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
+}
+
+impl Heatmap {
+    fn range(&self) -> (f64, f64) {
+        let finite = self
+            .values
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|v| v.is_finite());
+        let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+        if lo > hi {
+            return (0.0, 1.0);
+        }
+        if self.diverging {
+            let m = lo.abs().max(hi.abs()).max(1e-12);
+            (-m, m)
+        } else if hi - lo < 1e-12 {
+            (lo, lo + 1.0)
+        } else {
+            (lo, hi)
+        }
+    }
+
+    /// The fill of a value and whether text on it should be white.
+    fn color(&self, v: f64, (lo, hi): (f64, f64)) -> (String, bool) {
+        const WHITE: [u8; 3] = [255, 255, 255];
+        const BLUE: [u8; 3] = [33, 102, 172];
+        const RED: [u8; 3] = [178, 24, 43];
+        const NAVY: [u8; 3] = [8, 48, 107];
+        if !v.is_finite() {
+            return ("#bbbbbb".into(), false);
+        }
+        if self.diverging {
+            let t = v / hi;
+            let (c, strong) = if t >= 0.0 {
+                (mix(WHITE, RED, t), t > 0.6)
+            } else {
+                (mix(WHITE, BLUE, -t), -t > 0.6)
+            };
+            (c, strong)
+        } else {
+            let t = (v - lo) / (hi - lo);
+            (mix(WHITE, NAVY, t), t > 0.55)
+        }
+    }
+
+    /// The heatmap as an SVG document, sized to the matrix.
+    pub fn to_svg(&self) -> String {
+        let (n_rows, n_cols) = (self.rows.len(), self.columns.len());
+        let cw = (560.0 / n_cols.max(1) as f64).clamp(14.0, 64.0);
+        let ch = (360.0 / n_rows.max(1) as f64).clamp(16.0, 40.0);
+        let label_w = 8.0 * self.rows.iter().map(|r| r.len()).max().unwrap_or(1) as f64;
+        let (left, top) = (label_w + 46.0, 44.0);
+        let (pw, ph) = (cw * n_cols as f64, ch * n_rows as f64);
+        let (w, h) = (left + pw + 110.0, top + ph + 62.0);
+        let range = self.range();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{w:.0}" height="{h:.0}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="14">{}</text>"#,
+            left + pw / 2.0,
+            escape(&self.title)
+        );
+        let annotate = cw >= 40.0;
+        for (i, row) in self.values.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let (x, y) = (left + j as f64 * cw, top + i as f64 * ch);
+                let (fill, strong) = self.color(v, range);
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{y:.1}" width="{cw:.1}" height="{ch:.1}" fill="{fill}"><title>{} / {}: {v}</title></rect>"#,
+                    escape(&self.rows[i]),
+                    escape(&self.columns[j])
+                );
+                if annotate {
+                    let number = format!("{v:.*}", self.decimals);
+                    let number = match number.strip_prefix('-') {
+                        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => {
+                            rest.to_string()
+                        }
+                        _ => number,
+                    };
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{}">{number}</text>"#,
+                        x + cw / 2.0,
+                        y + ch / 2.0 + 4.0,
+                        if strong { "white" } else { "black" },
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left:.1}" y="{top:.1}" width="{pw:.1}" height="{ph:.1}" fill="none" stroke="#333"/>"##
+        );
+        for (i, r) in self.rows.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                left - 6.0,
+                top + (i as f64 + 0.5) * ch + 4.0,
+                escape(r)
+            );
+        }
+        // Column labels: every one when they fit, else every k-th.
+        let every = ((30.0 / cw).ceil() as usize).max(1);
+        for (j, c) in self.columns.iter().enumerate() {
+            if j % every == 0 {
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                    left + (j as f64 + 0.5) * cw,
+                    top + ph + 16.0,
+                    escape(c)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            left + pw / 2.0,
+            top + ph + 40.0,
+            escape(&self.x_label)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            top + ph / 2.0,
+            escape(&self.y_label)
+        );
+        // Colour bar.
+        let (bx, steps) = (left + pw + 24.0, 40);
+        for k in 0..steps {
+            let t = 1.0 - k as f64 / (steps - 1) as f64;
+            let v = range.0 + t * (range.1 - range.0);
+            let (fill, _) = self.color(v, range);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{bx:.1}" y="{:.1}" width="14" height="{:.2}" fill="{fill}"/>"#,
+                top + k as f64 * ph / steps as f64,
+                ph / steps as f64 + 0.5
+            );
+        }
+        for (v, y) in [(range.1, top + 4.0), (range.0, top + ph)] {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{y:.1}">{}</text>"#,
+                bx + 18.0,
+                fmt_tick((v * 1e4).round() / 1e4)
+            );
+        }
+        if self.diverging {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}">0</text>"#,
+                bx + 18.0,
+                top + ph / 2.0 + 4.0
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +410,34 @@ mod tests {
         let t = ticks(0.613, 0.871, 6);
         assert!(t.first().unwrap() >= &0.613 && t.last().unwrap() <= &0.871);
         assert!(t.len() >= 3);
+    }
+
+    #[test]
+    fn heatmap_colours_follow_the_values() {
+        let map = Heatmap {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            rows: vec!["en".into(), "fr".into()],
+            columns: vec!["en".into(), "fr".into()],
+            values: vec![vec![2.0, -1.0], vec![-0.001, f64::NAN]],
+            diverging: true,
+            decimals: 2,
+        };
+        assert_eq!(map.range(), (-2.0, 2.0));
+        assert_eq!(map.color(2.0, map.range()).0, "#b2182b");
+        assert_eq!(map.color(0.0, map.range()).0, "#ffffff");
+        assert_eq!(map.color(-2.0, map.range()).0, "#2166ac");
+        let svg = map.to_svg();
+        assert!(svg.contains(">2.00</text>") && svg.contains(">-1.00</text>"));
+        assert!(svg.contains(">0.00</text>") && !svg.contains("-0.00"));
+        assert!(svg.contains("#bbbbbb"), "NaN is grey");
+        let counts = Heatmap {
+            diverging: false,
+            values: vec![vec![0.0, 5.0], vec![10.0, 10.0]],
+            ..map
+        };
+        assert_eq!(counts.color(10.0, counts.range()).0, "#08306b");
+        assert_eq!(counts.color(0.0, counts.range()).0, "#ffffff");
     }
 }

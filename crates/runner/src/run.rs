@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use crate::data::{self, Label};
 use crate::experiment::{LossSpec, Task};
-use crate::grid::CellConfig;
+use crate::grid::TrainCell;
 use crate::metrics::{Scores, classification_scores, regression_scores};
 use crate::train::{AdamW, Objective, Targets, clip_global_norm, linear_schedule};
 
@@ -92,7 +92,7 @@ impl TokenCache {
         }
     }
 
-    fn disk_path(&self, cell: &CellConfig) -> Option<PathBuf> {
+    fn disk_path(&self, cell: &TrainCell) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let t = &cell.train;
         let (train, eval) = data::split_files(&cell.dataset, &cell.dataset_dir).ok()?;
@@ -121,7 +121,7 @@ impl TokenCache {
     }
 
     /// The cell's dataset, tokenised (read and tokenised on first use).
-    pub fn get(&mut self, cell: &CellConfig) -> Result<Arc<Tokenized>> {
+    pub fn get(&mut self, cell: &TrainCell) -> Result<Arc<Tokenized>> {
         let t = &cell.train;
         let key = (
             cell.dataset_dir.clone(),
@@ -318,14 +318,14 @@ pub struct EvalRecord {
 pub struct Outcome {
     /// The main metric's name.
     pub main_metric: String,
-    /// Metrics of the best evaluation.
+    /// Metrics of the best evaluation (a study: its summary numbers).
     pub metrics: BTreeMap<String, f64>,
-    /// Step of the best evaluation.
-    pub best_step: usize,
+    /// Step of the best evaluation (training runs).
+    pub best_step: Option<usize>,
     /// Metrics of the last evaluation.
     pub final_metrics: BTreeMap<String, f64>,
-    /// Optimiser steps run.
-    pub steps: usize,
+    /// Optimiser steps run (training runs).
+    pub steps: Option<usize>,
     /// `(rate, main metric)` of the best model with that fraction of FFN neurons ablated.
     pub ablation: Vec<(f64, f64)>,
 }
@@ -544,7 +544,7 @@ fn epoch_order(
 /// `dir` is the run folder: the checkpoint of [`save_checkpoint`] lives there, and a run that
 /// finds one continues from it.
 pub fn train_cell<B: AutodiffBackend>(
-    cell: &CellConfig,
+    cell: &TrainCell,
     data: &Tokenized,
     dir: &Path,
     log: &mut RunLog,
@@ -768,9 +768,9 @@ pub fn train_cell<B: AutodiffBackend>(
     Ok(Outcome {
         main_metric: main_metric.to_string(),
         metrics: best_metrics,
-        best_step,
+        best_step: Some(best_step),
         final_metrics: last_metrics,
-        steps: total,
+        steps: Some(total),
         ablation,
     })
 }

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 
 use crate::backend::BackendTask;
 use crate::experiment::{ExperimentFile, Task};
-use crate::grid::{Cell, expand};
+use crate::grid::{Cell, CellConfig, StudyCell, TrainCell, expand};
 use crate::results::{
     RunResult, read_result, run_dir, source_commit, status, utc_now, write_atomic, write_tables,
 };
@@ -50,60 +50,64 @@ impl Grid {
         let mut problems = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for cell in &self.cells {
-            let c = &cell.config;
-            if !seen.insert((c.model_name.clone(), c.dataset_name.clone())) {
+            let key = match &cell.config {
+                CellConfig::Train(c) => {
+                    (c.model_name.clone(), format!("dataset {}", c.dataset_name))
+                }
+                CellConfig::Study(s) => (s.model_name.clone(), format!("study {}", s.study_name)),
+            };
+            if !seen.insert(key) {
                 continue;
             }
-            let mut unset = Vec::new();
-            for (what, name, path) in [
-                ("model", &c.model_name, &c.model_dir),
-                ("dataset", &c.dataset_name, &c.dataset_dir),
-            ] {
-                let text = path.to_string_lossy();
-                if let Some(start) = text.find("${") {
-                    let var = text[start + 2..].split('}').next().unwrap_or("");
-                    unset.push(format!(
-                        "cell {} ({}): {what} `{name}`: the environment variable {var} is not set \
-                         (the path is {})",
-                        cell.index,
-                        cell.run_id,
-                        path.display()
-                    ));
+            let at = format!("cell {} ({})", cell.index, cell.run_id);
+            let mut paths = vec![("model", cell.config.model_name(), cell.config.model_dir())];
+            match &cell.config {
+                CellConfig::Train(c) => {
+                    paths.push(("dataset", c.dataset_name.as_str(), c.dataset_dir.as_path()))
+                }
+                CellConfig::Study(s) => {
+                    for (lang, files) in &s.files {
+                        paths.extend(
+                            files
+                                .iter()
+                                .map(|(_, p)| ("text", lang.as_str(), p.as_path())),
+                        );
+                    }
+                    if let Some(p) = &s.neurons_file {
+                        paths.push(("neurons", s.study_name.as_str(), p.as_path()));
+                    }
+                    for p in &s.statistics_files {
+                        paths.push(("statistics", s.study_name.as_str(), p.as_path()));
+                    }
                 }
             }
+            let unset: Vec<String> = paths
+                .iter()
+                .filter_map(|(what, name, path)| {
+                    let text = path.to_string_lossy();
+                    let start = text.find("${")?;
+                    let var = text[start + 2..].split('}').next().unwrap_or("");
+                    Some(format!(
+                        "{at}: {what} `{name}`: the environment variable {var} is not set (the \
+                         path is {})",
+                        path.display()
+                    ))
+                })
+                .collect();
             if !unset.is_empty() {
                 problems.extend(unset);
                 continue;
             }
-            let model = || -> Result<()> {
-                let config = models::EncoderConfig::from_file(c.model_dir.join("config.json"))
-                    .with_context(|| format!("model `{}`", c.model_name))?;
-                models::TextTokenizer::from_dir(&c.model_dir, &config)
-                    .with_context(|| format!("model `{}`: tokenizer", c.model_name))?;
-                Ok(())
+            let checks = match &cell.config {
+                CellConfig::Train(c) => vec![check_encoder(c), check_dataset(c)],
+                CellConfig::Study(s) => vec![check_study_inputs(s)],
             };
-            if let Err(e) = model() {
-                problems.push(format!("cell {} ({}): {e:#}", cell.index, cell.run_id));
-            }
-            let dataset = || -> Result<()> {
-                let d = crate::data::load(&c.dataset, &c.dataset_dir)
-                    .with_context(|| format!("dataset `{}`", c.dataset_name))?;
-                match c.dataset.task {
-                    Task::Classification if d.labels.len() < 2 => bail!(
-                        "dataset `{}`: a classification task needs at least 2 labels, found {}",
-                        c.dataset_name,
-                        d.labels.len()
-                    ),
-                    Task::Regression if !d.labels.is_empty() => bail!(
-                        "dataset `{}`: task = \"regression\" but the labels are classes",
-                        c.dataset_name
-                    ),
-                    _ => Ok(()),
-                }
-            };
-            if let Err(e) = dataset() {
-                problems.push(format!("cell {} ({}): {e:#}", cell.index, cell.run_id));
-            }
+            problems.extend(
+                checks
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .map(|e| format!("{at}: {e:#}")),
+            );
         }
         problems
     }
@@ -132,6 +136,71 @@ impl Grid {
         }
         out
     }
+}
+
+fn check_encoder(c: &TrainCell) -> Result<()> {
+    let config = models::EncoderConfig::from_file(c.model_dir.join("config.json"))
+        .with_context(|| format!("model `{}`", c.model_name))?;
+    models::TextTokenizer::from_dir(&c.model_dir, &config)
+        .with_context(|| format!("model `{}`: tokenizer", c.model_name))?;
+    Ok(())
+}
+
+fn check_dataset(c: &TrainCell) -> Result<()> {
+    let d = crate::data::load(&c.dataset, &c.dataset_dir)
+        .with_context(|| format!("dataset `{}`", c.dataset_name))?;
+    match c.dataset.task {
+        Task::Classification if d.labels.len() < 2 => bail!(
+            "dataset `{}`: a classification task needs at least 2 labels, found {}",
+            c.dataset_name,
+            d.labels.len()
+        ),
+        Task::Regression if !d.labels.is_empty() => bail!(
+            "dataset `{}`: task = \"regression\" but the labels are classes",
+            c.dataset_name
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The files a study reads exist, and the model is a decoder with a tokenizer.
+fn check_study_inputs(s: &StudyCell) -> Result<()> {
+    for (lang, files) in &s.files {
+        for (text, path) in files {
+            if !path.is_file() {
+                bail!(
+                    "text `{text}`, language {lang}: no such file {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    if let Some(p) = &s.neurons_file
+        && !p.is_file()
+    {
+        bail!(
+            "study `{}`: no such neuron-set file {}",
+            s.study_name,
+            p.display()
+        );
+    }
+    if let Some(p) = s.statistics_files.iter().find(|p| !p.is_file()) {
+        bail!(
+            "study `{}`: no such statistics file {}",
+            s.study_name,
+            p.display()
+        );
+    }
+    let checkpoint = models::DecoderCheckpoint::open(&s.model_dir)
+        .with_context(|| format!("model `{}`", s.model_name))?;
+    if checkpoint.tokenizer.is_none() {
+        bail!(
+            "model `{}`: no tokenizer in {} (a study tokenizes its texts)",
+            s.model_name,
+            s.model_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// `neuronlab grid run`.
@@ -223,18 +292,25 @@ impl BackendTask for GridRun {
             log.line(&format!("{} {}", cell.run_id, params.join(" ")));
             let started = utc_now();
             let clock = Instant::now();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let data = cache.get(&cell.config)?;
-                train_cell::<Autodiff<B>>(&cell.config, &data, &dir, &mut log, &device)
-            }))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(anyhow::anyhow!("panicked: {msg}"))
-            });
+            let stats_dir = grid.dir.join("statistics");
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &cell.config {
+                    CellConfig::Train(c) => {
+                        let data = cache.get(c)?;
+                        train_cell::<Autodiff<B>>(c, &data, &dir, &mut log, &device)
+                    }
+                    CellConfig::Study(s) => {
+                        crate::study::run_study::<B>(s, &dir, &stats_dir, &mut log, &device)
+                    }
+                }))
+                .unwrap_or_else(|panic| {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(anyhow::anyhow!("panicked: {msg}"))
+                });
             let mut result = RunResult {
                 run_id: cell.run_id.clone(),
                 cell: cell.index,
@@ -262,18 +338,24 @@ impl BackendTask for GridRun {
             };
             match outcome {
                 Ok(o) => {
-                    log.line(&format!(
-                        "finished in {:.0}s: {} {:.4} (best, step {})",
-                        result.seconds,
-                        o.main_metric,
-                        o.metrics.get(&o.main_metric).copied().unwrap_or(f64::NAN),
-                        o.best_step
-                    ));
+                    let value = o.metrics.get(&o.main_metric).copied().unwrap_or(f64::NAN);
+                    match o.steps {
+                        Some(_) => log.line(&format!(
+                            "finished in {:.0}s: {} {value:.4} (best, step {})",
+                            result.seconds,
+                            o.main_metric,
+                            o.best_step.unwrap_or(0)
+                        )),
+                        None => log.line(&format!(
+                            "finished in {:.0}s: {} {value:.4}",
+                            result.seconds, o.main_metric
+                        )),
+                    }
                     result.main_metric = Some(o.main_metric);
                     result.metrics = o.metrics;
-                    result.best_step = Some(o.best_step);
+                    result.best_step = o.best_step;
                     result.final_metrics = o.final_metrics;
-                    result.steps = Some(o.steps);
+                    result.steps = o.steps;
                     result.ablation = o.ablation;
                     summary.finished += 1;
                 }

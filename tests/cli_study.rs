@@ -1,0 +1,506 @@
+//! Neuron studies through `neuronlab grid run`, on the tiny Llama fixture with a word-level
+//! tokenizer written here and three made-up "languages" (each its own block of the vocabulary,
+//! in lines, JSONL and Parquet files): the run folder's files agree with each other and with
+//! brute force, the statistics are shared between studies, and bad input fails the cell with a
+//! clear error while the grid goes on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::util::fixture;
+
+/// The tiny Llama (2 layers × 48 FFN neurons, vocabulary 96) with a word-level tokenizer: token
+/// `i` is the word `w{i}`; id 1 is BOS, added before every document.
+fn tiny_decoder(root: &Path) -> PathBuf {
+    let dir = root.join("tiny-llama");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("decoders/tiny-llama").join(f), dir.join(f)).unwrap();
+    }
+    let vocab: serde_json::Map<String, Value> = (0..96)
+        .map(|i| {
+            let word = match i {
+                0 => "<unk>".to_string(),
+                1 => "<s>".to_string(),
+                2 => "</s>".to_string(),
+                _ => format!("w{i}"),
+            };
+            (word, Value::from(i))
+        })
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [
+            {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false,
+             "normalized": false, "special": true}
+        ],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    dir
+}
+
+/// `n` documents of `len` words drawn (deterministically) from `w{lo}..w{hi}`.
+fn documents(n: usize, len: usize, lo: usize, hi: usize, seed: usize) -> Vec<String> {
+    (0..n)
+        .map(|d| {
+            (0..len)
+                .map(|t| format!("w{}", lo + (d * 7 + t * 13 + seed * 5 + t * t) % (hi - lo)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Three languages: `aa` (lines), `bb` (JSONL), `cc` (Parquet).
+fn texts(root: &Path) -> [PathBuf; 3] {
+    let aa = root.join("aa.txt");
+    std::fs::write(&aa, documents(12, 15, 3, 33, 1).join("\n") + "\n").unwrap();
+    let bb = root.join("bb.jsonl");
+    let lines: Vec<String> = documents(12, 15, 33, 63, 2)
+        .into_iter()
+        .map(|d| serde_json::json!({ "body": d }).to_string())
+        .collect();
+    std::fs::write(&bb, lines.join("\n") + "\n").unwrap();
+    let cc = root.join("cc.parquet");
+    {
+        use polars::prelude::*;
+        let docs = documents(12, 15, 63, 96, 3);
+        let mut frame = DataFrame::new(docs.len(), vec![Column::new("body".into(), docs)]).unwrap();
+        ParquetWriter::new(std::fs::File::create(&cc).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+    }
+    [aa, bb, cc]
+}
+
+fn experiment(root: &Path, studies: &str, grid: &str) -> PathBuf {
+    let model = tiny_decoder(root);
+    let [aa, bb, cc] = texts(root);
+    let text = format!(
+        r#"name = "study"
+
+[models.tiny]
+path = "{model}"
+kind = "decoder"
+
+[texts.plain]
+format = "lines"
+files = {{ aa = "{aa}" }}
+
+[texts.json]
+format = "jsonl"
+field = "body"
+files = {{ bb = "{bb}" }}
+
+[texts.columns]
+format = "parquet"
+field = "body"
+files = {{ cc = "{cc}" }}
+
+{studies}
+{grid}"#,
+        model = model.display(),
+        aa = aa.display(),
+        bb = bb.display(),
+        cc = cc.display(),
+    );
+    let path = root.join("study.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const STUDIES: &str = r#"
+[studies.lape]
+texts = ["plain", "json", "columns"]
+method = "lape"
+top_rate = 0.1
+window = 16
+batch_size = 3
+held_out_fraction = 0.25
+intervention = "zero"
+
+[studies.percentile]
+texts = ["plain", "json", "columns"]
+method = "percentile"
+rate = 0.05
+window = 16
+batch_size = 3
+held_out_fraction = 0.25
+intervention = "mean"
+random_control = false
+
+[studies.ap]
+texts = ["plain", "json", "columns"]
+method = "average-precision"
+top_n = 4
+window = 16
+batch_size = 3
+held_out_fraction = 0.25
+intervention = "none"
+"#;
+
+fn neuronlab(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("neuronlab runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn csv(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The run folders of a grid by study name, from `results.csv`.
+fn runs(grid: &Path) -> BTreeMap<String, (PathBuf, Value)> {
+    let rows = csv(&grid.join("results.csv"));
+    let id = rows[0].iter().position(|c| c == "run_id").unwrap();
+    rows[1..]
+        .iter()
+        .map(|r| {
+            let dir = grid.join(&r[id]);
+            let result = json(&dir.join("result.json"));
+            let study = result["params"]["study"].as_str().unwrap().to_string();
+            (study, (dir, result))
+        })
+        .collect()
+}
+
+#[test]
+fn studies_write_sets_tables_plots_and_matrices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"lape\", \"percentile\", \"ap\"]\n";
+    let exp = experiment(root, STUDIES, grid);
+    let exp = exp.to_str().unwrap();
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs", "--dry-run"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 cells"), "{}", text(&out));
+
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = root.join("runs/study");
+    let runs = runs(&grid);
+    assert_eq!(runs.len(), 3);
+    for (study, (_, result)) in &runs {
+        assert_eq!(result["status"], "finished", "{study}: {result}");
+    }
+    // One statistics file serves the studies; the percentile study added its pass to it.
+    let stats: Vec<_> = std::fs::read_dir(grid.join("statistics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    let saved = neurons::ActivationStats::load(&stats[0]).unwrap();
+    assert!(saved.languages["bb"].exceedance.is_some());
+    let logs: String = runs
+        .values()
+        .map(|(dir, _)| std::fs::read_to_string(dir.join("log.txt")).unwrap())
+        .collect();
+    // The average-precision study needs no statistics; the percentile study reads the lape one's.
+    assert_eq!(logs.matches("statistics from").count(), 1, "{logs}");
+
+    // Each language: 12 documents of 16 tokens = 192 tokens = 12 windows, 3 held out.
+    let (lape_dir, lape_result) = &runs["lape"];
+    let log = std::fs::read_to_string(lape_dir.join("log.txt")).unwrap();
+    assert!(
+        log.contains("cc: 192 tokens (columns) -> 9 windows of 16 for statistics, 3 held out"),
+        "{log}"
+    );
+
+    // neurons.json and neurons.parquet hold the same rows, and LAPE agrees with the library on
+    // the saved statistics.
+    let sets = ablation::LanguageSets::from_json(
+        &std::fs::read_to_string(lape_dir.join("neurons.json")).unwrap(),
+    )
+    .unwrap();
+    let from_parquet =
+        ablation::LanguageSets::read_parquet(&lape_dir.join("neurons.parquet")).unwrap();
+    // The same rows (JSON keeps the scores to the last digit or so).
+    let rows = |s: &ablation::LanguageSets| -> Vec<(String, usize, usize, f64)> {
+        s.rows()
+            .map(|r| {
+                let lang = r.language.clone().unwrap();
+                (lang, r.layer, r.neuron, r.score.unwrap())
+            })
+            .collect()
+    };
+    let (a, b) = (rows(&sets), rows(&from_parquet));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, x.1, x.2), (&y.0, y.1, y.2));
+        assert!((x.3 - y.3).abs() < 1e-12, "{x:?} vs {y:?}");
+    }
+    let langs: Vec<String> = ["aa", "bb", "cc"].map(String::from).to_vec();
+    let config = neurons::LapeConfig {
+        top_rate: 0.1,
+        ..Default::default()
+    };
+    let want = neurons::lape(&saved.probabilities(&langs).unwrap(), &config).unwrap();
+    for lang in &langs {
+        let got: Vec<(usize, usize)> = sets.sets.get(lang).map_or(vec![], |s| {
+            s.rows().iter().map(|r| (r.layer, r.neuron)).collect()
+        });
+        let expected: Vec<(usize, usize)> = want.sets.get(lang).map_or(vec![], |s| {
+            s.rows().iter().map(|r| (r.layer, r.neuron)).collect()
+        });
+        assert_eq!(got, expected, "{lang}");
+    }
+    let selection = json(&lape_dir.join("selection.json"));
+    assert_eq!(selection["method"], "lape");
+    assert_eq!(selection["m"], 10); // round(0.1 · 2 · 48)
+    assert!((selection["threshold"].as_f64().unwrap() - want.threshold).abs() < 1e-12);
+
+    // counts.csv: per language and layer, totals that add up; overlap.csv: the diagonal is the
+    // language's count.
+    let counts = csv(&lape_dir.join("counts.csv"));
+    assert_eq!(counts[0], ["language", "total", "layer_0", "layer_1"]);
+    let overlap = csv(&lape_dir.join("overlap.csv"));
+    for (i, row) in counts[1..].iter().enumerate() {
+        let n = sets.sets.get(&row[0]).map_or(0, |s| s.len());
+        let layers: usize = row[2..].iter().map(|c| c.parse::<usize>().unwrap()).sum();
+        assert_eq!(
+            (row[1].parse::<usize>().unwrap(), layers),
+            (n, n),
+            "{row:?}"
+        );
+        assert_eq!(overlap[i + 1][i + 1].parse::<usize>().unwrap(), n);
+    }
+    assert_eq!(
+        lape_result["metrics"]["neurons_total"].as_f64().unwrap() as usize,
+        sets.rows().count()
+    );
+
+    // The matrices: 3 × 3, rows ablated, columns evaluated; random control beside them.
+    for name in [
+        "nll_change",
+        "ppl_change",
+        "random_nll_change",
+        "random_ppl_change",
+    ] {
+        let m = csv(&lape_dir.join(format!("{name}.csv")));
+        assert_eq!(m[0], ["ablated", "aa", "bb", "cc"], "{name}");
+        assert_eq!(m.len(), 4, "{name}");
+        let svg = std::fs::read_to_string(lape_dir.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("ablated language"));
+    }
+    for name in ["counts.svg", "overlap.svg"] {
+        assert!(lape_dir.join(name).is_file(), "{name}");
+    }
+    // A language with neurons changes its own NLL; the metric is the diagonal's mean.
+    let nll = csv(&lape_dir.join("nll_change.csv"));
+    let diag: f64 = (1..4)
+        .map(|i| nll[i][i].parse::<f64>().unwrap())
+        .sum::<f64>()
+        / 3.0;
+    let metric = lape_result["metrics"]["nll_change_diagonal"]
+        .as_f64()
+        .unwrap();
+    assert!((diag - metric).abs() < 1e-5, "{diag} vs {metric}");
+    assert_eq!(lape_result["main_metric"], "nll_change_diagonal");
+
+    // Percentile: exactly round(0.05 · 96) = 5 neurons per language, scored by the exceedance
+    // probability of the saved statistics; a mean intervention, no control.
+    let (pct_dir, _) = &runs["percentile"];
+    let pct = ablation::LanguageSets::read_parquet(&pct_dir.join("neurons.parquet")).unwrap();
+    let probs = saved.exceedance_probabilities(&langs).unwrap();
+    for (k, lang) in langs.iter().enumerate() {
+        let set = &pct.sets[lang];
+        assert_eq!(set.len(), 5, "{lang}");
+        for r in set.rows() {
+            let p = probs.values[k][r.layer * 48 + r.neuron] as f64;
+            assert!((r.score.unwrap() - p).abs() < 1e-6);
+        }
+    }
+    assert!(pct_dir.join("nll_change.csv").is_file());
+    assert!(!pct_dir.join("random_nll_change.csv").exists());
+
+    // Average precision: top 4 and bottom 4 per language, no matrices.
+    let (ap_dir, _) = &runs["ap"];
+    let ap = ablation::LanguageSets::read_parquet(&ap_dir.join("neurons.parquet")).unwrap();
+    assert!(ap.sets.values().all(|s| s.len() == 8));
+    assert!(!ap_dir.join("nll_change.csv").exists());
+
+    // The report lists the studies.
+    let out = neuronlab(&["report", "runs/study"], root);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn bad_study_input_fails_the_cell_and_the_grid_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let empty = root.join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let short = root.join("short.txt");
+    std::fs::write(&short, "w5 w6 w7\n").unwrap();
+    let sets = root.join("sets.json");
+    std::fs::write(
+        &sets,
+        r#"{"rows": [{"layer": 1, "neuron": 3, "language": "aa"}, {"layer": 1, "neuron": 48, "language": "bb"}]}"#,
+    )
+    .unwrap();
+    let studies = format!(
+        r#"
+[texts.broken]
+format = "lines"
+files = {{ dd = "{empty}", ee = "{short}" }}
+
+[studies.empty]
+texts = ["plain", "broken"]
+languages = ["aa", "dd"]
+method = "lape"
+window = 16
+
+[studies.short]
+texts = ["plain", "broken"]
+languages = ["aa", "ee"]
+method = "lape"
+window = 16
+
+[studies.outside]
+texts = ["plain", "json"]
+method = "file"
+neurons = "{sets}"
+window = 16
+
+[studies.fine]
+texts = ["plain", "json"]
+method = "lape"
+window = 16
+intervention = "none"
+"#,
+        empty = empty.display(),
+        short = short.display(),
+        sets = sets.display()
+    );
+    let grid =
+        "[grid]\nmodel = [\"tiny\"]\nstudy = [\"empty\", \"short\", \"outside\", \"fine\"]\n";
+    let exp = experiment(root, &studies, grid);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(!out.status.success(), "failed cells make a failing exit");
+    let all = text(&out);
+    let runs = runs(&root.join("runs/study"));
+    let error = |study: &str| runs[study].1["error"].as_str().unwrap_or("").to_string();
+    assert_eq!(runs["fine"].1["status"], "finished", "{all}");
+    let e = error("empty");
+    assert!(
+        e.contains("language dd") && e.contains("empty.txt") && e.contains("no text"),
+        "{e}"
+    );
+    let e = error("short");
+    assert!(
+        e.contains("language ee")
+            && e.contains("short.txt")
+            && e.contains("4 tokens, fewer than the 2 window(s) of 16"),
+        "{e}"
+    );
+    let e = error("outside");
+    assert!(
+        e.contains("sets.json")
+            && e.contains("neuron (1, 48) is outside a model with 2 layers of 48 neurons"),
+        "{e}"
+    );
+
+    // Statistics of another model are refused by name.
+    let other = root.join("other.json");
+    let mistral = models::DecoderCheckpoint::open(fixture("decoders/tiny-mistral"))
+        .unwrap()
+        .load::<crate::util::B>(&Default::default())
+        .unwrap()
+        .0;
+    neurons::ActivationStats::new(&mistral)
+        .save(&other)
+        .unwrap();
+    let studies = format!(
+        r#"
+[studies.given]
+texts = ["plain", "json"]
+method = "lape"
+window = 16
+statistics = ["{other}"]
+"#,
+        other = other.display()
+    );
+    let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"given\"]\n";
+    let exp = experiment(root, &studies, grid);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs2"],
+        root,
+    );
+    assert!(!out.status.success());
+    let runs = self::runs(&root.join("runs2/study"));
+    let e = runs["given"].1["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("other.json") && e.contains("statistics from another model"),
+        "{e}"
+    );
+
+    // A key that belongs to another method, and an unknown text, name the line.
+    let studies = r#"
+[studies.wrong]
+texts = ["plain", "json"]
+method = "lape"
+rate = 0.1
+"#;
+    let exp = experiment(
+        root,
+        studies,
+        "[grid]\nmodel = [\"tiny\"]\nstudy = [\"wrong\"]\n",
+    );
+    let out = neuronlab(&["grid", "run", exp.to_str().unwrap(), "--dry-run"], root);
+    assert!(!out.status.success());
+    let e = text(&out);
+    assert!(
+        e.contains("study.toml, line") && e.contains("`rate` does not apply to method = \"lape\""),
+        "{e}"
+    );
+    let studies = r#"
+[studies.wrong]
+texts = ["plain", "nope"]
+method = "lape"
+"#;
+    let exp = experiment(
+        root,
+        studies,
+        "[grid]\nmodel = [\"tiny\"]\nstudy = [\"wrong\"]\n",
+    );
+    let out = neuronlab(&["grid", "run", exp.to_str().unwrap(), "--dry-run"], root);
+    let e = text(&out);
+    assert!(e.contains("unknown text `nope`"), "{e}");
+}
