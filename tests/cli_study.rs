@@ -356,6 +356,15 @@ fn studies_write_sets_tables_plots_and_matrices() {
     // The report lists the studies.
     let out = neuronlab(&["report", "runs/study"], root);
     assert!(out.status.success(), "{}", text(&out));
+    let md = text(&out);
+    assert!(
+        md.contains("neuron studies") && md.contains("| lape (tang) |"),
+        "{md}"
+    );
+    assert!(md.contains(&format!(
+        "{}/nll_change.svg",
+        lape_result["run_id"].as_str().unwrap()
+    )));
 }
 
 #[test]

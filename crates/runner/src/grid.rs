@@ -34,6 +34,8 @@ pub struct Cell {
 /// or a neuron study.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+// One value per grid cell: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum CellConfig {
     /// Fine-tuning a model on a dataset with a loss.
     Train(TrainCell),

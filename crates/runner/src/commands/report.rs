@@ -140,6 +140,12 @@ pub fn report(dir: &Path) -> Result<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if runs.iter().any(|r| r.result.params.contains_key("study")) {
+        let mut md = study_report(dir, &name, &runs);
+        failed_runs(&mut md, &failed);
+        write_atomic(&dir.join("report.md"), md.as_bytes())?;
+        return Ok(md);
+    }
     let mut groups: BTreeMap<BTreeMap<String, String>, Vec<&Run>> = BTreeMap::new();
     for r in &finished {
         groups.entry(group_key(&r.result)).or_default().push(r);
@@ -331,20 +337,102 @@ pub fn report(dir: &Path) -> Result<String> {
              model.\n\n{table}"
         );
     }
-    if !failed.is_empty() {
-        let _ = writeln!(md, "\n## Failed runs\n");
-        for r in failed {
-            let _ = writeln!(
-                md,
-                "- `{}` ({}): {}",
-                r.result.run_id,
-                describe(&r.result.params, &[]),
-                r.result.error.as_deref().unwrap_or("?").replace('\n', " ")
-            );
-        }
-    }
+    failed_runs(&mut md, &failed);
     write_atomic(&dir.join("report.md"), md.as_bytes())?;
     Ok(md)
+}
+
+fn failed_runs(md: &mut String, failed: &[&Run]) {
+    if failed.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\n## Failed runs\n");
+    for r in failed {
+        let _ = writeln!(
+            md,
+            "- `{}` ({}): {}",
+            r.result.run_id,
+            describe(&r.result.params, &[]),
+            r.result.error.as_deref().unwrap_or("?").replace('\n', " ")
+        );
+    }
+}
+
+/// The report of a grid of neuron studies: one row per run (method, neurons per language, the
+/// mean NLL change on and off the diagonal, for the chosen and the random neurons), then each
+/// run's heatmaps.
+fn study_report(dir: &Path, name: &str, runs: &[Run]) -> String {
+    let mut md = String::new();
+    let finished: Vec<&Run> = runs.iter().filter(|r| r.result.finished()).collect();
+    let _ = writeln!(md, "# Grid `{name}`: neuron studies\n");
+    let _ = writeln!(
+        md,
+        "{} runs: {} finished, {} failed. NLL change: mean NLL of the evaluated language's \
+         held-out text with the ablated language's neurons replaced, minus the clean mean NLL; \
+         diagonal = a language's own neurons, off-diagonal = another language's. The random \
+         control replaces as many random neurons per layer.\n",
+        runs.len(),
+        finished.len(),
+        runs.len() - finished.len()
+    );
+    let _ = writeln!(
+        md,
+        "| run | study | model | seed | method | neurons per language | ΔNLL diagonal | \
+         ΔNLL off-diagonal | random diagonal | random off-diagonal | seconds |"
+    );
+    let _ = writeln!(md, "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|");
+    let number = |r: &Run, key: &str| {
+        r.result
+            .metrics
+            .get(key)
+            .map(|v| format!("{v:+.3}"))
+            .unwrap_or_else(|| "–".into())
+    };
+    for r in &finished {
+        let run = &r.result.run_id;
+        let selection: serde_json::Value =
+            std::fs::read_to_string(dir.join(run).join("selection.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+        let mut method = selection["method"].as_str().unwrap_or("?").to_string();
+        if let Some(v) = selection["variant"].as_str() {
+            method = format!("{method} ({v})");
+        }
+        let counts: Vec<String> = selection["counts"]
+            .as_object()
+            .map(|o| o.iter().map(|(l, n)| format!("{l} {n}")).collect())
+            .unwrap_or_default();
+        let p = |k: &str| r.result.params.get(k).cloned().unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| `{run}` | {} | {} | {} | {method} | {} | {} | {} | {} | {} | {:.0} |",
+            p("study"),
+            p("model"),
+            p("seed"),
+            counts.join(", "),
+            number(r, "nll_change_diagonal"),
+            number(r, "nll_change_off_diagonal"),
+            number(r, "random_nll_change_diagonal"),
+            number(r, "random_nll_change_off_diagonal"),
+            r.result.seconds
+        );
+    }
+    for r in &finished {
+        let run = &r.result.run_id;
+        let _ = writeln!(md, "\n## {} (`{run}`)\n", describe(&r.result.params, &[]));
+        for (file, what) in [
+            ("counts.svg", "neurons per language and layer"),
+            ("overlap.svg", "neurons shared by two languages"),
+            ("nll_change.svg", "NLL change"),
+            ("random_nll_change.svg", "NLL change, random neurons"),
+        ] {
+            if dir.join(run).join(file).is_file() {
+                let _ = writeln!(md, "![{what}]({run}/{file})");
+            }
+        }
+    }
+    md
 }
 
 #[cfg(test)]
