@@ -12,7 +12,8 @@
 //! - [`intervene`]: replacing a language's neurons (zero, a constant, the language's mean) and the
 //!   NLL- and perplexity-change matrices over held-out text.
 //!
-//! The grid task that runs a whole study from TOML comes next.
+//! `neuronlab grid run` runs whole studies from TOML (the runner's `study` module); this crate
+//! is what it calls, usable from any Burn code.
 //!
 //! ```
 //! use neurons::selection::{LanguageTable, LapeConfig, lape};

@@ -31,6 +31,32 @@
 //! train = { learning_rate = [2e-5, 5e-5] } # any training setting as an axis
 //! ```
 //!
+//! A grid of neuron studies names texts and studies instead of datasets and losses:
+//!
+//! ```toml
+//! name = "lape"
+//!
+//! [models.smollm2]
+//! path = "${ARTEFACTS}/smollm2-135m-instruct"
+//! kind = "decoder"
+//!
+//! [texts.udhr]                             # language → file
+//! format = "lines"                         # lines | whole | jsonl | parquet (+ `field`)
+//! files = { en = "${ARTEFACTS}/udhr/eng.txt", fr = "${ARTEFACTS}/udhr/fra.txt" }
+//!
+//! [studies.lape]
+//! texts = ["udhr"]
+//! method = "lape"                          # lape | percentile | average-precision | file
+//! variant = "tang"                         # or "mondal"
+//! window = 128
+//! budget_tokens = 2048                     # per language, for statistics
+//! intervention = "zero"                    # zero | mean | a number | none
+//!
+//! [grid]
+//! model = ["smollm2"]
+//! study = ["lape"]
+//! ```
+//!
 //! Settings resolve in this order, later wins: built-in defaults, `[train]`, the dataset's
 //! `train`, the model's `train`, the loss's `train` (comparative losses), the grid axis. A pair
 //! in `grid.pairs` may name its own losses (`{ model, dataset, loss = [...] }`). Unknown keys anywhere are errors naming the file,

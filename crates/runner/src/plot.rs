@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(map.color(-2.0, map.range()).0, "#2166ac");
         let svg = map.to_svg();
         assert!(svg.contains(">2.00</text>") && svg.contains(">-1.00</text>"));
-        assert!(svg.contains(">0.00</text>") && !svg.contains("-0.00"));
+        assert!(svg.contains(">0.00</text>") && !svg.contains(">-0.00</text>"));
         assert!(svg.contains("#bbbbbb"), "NaN is grey");
         let counts = Heatmap {
             diverging: false,
