@@ -10,6 +10,8 @@ mod decoders;
 mod smollm2;
 // Language-specific neuron selection against NumPy re-implementations of the official scripts.
 mod lape;
+// LoRA adapters (with Mondal's neuron mask) against PyTorch.
+mod lora;
 // Activation statistics, packing and merging on the tiny decoders.
 mod neuron_stats;
 // The GGUF reader against llama.cpp's Python writer.

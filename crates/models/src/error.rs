@@ -39,6 +39,9 @@ pub enum ModelError {
         /// The values this crate understands.
         supported: String,
     },
+    /// A LoRA adapter that cannot be built.
+    #[error("LoRA: {0}")]
+    Lora(String),
     /// A config value is missing or unusable.
     #[error("{path}: key {key:?}: {message}")]
     Config {

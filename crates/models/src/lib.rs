@@ -5,6 +5,8 @@
 //!   runs the views of a comparative (CmpLoss) step batched or one after another.
 //! - Llama-family decoders ([`llama`]: Llama 2 / 3 / 3.1, Mistral, SmolLM) loaded from HF
 //!   safetensors or GGUF ([`gguf`]), with perplexity, greedy generation and a classification head.
+//! - LoRA adapters ([`lora`]) for any linear, with Mondal et al.'s neuron-specific variant on a
+//!   decoder's `gate_proj` ([`LlamaModel::with_lora`]), merging and PEFT-named files.
 //!
 //! Every forward pass takes a [`ForwardContext`] that the caller owns: it supplies dropout masks
 //! (from a seeded RNG, with the nested views of CmpDrop), FFN neuron masks and head masks, and
@@ -34,6 +36,7 @@ pub mod gguf;
 pub mod heads;
 pub mod llama;
 pub mod loader;
+pub mod lora;
 pub mod tokenizer;
 pub mod views;
 pub mod weights;
@@ -52,10 +55,11 @@ pub use llama::text::{
     DecoderTokenizer, Perplexity, generate_greedy, perplexity, token_ids, windows_nll,
 };
 pub use llama::{
-    DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LlamaModel, RopeScaling,
-    TokenPosition,
+    DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LORA_TARGETS, LayerLora, LlamaModel,
+    RopeScaling, TokenPosition, load_lora, save_lora,
 };
 pub use loader::LoadReport;
+pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use tokenizer::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
 pub use views::{RowBatch, ViewExecution, view_losses};
 pub use weights::{HostTensor, TensorMap};

@@ -217,6 +217,7 @@ pub fn load_llama<B: Backend>(
                 up_proj: linear(map, &l("mlp.up_proj"), h, ffn, mb, device)?,
                 down_proj: linear(map, &l("mlp.down_proj"), ffn, h, mb, device)?,
             },
+            lora: super::LayerLora::none(),
             input_layernorm: rms_norm(map, &l("input_layernorm"), h, eps, device)?,
             post_attention_layernorm: rms_norm(
                 map,

@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod load;
+pub mod lora;
 pub mod text;
 
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -31,6 +32,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 pub use config::{DecoderConfig, DecoderFamily, RopeScaling};
+pub use lora::{LORA_TARGETS, LayerLora, load_lora, save_lora};
 
 use crate::context::ForwardContext;
 
@@ -69,6 +71,9 @@ pub struct LlamaLayer<B: Backend> {
     pub input_layernorm: RmsNorm<B>,
     /// RMSNorm before the feed-forward block.
     pub post_attention_layernorm: RmsNorm<B>,
+    /// LoRA adapters on this layer's linears (none unless added with
+    /// [`LlamaModel::with_lora`]).
+    pub lora: LayerLora<B>,
 }
 
 /// A Llama-family causal language model (HF `LlamaForCausalLM` / `MistralForCausalLM`).
@@ -331,9 +336,10 @@ impl<B: Backend> LlamaModel<B> {
 
         let normed = layer.input_layernorm.forward(x.clone());
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
-        let q = rope(split(attn.q_proj.forward(normed.clone()), h), cos, sin);
-        let mut k = rope(split(attn.k_proj.forward(normed.clone()), kv), cos, sin);
-        let mut v = split(attn.v_proj.forward(normed), kv);
+        let lora = &layer.lora;
+        let q = rope(split(lora.q(&attn.q_proj, normed.clone()), h), cos, sin);
+        let mut k = rope(split(lora.k(&attn.k_proj, normed.clone()), kv), cos, sin);
+        let mut v = split(lora.v(&attn.v_proj, normed), kv);
         if let Some((cache, i)) = cache {
             if let Some((pk, pv)) = cache.layers.get(i) {
                 k = Tensor::cat(vec![pk.clone(), k], 2);
@@ -365,14 +371,14 @@ impl<B: Backend> LlamaModel<B> {
             .reshape([batch, h, seq, d])
             .swap_dims(1, 2)
             .reshape([batch, seq, h * d]);
-        let x = x + attn.o_proj.forward(context);
+        let x = x + lora.o(&attn.o_proj, context);
 
         let mlp = &layer.mlp;
         let normed = layer.post_attention_layernorm.forward(x.clone());
-        let gate = mlp.gate_proj.forward(normed.clone());
+        let gate = lora.gate(&mlp.gate_proj, normed.clone());
         ctx.observe_gate(layer_idx, &gate, mask);
         let a = ctx.intervene(layer_idx, activation::silu(gate));
-        let y = mlp.down_proj.forward(a * mlp.up_proj.forward(normed));
+        let y = lora.down(&mlp.down_proj, a * lora.up(&mlp.up_proj, normed));
         x + y
     }
 }
