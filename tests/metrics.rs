@@ -59,3 +59,35 @@ fn report_statistics_match_scipy() {
         );
     }
 }
+
+#[test]
+fn qa_metrics_match_the_reference() {
+    use runner::metrics::{squad_em_f1, squad_normalize, token_id_scores};
+
+    let reference = read_json(&fixture("qa/metrics.json"));
+    for case in reference["strings"].as_array().unwrap() {
+        let p = case["prediction"].as_str().unwrap();
+        let golds: Vec<String> = serde_json::from_value(case["golds"].clone()).unwrap();
+        assert_eq!(
+            squad_normalize(p),
+            case["normalized"].as_str().unwrap(),
+            "{p:?}"
+        );
+        let (em, f1) = squad_em_f1(p, &golds);
+        assert_eq!(em, case["em"].as_f64().unwrap(), "EM {p:?}");
+        assert!(
+            (f1 - case["f1"].as_f64().unwrap()).abs() < 1e-12,
+            "F1 {p:?}"
+        );
+    }
+    for case in reference["ids"].as_array().unwrap() {
+        let ids = |k: &str| -> Vec<u32> { serde_json::from_value(case[k].clone()).unwrap() };
+        let (em, p, r, f1) = token_id_scores(&ids("pred"), &ids("gold"));
+        for (got, key) in [(em, "em"), (p, "precision"), (r, "recall"), (f1, "f1")] {
+            assert!(
+                (got - case[key].as_f64().unwrap()).abs() < 1e-12,
+                "{key} of {case}"
+            );
+        }
+    }
+}

@@ -157,3 +157,86 @@ pub fn regression_scores(pred: &[f64], gold: &[f64]) -> Scores {
         values,
     }
 }
+
+/// SQuAD v1.1's answer normalisation (`evaluate-v1.1.py`): lower case, ASCII punctuation
+/// removed, the whole words `a`, `an`, `the` removed, whitespace collapsed.
+pub fn squad_normalize(text: &str) -> String {
+    let lowered: String = text
+        .to_lowercase()
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    // `\b(a|an|the)\b` → " ": runs of word characters (Unicode alphanumerics and `_`, as
+    // Python's `\w`) that are an article become a space.
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(lowered.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if matches!(word.as_str(), "a" | "an" | "the") {
+            out.push(' ');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in lowered.chars() {
+        if is_word(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Precision, recall and F1 of the multiset overlap of two token lists (0 when nothing is
+/// shared), as SQuAD's `f1_score` and Mondal et al.'s token-id F1 compute it.
+pub fn overlap_scores<T: Ord + Clone>(pred: &[T], gold: &[T]) -> (f64, f64, f64) {
+    let mut counts: std::collections::BTreeMap<T, i64> = std::collections::BTreeMap::new();
+    for t in gold {
+        *counts.entry(t.clone()).or_default() += 1;
+    }
+    let mut same = 0usize;
+    for t in pred {
+        if let Some(c) = counts.get_mut(t)
+            && *c > 0
+        {
+            *c -= 1;
+            same += 1;
+        }
+    }
+    if same == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let precision = same as f64 / pred.len() as f64;
+    let recall = same as f64 / gold.len() as f64;
+    (
+        precision,
+        recall,
+        2.0 * precision * recall / (precision + recall),
+    )
+}
+
+/// SQuAD v1.1 exact match and F1 of one prediction: the best over the gold answers.
+pub fn squad_em_f1(prediction: &str, golds: &[String]) -> (f64, f64) {
+    let p = squad_normalize(prediction);
+    let p_tokens: Vec<&str> = p.split_whitespace().collect();
+    golds.iter().fold((0.0f64, 0.0f64), |(em, f1), g| {
+        let g = squad_normalize(g);
+        let g_tokens: Vec<&str> = g.split_whitespace().collect();
+        let this_em = if p == g { 1.0 } else { 0.0 };
+        (
+            em.max(this_em),
+            f1.max(overlap_scores(&p_tokens, &g_tokens).2),
+        )
+    })
+}
+
+/// Mondal et al.'s XQuAD scores on token ids: exact match of the id sequences, and the
+/// precision, recall and F1 of their multiset overlap.
+pub fn token_id_scores(pred: &[u32], gold: &[u32]) -> (f64, f64, f64, f64) {
+    let (p, r, f1) = overlap_scores(pred, gold);
+    (if pred == gold { 1.0 } else { 0.0 }, p, r, f1)
+}
