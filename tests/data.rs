@@ -341,3 +341,67 @@ fn real_fetched_datasets_read_with_their_splits_and_classes() {
         en.labels
     );
 }
+
+#[test]
+fn xnli_and_xquad_readers() {
+    use runner::crosslingual::{read_squad_json, read_xnli};
+
+    // XNLI-1.0 test layout: every language, or one.
+    let all = read_xnli(&fixture("xnli/xnli.test.tsv"), None).unwrap();
+    assert_eq!(all.len(), 5);
+    let vi = read_xnli(&fixture("xnli/xnli.test.tsv"), Some("vi")).unwrap();
+    assert_eq!(vi.len(), 2);
+    assert_eq!(
+        vi[1].premise, "Cô ấy đang đọc \"sách\".",
+        "quotes are text in XNLI's TSV"
+    );
+    assert_eq!((vi[0].label, vi[1].label), (1, 0));
+    assert_eq!(all[4].label, 2);
+    assert_eq!(vi[0].language.as_deref(), Some("vi"));
+    // XNLI-MT training layout: `contradictory`.
+    let mt = read_xnli(&fixture("xnli/multinli.train.vi.tsv"), None).unwrap();
+    assert_eq!((mt[0].label, mt[1].label), (1, 2));
+    assert_eq!(mt[1].hypothesis, "Trời nắng.");
+    let jsonl = read_xnli(&fixture("xnli/xnli.en.jsonl"), None).unwrap();
+    assert_eq!((jsonl[0].label, jsonl[1].label), (0, 2));
+
+    // XQuAD: answers at their character offsets in a non-ASCII context.
+    let qa = read_squad_json(&fixture("xquad/xquad.vi.json")).unwrap();
+    assert_eq!(qa.len(), 2);
+    assert_eq!(qa[1].id, "q2");
+    let (start, text) = &qa[1].answers[0];
+    assert_eq!(text, "Sài Gòn");
+    assert_eq!(
+        qa[1]
+            .context
+            .chars()
+            .skip(*start)
+            .take(7)
+            .collect::<String>(),
+        "Sài Gòn"
+    );
+
+    // Bad input: a label out of range, a language without rows, a misplaced answer.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.tsv");
+    std::fs::write(&bad, "premise\thypo\tlabel\na\tb\tneutral\nc\td\tmaybe\n").unwrap();
+    let err = read_xnli(&bad, None).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.tsv, line 3") && err.contains("\"maybe\""),
+        "{err}"
+    );
+    let err = read_xnli(&fixture("xnli/xnli.test.tsv"), Some("ur"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no examples for language ur"), "{err}");
+    let text = std::fs::read_to_string(fixture("xquad/xquad.vi.json"))
+        .unwrap()
+        .replace("\"answer_start\": 74", "\"answer_start\": 73");
+    let moved = dir.path().join("moved.json");
+    std::fs::write(&moved, text).unwrap();
+    let err = read_squad_json(&moved).unwrap_err().to_string();
+    assert!(
+        err.contains("moved.json") && err.contains("question q2") && err.contains("character 73"),
+        "{err}"
+    );
+}

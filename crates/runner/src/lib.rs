@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod commands;
+pub mod crosslingual;
 pub mod data;
 pub mod experiment;
 pub mod grid;
