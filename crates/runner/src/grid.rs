@@ -415,12 +415,7 @@ pub fn run_id(config: &CellConfig) -> String {
         }
     }
     let text = toml::to_string(&config).expect("a cell config serialises");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:012x}", h >> 16)
+    format!("{:012x}", crate::results::Fnv1a::of(text.as_bytes()) >> 16)
 }
 
 /// The cells of a neuron-study grid: every model of `grid.model` × every study of

@@ -112,11 +112,7 @@ impl TokenCache {
             t.max_eval_examples,
             env!("CARGO_PKG_VERSION"),
         );
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let h = crate::results::Fnv1a::of(key.as_bytes());
         Some(dir.join(format!("{h:016x}.json")))
     }
 

@@ -43,7 +43,7 @@ use neurons::{
 use crate::experiment::{LapeVariantSpec, StudyMethod, TextFileFormat};
 use crate::grid::StudyCell;
 use crate::plot::Heatmap;
-use crate::results::write_atomic;
+use crate::results::{Fnv1a, write_atomic};
 use crate::run::{Outcome, RunLog};
 
 /// One language's windows.
@@ -153,15 +153,21 @@ fn statistics<B: Backend>(
 ) -> Result<ActivationStats> {
     let s = &cell.study;
     let mut stats = ActivationStats::new(model);
-    let mut key = format!("{}\n{}\n{}\n", stats.model, s.batch_size, s.quantile);
+    // The key: model, batch, quantile, then every language's windows, token by token.
+    let mut key = Fnv1a::default();
+    key.write(format!("{}\n{}\n{}\n", stats.model, s.batch_size, s.quantile).as_bytes());
     for t in texts {
-        key.push_str(&t.language);
+        key.write(t.language.as_bytes());
         for w in &t.train {
-            key.push_str(&format!("{w:?}"));
+            key.write(&[0xff]);
+            for id in w {
+                key.write(&id.to_le_bytes());
+            }
         }
-        key.push('\n');
+        key.write(b"\n");
     }
-    let mut path = stats_dir.join(format!("{:016x}.json", fnv(&key)));
+    let key = key.finish();
+    let mut path = stats_dir.join(format!("{key:016x}.json"));
     std::fs::create_dir_all(stats_dir)
         .with_context(|| format!("cannot create {}", stats_dir.display()))?;
     if !cell.statistics_files.is_empty() {
@@ -188,7 +194,7 @@ fn statistics<B: Backend>(
             }
         }
         // A second pass, if any, goes to a file of the run, not over the given ones.
-        path = stats_dir.join(format!("{:016x}-given.json", fnv(&key)));
+        path = stats_dir.join(format!("{key:016x}-given.json"));
     } else {
         match ActivationStats::load(&path) {
             Ok(cached) if cached.model == stats.model => {
@@ -246,15 +252,6 @@ fn statistics<B: Backend>(
         }
     }
     Ok(stats)
-}
-
-fn fnv(text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Read neuron sets from JSON or Parquet (by extension), every row with a language.
