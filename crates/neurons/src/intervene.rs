@@ -172,19 +172,19 @@ impl ChangeMatrix {
         for ablated in &languages {
             let row = match sets.get(ablated) {
                 Some(set) if !set.is_empty() => {
-                    let mut row = Vec::with_capacity(languages.len());
-                    for (_, windows) in held_out {
-                        let mut ctx = intervention_context::<B>(
-                            set,
-                            n_layers,
-                            width,
-                            value,
-                            stats.map(|s| (s, ablated.as_str())),
-                            device,
-                        )?;
-                        row.push(mean_nll(model, windows, batch_size, &mut ctx, device));
-                    }
-                    row
+                    // One context serves every evaluated language (it only replaces neurons).
+                    let mut ctx = intervention_context::<B>(
+                        set,
+                        n_layers,
+                        width,
+                        value,
+                        stats.map(|s| (s, ablated.as_str())),
+                        device,
+                    )?;
+                    held_out
+                        .iter()
+                        .map(|(_, windows)| mean_nll(model, windows, batch_size, &mut ctx, device))
+                        .collect()
                 }
                 _ => clean_nll.clone(),
             };

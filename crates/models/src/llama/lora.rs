@@ -51,7 +51,8 @@ pub struct LayerLora<B: Backend> {
     pub down_proj: Option<LoraAdapter<B>>,
 }
 
-fn apply<B: Backend>(
+/// `linear(x)`, plus the adapter's update when there is one.
+pub(crate) fn apply<B: Backend>(
     adapter: &Option<LoraAdapter<B>>,
     linear: &Linear<B>,
     x: Tensor<B, 3>,
@@ -76,26 +77,17 @@ impl<B: Backend> LayerLora<B> {
         }
     }
 
-    pub(crate) fn q(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        apply(&self.q_proj, l, x)
-    }
-    pub(crate) fn k(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        apply(&self.k_proj, l, x)
-    }
-    pub(crate) fn v(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        apply(&self.v_proj, l, x)
-    }
-    pub(crate) fn o(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        apply(&self.o_proj, l, x)
-    }
-    pub(crate) fn gate(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        apply(&self.gate_proj, l, x)
-    }
-    pub(crate) fn up(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        apply(&self.up_proj, l, x)
-    }
-    pub(crate) fn down(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        apply(&self.down_proj, l, x)
+    /// The adapter on `target` (one of [`LORA_TARGETS`]).
+    pub fn get(&self, target: &str) -> Option<&LoraAdapter<B>> {
+        match target {
+            "q_proj" => self.q_proj.as_ref(),
+            "k_proj" => self.k_proj.as_ref(),
+            "v_proj" => self.v_proj.as_ref(),
+            "o_proj" => self.o_proj.as_ref(),
+            "gate_proj" => self.gate_proj.as_ref(),
+            "up_proj" => self.up_proj.as_ref(),
+            _ => self.down_proj.as_ref(),
+        }
     }
 
     fn slot(&mut self, target: &str) -> &mut Option<LoraAdapter<B>> {
@@ -238,9 +230,8 @@ impl<B: Backend> LlamaModel<B> {
 pub fn save_lora<B: Backend>(model: &LlamaModel<B>, path: &Path) -> Result<()> {
     let mut map = TensorMap::new(path);
     for (l, layer) in model.layers.iter().enumerate() {
-        let mut lora = layer.lora.clone();
         for target in LORA_TARGETS {
-            if let Some(a) = lora.slot(target).as_ref() {
+            if let Some(a) = layer.lora.get(target) {
                 let (key, _, _) = target_linear(layer, target);
                 a.to_map(
                     &format!("base_model.model.model.layers.{l}.{key}"),

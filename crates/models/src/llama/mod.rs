@@ -32,6 +32,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 pub use config::{DecoderConfig, DecoderFamily, RopeScaling};
+use lora::apply;
 pub use lora::{LORA_TARGETS, LayerLora, load_lora, save_lora};
 
 use crate::context::ForwardContext;
@@ -337,9 +338,17 @@ impl<B: Backend> LlamaModel<B> {
         let normed = layer.input_layernorm.forward(x.clone());
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
         let lora = &layer.lora;
-        let q = rope(split(lora.q(&attn.q_proj, normed.clone()), h), cos, sin);
-        let mut k = rope(split(lora.k(&attn.k_proj, normed.clone()), kv), cos, sin);
-        let mut v = split(lora.v(&attn.v_proj, normed), kv);
+        let q = rope(
+            split(apply(&lora.q_proj, &attn.q_proj, normed.clone()), h),
+            cos,
+            sin,
+        );
+        let mut k = rope(
+            split(apply(&lora.k_proj, &attn.k_proj, normed.clone()), kv),
+            cos,
+            sin,
+        );
+        let mut v = split(apply(&lora.v_proj, &attn.v_proj, normed), kv);
         if let Some((cache, i)) = cache {
             if let Some((pk, pv)) = cache.layers.get(i) {
                 k = Tensor::cat(vec![pk.clone(), k], 2);
@@ -371,14 +380,18 @@ impl<B: Backend> LlamaModel<B> {
             .reshape([batch, h, seq, d])
             .swap_dims(1, 2)
             .reshape([batch, seq, h * d]);
-        let x = x + lora.o(&attn.o_proj, context);
+        let x = x + apply(&lora.o_proj, &attn.o_proj, context);
 
         let mlp = &layer.mlp;
         let normed = layer.post_attention_layernorm.forward(x.clone());
-        let gate = lora.gate(&mlp.gate_proj, normed.clone());
+        let gate = apply(&lora.gate_proj, &mlp.gate_proj, normed.clone());
         ctx.observe_gate(layer_idx, &gate, mask);
         let a = ctx.intervene(layer_idx, activation::silu(gate));
-        let y = lora.down(&mlp.down_proj, a * lora.up(&mlp.up_proj, normed));
+        let y = apply(
+            &lora.down_proj,
+            &mlp.down_proj,
+            a * apply(&lora.up_proj, &mlp.up_proj, normed),
+        );
         x + y
     }
 }
