@@ -4,11 +4,11 @@
 //! grid, resumption after `kill -9`, the Slurm script, and bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::fixture;
+use crate::util::{csv_rows, fixture, neuronlab, text};
 
 const WORDS: [&str; 12] = [
     "good", "great", "fine", "bad", "awful", "poor", "table", "chair", "door", "the", "a", "very",
@@ -110,31 +110,6 @@ dataset = ["words"]
 loss = ["baseline", "cmp2"]
 seed = [1, 2]
 "#;
-
-fn neuronlab(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_neuronlab"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("neuronlab runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn csv_rows(path: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').map(str::to_owned).collect())
-        .collect()
-}
 
 #[test]
 fn a_tiny_grid_runs_resumes_and_reports() {

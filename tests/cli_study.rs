@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::util::fixture;
+use crate::util::{csv_rows, fixture, neuronlab, text};
 
 /// The tiny Llama (2 layers × 48 FFN neurons, vocabulary 96) with a word-level tokenizer: token
 /// `i` is the word `w{i}`; id 1 is BOS, added before every document.
@@ -154,38 +153,13 @@ held_out_fraction = 0.25
 intervention = "none"
 "#;
 
-fn neuronlab(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_neuronlab"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("neuronlab runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn csv(path: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| l.split(',').map(str::to_owned).collect())
-        .collect()
-}
-
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// The run folders of a grid by study name, from `results.csv`.
 fn runs(grid: &Path) -> BTreeMap<String, (PathBuf, Value)> {
-    let rows = csv(&grid.join("results.csv"));
+    let rows = csv_rows(&grid.join("results.csv"));
     let id = rows[0].iter().position(|c| c == "run_id").unwrap();
     rows[1..]
         .iter()
@@ -285,9 +259,9 @@ fn studies_write_sets_tables_plots_and_matrices() {
 
     // counts.csv: per language and layer, totals that add up; overlap.csv: the diagonal is the
     // language's count.
-    let counts = csv(&lape_dir.join("counts.csv"));
+    let counts = csv_rows(&lape_dir.join("counts.csv"));
     assert_eq!(counts[0], ["language", "total", "layer_0", "layer_1"]);
-    let overlap = csv(&lape_dir.join("overlap.csv"));
+    let overlap = csv_rows(&lape_dir.join("overlap.csv"));
     for (i, row) in counts[1..].iter().enumerate() {
         let n = sets.sets.get(&row[0]).map_or(0, |s| s.len());
         let layers: usize = row[2..].iter().map(|c| c.parse::<usize>().unwrap()).sum();
@@ -310,7 +284,7 @@ fn studies_write_sets_tables_plots_and_matrices() {
         "random_nll_change",
         "random_ppl_change",
     ] {
-        let m = csv(&lape_dir.join(format!("{name}.csv")));
+        let m = csv_rows(&lape_dir.join(format!("{name}.csv")));
         assert_eq!(m[0], ["ablated", "aa", "bb", "cc"], "{name}");
         assert_eq!(m.len(), 4, "{name}");
         let svg = std::fs::read_to_string(lape_dir.join(format!("{name}.svg"))).unwrap();
@@ -320,7 +294,7 @@ fn studies_write_sets_tables_plots_and_matrices() {
         assert!(lape_dir.join(name).is_file(), "{name}");
     }
     // A language with neurons changes its own NLL; the metric is the diagonal's mean.
-    let nll = csv(&lape_dir.join("nll_change.csv"));
+    let nll = csv_rows(&lape_dir.join("nll_change.csv"));
     let diag: f64 = (1..4)
         .map(|i| nll[i][i].parse::<f64>().unwrap())
         .sum::<f64>()
