@@ -13,7 +13,7 @@ use crate::util::{csv_rows, fixture, neuronlab, text};
 
 /// The tiny Llama (2 layers × 48 FFN neurons, vocabulary 96) with a word-level tokenizer: token
 /// `i` is the word `w{i}`; id 1 is BOS, added before every document.
-fn tiny_decoder(root: &Path) -> PathBuf {
+pub(crate) fn tiny_decoder(root: &Path) -> PathBuf {
     let dir = root.join("tiny-llama");
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "model.safetensors"] {
@@ -54,7 +54,7 @@ fn tiny_decoder(root: &Path) -> PathBuf {
 }
 
 /// `n` documents of `len` words drawn (deterministically) from `w{lo}..w{hi}`.
-fn documents(n: usize, len: usize, lo: usize, hi: usize, seed: usize) -> Vec<String> {
+pub(crate) fn documents(n: usize, len: usize, lo: usize, hi: usize, seed: usize) -> Vec<String> {
     (0..n)
         .map(|d| {
             (0..len)

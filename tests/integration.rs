@@ -34,6 +34,8 @@ mod optim;
 mod cli_grid;
 // Neuron studies through `neuronlab grid run` on the tiny Llama.
 mod cli_study;
+// Cross-lingual LoRA fine-tuning cells through `neuronlab grid run` on the tiny Llama.
+mod cli_adapt;
 // AdamW training on the real MiniLM with real sentences lowers the loss.
 mod training;
 // The same parity checks on a CUDA GPU (only in builds with `--features cuda`).

@@ -36,12 +36,18 @@ pub struct NeuronSet {
     rows: Vec<NeuronRow>,
 }
 
+impl From<serde_json::Error> for NeuronSetError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(e)
+    }
+}
+
 /// Why a neuron set could not be read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum NeuronSetError {
-    /// Invalid JSON.
+    /// Invalid JSON (the parser's message is in the text, not a source, so chains print it once).
     #[error("neuron set JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// A Parquet file that could not be read or written, or lacks a column.
     #[error("neuron set Parquet {path}: {message}")]
     Parquet {

@@ -94,6 +94,12 @@ pub struct Experiment {
     /// Named losses (`baseline` is predefined).
     #[serde(default)]
     pub losses: BTreeMap<String, LossSpec>,
+    /// Named cross-lingual fine-tuning tasks (LoRA on a decoder).
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskSpec>,
+    /// The adapter of every fine-tuning cell.
+    #[serde(default)]
+    pub lora: LoraSpec,
     /// The grid axes.
     pub grid: GridSpec,
 }
@@ -119,6 +125,29 @@ pub struct ModelSpec {
     /// Settings for this model's cells.
     #[serde(default)]
     pub train: TrainOverrides,
+    /// This model's LoRA rank and α, instead of `[lora]`'s (Mondal et al. use r = 8 for Llama
+    /// 3.1 8B and r = 64 for Mistral Nemo).
+    #[serde(default, skip_serializing_if = "LoraOverrides::is_empty")]
+    pub lora: LoraOverrides,
+}
+
+/// Per-model LoRA settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraOverrides {
+    /// The rank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
+    /// α.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+}
+
+impl LoraOverrides {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The task a dataset trains.
@@ -292,6 +321,8 @@ pub struct TrainOverrides {
     pub learning_rate: Option<f64>,
     /// AdamW weight decay.
     pub weight_decay: Option<f64>,
+    /// AdamW's β₁ (default 0.9; Mondal et al. use 0.95).
+    pub adam_beta1: Option<f64>,
     /// Linear warmup over this fraction of the steps, then linear decay to 0.
     pub warmup_ratio: Option<f64>,
     /// Warmup steps; when set, overrides `warmup_ratio`.
@@ -336,6 +367,9 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// See [`TrainOverrides::weight_decay`].
     pub weight_decay: f64,
+    /// See [`TrainOverrides::adam_beta1`].
+    #[serde(default = "default_beta1", skip_serializing_if = "is_default_beta1")]
+    pub adam_beta1: f64,
     /// See [`TrainOverrides::warmup_ratio`].
     pub warmup_ratio: f64,
     /// See [`TrainOverrides::warmup_steps`] (0: from the ratio).
@@ -371,6 +405,7 @@ impl Default for TrainConfig {
             group_by_length: false,
             learning_rate: 2e-5,
             weight_decay: 0.0,
+            adam_beta1: 0.9,
             warmup_ratio: 0.0,
             warmup_steps: 0,
             max_grad_norm: 1.0,
@@ -384,6 +419,15 @@ impl Default for TrainConfig {
             save_model: false,
         }
     }
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+// Serde's `skip_serializing_if` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_default_beta1(b: &f64) -> bool {
+    *b == 0.9
 }
 
 impl TrainOverrides {
@@ -407,6 +451,7 @@ impl TrainConfig {
             group_by_length,
             learning_rate,
             weight_decay,
+            adam_beta1,
             warmup_ratio,
             warmup_steps,
             max_grad_norm,
@@ -423,7 +468,7 @@ impl TrainConfig {
 
     /// Check ranges; `what` names where the settings come from.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
             (
                 self.epochs > 0.0 || self.max_steps > 0,
                 "epochs must be > 0 (or max_steps set)",
@@ -435,6 +480,10 @@ impl TrainConfig {
                 "learning_rate must be a positive number",
             ),
             (self.weight_decay >= 0.0, "weight_decay must be >= 0"),
+            (
+                (0.0..1.0).contains(&self.adam_beta1),
+                "adam_beta1 must be in [0, 1)",
+            ),
             (
                 (0.0..1.0).contains(&self.warmup_ratio),
                 "warmup_ratio must be in [0, 1)",
@@ -598,6 +647,121 @@ fn default_true() -> bool {
     true
 }
 
+/// The file format of a cross-lingual task's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskFormat {
+    /// JSON lines with the fields `text`, `text_pair` (optional) and `label` name.
+    Jsonl,
+    /// XNLI as distributed ([`crate::crosslingual::read_xnli`]): an XNLI-1.0 TSV with a
+    /// `language` column (only the rows of the file's language key are read), an XNLI-MT TSV,
+    /// or JSON lines with `premise`, `hypothesis`, `label`. The classes are XNLI's three.
+    Xnli,
+}
+
+/// A cross-lingual classification task: a decoder with a linear head on one token, fine-tuned
+/// with LoRA on one language's training file and evaluated on every evaluation file (the
+/// zero-shot cross-lingual protocol of Mondal et al.).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The files' format.
+    pub format: TaskFormat,
+    /// JSONL: the text's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// JSONL: the second segment's key; the input is `text <eos> text_pair` (as Mondal et al.'s
+    /// `premise {eos} hypothesis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair: Option<String>,
+    /// JSONL: the label's key (a class name, or an integer class index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The shared classes, in label order (XNLI: its three, the default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    /// Per language, each raw label → its shared class (languages without a map use the class
+    /// names themselves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_map: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per language, raw labels whose examples are left out (topics with no shared class); any
+    /// other label outside the map is an error.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drop_labels: BTreeMap<String, Vec<String>>,
+    /// The training file: exactly one language → file.
+    pub train: BTreeMap<String, PathBuf>,
+    /// Evaluation files: language → file.
+    pub eval: BTreeMap<String, PathBuf>,
+}
+
+/// The adapter of the fine-tuning cells (`[lora]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    /// Linears with an ordinary (unmasked) adapter in every layer; a neuron set adds a masked
+    /// `gate_proj` adapter. Default: `q_proj`, `k_proj`, `v_proj`, `o_proj` (Mondal et al.'s
+    /// XNLI classifier).
+    #[serde(default = "default_lora_targets")]
+    pub targets: Vec<String>,
+    /// The rank r (default 8).
+    #[serde(default = "default_rank")]
+    pub rank: usize,
+    /// α (default 2r, as Mondal et al.).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// How `A` is drawn: `normal` (N(0, 0.01²), Mondal et al.) or `kaiming` (PEFT's default).
+    #[serde(default = "default_lora_init")]
+    pub init: String,
+    /// The token the classifier reads: `last-non-padding` (default) or `last` (the padded
+    /// batch's last position, as Mondal et al.'s XNLI code).
+    #[serde(default = "default_position")]
+    pub position: String,
+    /// Where language neuron sets come from: a study of this file (run in this grid, before
+    /// the fine-tuning cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_from: Option<String>,
+    /// Or a file of sets (JSON or Parquet with a language on every row, e.g. a study's
+    /// `neurons.parquet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_file: Option<PathBuf>,
+    /// A test-time intervention on the evaluation language's neurons: `none` (default), `zero`,
+    /// a number, or `mean` (needs `neurons_from`). Each language is then evaluated twice:
+    /// as trained, and with the intervention.
+    #[serde(default = "default_none")]
+    pub intervention: String,
+}
+
+impl Default for LoraSpec {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+impl LoraSpec {
+    /// α: as written, or 2r.
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(2.0 * self.rank as f64)
+    }
+}
+
+fn default_lora_targets() -> Vec<String> {
+    ["q_proj", "k_proj", "v_proj", "o_proj"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_rank() -> usize {
+    8
+}
+fn default_lora_init() -> String {
+    "normal".into()
+}
+fn default_position() -> String {
+    "last-non-padding".into()
+}
+fn default_none() -> String {
+    "none".into()
+}
+
 /// A model paired with a dataset (instead of the cross product).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -634,6 +798,16 @@ pub struct GridSpec {
     /// Neuron studies (crossed with `model` and `seed`), instead of datasets and losses.
     #[serde(default)]
     pub study: Vec<String>,
+    /// Cross-lingual fine-tuning tasks (crossed with `model`, `neurons`, the training axes and
+    /// `seed`).
+    #[serde(default)]
+    pub task: Vec<String>,
+    /// Neuron sets of the fine-tuning cells: `none` (plain LoRA), a language (`en`), a union
+    /// (`en+vi`), `target` (the evaluation language: one cell per evaluation language), a union
+    /// with it (`en+target`), or any of these prefixed by `random:` (random neurons with the
+    /// same per-layer counts, drawn with the cell's seed). Default: `["none"]`.
+    #[serde(default)]
+    pub neurons: Vec<String>,
     /// Training settings as axes: each key a setting, each value the list of its values.
     #[serde(default)]
     pub train: BTreeMap<String, toml::Value>,

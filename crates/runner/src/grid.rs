@@ -12,8 +12,8 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{
-    DatasetSpec, ExperimentFile, LossSpec, ModelKind, ModelSpec, StudyMethod, StudySpec, TextSpec,
-    TrainConfig, TrainOverrides, setting_from_value,
+    DatasetSpec, ExperimentFile, LoraSpec, LossSpec, ModelKind, ModelSpec, StudyMethod, StudySpec,
+    TaskFormat, TaskSpec, TextSpec, TrainConfig, TrainOverrides, setting_from_value,
 };
 
 /// One cell of a grid, fully resolved.
@@ -41,6 +41,8 @@ pub enum CellConfig {
     Train(TrainCell),
     /// A neuron study of a decoder over multilingual text.
     Study(StudyCell),
+    /// LoRA fine-tuning of a decoder on a cross-lingual task, evaluated per language.
+    Adapt(AdaptCell),
 }
 
 impl CellConfig {
@@ -48,7 +50,7 @@ impl CellConfig {
     pub fn as_train(&self) -> Option<&TrainCell> {
         match self {
             Self::Train(t) => Some(t),
-            Self::Study(_) => None,
+            _ => None,
         }
     }
 
@@ -56,7 +58,15 @@ impl CellConfig {
     pub fn as_study(&self) -> Option<&StudyCell> {
         match self {
             Self::Study(s) => Some(s),
-            Self::Train(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The fine-tuning cell, if this is one.
+    pub fn as_adapt(&self) -> Option<&AdaptCell> {
+        match self {
+            Self::Adapt(a) => Some(a),
+            _ => None,
         }
     }
 
@@ -65,6 +75,7 @@ impl CellConfig {
         match self {
             Self::Train(t) => &t.model_name,
             Self::Study(s) => &s.model_name,
+            Self::Adapt(a) => &a.model_name,
         }
     }
 
@@ -73,7 +84,104 @@ impl CellConfig {
         match self {
             Self::Train(t) => &t.model_dir,
             Self::Study(s) => &s.model_dir,
+            Self::Adapt(a) => &a.model_dir,
         }
+    }
+}
+
+/// A LoRA fine-tuning cell, resolved: train on the task's training language, evaluate on
+/// `eval_files`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdaptCell {
+    /// The grid's name.
+    pub grid: String,
+    /// Model name.
+    pub model_name: String,
+    /// Task name.
+    pub task_name: String,
+    /// The neuron-set spec as written in `grid.neurons` (see [`NeuronChoice`]).
+    pub neurons: String,
+    /// For a spec with `target`: the one evaluation language it stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Seed of the head, the adapters, the data order and a random set.
+    pub seed: u64,
+    /// The run id of the study cell whose sets are used (`lora.neurons_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_study: Option<String>,
+    /// The model's checkpoint, resolved (not part of the run id).
+    pub model_dir: std::path::PathBuf,
+    /// The training language and file, resolved (not part of the run id).
+    pub train_file: (String, std::path::PathBuf),
+    /// The evaluation languages of this cell and their files, resolved (not part of the run id).
+    pub eval_files: BTreeMap<String, std::path::PathBuf>,
+    /// `lora.neurons_file`, resolved (not part of the run id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_file: Option<std::path::PathBuf>,
+    /// The model (path as written).
+    pub model: ModelSpec,
+    /// The task (paths as written).
+    pub task: TaskSpec,
+    /// The adapter, with the model's rank and α.
+    pub lora: LoraSpec,
+    /// Training settings.
+    pub train: TrainConfig,
+}
+
+/// A parsed `grid.neurons` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeuronChoice {
+    /// The union's languages (`target` included as written); empty for `none`.
+    pub languages: Vec<String>,
+    /// Random neurons with the union's per-layer counts.
+    pub random: bool,
+}
+
+impl NeuronChoice {
+    /// Parse `none`, `en`, `en+vi`, `target`, `en+target`, each optionally `random:`-prefixed.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (random, rest) = match text.strip_prefix("random:") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if rest == "none" {
+            if random {
+                return Err("`random:none` selects nothing; write `none`".into());
+            }
+            return Ok(Self {
+                languages: Vec::new(),
+                random: false,
+            });
+        }
+        let languages: Vec<String> = rest.split('+').map(|l| l.trim().to_owned()).collect();
+        if languages.iter().any(|l| {
+            l.is_empty()
+                || !l
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        }) {
+            return Err(format!(
+                "{text:?}: expected none, a language, a union like en+vi, target, or one of \
+                 these after `random:`"
+            ));
+        }
+        Ok(Self { languages, random })
+    }
+
+    /// Whether the spec names the evaluation language.
+    pub fn has_target(&self) -> bool {
+        self.languages.iter().any(|l| l == "target")
+    }
+
+    /// The languages with `target` replaced.
+    pub fn resolve(&self, target: Option<&str>) -> Vec<String> {
+        self.languages
+            .iter()
+            .map(|l| match (l.as_str(), target) {
+                ("target", Some(t)) => t.to_owned(),
+                _ => l.clone(),
+            })
+            .collect()
     }
 }
 
@@ -139,8 +247,11 @@ pub struct TrainCell {
 pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
     let e = &file.experiment;
     let g = &e.grid;
+    if !g.task.is_empty() {
+        return expand_adapt(file);
+    }
     if !g.study.is_empty() {
-        return expand_studies(file);
+        return expand_studies(file, false);
     }
 
     // (model, dataset) pairs.
@@ -241,22 +352,7 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
         g.seed.clone()
     };
 
-    // Training-setting axes: each value checked as a setting on its own.
-    let mut axes: Vec<(String, Vec<(String, TrainOverrides)>)> = Vec::new();
-    for (key, values) in &g.train {
-        let where_ = || file.locate(&["grid", "train", key]);
-        let list = match values {
-            toml::Value::Array(a) if !a.is_empty() => a,
-            _ => bail!("{}: an axis is a non-empty list of values", where_()),
-        };
-        let mut parsed = Vec::new();
-        for v in list {
-            let o =
-                setting_from_value(key, v).map_err(|err| anyhow::anyhow!("{}: {err}", where_()))?;
-            parsed.push((v.to_string(), o));
-        }
-        axes.push((key.clone(), parsed));
-    }
+    let axes = train_axes(file)?;
 
     let mut cells = Vec::new();
     for (model_name, dataset_name, own_losses) in &pairs {
@@ -330,6 +426,29 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
         }
     }
     Ok(cells)
+}
+
+/// A training-setting axis: its key, and each value as text and as a setting.
+type TrainAxis = (String, Vec<(String, TrainOverrides)>);
+
+/// The training-setting axes of `grid.train`, each value checked as a setting on its own.
+fn train_axes(file: &ExperimentFile) -> Result<Vec<TrainAxis>> {
+    let mut axes = Vec::new();
+    for (key, values) in &file.experiment.grid.train {
+        let where_ = || file.locate(&["grid", "train", key]);
+        let list = match values {
+            toml::Value::Array(a) if !a.is_empty() => a,
+            _ => bail!("{}: an axis is a non-empty list of values", where_()),
+        };
+        let mut parsed = Vec::new();
+        for v in list {
+            let o =
+                setting_from_value(key, v).map_err(|err| anyhow::anyhow!("{}: {err}", where_()))?;
+            parsed.push((v.to_string(), o));
+        }
+        axes.push((key.clone(), parsed));
+    }
+    Ok(axes)
 }
 
 /// Every combination of one value per axis, first axis outermost (one empty combination when
@@ -413,21 +532,31 @@ pub fn run_id(config: &CellConfig) -> String {
             s.neurons_file = None;
             s.statistics_files = Vec::new();
         }
+        CellConfig::Adapt(a) => {
+            a.model_dir = Default::default();
+            a.train_file.1 = Default::default();
+            a.eval_files
+                .values_mut()
+                .for_each(|p| *p = Default::default());
+            a.neurons_file = None;
+        }
     }
     let text = toml::to_string(&config).expect("a cell config serialises");
     format!("{:012x}", crate::results::Fnv1a::of(text.as_bytes()) >> 16)
 }
 
 /// The cells of a neuron-study grid: every model of `grid.model` × every study of
-/// `grid.study` × every seed, in that order (outermost first).
-fn expand_studies(file: &ExperimentFile) -> Result<Vec<Cell>> {
+/// `grid.study` × every seed, in that order (outermost first). `with_tasks`: the grid also
+/// fine-tunes (its training axes belong to those cells).
+fn expand_studies(file: &ExperimentFile, with_tasks: bool) -> Result<Vec<Cell>> {
     let e = &file.experiment;
     let g = &e.grid;
     for (axis, empty) in [
         ("dataset", g.dataset.is_empty()),
         ("pairs", g.pairs.is_empty()),
         ("loss", g.loss.is_empty()),
-        ("train", g.train.is_empty()),
+        ("train", g.train.is_empty() || with_tasks),
+        ("neurons", g.neurons.is_empty() || with_tasks),
     ] {
         if !empty {
             bail!(
@@ -469,10 +598,12 @@ fn expand_studies(file: &ExperimentFile) -> Result<Vec<Cell>> {
         };
         check_study(file, name, study)?;
     }
-    let seeds = if g.seed.is_empty() {
-        vec![1]
-    } else {
-        g.seed.clone()
+    // Beside fine-tuning cells a study runs once, with the first seed: the seeds are the
+    // fine-tuning cells' (a study's seed only draws its random control).
+    let seeds = match g.seed.first() {
+        None => vec![1],
+        Some(&first) if with_tasks => vec![first],
+        Some(_) => g.seed.clone(),
     };
     let mut cells = Vec::new();
     for model_name in &g.model {
@@ -656,6 +787,355 @@ fn check_study(file: &ExperimentFile, name: &str, s: &StudySpec) -> Result<()> {
              intervention = \"none\"",
             at("held_out_fraction")
         );
+    }
+    Ok(())
+}
+
+/// The cells of a fine-tuning grid: first the neuron studies of `grid.study` (their sets feed
+/// the fine-tuning cells), then every model × task × `grid.neurons` value (a value with
+/// `target` once per evaluation language) × training-axis combination × seed, in that order
+/// (outermost first).
+fn expand_adapt(file: &ExperimentFile) -> Result<Vec<Cell>> {
+    let e = &file.experiment;
+    let g = &e.grid;
+    for (axis, empty) in [
+        ("dataset", g.dataset.is_empty()),
+        ("pairs", g.pairs.is_empty()),
+        ("loss", g.loss.is_empty()),
+    ] {
+        if !empty {
+            bail!(
+                "{}: a grid of fine-tuning tasks (`task`) has no `{axis}` axis; put encoder \
+                 training runs in another file",
+                file.locate(&["grid", axis])
+            );
+        }
+    }
+    let mut cells = if g.study.is_empty() {
+        Vec::new()
+    } else {
+        expand_studies(file, true)?
+    };
+    if g.model.is_empty() {
+        bail!(
+            "{}: the grid needs at least one model",
+            file.locate(&["grid"])
+        );
+    }
+    for (i, m) in g.model.iter().enumerate() {
+        let key = ["grid", "model", &i.to_string()];
+        let Some(spec) = e.models.get(m) else {
+            bail!(
+                "{}: unknown model `{m}`; the file defines {}",
+                file.locate(&key),
+                names(e.models.keys())
+            );
+        };
+        if spec.kind != ModelKind::Decoder {
+            bail!(
+                "{}: model `{m}` is an encoder; LoRA fine-tuning tasks need kind = \"decoder\"",
+                file.locate(&key)
+            );
+        }
+    }
+    for (i, name) in g.task.iter().enumerate() {
+        let Some(task) = e.tasks.get(name) else {
+            bail!(
+                "{}: unknown task `{name}`; the file defines {}",
+                file.locate(&["grid", "task", &i.to_string()]),
+                names(e.tasks.keys())
+            );
+        };
+        check_task(file, name, task)?;
+    }
+    check_lora(file, &e.lora)?;
+    let neuron_values: Vec<String> = if g.neurons.is_empty() {
+        vec!["none".into()]
+    } else {
+        g.neurons.clone()
+    };
+    let mut choices = Vec::new();
+    for (i, value) in neuron_values.iter().enumerate() {
+        let at = || file.locate(&["grid", "neurons", &i.to_string()]);
+        let choice = NeuronChoice::parse(value).map_err(|m| anyhow::anyhow!("{}: {m}", at()))?;
+        if !choice.languages.is_empty()
+            && e.lora.neurons_from.is_none()
+            && e.lora.neurons_file.is_none()
+        {
+            bail!(
+                "{}: {value:?} needs neuron sets: set `neurons_from` (a study) or \
+                 `neurons_file` in [lora]",
+                at()
+            );
+        }
+        choices.push((value.clone(), choice));
+    }
+    let axes = train_axes(file)?;
+    let seeds = if g.seed.is_empty() {
+        vec![1]
+    } else {
+        g.seed.clone()
+    };
+    for model_name in &g.model {
+        let model = &e.models[model_name];
+        let mut lora = e.lora.clone();
+        if let Some(r) = model.lora.rank {
+            lora.rank = r;
+        }
+        if model.lora.alpha.is_some() {
+            lora.alpha = model.lora.alpha;
+        }
+        lora.alpha = Some(lora.alpha());
+        // The sets of `neurons_from`: that study's cell for this model, first seed.
+        let neurons_study = lora.neurons_from.as_ref().map(|study| {
+            cells
+                .iter()
+                .find(|c| {
+                    c.config
+                        .as_study()
+                        .is_some_and(|s| s.model_name == *model_name && s.study_name == *study)
+                })
+                .map(|c| c.run_id.clone())
+                .expect("check_lora made sure the grid runs the study")
+        });
+        for task_name in &g.task {
+            let task = &e.tasks[task_name];
+            let mut base = TrainConfig::default();
+            base.apply(&e.train);
+            base.apply(&model.train);
+            let (train_lang, train_path) = task.train.iter().next().expect("checked");
+            for (value, choice) in &choices {
+                let targets: Vec<Option<&String>> = if choice.has_target() {
+                    task.eval.keys().map(Some).collect()
+                } else {
+                    vec![None]
+                };
+                for target in targets {
+                    for combo in cartesian(&axes) {
+                        let mut train = base.clone();
+                        let mut params = BTreeMap::new();
+                        for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
+                            train.apply(o);
+                            params.insert(key.clone(), text.clone());
+                        }
+                        train.validate().map_err(|msg| {
+                            anyhow::anyhow!(
+                                "{}: cell {model_name} × {task_name}: {msg}",
+                                file.path.display()
+                            )
+                        })?;
+                        let eval_files: BTreeMap<String, std::path::PathBuf> = task
+                            .eval
+                            .iter()
+                            .filter(|(lang, _)| target.is_none_or(|t| t == *lang))
+                            .map(|(lang, p)| (lang.clone(), file.resolve(p)))
+                            .collect();
+                        for &seed in &seeds {
+                            let config = CellConfig::Adapt(AdaptCell {
+                                grid: e.name.clone(),
+                                model_name: model_name.clone(),
+                                task_name: task_name.clone(),
+                                neurons: value.clone(),
+                                target: target.cloned(),
+                                seed,
+                                neurons_study: neurons_study.clone(),
+                                model_dir: file.resolve(&model.path),
+                                train_file: (train_lang.clone(), file.resolve(train_path)),
+                                eval_files: eval_files.clone(),
+                                neurons_file: lora.neurons_file.as_ref().map(|p| file.resolve(p)),
+                                model: model.clone(),
+                                task: task.clone(),
+                                lora: lora.clone(),
+                                train: train.clone(),
+                            });
+                            let mut params = params.clone();
+                            params.insert("model".into(), model_name.clone());
+                            params.insert("task".into(), task_name.clone());
+                            params.insert("neurons".into(), value.clone());
+                            params.insert(
+                                "eval".into(),
+                                target.cloned().unwrap_or_else(|| "all".into()),
+                            );
+                            params.insert("seed".into(), seed.to_string());
+                            cells.push(Cell {
+                                index: cells.len(),
+                                run_id: run_id(&config),
+                                params,
+                                config,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for c in &cells {
+        if let Some(other) = seen.insert(c.run_id.clone(), c.index) {
+            bail!(
+                "{}: cells {other} and {} are the same run (an axis repeats a value)",
+                file.path.display(),
+                c.index
+            );
+        }
+    }
+    Ok(cells)
+}
+
+/// Check a task's fields against its format, naming the file, line and key.
+fn check_task(file: &ExperimentFile, name: &str, t: &TaskSpec) -> Result<()> {
+    let at = |key: &str| file.locate(&["tasks", name, key]);
+    if t.train.len() != 1 {
+        bail!(
+            "{}: the zero-shot protocol trains on one language: give exactly one language → \
+             file, found {}",
+            at("train"),
+            t.train.len()
+        );
+    }
+    if t.eval.is_empty() {
+        bail!(
+            "{}: a task needs at least one evaluation language → file",
+            at("eval")
+        );
+    }
+    match t.format {
+        TaskFormat::Jsonl => {
+            for (key, v) in [("text", &t.text), ("label", &t.label)] {
+                if v.is_none() {
+                    bail!(
+                        "{}: format = \"jsonl\" needs `{key}` (the field's name)",
+                        at("format")
+                    );
+                }
+            }
+            if t.classes.len() < 2 {
+                bail!(
+                    "{}: a classification task needs at least 2 classes, found {}",
+                    at("classes"),
+                    t.classes.len()
+                );
+            }
+        }
+        TaskFormat::Xnli => {
+            for (key, set) in [
+                ("text", t.text.is_some()),
+                ("text_pair", t.text_pair.is_some()),
+                ("label", t.label.is_some()),
+                ("label_map", !t.label_map.is_empty()),
+                ("drop_labels", !t.drop_labels.is_empty()),
+            ] {
+                if set {
+                    bail!(
+                        "{}: `{key}` does not apply to format = \"xnli\" (premise, hypothesis \
+                         and label are XNLI's)",
+                        at(key)
+                    );
+                }
+            }
+            let xnli: Vec<String> = crate::crosslingual::XNLI_LABELS.map(String::from).to_vec();
+            if !t.classes.is_empty() && t.classes != xnli {
+                bail!("{}: XNLI's classes are {}", at("classes"), xnli.join(", "));
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in t.classes.iter().enumerate() {
+        if !seen.insert(c) {
+            bail!(
+                "{}: class {c:?} appears twice",
+                file.locate(&["tasks", name, "classes", &i.to_string()])
+            );
+        }
+    }
+    for (lang, map) in &t.label_map {
+        for (raw, class) in map {
+            if !t.classes.contains(class) {
+                bail!(
+                    "{}: {raw:?} maps to {class:?}, which is not one of the classes ({})",
+                    file.locate(&["tasks", name, "label_map", lang, raw]),
+                    t.classes.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check `[lora]`, naming the file, line and key.
+fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
+    let e = &file.experiment;
+    let at = |key: &str| file.locate(&["lora", key]);
+    for (i, t) in l.targets.iter().enumerate() {
+        if !models::LORA_TARGETS.contains(&t.as_str()) {
+            bail!(
+                "{}: {t:?} names no linear of a Llama layer; expected one of {}",
+                file.locate(&["lora", "targets", &i.to_string()]),
+                models::LORA_TARGETS.join(", ")
+            );
+        }
+    }
+    if l.rank == 0 {
+        bail!("{}: the rank must be at least 1", at("rank"));
+    }
+    if let Some(a) = l.alpha
+        && !(a > 0.0 && a.is_finite())
+    {
+        bail!("{}: alpha must be a positive number, got {a}", at("alpha"));
+    }
+    for (m, spec) in &e.models {
+        if spec.lora.rank == Some(0) {
+            bail!(
+                "{}: the rank must be at least 1",
+                file.locate(&["models", m, "lora", "rank"])
+            );
+        }
+    }
+    if !matches!(l.init.as_str(), "normal" | "kaiming") {
+        bail!(
+            "{}: expected \"normal\" or \"kaiming\", got {:?}",
+            at("init"),
+            l.init
+        );
+    }
+    if !matches!(l.position.as_str(), "last-non-padding" | "last") {
+        bail!(
+            "{}: expected \"last-non-padding\" or \"last\", got {:?}",
+            at("position"),
+            l.position
+        );
+    }
+    if l.neurons_from.is_some() && l.neurons_file.is_some() {
+        bail!(
+            "{}: give `neurons_from` or `neurons_file`, not both",
+            at("neurons_file")
+        );
+    }
+    if let Some(study) = &l.neurons_from
+        && !e.grid.study.contains(study)
+    {
+        bail!(
+            "{}: {study:?} is not a study of this grid; add it to grid.study (defined: {})",
+            at("neurons_from"),
+            names(e.studies.keys())
+        );
+    }
+    match l.intervention.as_str() {
+        "none" => {}
+        "mean" if l.neurons_from.is_none() => bail!(
+            "{}: a mean intervention needs the study's statistics: set `neurons_from`",
+            at("intervention")
+        ),
+        v if neurons::InterventionValue::parse(v).is_none() => bail!(
+            "{}: expected \"none\", \"zero\", \"mean\" or a number, got {v:?}",
+            at("intervention")
+        ),
+        _ if l.neurons_from.is_none() && l.neurons_file.is_none() => bail!(
+            "{}: an intervention acts on the evaluation language's neurons: set `neurons_from` \
+             or `neurons_file`",
+            at("intervention")
+        ),
+        _ => {}
     }
     Ok(())
 }

@@ -2,10 +2,12 @@
 //!
 //! Only this crate picks a backend, reads experiment files, touches the file system for runs or
 //! prints. The commands: `grid run | list | export` (experiment grids: [`experiment`] files,
-//! [`grid`] expansion, [`data`] readers, [`run`] training with [`train`]'s pieces, [`metrics`],
+//! [`grid`] expansion, [`data`] readers, [`run`] training with [`train`]'s pieces, [`study`] neuron
+//! studies, [`adapt`] LoRA fine-tuning on [`crosslingual`] tasks, [`metrics`],
 //! and the [`results`] layout), `report` (Markdown and [`plot`]s of a grid's results), `embed` (sentence embeddings), `inspect` (what a checkpoint
 //! holds) and `bench` (forward throughput and training-step time on this build's backends).
 
+pub mod adapt;
 pub mod backend;
 pub mod commands;
 pub mod crosslingual;

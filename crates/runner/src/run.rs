@@ -362,7 +362,7 @@ impl RunLog {
     }
 
     /// Progress: a redrawn line on a terminal, nothing otherwise (evaluations are logged).
-    fn progress(&mut self, step: usize, total: usize, loss: f64, started: Instant) {
+    pub(crate) fn progress(&mut self, step: usize, total: usize, loss: f64, started: Instant) {
         if self.terminal {
             let width = 30;
             let done = width * step / total.max(1);
@@ -378,7 +378,7 @@ impl RunLog {
         }
     }
 
-    fn record(&mut self, r: &EvalRecord) -> Result<()> {
+    pub(crate) fn record(&mut self, r: &EvalRecord) -> Result<()> {
         writeln!(self.metrics, "{}", serde_json::to_string(r)?)?;
         self.metrics.flush()?;
         Ok(())
@@ -501,7 +501,7 @@ fn targets<B: Backend>(examples: &[&Encoded], task: Task, device: &B::Device) ->
 }
 
 /// A seed for one purpose of one run (SplitMix64 of the run seed, the purpose and an index).
-fn derive_seed(seed: u64, purpose: u64, index: u64) -> u64 {
+pub(crate) fn derive_seed(seed: u64, purpose: u64, index: u64) -> u64 {
     let mut z = seed
         .wrapping_add(purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(index.wrapping_mul(0xBF58_476D_1CE4_E5B9));
@@ -578,7 +578,8 @@ pub fn train_cell<B: AutodiffBackend>(
         log.line(&format!("initialised: {}", report.initialised.join(", ")));
     }
     let objective = Objective::new(&cell.loss, t.view_budget_tokens)?;
-    let mut optimizer = AdamW::new(t.weight_decay).init::<B, SequenceClassifier<B>>();
+    let mut optimizer =
+        AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, SequenceClassifier<B>>();
 
     let accum = t.grad_accum_steps.max(1);
     let batches_per_epoch = data.train.len().div_ceil(t.batch_size);

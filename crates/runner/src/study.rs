@@ -150,7 +150,7 @@ fn statistics<B: Backend>(
     stats_dir: &Path,
     log: &mut RunLog,
     device: &B::Device,
-) -> Result<ActivationStats> {
+) -> Result<(ActivationStats, PathBuf)> {
     let s = &cell.study;
     let mut stats = ActivationStats::new(model);
     // The key: model, batch, quantile, then every language's windows, token by token.
@@ -251,7 +251,10 @@ fn statistics<B: Backend>(
             stats.save(&path)?;
         }
     }
-    Ok(stats)
+    if !path.exists() {
+        stats.save(&path)?;
+    }
+    Ok((stats, path))
 }
 
 /// Read neuron sets from JSON or Parquet (by extension), every row with a language.
@@ -300,7 +303,7 @@ pub fn run_study<B: Backend>(
     let need_stats = matches!(s.method, StudyMethod::Lape | StudyMethod::Percentile)
         || intervention == Some(InterventionValue::Mean);
     let stats = if need_stats {
-        Some(statistics(
+        let (stats, path) = statistics(
             &model,
             &texts,
             cell,
@@ -308,7 +311,13 @@ pub fn run_study<B: Backend>(
             stats_dir,
             log,
             device,
-        )?)
+        )?;
+        // Where they are, for the fine-tuning cells' mean interventions.
+        write_atomic(
+            &dir.join("statistics.path"),
+            path.to_string_lossy().as_bytes(),
+        )?;
+        Some(stats)
     } else {
         None
     };

@@ -33,7 +33,14 @@ pub struct AdamW {
 impl AdamW {
     /// β = (0.9, 0.999), eps = 1e-8 (PyTorch's and HF's defaults), decay `weight_decay`.
     pub fn new(weight_decay: f64) -> Self {
-        let config = AdamWConfig::new().with_epsilon(1e-8);
+        Self::with_beta1(weight_decay, 0.9)
+    }
+
+    /// As [`Self::new`] with β₁ = `beta1` (Mondal et al.: 0.95).
+    pub fn with_beta1(weight_decay: f64, beta1: f64) -> Self {
+        let config = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_beta_1(beta1 as f32);
         Self {
             decay: config
                 .clone()

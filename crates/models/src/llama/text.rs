@@ -138,6 +138,12 @@ impl DecoderTokenizer {
         })
     }
 
+    /// The end-of-sequence token as text (joins segments the way Mondal et al.'s
+    /// `premise {eos} hypothesis` does); empty when the checkpoint names none.
+    pub fn eos_token(&self) -> &str {
+        &self.eos_token
+    }
+
     /// The `tokenizers` pipeline.
     pub fn inner(&self) -> &Tokenizer {
         &self.inner

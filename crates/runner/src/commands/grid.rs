@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 
 use crate::backend::BackendTask;
 use crate::experiment::{ExperimentFile, Task};
-use crate::grid::{Cell, CellConfig, StudyCell, TrainCell, expand};
+use crate::grid::{AdaptCell, Cell, CellConfig, StudyCell, TrainCell, expand};
 use crate::results::{
     RunResult, read_result, run_dir, source_commit, status, utc_now, write_atomic, write_tables,
 };
@@ -55,6 +55,7 @@ impl Grid {
                     (c.model_name.clone(), format!("dataset {}", c.dataset_name))
                 }
                 CellConfig::Study(s) => (s.model_name.clone(), format!("study {}", s.study_name)),
+                CellConfig::Adapt(a) => (a.model_name.clone(), format!("task {}", a.task_name)),
             };
             if !seen.insert(key) {
                 continue;
@@ -80,6 +81,15 @@ impl Grid {
                         paths.push(("statistics", s.study_name.as_str(), p.as_path()));
                     }
                 }
+                CellConfig::Adapt(a) => {
+                    paths.push(("training file", a.train_file.0.as_str(), &a.train_file.1));
+                    for (lang, p) in &a.eval_files {
+                        paths.push(("evaluation file", lang.as_str(), p.as_path()));
+                    }
+                    if let Some(p) = &a.neurons_file {
+                        paths.push(("neurons", a.task_name.as_str(), p.as_path()));
+                    }
+                }
             }
             let unset: Vec<String> = paths
                 .iter()
@@ -101,6 +111,7 @@ impl Grid {
             let checks = match &cell.config {
                 CellConfig::Train(c) => vec![check_encoder(c), check_dataset(c)],
                 CellConfig::Study(s) => vec![check_study_inputs(s)],
+                CellConfig::Adapt(a) => vec![check_adapt_inputs(a)],
             };
             problems.extend(
                 checks
@@ -198,6 +209,42 @@ fn check_study_inputs(s: &StudyCell) -> Result<()> {
             "model `{}`: no tokenizer in {} (a study tokenizes its texts)",
             s.model_name,
             s.model_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The files a fine-tuning cell reads exist, and the model is a decoder with a tokenizer.
+fn check_adapt_inputs(a: &AdaptCell) -> Result<()> {
+    let (lang, path) = &a.train_file;
+    if !path.is_file() {
+        bail!(
+            "task `{}`: no training file for language {lang}: {}",
+            a.task_name,
+            path.display()
+        );
+    }
+    for (lang, path) in &a.eval_files {
+        if !path.is_file() {
+            bail!(
+                "task `{}`: no evaluation file for language {lang}: {}",
+                a.task_name,
+                path.display()
+            );
+        }
+    }
+    if let Some(p) = &a.neurons_file
+        && !p.is_file()
+    {
+        bail!("[lora]: no such neuron-set file {}", p.display());
+    }
+    let checkpoint = models::DecoderCheckpoint::open(&a.model_dir)
+        .with_context(|| format!("model `{}`", a.model_name))?;
+    if checkpoint.tokenizer.is_none() {
+        bail!(
+            "model `{}`: no tokenizer in {} (fine-tuning tokenizes the task's text)",
+            a.model_name,
+            a.model_dir.display()
         );
     }
     Ok(())
@@ -302,6 +349,9 @@ impl BackendTask for GridRun {
                     CellConfig::Study(s) => {
                         crate::study::run_study::<B>(s, &dir, &stats_dir, &mut log, &device)
                     }
+                    CellConfig::Adapt(a) => crate::adapt::run_adapt::<Autodiff<B>>(
+                        a, &grid.dir, &dir, &mut log, &device,
+                    ),
                 }))
                 .unwrap_or_else(|panic| {
                     let msg = panic

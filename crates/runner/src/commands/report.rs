@@ -140,8 +140,21 @@ pub fn report(dir: &Path) -> Result<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if runs.iter().any(|r| r.result.params.contains_key("task")) {
+        let (tasks, studies): (Vec<&Run>, Vec<&Run>) = runs
+            .iter()
+            .partition(|r| r.result.params.contains_key("task"));
+        let mut md = adapt_report(dir, &name, &tasks)?;
+        if !studies.is_empty() {
+            md.push('\n');
+            md.push_str(&study_report(dir, &name, &studies));
+        }
+        failed_runs(&mut md, &failed);
+        write_atomic(&dir.join("report.md"), md.as_bytes())?;
+        return Ok(md);
+    }
     if runs.iter().any(|r| r.result.params.contains_key("study")) {
-        let mut md = study_report(dir, &name, &runs);
+        let mut md = study_report(dir, &name, &runs.iter().collect::<Vec<_>>());
         failed_runs(&mut md, &failed);
         write_atomic(&dir.join("report.md"), md.as_bytes())?;
         return Ok(md);
@@ -361,9 +374,175 @@ fn failed_runs(md: &mut String, failed: &[&Run]) {
 /// The report of a grid of neuron studies: one row per run (method, neurons per language, the
 /// mean NLL change on and off the diagonal, for the chosen and the random neurons), then each
 /// run's heatmaps.
-fn study_report(dir: &Path, name: &str, runs: &[Run]) -> String {
+/// The fine-tuning cells of a grid: accuracy per evaluation language, mean ± std over seeds,
+/// for each neuron choice (a `target` choice gathers its per-language cells), and the delta to
+/// plain LoRA (`neurons = none`) with the same other settings; `accuracy.svg` and `delta.svg`.
+fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
     let mut md = String::new();
-    let finished: Vec<&Run> = runs.iter().filter(|r| r.result.finished()).collect();
+    let finished: Vec<&Run> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.result.finished())
+        .collect();
+    let _ = writeln!(md, "# Grid `{name}`: cross-lingual LoRA fine-tuning\n");
+    let _ = writeln!(
+        md,
+        "{} fine-tuning runs: {} finished, {} failed. Accuracy per evaluation language after \
+         the last step (no model selection), mean ± std over seeds (n). Δ: difference of the \
+         means to plain LoRA (`none`) with the same other settings, and the exact paired \
+         sign-flip p-value over the seeds both have.\n",
+        runs.len(),
+        finished.len(),
+        runs.len() - finished.len()
+    );
+    // Group: every axis value except the seed and the evaluation language.
+    let key_of = |r: &RunResult| {
+        let mut k = group_key(r);
+        k.remove("eval");
+        k
+    };
+    type Scores = BTreeMap<String, BTreeMap<u64, f64>>; // language → seed → value
+    let mut groups: BTreeMap<BTreeMap<String, String>, (Scores, Scores)> = BTreeMap::new();
+    let mut languages = std::collections::BTreeSet::new();
+    for r in &finished {
+        let seed: u64 = r
+            .result
+            .params
+            .get("seed")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let (plain, intervened) = groups.entry(key_of(&r.result)).or_default();
+        for (metric, value) in &r.result.metrics {
+            if let Some(lang) = metric.strip_prefix("accuracy/") {
+                languages.insert(lang.to_string());
+                plain.entry(lang.into()).or_default().insert(seed, *value);
+            } else if let Some(lang) = metric.strip_prefix("accuracy_intervened/") {
+                intervened
+                    .entry(lang.into())
+                    .or_default()
+                    .insert(seed, *value);
+            }
+        }
+    }
+    let languages: Vec<String> = languages.into_iter().collect();
+    let baseline_of = |key: &BTreeMap<String, String>| {
+        let mut b = key.clone();
+        b.insert("neurons".into(), "none".into());
+        groups.get(&b).map(|g| &g.0)
+    };
+    let cell = |values: Option<&BTreeMap<u64, f64>>| match values {
+        Some(v) if !v.is_empty() => {
+            let (m, s) = mean_std(&v.values().copied().collect::<Vec<_>>());
+            format!("{:.2} ± {:.2} ({})", 100.0 * m, 100.0 * s, v.len())
+        }
+        _ => "–".into(),
+    };
+    let header: Vec<String> = languages.iter().map(|l| format!("{l} acc. (%)")).collect();
+    let _ = writeln!(
+        md,
+        "| settings | {} | Δ to none (pt, p) |",
+        header.join(" | ")
+    );
+    let _ = writeln!(md, "|---|{}---|", "---:|".repeat(languages.len()));
+    let mut means = Vec::new();
+    let mut deltas = Vec::new();
+    let mut rows = Vec::new();
+    for (key, (plain, _)) in &groups {
+        let base = baseline_of(key);
+        let mut delta_text = Vec::new();
+        let mut mean_row = Vec::new();
+        let mut delta_row = Vec::new();
+        for lang in &languages {
+            let mine = plain.get(lang);
+            let mean = mine
+                .filter(|v| !v.is_empty())
+                .map(|v| mean_std(&v.values().copied().collect::<Vec<_>>()).0);
+            mean_row.push(mean.map_or(f64::NAN, |m| 100.0 * m));
+            let delta = match (mine, base.and_then(|b| b.get(lang))) {
+                (Some(a), Some(b)) if key.get("neurons").is_some_and(|n| n != "none") => {
+                    let pairs: Vec<f64> = a
+                        .iter()
+                        .filter_map(|(seed, x)| b.get(seed).map(|y| x - y))
+                        .collect();
+                    let ma = mean_std(&a.values().copied().collect::<Vec<_>>()).0;
+                    let mb = mean_std(&b.values().copied().collect::<Vec<_>>()).0;
+                    delta_text.push(format!(
+                        "{lang} {:+.2} (p {:.2})",
+                        100.0 * (ma - mb),
+                        sign_flip_p(&pairs)
+                    ));
+                    100.0 * (ma - mb)
+                }
+                _ => f64::NAN,
+            };
+            delta_row.push(delta);
+        }
+        let cells: Vec<String> = languages.iter().map(|l| cell(plain.get(l))).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            describe(key, &[]),
+            cells.join(" | "),
+            if delta_text.is_empty() {
+                "–".into()
+            } else {
+                delta_text.join(", ")
+            }
+        );
+        rows.push(describe(key, &["model", "task"]));
+        means.push(mean_row);
+        deltas.push(delta_row);
+    }
+    if groups.values().any(|(_, i)| !i.is_empty()) {
+        let _ = writeln!(
+            md,
+            "\nWith the test-time intervention on the evaluation language's neurons:\n"
+        );
+        let _ = writeln!(md, "| settings | {} |", header.join(" | "));
+        let _ = writeln!(md, "|---|{}", "---:|".repeat(languages.len()));
+        for (key, (_, intervened)) in &groups {
+            let cells: Vec<String> = languages.iter().map(|l| cell(intervened.get(l))).collect();
+            let _ = writeln!(md, "| {} | {} |", describe(key, &[]), cells.join(" | "));
+        }
+    }
+    if !rows.is_empty() && !languages.is_empty() {
+        let map = crate::plot::Heatmap {
+            title: "Accuracy (%) per evaluation language, mean over seeds".into(),
+            x_label: "evaluation language".into(),
+            y_label: "settings".into(),
+            rows: rows.clone(),
+            columns: languages.clone(),
+            values: means,
+            diverging: false,
+            decimals: 1,
+        };
+        write_atomic(&dir.join("accuracy.svg"), map.to_svg().as_bytes())?;
+        let _ = writeln!(md, "\n![accuracy per language](accuracy.svg)");
+        if deltas.iter().flatten().any(|d| d.is_finite()) {
+            let map = crate::plot::Heatmap {
+                title: "Accuracy change (points) against plain LoRA".into(),
+                x_label: "evaluation language".into(),
+                y_label: "settings".into(),
+                rows,
+                columns: languages,
+                values: deltas,
+                diverging: true,
+                decimals: 1,
+            };
+            write_atomic(&dir.join("delta.svg"), map.to_svg().as_bytes())?;
+            let _ = writeln!(md, "![change against plain LoRA](delta.svg)");
+        }
+    }
+    Ok(md)
+}
+
+fn study_report(dir: &Path, name: &str, runs: &[&Run]) -> String {
+    let mut md = String::new();
+    let finished: Vec<&Run> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.result.finished())
+        .collect();
     let _ = writeln!(md, "# Grid `{name}`: neuron studies\n");
     let _ = writeln!(
         md,

@@ -1,0 +1,387 @@
+//! Cross-lingual LoRA fine-tuning cells through `neuronlab grid run`, on the tiny Llama with the
+//! word-level tokenizer of `cli_study`: a two-class task whose classes use different blocks of
+//! the vocabulary, trained on "language" `aa` and evaluated on `bb` and `cc` (their own raw
+//! labels mapped to the shared classes). The run folder's files agree with each other, the
+//! gate adapter changes only the chosen neurons, and bad input fails with a clear error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::cli_study::{documents, tiny_decoder};
+use crate::util::{csv_rows, neuronlab, text};
+
+/// JSON lines of `(text, label)`: documents of class `x` from `w3..w9`, of class `y` from
+/// `w63..w69`, alternating (few words, so that the training documents cover them all).
+fn task_file(path: &Path, n: usize, labels: [&str; 2], seed: usize, extra: &[(&str, &str)]) {
+    let xs = documents(n, 6, 3, 9, seed);
+    let ys = documents(n, 6, 63, 69, seed + 1);
+    let mut lines: Vec<String> = xs
+        .into_iter()
+        .zip(ys)
+        .flat_map(|(x, y)| {
+            [
+                serde_json::json!({"body": x, "topic": labels[0]}).to_string(),
+                serde_json::json!({"body": y, "topic": labels[1]}).to_string(),
+            ]
+        })
+        .collect();
+    lines.extend(
+        extra
+            .iter()
+            .map(|(body, topic)| serde_json::json!({"body": body, "topic": topic}).to_string()),
+    );
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Neuron sets: `aa` and `bb` with neurons in both layers, `cc` in layer 1 only.
+const SETS: &str = r#"{"rows": [
+  {"language": "aa", "layer": 0, "neuron": 3}, {"language": "aa", "layer": 0, "neuron": 17},
+  {"language": "aa", "layer": 1, "neuron": 40},
+  {"language": "bb", "layer": 0, "neuron": 5}, {"language": "bb", "layer": 1, "neuron": 6},
+  {"language": "bb", "layer": 1, "neuron": 7},
+  {"language": "cc", "layer": 1, "neuron": 11}, {"language": "cc", "layer": 1, "neuron": 12}
+]}"#;
+
+fn experiment(root: &Path, lora: &str, grid: &str) -> PathBuf {
+    let model = tiny_decoder(root);
+    task_file(&root.join("aa.jsonl"), 16, ["ex", "why"], 1, &[]);
+    task_file(
+        &root.join("bb.jsonl"),
+        6,
+        ["bx", "by"],
+        5,
+        &[("w4 w5", "skip")],
+    );
+    task_file(&root.join("cc.jsonl"), 5, ["x", "y"], 9, &[]);
+    std::fs::write(root.join("sets.json"), SETS).unwrap();
+    let text = format!(
+        r#"name = "adapt"
+
+[train]
+max_seq_len = 8
+batch_size = 4
+learning_rate = 0.02
+epochs = 6
+save_model = true
+
+[models.tiny]
+path = "{model}"
+kind = "decoder"
+
+[tasks.topics]
+format = "jsonl"
+text = "body"
+label = "topic"
+classes = ["x", "y"]
+train = {{ aa = "aa.jsonl" }}
+eval = {{ bb = "bb.jsonl", cc = "cc.jsonl" }}
+label_map = {{ aa = {{ ex = "x", why = "y" }}, bb = {{ bx = "x", by = "y" }} }}
+drop_labels = {{ bb = ["skip"] }}
+
+{lora}
+{grid}"#,
+        model = model.display(),
+    );
+    let path = root.join("adapt.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const LORA: &str = r#"
+[lora]
+targets = ["q_proj", "v_proj"]
+rank = 2
+neurons_file = "sets.json"
+intervention = "zero"
+"#;
+
+/// Every run of a grid: (params without the seed, run folder, result.json).
+fn runs(grid: &Path) -> Vec<(BTreeMap<String, String>, PathBuf, Value)> {
+    let rows = csv_rows(&grid.join("results.csv"));
+    let id = rows[0].iter().position(|c| c == "run_id").unwrap();
+    rows[1..]
+        .iter()
+        .map(|r| {
+            let dir = grid.join(&r[id]);
+            let result: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap())
+                    .unwrap();
+            let params = result["params"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            (params, dir, result)
+        })
+        .collect()
+}
+
+/// `[layer][neuron]`: whether the saved `gate_proj` `lora_B` of that layer has a non-zero entry
+/// in the neuron's column.
+fn changed_gate_neurons(adapter: &Path) -> Vec<Vec<bool>> {
+    let bytes = std::fs::read(adapter).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    (0..2)
+        .map(|l| {
+            let t = file
+                .tensor(&format!(
+                    "base_model.model.model.layers.{l}.mlp.gate_proj.lora_B.weight"
+                ))
+                .unwrap();
+            let [out, rank] = [t.shape()[0], t.shape()[1]];
+            let values: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (0..out)
+                .map(|j| (0..rank).any(|k| values[j * rank + k] != 0.0))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn lora_cells_train_on_one_language_and_evaluate_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let grid = "[grid]\nmodel = [\"tiny\"]\ntask = [\"topics\"]\n\
+                neurons = [\"none\", \"aa\", \"target\", \"random:target\"]\nseed = [1, 2]\n";
+    let exp = experiment(root, LORA, grid);
+    let exp = exp.to_str().unwrap();
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs", "--dry-run"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    // none, aa: one cell each; target and random:target: one per evaluation language; × 2 seeds.
+    assert!(text(&out).contains("12 cells"), "{}", text(&out));
+
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = runs(&root.join("runs/adapt"));
+    assert_eq!(runs.len(), 12);
+    let sets = ablation::LanguageSets::from_json(SETS).unwrap();
+    for (params, dir, result) in &runs {
+        assert_eq!(result["status"], "finished", "{params:?}: {result}");
+        let metrics = &result["metrics"];
+        // Evaluated languages: both, or the target's one.
+        let langs: Vec<&str> = match params["eval"].as_str() {
+            "all" => vec!["bb", "cc"],
+            one => vec![one],
+        };
+        let table = csv_rows(&dir.join("per_language.csv"));
+        assert_eq!(
+            table[0],
+            ["language", "examples", "accuracy", "accuracy_intervened"]
+        );
+        assert_eq!(table.len(), 1 + langs.len());
+        let predictions = csv_rows(&dir.join("predictions.csv"));
+        let mut mean = 0.0;
+        for (row, lang) in table[1..].iter().zip(&langs) {
+            assert_eq!(row[0], *lang);
+            // bb: 12 examples, the "skip" one left out; cc: 10.
+            let n = if *lang == "bb" { 12 } else { 10 };
+            assert_eq!(row[1], n.to_string());
+            for (column, intervened) in [(2, "false"), (3, "true")] {
+                let preds: Vec<&Vec<String>> = predictions[1..]
+                    .iter()
+                    .filter(|p| p[0] == *lang && p[4] == intervened)
+                    .collect();
+                assert_eq!(preds.len(), n);
+                // Labels alternate x, y.
+                for p in &preds {
+                    let i: usize = p[1].parse().unwrap();
+                    assert_eq!(p[2], (i % 2).to_string(), "{p:?}");
+                }
+                let correct = preds.iter().filter(|p| p[2] == p[3]).count();
+                let acc: f64 = row[column].parse().unwrap();
+                assert!((acc - correct as f64 / n as f64).abs() < 1e-6, "{row:?}");
+                let key = if intervened == "true" {
+                    format!("accuracy_intervened/{lang}")
+                } else {
+                    format!("accuracy/{lang}")
+                };
+                assert!((metrics[&key].as_f64().unwrap() - acc).abs() < 1e-6);
+            }
+            mean += metrics[&format!("accuracy/{lang}")].as_f64().unwrap() / langs.len() as f64;
+        }
+        assert!((metrics["accuracy"].as_f64().unwrap() - mean).abs() < 1e-12);
+        // The classes use disjoint words: every model learns them.
+        assert!(mean >= 0.8, "{params:?}: accuracy {mean}");
+
+        // The gate adapter: absent for plain LoRA; otherwise only the set's neurons changed.
+        let adapter = dir.join("adapter.safetensors");
+        let bytes = std::fs::read(&adapter).unwrap();
+        let keys: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
+            .unwrap()
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let neurons = params["neurons"].as_str();
+        if neurons == "none" {
+            assert!(!keys.iter().any(|k| k.contains("gate_proj")), "{keys:?}");
+            assert!(!dir.join("trained_neurons.json").exists());
+            assert_eq!(metrics["trained_neurons"], 0.0);
+            continue;
+        }
+        let trained = ablation::NeuronSet::from_json(
+            &std::fs::read_to_string(dir.join("trained_neurons.json")).unwrap(),
+        )
+        .unwrap();
+        let wanted = match (neurons, params["eval"].as_str()) {
+            ("aa", _) => sets.sets["aa"].clone(),
+            (_, lang) => sets.sets[lang].clone(),
+        };
+        let pairs = |s: &ablation::NeuronSet| -> Vec<(usize, usize)> {
+            s.rows().iter().map(|r| (r.layer, r.neuron)).collect()
+        };
+        if neurons.starts_with("random:") {
+            assert_eq!(trained.counts_per_layer(2), wanted.counts_per_layer(2));
+            assert_ne!(pairs(&trained), pairs(&wanted));
+        } else {
+            assert_eq!(pairs(&trained), pairs(&wanted));
+        }
+        let changed = changed_gate_neurons(&adapter);
+        for (l, layer) in changed.iter().enumerate() {
+            for (j, &c) in layer.iter().enumerate() {
+                assert_eq!(
+                    c,
+                    trained.contains(l, j),
+                    "{params:?}: layer {l} neuron {j} changed = {c}"
+                );
+            }
+        }
+    }
+    // The two seeds of a setting differ (head, adapters and order are seeded).
+    let plain: Vec<&Value> = runs
+        .iter()
+        .filter(|(p, _, _)| p["neurons"] == "none")
+        .map(|(_, _, r)| &r["metrics"]["train_loss"])
+        .collect();
+    assert_eq!(plain.len(), 2);
+    assert_ne!(plain[0], plain[1]);
+
+    // The report: a row per setting, per language, with the delta to plain LoRA.
+    let out = neuronlab(&["report", "runs/adapt"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = std::fs::read_to_string(root.join("runs/adapt/report.md")).unwrap();
+    assert!(
+        md.contains("| settings | bb acc. (%) | cc acc. (%) | Δ to none"),
+        "{md}"
+    );
+    for setting in [
+        "neurons=none",
+        "neurons=aa",
+        "neurons=target",
+        "neurons=random:target",
+    ] {
+        assert!(md.contains(setting), "{setting}: {md}");
+    }
+    assert!(md.contains("With the test-time intervention"), "{md}");
+    for svg in ["accuracy.svg", "delta.svg"] {
+        let s = std::fs::read_to_string(root.join("runs/adapt").join(svg)).unwrap();
+        assert!(s.starts_with("<svg"), "{svg}");
+    }
+}
+
+#[test]
+fn bad_lora_settings_and_missing_evaluation_data_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let grid = "[grid]\nmodel = [\"tiny\"]\ntask = [\"topics\"]\n";
+    let cases = [
+        (
+            LORA.replace("\"v_proj\"", "\"value\""),
+            grid.to_string(),
+            "lora.targets.1: \"value\" names no linear of a Llama layer",
+        ),
+        (
+            LORA.replace("rank = 2", "rank = 0"),
+            grid.to_string(),
+            "lora.rank: the rank must be at least 1",
+        ),
+        (
+            "[lora]\n".to_string(),
+            format!("{grid}neurons = [\"aa\"]\n"),
+            "grid.neurons.0: \"aa\" needs neuron sets",
+        ),
+        (
+            LORA.to_string(),
+            format!("{grid}neurons = [\"aa+\"]\n"),
+            "grid.neurons.0: \"aa+\": expected none, a language",
+        ),
+        (
+            LORA.replace("intervention = \"zero\"", "intervention = \"mean\""),
+            grid.to_string(),
+            "lora.intervention: a mean intervention needs the study's statistics",
+        ),
+    ];
+    for (lora, grid, want) in &cases {
+        let exp = experiment(root, lora, grid);
+        let out = neuronlab(
+            &[
+                "grid",
+                "run",
+                exp.to_str().unwrap(),
+                "--output",
+                "runs",
+                "--dry-run",
+            ],
+            root,
+        );
+        assert!(!out.status.success(), "{want}");
+        let msg = text(&out);
+        assert!(msg.contains(want), "want {want:?} in {msg}");
+        assert!(msg.contains("adapt.toml, line "), "{msg}");
+    }
+
+    // At run time: an evaluation language whose file has no example left, and a neuron choice
+    // the sets do not have, fail their cells; the grid goes on and the others finish.
+    let exp = experiment(root, LORA, &format!("{grid}neurons = [\"none\", \"zz\"]\n"));
+    std::fs::write(
+        root.join("cc.jsonl"),
+        "{\"body\": \"w3 w4\", \"topic\": \"gone\"}\n",
+    )
+    .unwrap();
+    let text_ = std::fs::read_to_string(&exp).unwrap().replace(
+        "drop_labels = { bb = [\"skip\"] }",
+        "drop_labels = { bb = [\"skip\"], cc = [\"gone\"] }",
+    );
+    std::fs::write(&exp, text_).unwrap();
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains("language cc: no examples in") && msg.contains("(1 left out by drop_labels)"),
+        "{msg}"
+    );
+    // Fix the file: the `zz` cell still fails, naming the languages the sets have.
+    task_file(&root.join("cc.jsonl"), 5, ["x", "y"], 9, &[]);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains("no neuron set for language zz; it has aa, bb, cc"),
+        "{msg}"
+    );
+    let runs = runs(&root.join("runs/adapt"));
+    let status: BTreeMap<String, String> = runs
+        .iter()
+        .map(|(p, _, r)| {
+            (
+                p["neurons"].clone(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(status["none"], "finished");
+    assert_eq!(status["zz"], "failed");
+}
