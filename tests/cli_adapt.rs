@@ -385,3 +385,141 @@ fn bad_lora_settings_and_missing_evaluation_data_are_named() {
     assert_eq!(status["none"], "finished");
     assert_eq!(status["zz"], "failed");
 }
+
+#[test]
+fn the_lsn_paper_grid_validates_on_fixture_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = crate::util::root().join("experiments/lsn-paper.toml");
+    let exp = exp.to_str().unwrap();
+    let dry_run = |vars: &[(&str, PathBuf)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"));
+        cmd.args(["grid", "run", exp, "--dry-run", "--output", "runs"])
+            .current_dir(root);
+        for v in ["MODELS_DIR", "XNLI_DIR", "LSN_NEURONS"] {
+            cmd.env_remove(v);
+        }
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // Without the variables: every cell listed, the unset variables named.
+    let out = dry_run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    // Per model: none, en, and target / en+target for each of vi, hi, ur.
+    assert!(t.contains("16 cells"), "{t}");
+    for var in ["MODELS_DIR", "XNLI_DIR", "LSN_NEURONS"] {
+        assert!(t.contains(&format!("{var} is not set")), "{var}: {t}");
+    }
+    assert!(
+        t.contains("neurons=en+target") && t.contains("eval=ur"),
+        "{t}"
+    );
+
+    // With the tiny Llama as both models and the XNLI fixtures in the distributed layout.
+    let models = root.join("models");
+    std::fs::create_dir_all(models.join("Mistral-Nemo-Base-2407")).unwrap();
+    let tiny = tiny_decoder(root);
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(tiny.join(f), models.join("Mistral-Nemo-Base-2407").join(f)).unwrap();
+    }
+    std::fs::rename(&tiny, models.join("Meta-Llama-3.1-8B")).unwrap();
+    let xnli = root.join("xnli");
+    std::fs::create_dir_all(&xnli).unwrap();
+    let fixtures = crate::util::fixture("xnli");
+    std::fs::copy(fixtures.join("xnli.test.tsv"), xnli.join("xnli.test.tsv")).unwrap();
+    std::fs::copy(
+        fixtures.join("multinli.train.vi.tsv"),
+        xnli.join("multinli.train.en.tsv"),
+    )
+    .unwrap();
+    std::fs::write(root.join("sets.json"), SETS).unwrap();
+    let out = dry_run(&[
+        ("MODELS_DIR", models),
+        ("XNLI_DIR", xnli),
+        ("LSN_NEURONS", root.join("sets.json")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("every cell is valid"), "{}", text(&out));
+}
+
+#[test]
+fn a_study_of_the_grid_feeds_the_fine_tuning_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let [aa, bb, cc] = crate::cli_study::texts(root);
+    // The study runs first, once (the first seed); its sets and statistics serve the cells.
+    let study = format!(
+        r#"
+[texts.plain]
+format = "lines"
+files = {{ aa = "{aa}" }}
+
+[texts.json]
+format = "jsonl"
+field = "body"
+files = {{ bb = "{bb}" }}
+
+[texts.columns]
+format = "parquet"
+field = "body"
+files = {{ cc = "{cc}" }}
+
+[studies.p90]
+texts = ["plain", "json", "columns"]
+method = "percentile"
+rate = 0.05
+window = 16
+batch_size = 3
+intervention = "none"
+
+[lora]
+targets = ["q_proj"]
+rank = 2
+neurons_from = "p90"
+intervention = "mean"
+"#,
+        aa = aa.display(),
+        bb = bb.display(),
+        cc = cc.display(),
+    );
+    let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"p90\"]\ntask = [\"topics\"]\n\
+                neurons = [\"target\"]\nseed = [3, 4]\n";
+    let exp = experiment(root, &study, grid);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = runs(&root.join("runs/adapt"));
+    // 1 study (seed 3) + target × {bb, cc} × 2 seeds.
+    assert_eq!(runs.len(), 5);
+    let (_, study_dir, study_result) = runs
+        .iter()
+        .find(|(p, _, _)| p.contains_key("study"))
+        .unwrap();
+    assert_eq!(study_result["params"]["seed"], "3");
+    let sets = ablation::LanguageSets::from_json(
+        &std::fs::read_to_string(study_dir.join("neurons.json")).unwrap(),
+    )
+    .unwrap();
+    for (params, dir, result) in runs.iter().filter(|(p, _, _)| p.contains_key("task")) {
+        assert_eq!(result["status"], "finished", "{params:?}: {result}");
+        let lang = params["eval"].as_str();
+        let trained = ablation::NeuronSet::from_json(
+            &std::fs::read_to_string(dir.join("trained_neurons.json")).unwrap(),
+        )
+        .unwrap();
+        let pairs = |s: &ablation::NeuronSet| -> Vec<(usize, usize)> {
+            s.rows().iter().map(|r| (r.layer, r.neuron)).collect()
+        };
+        // round(0.05 · 2 · 48) = 5 neurons per language.
+        assert_eq!(pairs(&trained).len(), 5);
+        assert_eq!(pairs(&trained), pairs(&sets.sets[lang]), "{lang}");
+        let m = &result["metrics"];
+        assert!(m[&format!("accuracy_intervened/{lang}")].is_number(), "{m}");
+        assert!(m[&format!("accuracy/{lang}")].is_number(), "{m}");
+    }
+}

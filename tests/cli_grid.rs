@@ -406,7 +406,12 @@ fn bad_experiments_are_clear_errors_before_anything_runs() {
 
 #[test]
 fn the_shipped_experiments_on_fetched_artefacts_validate() {
-    for file in ["quickstart.toml", "wiki-topics.toml", "lape-smollm2.toml"] {
+    for file in [
+        "quickstart.toml",
+        "wiki-topics.toml",
+        "lape-smollm2.toml",
+        "xling-topics-smollm2.toml",
+    ] {
         let exp = crate::util::root().join("experiments").join(file);
         let out = Command::new(env!("CARGO_BIN_EXE_neuronlab"))
             .args(["grid", "run", exp.to_str().unwrap(), "--dry-run"])

@@ -66,7 +66,7 @@ pub(crate) fn documents(n: usize, len: usize, lo: usize, hi: usize, seed: usize)
 }
 
 /// Three languages: `aa` (lines), `bb` (JSONL), `cc` (Parquet).
-fn texts(root: &Path) -> [PathBuf; 3] {
+pub(crate) fn texts(root: &Path) -> [PathBuf; 3] {
     let aa = root.join("aa.txt");
     std::fs::write(&aa, documents(12, 15, 3, 33, 1).join("\n") + "\n").unwrap();
     let bb = root.join("bb.jsonl");

@@ -584,14 +584,17 @@ pub fn run_adapt<B: AutodiffBackend>(
     })
 }
 
-/// The statistics a study cell used (for mean interventions), from its `statistics.path`.
+/// The statistics a study cell used (for mean interventions): the file of the grid's
+/// `statistics/` that its `statistics.name` names.
 fn study_statistics(grid_dir: &Path, study_run: &str) -> Result<ActivationStats> {
-    let pointer = grid_dir.join(study_run).join("statistics.path");
-    let path = std::fs::read_to_string(&pointer).with_context(|| {
+    let pointer = grid_dir.join(study_run).join("statistics.name");
+    let name = std::fs::read_to_string(&pointer).with_context(|| {
         format!(
             "a mean intervention needs the study's statistics; cannot read {}",
             pointer.display()
         )
     })?;
-    Ok(ActivationStats::load(Path::new(path.trim()))?)
+    Ok(ActivationStats::load(
+        &grid_dir.join("statistics").join(name.trim()),
+    )?)
 }

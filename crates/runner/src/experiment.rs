@@ -57,6 +57,29 @@
 //! study = ["lape"]
 //! ```
 //!
+//! A grid of cross-lingual fine-tuning cells (LoRA on a decoder classifier; see
+//! [`crate::adapt`]) names tasks and neuron sets; studies of the same file run first and feed
+//! them:
+//!
+//! ```toml
+//! [tasks.xnli]
+//! format = "xnli"                          # or "jsonl" with text / text_pair / label / classes
+//! train = { en = "${XNLI_DIR}/multinli.train.en.tsv" }
+//! eval = { vi = "${XNLI_DIR}/xnli.test.tsv", hi = "${XNLI_DIR}/xnli.test.tsv" }
+//!
+//! [lora]
+//! targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
+//! rank = 8                                 # alpha = 2 rank unless set
+//! neurons_from = "lape"                    # a study of this grid (or neurons_file = "...")
+//!
+//! [grid]
+//! model = ["smollm2"]
+//! study = ["lape"]
+//! task = ["xnli"]
+//! neurons = ["none", "en", "target", "random:target"]
+//! seed = [1, 2, 3]
+//! ```
+//!
 //! Settings resolve in this order, later wins: built-in defaults, `[train]`, the dataset's
 //! `train`, the model's `train`, the loss's `train` (comparative losses), the grid axis. A pair
 //! in `grid.pairs` may name its own losses (`{ model, dataset, loss = [...] }`). Unknown keys anywhere are errors naming the file,

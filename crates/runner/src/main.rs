@@ -176,6 +176,41 @@ enum Bench {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Milliseconds per LoRA training step (forward, backward, clipping, AdamW) of a decoder
+    /// classifier with a frozen base, on a random batch without padding.
+    LoraStep {
+        /// A `.gguf` file or an HF decoder directory.
+        #[arg(
+            long,
+            default_value = ".cache/artefacts/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+        )]
+        model: PathBuf,
+        /// Examples per step.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Tokens per example.
+        #[arg(long, default_value_t = 64)]
+        seq: usize,
+        /// LoRA rank (alpha = 2 rank).
+        #[arg(long, default_value_t = 8)]
+        rank: usize,
+        /// Linears with an unmasked adapter, comma-separated.
+        #[arg(
+            long,
+            default_value = "q_proj,k_proj,v_proj,o_proj",
+            value_delimiter = ','
+        )]
+        targets: Vec<String>,
+        /// Add a gate_proj adapter masked to this many random neurons per layer.
+        #[arg(long)]
+        gate_neurons: Option<usize>,
+        /// Timed steps (after one warm-up step); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Milliseconds per training step (forward of every view, backward, clipping, AdamW) of a
     /// sequence classifier on a random batch without padding, baseline or comparative.
     Step {
@@ -323,6 +358,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seq,
                 n_drop,
                 batched: !sequential,
+                iters: iters.max(1),
+                device_label: device.to_string(),
+            };
+            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
+        }
+        Command::Bench {
+            what:
+                Bench::LoraStep {
+                    model,
+                    batch,
+                    seq,
+                    rank,
+                    targets,
+                    gate_neurons,
+                    iters,
+                    device,
+                },
+        } => {
+            let task = commands::bench::BenchLoraStep {
+                model,
+                batch,
+                seq,
+                rank,
+                targets,
+                gate_neurons,
                 iters: iters.max(1),
                 device_label: device.to_string(),
             };

@@ -312,10 +312,12 @@ pub fn run_study<B: Backend>(
             log,
             device,
         )?;
-        // Where they are, for the fine-tuning cells' mean interventions.
+        // Which file of the grid's `statistics/` they are, for the fine-tuning cells' mean
+        // interventions.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         write_atomic(
-            &dir.join("statistics.path"),
-            path.to_string_lossy().as_bytes(),
+            &dir.join("statistics.name"),
+            name.unwrap_or_default().as_bytes(),
         )?;
         Some(stats)
     } else {

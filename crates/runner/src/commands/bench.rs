@@ -344,3 +344,165 @@ impl BackendTask for BenchStep {
         })
     }
 }
+
+/// Time one LoRA training step of a decoder classifier: forward, backward, clipping and AdamW
+/// over the adapters and the head, the decoder frozen.
+#[derive(Debug, Clone)]
+pub struct BenchLoraStep {
+    /// A `.gguf` file or an HF decoder directory.
+    pub model: PathBuf,
+    /// Examples per step.
+    pub batch: usize,
+    /// Tokens per example.
+    pub seq: usize,
+    /// The rank (α = 2r).
+    pub rank: usize,
+    /// Linears with an unmasked adapter in every layer.
+    pub targets: Vec<String>,
+    /// With a value k: a `gate_proj` adapter masked to k random neurons per layer (the
+    /// neuron-specific variant).
+    pub gate_neurons: Option<usize>,
+    /// Timed steps (after one warm-up step).
+    pub iters: usize,
+    /// Device label for the report.
+    pub device_label: String,
+}
+
+/// A LoRA step benchmark result, printed as a JSON line.
+#[derive(Debug, Serialize)]
+pub struct LoraStepReport {
+    /// Which implementation ran.
+    pub implementation: String,
+    /// Device.
+    pub device: String,
+    /// Examples per step.
+    pub batch: usize,
+    /// Tokens per example.
+    pub seq: usize,
+    /// The rank.
+    pub rank: usize,
+    /// Adapter targets (`gate_proj[k]`: masked to k neurons per layer).
+    pub targets: String,
+    /// Trainable parameters (adapters and head).
+    pub trainable: usize,
+    /// Timed steps.
+    pub iters: usize,
+    /// Median milliseconds per step.
+    pub median_ms: f64,
+    /// Median milliseconds of the forward pass (loss included).
+    pub forward_ms: f64,
+    /// Median milliseconds of the backward pass.
+    pub backward_ms: f64,
+    /// Median milliseconds of clipping and the AdamW update.
+    pub optimizer_ms: f64,
+}
+
+impl BackendTask for BenchLoraStep {
+    type Output = LoraStepReport;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<LoraStepReport> {
+        use crate::train::{AdamW, clip_global_norm};
+        use burn::backend::Autodiff;
+        use burn::optim::{GradientsParams, Optimizer};
+        use models::{LoraConfig, TokenPosition};
+
+        let checkpoint = DecoderCheckpoint::open(&self.model)
+            .with_context(|| format!("loading model {}", self.model.display()))?;
+        let vocab = checkpoint.config.vocab_size;
+        let (mut model, _) = checkpoint.load_classifier::<Autodiff<B>>(
+            2,
+            TokenPosition::LastNonPadding,
+            0,
+            &device,
+        )?;
+        let (layers, width) = (model.model.num_layers(), model.model.intermediate_size());
+        let mut targets: Vec<&str> = self.targets.iter().map(String::as_str).collect();
+        let set = self.gate_neurons.map(|k| {
+            let mut rng = StdRng::seed_from_u64(0);
+            ablation::NeuronSet::from_pairs((0..layers).flat_map(|l| {
+                rand::seq::index::sample(&mut rng, width, k.min(width))
+                    .into_iter()
+                    .map(move |j| (l, j))
+                    .collect::<Vec<_>>()
+            }))
+        });
+        if set.is_some() && !targets.contains(&"gate_proj") {
+            targets.push("gate_proj");
+        }
+        let config = LoraConfig {
+            rank: self.rank,
+            alpha: 2.0 * self.rank as f64,
+            ..Default::default()
+        };
+        model.model = model
+            .model
+            .with_lora(&targets, &config, set.as_ref(), 0, &device)?;
+        let trainable = {
+            let mut count = Trainable(0);
+            model.visit(&mut count);
+            count.0
+        };
+        let ids = token_ids::<Autodiff<B>, _>(&random_tokens(self.batch, self.seq, vocab), &device);
+        let mask = Tensor::ones([self.batch, self.seq], &device);
+        let labels: Vec<i64> = (0..self.batch).map(|i| (i % 2) as i64).collect();
+        let labels = Tensor::<Autodiff<B>, 1, Int>::from_ints(labels.as_slice(), &device);
+        let mut optimizer = AdamW::with_beta1(0.1, 0.95).init();
+        let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for i in 0..self.iters + 1 {
+            let start = Instant::now();
+            let logits = model.forward(ids.clone(), mask.clone(), &mut ForwardContext::eval());
+            let loss = losses::cross_entropy(logits, labels.clone()).mean();
+            let _ = loss.clone().into_data();
+            let forward = start.elapsed();
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let backward = start.elapsed();
+            clip_global_norm(&model, &mut grads, 10.0);
+            model = optimizer.step(1e-4, model, grads);
+            let _ = model.score.weight.val().slice([0..1, 0..1]).into_data();
+            let total = start.elapsed();
+            if i >= 1 {
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                phases[0].push(ms(total));
+                phases[1].push(ms(forward));
+                phases[2].push(ms(backward - forward));
+                phases[3].push(ms(total - backward));
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let [t, f, b, o] = &mut phases;
+        let mut names: Vec<String> = self.targets.clone();
+        if let Some(k) = self.gate_neurons {
+            names.retain(|n| n != "gate_proj");
+            names.push(format!("gate_proj[{k}]"));
+        }
+        Ok(LoraStepReport {
+            implementation: format!("neuronlab burn-{}", backend_label(&self.device_label)),
+            device: self.device_label,
+            batch: self.batch,
+            seq: self.seq,
+            rank: self.rank,
+            targets: names.join(","),
+            trainable,
+            iters: self.iters,
+            median_ms: median(t),
+            forward_ms: median(f),
+            backward_ms: median(b),
+            optimizer_ms: median(o),
+        })
+    }
+}
+
+/// Counts the elements of the parameters that require gradients.
+struct Trainable(usize);
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Trainable {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let t = param.val();
+        if t.is_require_grad() {
+            self.0 += t.shape().num_elements();
+        }
+    }
+}
