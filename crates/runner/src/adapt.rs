@@ -381,18 +381,7 @@ pub fn run_adapt<B: AutodiffBackend>(
 
     // Training.
     let accum = t.grad_accum_steps.max(1);
-    let batches_per_epoch = train.len().div_ceil(t.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
-    let total = if t.max_steps > 0 {
-        t.max_steps
-    } else {
-        ((t.epochs * steps_per_epoch as f64).ceil() as usize).max(1)
-    };
-    let warmup = if t.warmup_steps > 0 {
-        t.warmup_steps
-    } else {
-        (t.warmup_ratio * total as f64).ceil() as usize
-    };
+    let (steps_per_epoch, total, warmup) = t.steps(train.len());
     log.line(&format!(
         "{total} steps ({steps_per_epoch} per epoch) of {} x {accum}, warmup {warmup}",
         t.batch_size
@@ -486,18 +475,18 @@ pub fn run_adapt<B: AutodiffBackend>(
     let mut accuracies = Vec::new();
     for (lang, examples, ids) in &evals {
         let clock = Instant::now();
-        let predict =
-            |ctx: &dyn Fn() -> Result<ForwardContext<B::InnerBackend>>| -> Result<Vec<usize>> {
-                let mut out = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks(eval_batch) {
-                    let rows: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-                    let (x, mask) = batch::<B::InnerBackend>(&rows, pad, device);
-                    let logits = valid.forward(x, mask, &mut ctx()?);
-                    let argmax = logits.argmax(1).into_data();
-                    out.extend(argmax.iter::<i64>().map(|k| k as usize));
-                }
-                Ok(out)
-            };
+        // One context per evaluation (an intervention's replacement tensors are built once).
+        let predict = |ctx: &mut ForwardContext<B::InnerBackend>| -> Vec<usize> {
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(eval_batch) {
+                let rows: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                let (x, mask) = batch::<B::InnerBackend>(&rows, pad, device);
+                let logits = valid.forward(x, mask, ctx);
+                let argmax = logits.argmax(1).into_data();
+                out.extend(argmax.iter::<i64>().map(|k| k as usize));
+            }
+            out
+        };
         let accuracy = |pred: &[usize]| {
             pred.iter()
                 .zip(examples)
@@ -505,7 +494,7 @@ pub fn run_adapt<B: AutodiffBackend>(
                 .count() as f64
                 / examples.len() as f64
         };
-        let pred = predict(&|| Ok(ForwardContext::eval()))?;
+        let pred = predict(&mut ForwardContext::eval());
         let acc = accuracy(&pred);
         accuracies.push(acc);
         metrics.insert(format!("accuracy/{lang}"), acc);
@@ -523,18 +512,16 @@ pub fn run_adapt<B: AutodiffBackend>(
                     sets.sets.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
             };
-            let make = || {
-                intervention_context::<B::InnerBackend>(
-                    set,
-                    n_layers,
-                    width,
-                    value,
-                    stats.as_ref().map(|s| (s, lang.as_str())),
-                    device,
-                )
-                .with_context(|| format!("intervention on {lang}"))
-            };
-            let pred_i = predict(&make)?;
+            let mut ctx = intervention_context::<B::InnerBackend>(
+                set,
+                n_layers,
+                width,
+                value,
+                stats.as_ref().map(|s| (s, lang.as_str())),
+                device,
+            )
+            .with_context(|| format!("intervention on {lang}"))?;
+            let pred_i = predict(&mut ctx);
             let acc_i = accuracy(&pred_i);
             metrics.insert(format!("accuracy_intervened/{lang}"), acc_i);
             for (i, (p, e)) in pred_i.iter().zip(examples).enumerate() {

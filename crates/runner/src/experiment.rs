@@ -489,6 +489,26 @@ impl TrainConfig {
         );
     }
 
+    /// `(optimiser steps per epoch, total steps, warmup steps)` for `n_train` examples: batches
+    /// of `batch_size` (the last one smaller), `grad_accum_steps` per step; `max_steps` or
+    /// `epochs` (at least one step); `warmup_steps` or the ratio, rounded up.
+    pub fn steps(&self, n_train: usize) -> (usize, usize, usize) {
+        let per_epoch = n_train
+            .div_ceil(self.batch_size)
+            .div_ceil(self.grad_accum_steps.max(1));
+        let total = if self.max_steps > 0 {
+            self.max_steps
+        } else {
+            ((self.epochs * per_epoch as f64).ceil() as usize).max(1)
+        };
+        let warmup = if self.warmup_steps > 0 {
+            self.warmup_steps
+        } else {
+            (self.warmup_ratio * total as f64).ceil() as usize
+        };
+        (per_epoch, total, warmup)
+    }
+
     /// Check ranges; `what` names where the settings come from.
     pub fn validate(&self) -> Result<(), String> {
         let checks: [(bool, &str); 10] = [

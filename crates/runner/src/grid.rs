@@ -415,8 +415,14 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
             }
         }
     }
+    check_unique(file, &cells)?;
+    Ok(cells)
+}
+
+/// Two cells with one run id: an axis repeats a value.
+fn check_unique(file: &ExperimentFile, cells: &[Cell]) -> Result<()> {
     let mut seen = BTreeMap::new();
-    for c in &cells {
+    for c in cells {
         if let Some(other) = seen.insert(c.run_id.clone(), c.index) {
             bail!(
                 "{}: cells {other} and {} are the same run (an axis repeats a value)",
@@ -425,7 +431,35 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
             );
         }
     }
-    Ok(cells)
+    Ok(())
+}
+
+/// `grid.model` is not empty and names decoders of the file (`what` needs them).
+fn check_decoder_models(file: &ExperimentFile, what: &str) -> Result<()> {
+    let e = &file.experiment;
+    if e.grid.model.is_empty() {
+        bail!(
+            "{}: the grid needs at least one model",
+            file.locate(&["grid"])
+        );
+    }
+    for (i, m) in e.grid.model.iter().enumerate() {
+        let key = ["grid", "model", &i.to_string()];
+        let Some(spec) = e.models.get(m) else {
+            bail!(
+                "{}: unknown model `{m}`; the file defines {}",
+                file.locate(&key),
+                names(e.models.keys())
+            );
+        };
+        if spec.kind != ModelKind::Decoder {
+            bail!(
+                "{}: model `{m}` is an encoder; {what} need kind = \"decoder\"",
+                file.locate(&key)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A training-setting axis: its key, and each value as text and as a setting.
@@ -566,28 +600,7 @@ fn expand_studies(file: &ExperimentFile, with_tasks: bool) -> Result<Vec<Cell>> 
             );
         }
     }
-    if g.model.is_empty() {
-        bail!(
-            "{}: the grid needs at least one model",
-            file.locate(&["grid"])
-        );
-    }
-    for (i, m) in g.model.iter().enumerate() {
-        let key = ["grid", "model", &i.to_string()];
-        let Some(spec) = e.models.get(m) else {
-            bail!(
-                "{}: unknown model `{m}`; the file defines {}",
-                file.locate(&key),
-                names(e.models.keys())
-            );
-        };
-        if spec.kind != ModelKind::Decoder {
-            bail!(
-                "{}: model `{m}` is an encoder; neuron studies need kind = \"decoder\"",
-                file.locate(&key)
-            );
-        }
-    }
+    check_decoder_models(file, "neuron studies")?;
     for (i, name) in g.study.iter().enumerate() {
         let Some(study) = e.studies.get(name) else {
             bail!(
@@ -816,28 +829,7 @@ fn expand_adapt(file: &ExperimentFile) -> Result<Vec<Cell>> {
     } else {
         expand_studies(file, true)?
     };
-    if g.model.is_empty() {
-        bail!(
-            "{}: the grid needs at least one model",
-            file.locate(&["grid"])
-        );
-    }
-    for (i, m) in g.model.iter().enumerate() {
-        let key = ["grid", "model", &i.to_string()];
-        let Some(spec) = e.models.get(m) else {
-            bail!(
-                "{}: unknown model `{m}`; the file defines {}",
-                file.locate(&key),
-                names(e.models.keys())
-            );
-        };
-        if spec.kind != ModelKind::Decoder {
-            bail!(
-                "{}: model `{m}` is an encoder; LoRA fine-tuning tasks need kind = \"decoder\"",
-                file.locate(&key)
-            );
-        }
-    }
+    check_decoder_models(file, "LoRA fine-tuning tasks")?;
     for (i, name) in g.task.iter().enumerate() {
         let Some(task) = e.tasks.get(name) else {
             bail!(
@@ -969,16 +961,7 @@ fn expand_adapt(file: &ExperimentFile) -> Result<Vec<Cell>> {
             }
         }
     }
-    let mut seen = BTreeMap::new();
-    for c in &cells {
-        if let Some(other) = seen.insert(c.run_id.clone(), c.index) {
-            bail!(
-                "{}: cells {other} and {} are the same run (an axis repeats a value)",
-                file.path.display(),
-                c.index
-            );
-        }
-    }
+    check_unique(file, &cells)?;
     Ok(cells)
 }
 

@@ -582,18 +582,7 @@ pub fn train_cell<B: AutodiffBackend>(
         AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, SequenceClassifier<B>>();
 
     let accum = t.grad_accum_steps.max(1);
-    let batches_per_epoch = data.train.len().div_ceil(t.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
-    let total = if t.max_steps > 0 {
-        t.max_steps
-    } else {
-        ((t.epochs * steps_per_epoch as f64).ceil() as usize).max(1)
-    };
-    let warmup = if t.warmup_steps > 0 {
-        t.warmup_steps
-    } else {
-        (t.warmup_ratio * total as f64).ceil() as usize
-    };
+    let (steps_per_epoch, total, warmup) = t.steps(data.train.len());
     let eval_every = if t.eval_every > 0 {
         t.eval_every
     } else {

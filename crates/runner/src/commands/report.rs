@@ -371,9 +371,6 @@ fn failed_runs(md: &mut String, failed: &[&Run]) {
     }
 }
 
-/// The report of a grid of neuron studies: one row per run (method, neurons per language, the
-/// mean NLL change on and off the diagonal, for the chosen and the random neurons), then each
-/// run's heatmaps.
 /// The fine-tuning cells of a grid: accuracy per evaluation language, mean ± std over seeds,
 /// for each neuron choice (a `target` choice gathers its per-language cells), and the delta to
 /// plain LoRA (`neurons = none`) with the same other settings; `accuracy.svg` and `delta.svg`.
@@ -536,6 +533,9 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
     Ok(md)
 }
 
+/// The report of a grid of neuron studies: one row per run (method, neurons per language, the
+/// mean NLL change on and off the diagonal, for the chosen and the random neurons), then each
+/// run's heatmaps.
 fn study_report(dir: &Path, name: &str, runs: &[&Run]) -> String {
     let mut md = String::new();
     let finished: Vec<&Run> = runs
