@@ -280,7 +280,7 @@ fn lora_cells_train_on_one_language_and_evaluate_the_others() {
         assert!(md.contains(setting), "{setting}: {md}");
     }
     assert!(md.contains("With the test-time intervention"), "{md}");
-    for svg in ["accuracy.svg", "delta.svg"] {
+    for svg in ["accuracy.svg", "accuracy_delta.svg"] {
         let s = std::fs::read_to_string(root.join("runs/adapt").join(svg)).unwrap();
         assert!(s.starts_with("<svg"), "{svg}");
     }

@@ -36,6 +36,8 @@ mod cli_grid;
 mod cli_study;
 // Cross-lingual LoRA fine-tuning cells through `neuronlab grid run` on the tiny Llama.
 mod cli_adapt;
+// The generative XQuAD cell on the real SmolLM2 against the official code via transformers.
+mod xquad;
 // AdamW training on the real MiniLM with real sentences lowers the loss.
 mod training;
 // The same parity checks on a CUDA GPU (only in builds with `--features cuda`).

@@ -52,7 +52,7 @@ pub use heads::{
 };
 pub use llama::load::{DecoderCheckpoint, is_decoder, load_llama, save_llama};
 pub use llama::text::{
-    DecoderTokenizer, Perplexity, generate_greedy, perplexity, token_ids, windows_nll,
+    DecoderTokenizer, Perplexity, generate_greedy, lm_loss, perplexity, token_ids, windows_nll,
 };
 pub use llama::{
     DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LORA_TARGETS, LayerLora, LlamaModel,

@@ -38,7 +38,7 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{
-    DecoderCheckpoint, DecoderClassifier, DecoderTokenizer, ForwardContext, LoraConfig, LoraInit,
+    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LoraConfig, LoraInit,
     TokenPosition,
 };
 use neurons::{ActivationStats, InterventionValue, intervention_context};
@@ -63,16 +63,18 @@ pub struct TaskExample {
     pub label: usize,
 }
 
-/// The task's classes (XNLI's three for `format = "xnli"`).
+/// The task's classes (XNLI's three for `format = "xnli"`; none for the generative `xquad`).
 pub fn task_classes(task: &TaskSpec) -> Vec<String> {
     match task.format {
         TaskFormat::Xnli => crate::crosslingual::XNLI_LABELS.map(String::from).to_vec(),
         TaskFormat::Jsonl => task.classes.clone(),
+        TaskFormat::Xquad => Vec::new(),
     }
 }
 
-/// Read `language`'s examples of `task` from `path`, and how many were left out by
-/// `drop_labels`. A label that is neither a class, nor mapped, nor dropped, an integer label
+/// Read `language`'s examples of a classification `task` from `path`, and how many were left
+/// out by `drop_labels` (an `xquad` task is read by [`crate::crosslingual::read_squad_json`]).
+/// A label that is neither a class, nor mapped, nor dropped, an integer label
 /// out of range, or a missing field is an error naming the file and line; so is a file with no
 /// example left.
 pub fn read_task(
@@ -82,6 +84,10 @@ pub fn read_task(
 ) -> Result<(Vec<TaskExample>, usize)> {
     let classes = task_classes(task);
     let examples = match task.format {
+        TaskFormat::Xquad => bail!(
+            "{}: an xquad task has questions, not labelled examples (read_squad_json)",
+            path.display()
+        ),
         TaskFormat::Xnli => crate::crosslingual::read_xnli(path, Some(language))?
             .into_iter()
             .map(|e| TaskExample {
@@ -190,7 +196,7 @@ pub fn encode_examples(
 }
 
 /// Right-padded ids and the attention mask of some rows.
-fn batch<B: Backend>(
+pub(crate) fn batch<B: Backend>(
     rows: &[&[u32]],
     pad: u32,
     device: &B::Device,
@@ -261,70 +267,39 @@ fn choose_set(
     Ok(union)
 }
 
-/// Fine-tune and evaluate one cell into `dir` (see the module docs).
-pub fn run_adapt<B: AutodiffBackend>(
-    cell: &AdaptCell,
-    grid_dir: &Path,
-    dir: &Path,
-    log: &mut RunLog,
-    device: &B::Device,
-) -> Result<Outcome> {
-    let t = &cell.train;
-    let classes = task_classes(&cell.task);
-    let checkpoint = DecoderCheckpoint::open(&cell.model_dir)
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let tokenizer = checkpoint
-        .tokenizer
-        .clone()
-        .with_context(|| format!("model `{}` has no tokenizer", cell.model_name))?;
-    let pad = checkpoint
-        .config
+/// The padding id of a decoder: its first EOS (Mondal et al. pad with EOS), else its
+/// `pad_token_id`, else 0. Padded positions are masked, so only the attention mask matters.
+pub(crate) fn pad_id(config: &models::DecoderConfig) -> u32 {
+    config
         .eos_token_ids
         .first()
         .copied()
-        .or(checkpoint.config.pad_token_id)
-        .unwrap_or(0);
+        .or(config.pad_token_id)
+        .unwrap_or(0)
+}
 
-    // Data.
-    let (train_lang, train_path) = &cell.train_file;
-    let (mut train, dropped) = read_task(&cell.task, train_lang, train_path)?;
-    if t.max_train_examples > 0 {
-        train.truncate(t.max_train_examples);
-    }
-    let train_ids = encode_examples(&tokenizer, &train, t.max_seq_len)?;
-    log.line(&format!(
-        "train {train_lang}: {} examples ({dropped} left out by drop_labels), {} classes",
-        train.len(),
-        classes.len()
-    ));
-    let mut evals = Vec::new();
-    for (lang, path) in &cell.eval_files {
-        let (mut examples, dropped) = read_task(&cell.task, lang, path)?;
-        if t.max_eval_examples > 0 {
-            examples.truncate(t.max_eval_examples);
-        }
-        let ids = encode_examples(&tokenizer, &examples, t.max_seq_len)?;
-        log.line(&format!(
-            "eval {lang}: {} examples ({dropped} left out)",
-            examples.len()
-        ));
-        evals.push((lang.clone(), examples, ids));
-    }
+/// A cell's adapters: what was attached and the neuron sets they came from.
+pub(crate) struct Adapters {
+    /// The neurons the masked `gate_proj` adapter trains, if any.
+    pub trained_set: Option<NeuronSet>,
+    /// The language sets and their file, if the cell has a source.
+    pub sets: Option<(LanguageSets, PathBuf)>,
+    /// The decoder's layers.
+    pub n_layers: usize,
+    /// The decoder's FFN width.
+    pub width: usize,
+}
 
-    // Model, neuron set, adapters.
-    let position = match cell.lora.position.as_str() {
-        "last" => TokenPosition::Last,
-        _ => TokenPosition::LastNonPadding,
-    };
-    let (mut model, _) = checkpoint
-        .load_classifier::<B>(
-            classes.len(),
-            position,
-            derive_seed(cell.seed, 0, 0),
-            device,
-        )
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let (n_layers, width) = (model.model.num_layers(), model.model.intermediate_size());
+/// Freeze `model` and attach the cell's adapters: `lora.targets` in every layer, plus the
+/// `gate_proj` adapter masked to the cell's neuron set.
+pub(crate) fn attach_lora<B: Backend>(
+    model: models::LlamaModel<B>,
+    cell: &AdaptCell,
+    grid_dir: &Path,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<(models::LlamaModel<B>, Adapters)> {
+    let (n_layers, width) = (model.num_layers(), model.intermediate_size());
     let choice = NeuronChoice::parse(&cell.neurons).map_err(anyhow::Error::msg)?;
     let sets = source_sets(cell, grid_dir)?;
     let trained_set = match (&sets, choice.languages.is_empty()) {
@@ -350,8 +325,7 @@ pub fn run_adapt<B: AutodiffBackend>(
             _ => LoraInit::Normal { std: 0.01 },
         },
     };
-    model.model = model
-        .model
+    let model = model
         .with_lora(
             &targets,
             &config,
@@ -360,10 +334,6 @@ pub fn run_adapt<B: AutodiffBackend>(
             device,
         )
         .with_context(|| format!("neurons = {:?}", cell.neurons))?;
-    let counts = trained_set
-        .as_ref()
-        .map(|s| s.counts_per_layer(n_layers))
-        .unwrap_or_default();
     log.line(&format!(
         "LoRA r={} alpha={} on {}; {}",
         config.rank,
@@ -373,23 +343,60 @@ pub fn run_adapt<B: AutodiffBackend>(
             Some(s) => format!(
                 "gate_proj restricted to {} neurons ({} layers with any)",
                 s.len(),
-                counts.iter().filter(|&&c| c > 0).count()
+                s.counts_per_layer(n_layers)
+                    .iter()
+                    .filter(|&&c| c > 0)
+                    .count()
             ),
             None => "no neuron set".into(),
         }
     ));
+    Ok((
+        model,
+        Adapters {
+            trained_set,
+            sets,
+            n_layers,
+            width,
+        },
+    ))
+}
 
-    // Training.
+/// What a training loop did.
+pub(crate) struct Trained {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Optimiser steps per epoch.
+    pub steps_per_epoch: usize,
+    /// Mean training loss over the steps.
+    pub mean_loss: f64,
+    /// The last step's learning rate.
+    pub last_lr: f64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Train `model` on `n` examples under the cell's settings: AdamW with β₁ = `adam_beta1`, the
+/// linear warmup/decay schedule, global-norm clipping, `grad_accum_steps`, a seeded shuffle per
+/// epoch. `loss_of` gives the mean loss of a batch of example indices; a non-finite loss stops
+/// the run with an error.
+pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
+    mut model: M,
+    n: usize,
+    cell: &AdaptCell,
+    log: &mut RunLog,
+    mut loss_of: impl FnMut(&M, &[usize]) -> Tensor<B, 1>,
+) -> Result<(M, Trained)> {
+    let t = &cell.train;
     let accum = t.grad_accum_steps.max(1);
-    let (steps_per_epoch, total, warmup) = t.steps(train.len());
+    let (steps_per_epoch, total, warmup) = t.steps(n);
     log.line(&format!(
         "{total} steps ({steps_per_epoch} per epoch) of {} x {accum}, warmup {warmup}",
         t.batch_size
     ));
-    let mut optimizer =
-        AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, DecoderClassifier<B>>();
+    let mut optimizer = AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, M>();
     let order_of = |epoch: usize| {
-        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut StdRng::seed_from_u64(derive_seed(
             cell.seed,
             3,
@@ -403,7 +410,7 @@ pub fn run_adapt<B: AutodiffBackend>(
     let mut lr = 0.0;
     for step in 0..total {
         lr = linear_schedule(t.learning_rate, step, warmup, total);
-        let mut accumulator = burn::optim::GradientsAccumulator::<DecoderClassifier<B>>::new();
+        let mut accumulator = burn::optim::GradientsAccumulator::<M>::new();
         let mut step_loss = 0.0;
         for _ in 0..accum {
             if cursor >= order.len() {
@@ -412,19 +419,8 @@ pub fn run_adapt<B: AutodiffBackend>(
                 cursor = 0;
             }
             let end = (cursor + t.batch_size).min(order.len());
-            let rows: Vec<&[u32]> = order[cursor..end]
-                .iter()
-                .map(|&i| train_ids[i].as_slice())
-                .collect();
-            let labels: Vec<i64> = order[cursor..end]
-                .iter()
-                .map(|&i| train[i].label as i64)
-                .collect();
+            let loss = loss_of(&model, &order[cursor..end]);
             cursor = end;
-            let (ids, mask) = batch::<B>(&rows, pad, device);
-            let labels = Tensor::<B, 1, Int>::from_ints(labels.as_slice(), device);
-            let logits = model.forward(ids, mask, &mut ForwardContext::eval());
-            let loss = losses::cross_entropy(logits, labels).mean();
             let value = f64::from(loss.clone().into_scalar().elem::<f32>());
             if !value.is_finite() {
                 bail!(
@@ -444,11 +440,186 @@ pub fn run_adapt<B: AutodiffBackend>(
         loss_sum += step_loss;
         log.progress(step + 1, total, step_loss, started);
     }
-    let train_seconds = started.elapsed().as_secs_f64();
+    let trained = Trained {
+        steps: total,
+        steps_per_epoch,
+        mean_loss: loss_sum / total as f64,
+        last_lr: lr,
+        seconds: started.elapsed().as_secs_f64(),
+    };
     log.line(&format!(
-        "trained in {train_seconds:.0}s, mean loss {:.4}",
-        loss_sum / total as f64
+        "trained in {:.0}s, mean loss {:.4}",
+        trained.seconds, trained.mean_loss
     ));
+    Ok((model, trained))
+}
+
+/// The cell's test-time intervention (`lora.intervention`), with the study's statistics for
+/// `mean`.
+pub(crate) struct Intervention {
+    value: InterventionValue,
+    stats: Option<ActivationStats>,
+}
+
+impl Intervention {
+    /// The cell's intervention, or `None` for `intervention = "none"`.
+    pub(crate) fn of(cell: &AdaptCell, grid_dir: &Path) -> Result<Option<Self>> {
+        let value = match cell.lora.intervention.as_str() {
+            "none" => return Ok(None),
+            v => InterventionValue::parse(v).context("checked when the grid was read")?,
+        };
+        let stats = match (&value, &cell.neurons_study) {
+            (InterventionValue::Mean, Some(id)) => Some(study_statistics(grid_dir, id)?),
+            _ => None,
+        };
+        Ok(Some(Self { value, stats }))
+    }
+
+    /// A forward context that replaces `lang`'s neurons, and how many there are.
+    pub(crate) fn context<B: Backend>(
+        &self,
+        adapters: &Adapters,
+        lang: &str,
+        device: &B::Device,
+    ) -> Result<(ForwardContext<B>, usize)> {
+        let (sets, source) = adapters
+            .sets
+            .as_ref()
+            .context("checked: an intervention has sets")?;
+        let Some(set) = sets.sets.get(lang) else {
+            bail!(
+                "intervention on {lang}: {} has no neuron set for it; it has {}",
+                source.display(),
+                sets.sets.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        };
+        let ctx = intervention_context::<B>(
+            set,
+            adapters.n_layers,
+            adapters.width,
+            &self.value,
+            self.stats.as_ref().map(|s| (s, lang)),
+            device,
+        )
+        .with_context(|| format!("intervention on {lang}"))?;
+        Ok((ctx, set.len()))
+    }
+}
+
+/// Write the per-language table, the predictions and the trained set, record the final
+/// evaluation and build the cell's outcome.
+pub(crate) fn finish_cell(
+    dir: &Path,
+    log: &mut RunLog,
+    (table, predictions): (&str, &str),
+    adapters: &Adapters,
+    trained: &Trained,
+    main_metric: &str,
+    mut metrics: BTreeMap<String, f64>,
+) -> Result<Outcome> {
+    metrics.insert("train_loss".into(), trained.mean_loss);
+    metrics.insert(
+        "trained_neurons".into(),
+        adapters.trained_set.as_ref().map_or(0.0, |s| s.len() as f64),
+    );
+    write_atomic(&dir.join("per_language.csv"), table.as_bytes())?;
+    write_atomic(&dir.join("predictions.csv"), predictions.as_bytes())?;
+    if let Some(set) = &adapters.trained_set {
+        write_atomic(&dir.join("trained_neurons.json"), set.to_json().as_bytes())?;
+    }
+    log.record(&EvalRecord {
+        step: trained.steps,
+        epoch: trained.steps as f64 / trained.steps_per_epoch as f64,
+        train_loss: trained.mean_loss,
+        learning_rate: trained.last_lr,
+        metrics: metrics.clone(),
+        seconds: trained.seconds,
+    })?;
+    Ok(Outcome {
+        main_metric: main_metric.into(),
+        metrics: metrics.clone(),
+        best_step: Some(trained.steps),
+        final_metrics: metrics,
+        steps: Some(trained.steps),
+        ablation: Vec::new(),
+    })
+}
+
+/// Fine-tune and evaluate one cell into `dir` (see the module docs); an `xquad` task runs
+/// [`crate::generative::run_qa`].
+pub fn run_adapt<B: AutodiffBackend>(
+    cell: &AdaptCell,
+    grid_dir: &Path,
+    dir: &Path,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<Outcome> {
+    if cell.task.format == TaskFormat::Xquad {
+        return crate::generative::run_qa::<B>(cell, grid_dir, dir, log, device);
+    }
+    let t = &cell.train;
+    let classes = task_classes(&cell.task);
+    let checkpoint = DecoderCheckpoint::open(&cell.model_dir)
+        .with_context(|| format!("model `{}`", cell.model_name))?;
+    let tokenizer = checkpoint
+        .tokenizer
+        .clone()
+        .with_context(|| format!("model `{}` has no tokenizer", cell.model_name))?;
+    let pad = pad_id(&checkpoint.config);
+
+    // Data.
+    let (train_lang, train_path) = &cell.train_file;
+    let (mut train, dropped) = read_task(&cell.task, train_lang, train_path)?;
+    split_part(&mut train, cell.task.split, true);
+    if t.max_train_examples > 0 {
+        train.truncate(t.max_train_examples);
+    }
+    let train_ids = encode_examples(&tokenizer, &train, t.max_seq_len)?;
+    log.line(&format!(
+        "train {train_lang}: {} examples ({dropped} left out by drop_labels), {} classes",
+        train.len(),
+        classes.len()
+    ));
+    let mut evals = Vec::new();
+    for (lang, path) in &cell.eval_files {
+        let (mut examples, dropped) = read_task(&cell.task, lang, path)?;
+        split_part(&mut examples, cell.task.split, false);
+        if t.max_eval_examples > 0 {
+            examples.truncate(t.max_eval_examples);
+        }
+        let ids = encode_examples(&tokenizer, &examples, t.max_seq_len)?;
+        log.line(&format!(
+            "eval {lang}: {} examples ({dropped} left out)",
+            examples.len()
+        ));
+        evals.push((lang.clone(), examples, ids));
+    }
+
+    // Model and adapters.
+    let position = match cell.lora.position.as_str() {
+        "last" => TokenPosition::Last,
+        _ => TokenPosition::LastNonPadding,
+    };
+    let (mut model, _) = checkpoint
+        .load_classifier::<B>(
+            classes.len(),
+            position,
+            derive_seed(cell.seed, 0, 0),
+            device,
+        )
+        .with_context(|| format!("model `{}`", cell.model_name))?;
+    let adapters;
+    (model.model, adapters) = attach_lora(model.model, cell, grid_dir, log, device)?;
+
+    // Training.
+    let (model, trained) = train_adapters(model, train.len(), cell, log, |model, indices| {
+        let rows: Vec<&[u32]> = indices.iter().map(|&i| train_ids[i].as_slice()).collect();
+        let labels: Vec<i64> = indices.iter().map(|&i| train[i].label as i64).collect();
+        let (ids, mask) = batch::<B>(&rows, pad, device);
+        let labels = Tensor::<B, 1, Int>::from_ints(labels.as_slice(), device);
+        let logits = model.forward(ids, mask, &mut ForwardContext::eval());
+        losses::cross_entropy(logits, labels).mean()
+    })?;
     if t.save_model {
         models::save_lora(&model.model, &dir.join("adapter.safetensors"))?;
     }
@@ -456,14 +627,7 @@ pub fn run_adapt<B: AutodiffBackend>(
     // Evaluation, adapters merged.
     let mut valid = model.valid();
     valid.model = valid.model.merge_lora();
-    let intervention = match cell.lora.intervention.as_str() {
-        "none" => None,
-        v => Some(InterventionValue::parse(v).context("checked when the grid was read")?),
-    };
-    let stats = match (&intervention, &cell.neurons_study) {
-        (Some(InterventionValue::Mean), Some(id)) => Some(study_statistics(grid_dir, id)?),
-        _ => None,
-    };
+    let intervention = Intervention::of(cell, grid_dir)?;
     let eval_batch = t.batch_size * 2;
     let mut metrics = BTreeMap::new();
     let mut table = String::from("language,examples,accuracy");
@@ -503,24 +667,8 @@ pub fn run_adapt<B: AutodiffBackend>(
         }
         table.push_str(&format!("{lang},{},{acc:.6}", examples.len()));
         let mut line = format!("{lang}: accuracy {acc:.4}");
-        if let Some(value) = &intervention {
-            let (sets, source) = sets.as_ref().context("checked: an intervention has sets")?;
-            let Some(set) = sets.sets.get(lang) else {
-                bail!(
-                    "intervention on {lang}: {} has no neuron set for it; it has {}",
-                    source.display(),
-                    sets.sets.keys().cloned().collect::<Vec<_>>().join(", ")
-                );
-            };
-            let mut ctx = intervention_context::<B::InnerBackend>(
-                set,
-                n_layers,
-                width,
-                value,
-                stats.as_ref().map(|s| (s, lang.as_str())),
-                device,
-            )
-            .with_context(|| format!("intervention on {lang}"))?;
+        if let Some(intervention) = &intervention {
+            let (mut ctx, size) = intervention.context(&adapters, lang, device)?;
             let pred_i = predict(&mut ctx);
             let acc_i = accuracy(&pred_i);
             metrics.insert(format!("accuracy_intervened/{lang}"), acc_i);
@@ -529,8 +677,7 @@ pub fn run_adapt<B: AutodiffBackend>(
             }
             table.push_str(&format!(",{acc_i:.6}"));
             line.push_str(&format!(
-                ", with {} neurons {:?}: {acc_i:.4}",
-                set.len(),
+                ", with {size} neurons {:?}: {acc_i:.4}",
                 cell.lora.intervention
             ));
         }
@@ -543,32 +690,28 @@ pub fn run_adapt<B: AutodiffBackend>(
     }
     let mean = accuracies.iter().sum::<f64>() / accuracies.len().max(1) as f64;
     metrics.insert("accuracy".into(), mean);
-    metrics.insert("train_loss".into(), loss_sum / total as f64);
-    metrics.insert(
-        "trained_neurons".into(),
-        trained_set.as_ref().map_or(0.0, |s| s.len() as f64),
-    );
-    write_atomic(&dir.join("per_language.csv"), table.as_bytes())?;
-    write_atomic(&dir.join("predictions.csv"), predictions.as_bytes())?;
-    if let Some(set) = &trained_set {
-        write_atomic(&dir.join("trained_neurons.json"), set.to_json().as_bytes())?;
+    finish_cell(
+        dir,
+        log,
+        (&table, &predictions),
+        &adapters,
+        &trained,
+        "accuracy",
+        metrics,
+    )
+}
+
+/// Keep the training part (the first `split` fraction, rounded down as Mondal et al.'s
+/// `int(len · 0.8)`) or the evaluation part (the rest) of parallel examples; `None` keeps all.
+pub(crate) fn split_part<T>(examples: &mut Vec<T>, split: Option<f64>, train: bool) {
+    if let Some(f) = split {
+        let cut = (examples.len() as f64 * f) as usize;
+        if train {
+            examples.truncate(cut);
+        } else {
+            examples.drain(..cut);
+        }
     }
-    log.record(&EvalRecord {
-        step: total,
-        epoch: total as f64 / steps_per_epoch as f64,
-        train_loss: loss_sum / total as f64,
-        learning_rate: lr,
-        metrics: metrics.clone(),
-        seconds: started.elapsed().as_secs_f64(),
-    })?;
-    Ok(Outcome {
-        main_metric: "accuracy".into(),
-        metrics: metrics.clone(),
-        best_step: Some(total),
-        final_metrics: metrics,
-        steps: Some(total),
-        ablation: Vec::new(),
-    })
 }
 
 /// The statistics a study cell used (for mean interventions): the file of the grid's

@@ -154,10 +154,13 @@ pub struct ModelSpec {
     pub lora: LoraOverrides,
 }
 
-/// Per-model LoRA settings.
+/// Per-model or per-task LoRA settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraOverrides {
+    /// The linears with an ordinary adapter (Mondal et al.'s XQuAD model: q, k, v).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
     /// The rank.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank: Option<usize>,
@@ -170,6 +173,19 @@ impl LoraOverrides {
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Apply the settings that are set to `spec`.
+    pub fn apply_to(&self, spec: &mut LoraSpec) {
+        if let Some(t) = &self.targets {
+            spec.targets = t.clone();
+        }
+        if let Some(r) = self.rank {
+            spec.rank = r;
+        }
+        if self.alpha.is_some() {
+            spec.alpha = self.alpha;
+        }
     }
 }
 
@@ -700,6 +716,10 @@ pub enum TaskFormat {
     /// `language` column (only the rows of the file's language key are read), an XNLI-MT TSV,
     /// or JSON lines with `premise`, `hypothesis`, `label`. The classes are XNLI's three.
     Xnli,
+    /// Extractive QA as generation: SQuAD v1.1-format JSON (XQuAD's `xquad.<lang>.json`),
+    /// Mondal et al.'s Alpaca instruction prompt, the LM loss over the whole sequence, greedy
+    /// decoding, EM/F1 on token ids and on SQuAD-normalised strings ([`crate::generative`]).
+    Xquad,
 }
 
 /// A cross-lingual classification task: a decoder with a linear head on one token, fine-tuned
@@ -735,6 +755,22 @@ pub struct TaskSpec {
     pub train: BTreeMap<String, PathBuf>,
     /// Evaluation files: language → file.
     pub eval: BTreeMap<String, PathBuf>,
+    /// Split parallel files: the training file keeps its first `split` fraction of examples
+    /// and every evaluation file its last `1 − split` (Mondal et al.'s XQuAD protocol, 0.8:
+    /// XQuAD has only a validation split, the same questions in every language, so the
+    /// evaluation questions are never trained on). Unset: whole files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<f64>,
+    /// `xquad`: tokens generated at most per answer (default 100, as Mondal et al.).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    /// Training settings of this task's cells, over `[train]` and the model's.
+    #[serde(default, skip_serializing_if = "TrainOverrides::is_empty")]
+    pub settings: TrainOverrides,
+    /// LoRA settings of this task's cells (`targets`, `rank`, `alpha`), over `[lora]` and the
+    /// model's.
+    #[serde(default, skip_serializing_if = "LoraOverrides::is_empty")]
+    pub lora: LoraOverrides,
 }
 
 /// The adapter of the fine-tuning cells (`[lora]`).

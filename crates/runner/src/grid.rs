@@ -870,16 +870,8 @@ fn expand_adapt(file: &ExperimentFile) -> Result<Vec<Cell>> {
     };
     for model_name in &g.model {
         let model = &e.models[model_name];
-        let mut lora = e.lora.clone();
-        if let Some(r) = model.lora.rank {
-            lora.rank = r;
-        }
-        if model.lora.alpha.is_some() {
-            lora.alpha = model.lora.alpha;
-        }
-        lora.alpha = Some(lora.alpha());
         // The sets of `neurons_from`: that study's cell for this model, first seed.
-        let neurons_study = lora.neurons_from.as_ref().map(|study| {
+        let neurons_study = e.lora.neurons_from.as_ref().map(|study| {
             cells
                 .iter()
                 .find(|c| {
@@ -895,6 +887,11 @@ fn expand_adapt(file: &ExperimentFile) -> Result<Vec<Cell>> {
             let mut base = TrainConfig::default();
             base.apply(&e.train);
             base.apply(&model.train);
+            base.apply(&task.settings);
+            let mut lora = e.lora.clone();
+            model.lora.apply_to(&mut lora);
+            task.lora.apply_to(&mut lora);
+            lora.alpha = Some(lora.alpha());
             let (train_lang, train_path) = task.train.iter().next().expect("checked");
             for (value, choice) in &choices {
                 let targets: Vec<Option<&String>> = if choice.has_target() {
@@ -1000,20 +997,21 @@ fn check_task(file: &ExperimentFile, name: &str, t: &TaskSpec) -> Result<()> {
                 );
             }
         }
-        TaskFormat::Xnli => {
+        TaskFormat::Xnli | TaskFormat::Xquad => {
+            let own = match t.format {
+                TaskFormat::Xnli => "format = \"xnli\" (premise, hypothesis and label are XNLI's)",
+                _ => "format = \"xquad\" (context, question and answers are SQuAD's)",
+            };
             for (key, set) in [
                 ("text", t.text.is_some()),
                 ("text_pair", t.text_pair.is_some()),
                 ("label", t.label.is_some()),
                 ("label_map", !t.label_map.is_empty()),
                 ("drop_labels", !t.drop_labels.is_empty()),
+                ("classes", t.format == TaskFormat::Xquad && !t.classes.is_empty()),
             ] {
                 if set {
-                    bail!(
-                        "{}: `{key}` does not apply to format = \"xnli\" (premise, hypothesis \
-                         and label are XNLI's)",
-                        at(key)
-                    );
+                    bail!("{}: `{key}` does not apply to {own}", at(key));
                 }
             }
             let xnli: Vec<String> = crate::crosslingual::XNLI_LABELS.map(String::from).to_vec();
@@ -1021,6 +1019,32 @@ fn check_task(file: &ExperimentFile, name: &str, t: &TaskSpec) -> Result<()> {
                 bail!("{}: XNLI's classes are {}", at("classes"), xnli.join(", "));
             }
         }
+    }
+    if t.max_new_tokens.is_some() && t.format != TaskFormat::Xquad {
+        bail!(
+            "{}: `max_new_tokens` applies to format = \"xquad\" only",
+            at("max_new_tokens")
+        );
+    }
+    if t.max_new_tokens == Some(0) {
+        bail!("{}: generate at least 1 token", at("max_new_tokens"));
+    }
+    if let Some(f) = t.split
+        && !(f > 0.0 && f < 1.0)
+    {
+        bail!(
+            "{}: expected a fraction strictly between 0 and 1 (the training part), got {f}",
+            at("split")
+        );
+    }
+    if let Some(targets) = &t.lora.targets {
+        check_targets(file, &["tasks", name, "lora", "targets"], targets)?;
+    }
+    if t.lora.rank == Some(0) {
+        bail!(
+            "{}: the rank must be at least 1",
+            file.locate(&["tasks", name, "lora", "rank"])
+        );
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, c) in t.classes.iter().enumerate() {
@@ -1045,19 +1069,28 @@ fn check_task(file: &ExperimentFile, name: &str, t: &TaskSpec) -> Result<()> {
     Ok(())
 }
 
-/// Check `[lora]`, naming the file, line and key.
-fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
-    let e = &file.experiment;
-    let at = |key: &str| file.locate(&["lora", key]);
-    for (i, t) in l.targets.iter().enumerate() {
+/// Check LoRA target names at `key`.
+fn check_targets(file: &ExperimentFile, key: &[&str], targets: &[String]) -> Result<()> {
+    for (i, t) in targets.iter().enumerate() {
         if !models::LORA_TARGETS.contains(&t.as_str()) {
+            let index = i.to_string();
+            let mut at = key.to_vec();
+            at.push(&index);
             bail!(
                 "{}: {t:?} names no linear of a Llama layer; expected one of {}",
-                file.locate(&["lora", "targets", &i.to_string()]),
+                file.locate(&at),
                 models::LORA_TARGETS.join(", ")
             );
         }
     }
+    Ok(())
+}
+
+/// Check `[lora]`, naming the file, line and key.
+fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
+    let e = &file.experiment;
+    let at = |key: &str| file.locate(&["lora", key]);
+    check_targets(file, &["lora", "targets"], &l.targets)?;
     if l.rank == 0 {
         bail!("{}: the rank must be at least 1", at("rank"));
     }
@@ -1067,6 +1100,9 @@ fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
         bail!("{}: alpha must be a positive number, got {a}", at("alpha"));
     }
     for (m, spec) in &e.models {
+        if let Some(targets) = &spec.lora.targets {
+            check_targets(file, &["models", m, "lora", "targets"], targets)?;
+        }
         if spec.lora.rank == Some(0) {
             bail!(
                 "{}: the rank must be at least 1",

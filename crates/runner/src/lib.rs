@@ -13,6 +13,7 @@ pub mod commands;
 pub mod crosslingual;
 pub mod data;
 pub mod experiment;
+pub mod generative;
 pub mod grid;
 pub mod metrics;
 pub mod plot;

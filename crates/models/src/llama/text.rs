@@ -168,6 +168,23 @@ impl DecoderTokenizer {
         Ok(ids)
     }
 
+    /// Token ids of `text` without special tokens (`add_special_tokens=False`).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The id of the end-of-sequence token, if the vocabulary has it.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.inner.token_to_id(&self.eos_token)
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
@@ -320,6 +337,32 @@ pub fn windows_nll<B: Backend, W: AsRef<[u32]>>(
         -picked.iter().map(|&v| v as f64).sum::<f64>(),
         batch * (n - 1),
     )
+}
+
+/// The causal LM loss of right-padded rows, differentiable: the mean cross-entropy of every
+/// real token after the first given the ones before it (HF's `labels` with padding set to
+/// −100, mean over the batch's predicted tokens). `attention_mask` is 1 for real tokens.
+/// Interventions of `ctx` apply.
+///
+/// # Panics
+/// If the rows are shorter than 2 positions or no row has 2 real tokens.
+pub fn lm_loss<B: Backend>(
+    model: &LlamaModel<B>,
+    input_ids: Tensor<B, 2, Int>,
+    attention_mask: Tensor<B, 2>,
+    ctx: &mut ForwardContext<B>,
+) -> Tensor<B, 1> {
+    let [batch, n] = input_ids.dims();
+    assert!(n >= 2, "rows of at least 2 positions");
+    let hidden = model.hidden(input_ids.clone(), Some(attention_mask.clone()), None, ctx);
+    let width = hidden.dims()[2];
+    let logits = model.logits(hidden.slice([0..batch, 0..n - 1, 0..width]));
+    let log_probs = activation::log_softmax(logits, 2);
+    let targets = input_ids.slice([0..batch, 1..n]).reshape([batch, n - 1, 1]);
+    let picked = log_probs.gather(2, targets).reshape([batch, n - 1]);
+    let weights = attention_mask.slice([0..batch, 1..n]);
+    let count = weights.clone().sum();
+    -(picked * weights).sum() / count
 }
 
 /// Greedy decoding: up to `max_new_tokens` tokens after `prompt`, stopping after a token of

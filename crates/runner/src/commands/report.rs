@@ -371,9 +371,21 @@ fn failed_runs(md: &mut String, failed: &[&Run]) {
     }
 }
 
-/// The fine-tuning cells of a grid: accuracy per evaluation language, mean ± std over seeds,
-/// for each neuron choice (a `target` choice gathers its per-language cells), and the delta to
-/// plain LoRA (`neurons = none`) with the same other settings; `accuracy.svg` and `delta.svg`.
+/// The per-language scores of fine-tuning cells: name, what the table calls it, and whether it
+/// gets heatmaps.
+const ADAPT_SCORES: [(&str, &str, bool); 5] = [
+    ("accuracy", "acc.", true),
+    ("token_f1", "token F1", true),
+    ("token_em", "token EM", false),
+    ("squad_f1", "SQuAD F1", true),
+    ("squad_em", "SQuAD EM", false),
+];
+
+/// The fine-tuning cells of a grid. For each score the cells have (accuracy for
+/// classification; token and SQuAD F1/EM for QA): the score per evaluation language, mean ±
+/// std over seeds, for each neuron choice (a `target` choice gathers its per-language cells),
+/// and the delta to plain LoRA (`neurons = none`) with the same other settings; heatmaps
+/// `<score>.svg` and `<score>_delta.svg`.
 fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
     let mut md = String::new();
     let finished: Vec<&Run> = runs
@@ -384,14 +396,27 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
     let _ = writeln!(md, "# Grid `{name}`: cross-lingual LoRA fine-tuning\n");
     let _ = writeln!(
         md,
-        "{} fine-tuning runs: {} finished, {} failed. Accuracy per evaluation language after \
+        "{} fine-tuning runs: {} finished, {} failed. Scores per evaluation language after \
          the last step (no model selection), mean ± std over seeds (n). Δ: difference of the \
          means to plain LoRA (`none`) with the same other settings, and the exact paired \
-         sign-flip p-value over the seeds both have.\n",
+         sign-flip p-value over the seeds both have.",
         runs.len(),
         finished.len(),
         runs.len() - finished.len()
     );
+    for (score, label, plots) in ADAPT_SCORES {
+        score_section(&mut md, dir, &finished, (score, label, plots))?;
+    }
+    Ok(md)
+}
+
+/// One score's tables (as trained; with the intervention if any) and heatmaps.
+fn score_section(
+    md: &mut String,
+    dir: &Path,
+    finished: &[&Run],
+    (score, label, plots): (&str, &str, bool),
+) -> Result<()> {
     // Group: every axis value except the seed and the evaluation language.
     let key_of = |r: &RunResult| {
         let mut k = group_key(r);
@@ -401,19 +426,22 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
     type Scores = BTreeMap<String, BTreeMap<u64, f64>>; // language → seed → value
     let mut groups: BTreeMap<BTreeMap<String, String>, (Scores, Scores)> = BTreeMap::new();
     let mut languages = std::collections::BTreeSet::new();
-    for r in &finished {
+    let plain_prefix = format!("{score}/");
+    let intervened_prefix = format!("{score}_intervened/");
+    for r in finished {
         let seed: u64 = r
             .result
             .params
             .get("seed")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let (plain, intervened) = groups.entry(key_of(&r.result)).or_default();
         for (metric, value) in &r.result.metrics {
-            if let Some(lang) = metric.strip_prefix("accuracy/") {
+            if let Some(lang) = metric.strip_prefix(&plain_prefix) {
                 languages.insert(lang.to_string());
+                let (plain, _) = groups.entry(key_of(&r.result)).or_default();
                 plain.entry(lang.into()).or_default().insert(seed, *value);
-            } else if let Some(lang) = metric.strip_prefix("accuracy_intervened/") {
+            } else if let Some(lang) = metric.strip_prefix(&intervened_prefix) {
+                let (_, intervened) = groups.entry(key_of(&r.result)).or_default();
                 intervened
                     .entry(lang.into())
                     .or_default()
@@ -421,6 +449,10 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
             }
         }
     }
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(md, "\n## {label}\n");
     let languages: Vec<String> = languages.into_iter().collect();
     let baseline_of = |key: &BTreeMap<String, String>| {
         let mut b = key.clone();
@@ -434,7 +466,10 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
         }
         _ => "–".into(),
     };
-    let header: Vec<String> = languages.iter().map(|l| format!("{l} acc. (%)")).collect();
+    let header: Vec<String> = languages
+        .iter()
+        .map(|l| format!("{l} {label} (%)"))
+        .collect();
     let _ = writeln!(
         md,
         "| settings | {} | Δ to none (pt, p) |",
@@ -502,9 +537,9 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
             let _ = writeln!(md, "| {} | {} |", describe(key, &[]), cells.join(" | "));
         }
     }
-    if !rows.is_empty() && !languages.is_empty() {
+    if plots && !rows.is_empty() && !languages.is_empty() {
         let map = crate::plot::Heatmap {
-            title: "Accuracy (%) per evaluation language, mean over seeds".into(),
+            title: format!("{label} (%) per evaluation language, mean over seeds"),
             x_label: "evaluation language".into(),
             y_label: "settings".into(),
             rows: rows.clone(),
@@ -513,11 +548,11 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
             diverging: false,
             decimals: 1,
         };
-        write_atomic(&dir.join("accuracy.svg"), map.to_svg().as_bytes())?;
-        let _ = writeln!(md, "\n![accuracy per language](accuracy.svg)");
+        write_atomic(&dir.join(format!("{score}.svg")), map.to_svg().as_bytes())?;
+        let _ = writeln!(md, "\n![{label} per language]({score}.svg)");
         if deltas.iter().flatten().any(|d| d.is_finite()) {
             let map = crate::plot::Heatmap {
-                title: "Accuracy change (points) against plain LoRA".into(),
+                title: format!("{label} change (points) against plain LoRA"),
                 x_label: "evaluation language".into(),
                 y_label: "settings".into(),
                 rows,
@@ -526,11 +561,14 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
                 diverging: true,
                 decimals: 1,
             };
-            write_atomic(&dir.join("delta.svg"), map.to_svg().as_bytes())?;
-            let _ = writeln!(md, "![change against plain LoRA](delta.svg)");
+            write_atomic(
+                &dir.join(format!("{score}_delta.svg")),
+                map.to_svg().as_bytes(),
+            )?;
+            let _ = writeln!(md, "![{label}: change against plain LoRA]({score}_delta.svg)");
         }
     }
-    Ok(md)
+    Ok(())
 }
 
 /// The report of a grid of neuron studies: one row per run (method, neurons per language, the

@@ -1,0 +1,348 @@
+//! One generative fine-tuning cell: extractive QA as instruction following (Mondal et al.'s
+//! XQuAD protocol, `lora_instruct_finetune.py` / `xquad_eval.py` of soumenkm/LSN).
+//!
+//! 1. **Data.** SQuAD v1.1-format JSON ([`crate::crosslingual::read_squad_json`]); with
+//!    `split = 0.8` the training file keeps its first 80 % of questions and each evaluation
+//!    file its last 20 %. Each question becomes the Alpaca prompt of [`alpaca_prompt`], with
+//!    the first gold answer and the EOS token appended for training. A text of
+//!    `max_seq_len − 1` tokens or more is left out (and counted), as the official code does: a
+//!    cut would lose the answer.
+//! 2. **Model.** The causal LM, frozen, with the cell's adapters (Mondal et al.: q, k, v and the
+//!    masked `gate_proj`; set `lora = { targets = [...] }` on the task).
+//! 3. **Training.** The LM loss over the whole sequence, prompt included (the official labels
+//!    mask only the padding), mean over the batch's predicted tokens ([`models::lm_loss`]);
+//!    the optimiser and schedule are the classification cells' ([`crate::adapt`]).
+//! 4. **Evaluation.** Greedy decoding from the prompt, up to `max_new_tokens` (default 100)
+//!    tokens, stopping after the EOS token, adapters merged. Scores per question:
+//!    - on token ids, as Mondal et al.: EM = the generated ids (EOS included) equal the ids of
+//!      `" " + answer + eos` (no special tokens); precision, recall and F1 of their multiset
+//!      overlap ([`crate::metrics::token_id_scores`]);
+//!    - on text, as the official SQuAD v1.1 script: the decoded generation (special tokens
+//!      skipped, trimmed) against every gold answer ([`crate::metrics::squad_em_f1`]).
+//!
+//!    With `lora.intervention`, each language is decoded again with its neurons replaced.
+//!
+//! Differences from the official code: decoding uses a key/value cache (the official code
+//! re-runs the whole sequence at every step, same argmax up to float rounding) and stops at
+//! the model's context length instead of sliding a `max_seq_len` window; evaluation texts of
+//! `max_seq_len − 1` tokens or more are left out as in training.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use models::{DecoderCheckpoint, DecoderTokenizer, ForwardContext, generate_greedy, lm_loss};
+
+use crate::adapt::{Intervention, attach_lora, batch, finish_cell, pad_id, split_part};
+use crate::crosslingual::{QaExample, read_squad_json};
+use crate::grid::AdaptCell;
+use crate::metrics::{squad_em_f1, token_id_scores};
+use crate::results::write_atomic;
+use crate::run::{Outcome, RunLog};
+
+/// The score names of a QA cell, in table order; the first is the main metric.
+pub const QA_SCORES: [&str; 4] = ["token_f1", "token_em", "squad_f1", "squad_em"];
+
+/// Tokens generated per answer unless the task says otherwise (Mondal et al.'s 100).
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 100;
+
+/// Mondal et al.'s Alpaca prompt, verbatim: their triple-quoted template after `.strip()`, so
+/// the 12-space indentation of its inner lines and the space after the context stay. Context,
+/// question and answer are trimmed. With an answer (training) the text ends
+/// `### Response: {answer}{eos}`; without (evaluation) it ends `### Response:`.
+pub fn alpaca_prompt(context: &str, question: &str, answer: Option<(&str, &str)>) -> String {
+    const INDENT: &str = "            ";
+    let mut text = format!(
+        "Below is an instruction that describes a task, paired with an input that provides \
+         further context. Write a response that appropriately completes the request.\n\n\
+         {INDENT}### Instruction:\n\
+         {INDENT}Answer the question based on the given context.\n\n\
+         {INDENT}### Input:\n\
+         {INDENT}Context: {} \n\
+         {INDENT}Question: {}\n\n\
+         {INDENT}### Response:",
+        context.trim(),
+        question.trim()
+    );
+    if let Some((answer, eos)) = answer {
+        let _ = write!(text, " {}{eos}", answer.trim());
+    }
+    text
+}
+
+/// One question, tokenised.
+#[derive(Debug, Clone)]
+pub struct QaItem {
+    /// The question.
+    pub example: QaExample,
+    /// Training: prompt, answer and EOS; evaluation: the prompt.
+    pub ids: Vec<u32>,
+    /// The ids of `" " + answer + eos` without special tokens (the token-level gold).
+    pub gold_ids: Vec<u32>,
+}
+
+/// Tokenise questions for training (`train`: with the answer) or evaluation, leaving out the
+/// texts of `max_len − 1` tokens or more (Mondal et al.'s filter). Returns the kept items and
+/// how many were left out.
+pub fn encode_questions(
+    tokenizer: &DecoderTokenizer,
+    examples: Vec<QaExample>,
+    max_len: usize,
+    train: bool,
+) -> Result<(Vec<QaItem>, usize)> {
+    let eos = tokenizer.eos_token();
+    let mut kept = Vec::with_capacity(examples.len());
+    let mut left_out = 0;
+    for example in examples {
+        let answer = example.answers[0].1.trim().to_string();
+        let text = alpaca_prompt(
+            &example.context,
+            &example.question,
+            train.then_some((answer.as_str(), eos)),
+        );
+        let ids = tokenizer.encode(&text)?;
+        if ids.len() + 1 >= max_len {
+            left_out += 1;
+            continue;
+        }
+        let gold_ids = tokenizer.encode_plain(&format!(" {answer}{eos}"))?;
+        kept.push(QaItem {
+            example,
+            ids,
+            gold_ids,
+        });
+    }
+    Ok((kept, left_out))
+}
+
+/// The scores of one generation, keyed by [`QA_SCORES`].
+pub fn qa_scores(
+    tokenizer: &DecoderTokenizer,
+    item: &QaItem,
+    generated: &[u32],
+) -> Result<([f64; 4], String)> {
+    let (token_em, _, _, token_f1) = token_id_scores(generated, &item.gold_ids);
+    let text = tokenizer.decode(generated)?.trim().to_string();
+    let golds: Vec<String> = item.example.answers.iter().map(|a| a.1.clone()).collect();
+    let (squad_em, squad_f1) = squad_em_f1(&text, &golds);
+    Ok(([token_f1, token_em, squad_f1, squad_em], text))
+}
+
+/// Quote a CSV field (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Fine-tune and evaluate one `xquad` cell into `dir` (see the module docs).
+pub fn run_qa<B: AutodiffBackend>(
+    cell: &AdaptCell,
+    grid_dir: &Path,
+    dir: &Path,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<Outcome> {
+    let t = &cell.train;
+    let checkpoint = DecoderCheckpoint::open(&cell.model_dir)
+        .with_context(|| format!("model `{}`", cell.model_name))?;
+    let tokenizer = checkpoint
+        .tokenizer
+        .clone()
+        .with_context(|| format!("model `{}` has no tokenizer", cell.model_name))?;
+    let pad = pad_id(&checkpoint.config);
+    let stop: Vec<u32> = match tokenizer.eos_id() {
+        Some(id) => vec![id],
+        None => checkpoint.config.eos_token_ids.clone(),
+    };
+    let max_new = cell
+        .task
+        .max_new_tokens
+        .unwrap_or(DEFAULT_MAX_NEW_TOKENS);
+
+    // Data.
+    let (train_lang, train_path) = &cell.train_file;
+    let mut questions = read_squad_json(train_path)?;
+    split_part(&mut questions, cell.task.split, true);
+    if t.max_train_examples > 0 {
+        questions.truncate(t.max_train_examples);
+    }
+    let (train, left_out) = encode_questions(&tokenizer, questions, t.max_seq_len, true)?;
+    log.line(&format!(
+        "train {train_lang}: {} questions ({left_out} left out: {} tokens or more)",
+        train.len(),
+        t.max_seq_len - 1
+    ));
+    anyhow::ensure!(
+        !train.is_empty(),
+        "{}: no training question fits in max_seq_len = {}",
+        train_path.display(),
+        t.max_seq_len
+    );
+    let mut evals = Vec::new();
+    for (lang, path) in &cell.eval_files {
+        let mut questions = read_squad_json(path)?;
+        split_part(&mut questions, cell.task.split, false);
+        if t.max_eval_examples > 0 {
+            questions.truncate(t.max_eval_examples);
+        }
+        let (items, left_out) = encode_questions(&tokenizer, questions, t.max_seq_len, false)?;
+        log.line(&format!(
+            "eval {lang}: {} questions ({left_out} left out)",
+            items.len()
+        ));
+        anyhow::ensure!(
+            !items.is_empty(),
+            "language {lang}: no evaluation question left in {} (split {:?}, max_seq_len {})",
+            path.display(),
+            cell.task.split,
+            t.max_seq_len
+        );
+        evals.push((lang.clone(), items));
+    }
+
+    // Model, adapters, training.
+    let (model, _) = checkpoint
+        .load::<B>(device)
+        .with_context(|| format!("model `{}`", cell.model_name))?;
+    let (model, adapters) = attach_lora(model, cell, grid_dir, log, device)?;
+    let (model, trained) = crate::adapt::train_adapters(
+        model,
+        train.len(),
+        cell,
+        log,
+        |model, indices| {
+            let rows: Vec<&[u32]> = indices.iter().map(|&i| train[i].ids.as_slice()).collect();
+            let (ids, mask) = batch::<B>(&rows, pad, device);
+            lm_loss(model, ids, mask, &mut ForwardContext::eval())
+        },
+    )?;
+    if t.save_model {
+        models::save_lora(&model, &dir.join("adapter.safetensors"))?;
+    }
+
+    // Evaluation: greedy decoding with the adapters merged.
+    let valid = model.valid().merge_lora();
+    let intervention = Intervention::of(cell, grid_dir)?;
+    let mut metrics = BTreeMap::new();
+    let mut table = format!("language,questions,{}", QA_SCORES.join(","));
+    if intervention.is_some() {
+        for s in QA_SCORES {
+            let _ = write!(table, ",{s}_intervened");
+        }
+    }
+    table.push('\n');
+    let mut predictions = format!(
+        "language,id,intervened,prediction,gold,generated_ids,{}\n",
+        QA_SCORES.join(",")
+    );
+    let mut per_language = Vec::new();
+    for (lang, items) in &evals {
+        let clock = Instant::now();
+        let mut official = serde_json::Map::new();
+        let mut decode = |ctx: &mut ForwardContext<B::InnerBackend>,
+                          intervened: bool|
+         -> Result<[f64; 4]> {
+            let mut sums = [0.0; 4];
+            for item in items {
+                let generated = generate_greedy(&valid, &item.ids, max_new, &stop, ctx, device);
+                let (scores, text) = qa_scores(&tokenizer, item, &generated)?;
+                for (s, v) in sums.iter_mut().zip(scores) {
+                    *s += v;
+                }
+                let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
+                let _ = writeln!(
+                    predictions,
+                    "{lang},{},{intervened},{},{},{},{}",
+                    csv_field(&item.example.id),
+                    csv_field(&text),
+                    csv_field(&item.example.answers[0].1),
+                    ids.join(" "),
+                    scores.map(|v| v.to_string()).join(",")
+                );
+                if !intervened {
+                    official.insert(item.example.id.clone(), text.into());
+                }
+            }
+            Ok(sums.map(|s| s / items.len() as f64))
+        };
+        let scores = decode(&mut ForwardContext::eval(), false)?;
+        let _ = write!(table, "{lang},{}", items.len());
+        for (name, v) in QA_SCORES.iter().zip(scores) {
+            metrics.insert(format!("{name}/{lang}"), v);
+            let _ = write!(table, ",{v:.6}");
+        }
+        let mut line = format!(
+            "{lang}: token F1 {:.4}, EM {:.4}; SQuAD F1 {:.4}, EM {:.4}",
+            scores[0], scores[1], scores[2], scores[3]
+        );
+        if let Some(intervention) = &intervention {
+            let (mut ctx, size) = intervention.context(&adapters, lang, device)?;
+            let scores_i = decode(&mut ctx, true)?;
+            for (name, v) in QA_SCORES.iter().zip(scores_i) {
+                metrics.insert(format!("{name}_intervened/{lang}"), v);
+                let _ = write!(table, ",{v:.6}");
+            }
+            let _ = write!(
+                line,
+                "; with {size} neurons {:?}: token F1 {:.4}",
+                cell.lora.intervention, scores_i[0]
+            );
+        }
+        table.push('\n');
+        write_atomic(
+            &dir.join(format!("predictions.{lang}.json")),
+            serde_json::to_string_pretty(&official)?.as_bytes(),
+        )?;
+        log.line(&format!(
+            "{line} ({} questions, {:.0}s)",
+            items.len(),
+            clock.elapsed().as_secs_f64()
+        ));
+        per_language.push(scores);
+    }
+    for (k, name) in QA_SCORES.iter().enumerate() {
+        let mean = per_language.iter().map(|s| s[k]).sum::<f64>() / per_language.len() as f64;
+        metrics.insert((*name).into(), mean);
+    }
+    finish_cell(
+        dir,
+        log,
+        (&table, &predictions),
+        &adapters,
+        &trained,
+        QA_SCORES[0],
+        metrics,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_is_the_official_template_after_strip() {
+        let expected = "Below is an instruction that describes a task, paired with an input \
+            that provides further context. Write a response that appropriately completes the \
+            request.\n\n            ### Instruction:\n            Answer the question based on \
+            the given context.\n\n            ### Input:\n            Context: C c \n            \
+            Question: Q?\n\n            ### Response:";
+        assert_eq!(alpaca_prompt(" C c\n", "Q? ", None), expected);
+        assert_eq!(
+            alpaca_prompt("C c", "Q?", Some((" A ", "</s>"))),
+            format!("{expected} A</s>")
+        );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+    }
+}
