@@ -396,7 +396,7 @@ fn the_lsn_paper_grid_validates_on_fixture_data() {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"));
         cmd.args(["grid", "run", exp, "--dry-run", "--output", "runs"])
             .current_dir(root);
-        for v in ["MODELS_DIR", "XNLI_DIR", "LSN_NEURONS"] {
+        for v in ["MODELS_DIR", "XNLI_DIR", "XQUAD_DIR", "LSN_NEURONS"] {
             cmd.env_remove(v);
         }
         for (k, v) in vars {
@@ -408,9 +408,9 @@ fn the_lsn_paper_grid_validates_on_fixture_data() {
     let out = dry_run(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let t = text(&out);
-    // Per model: none, en, and target / en+target for each of vi, hi, ur.
-    assert!(t.contains("16 cells"), "{t}");
-    for var in ["MODELS_DIR", "XNLI_DIR", "LSN_NEURONS"] {
+    // Per model and task: none, en, and target / en+target for each of three languages.
+    assert!(t.contains("32 cells"), "{t}");
+    for var in ["MODELS_DIR", "XNLI_DIR", "XQUAD_DIR", "LSN_NEURONS"] {
         assert!(t.contains(&format!("{var} is not set")), "{var}: {t}");
     }
     assert!(
@@ -435,14 +435,40 @@ fn the_lsn_paper_grid_validates_on_fixture_data() {
         xnli.join("multinli.train.en.tsv"),
     )
     .unwrap();
+    let xquad = root.join("xquad");
+    std::fs::create_dir_all(&xquad).unwrap();
+    for lang in ["en", "hi", "vi", "zh"] {
+        std::fs::copy(
+            crate::util::fixture("xquad/xquad.es.json"),
+            xquad.join(format!("xquad.{lang}.json")),
+        )
+        .unwrap();
+    }
     std::fs::write(root.join("sets.json"), SETS).unwrap();
     let out = dry_run(&[
         ("MODELS_DIR", models),
-        ("XNLI_DIR", xnli),
+        ("XNLI_DIR", xnli.clone()),
+        ("XQUAD_DIR", xquad.clone()),
         ("LSN_NEURONS", root.join("sets.json")),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("every cell is valid"), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("every cell is valid"), "{t}");
+    assert!(t.contains("task=xquad") && t.contains("eval=zh"), "{t}");
+    // A missing XQuAD file is named.
+    std::fs::remove_file(xquad.join("xquad.zh.json")).unwrap();
+    let out = dry_run(&[
+        ("MODELS_DIR", root.join("models")),
+        ("XNLI_DIR", xnli),
+        ("XQUAD_DIR", xquad),
+        ("LSN_NEURONS", root.join("sets.json")),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no evaluation file for language zh"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -522,4 +548,259 @@ intervention = "mean"
         assert!(m[&format!("accuracy_intervened/{lang}")].is_number(), "{m}");
         assert!(m[&format!("accuracy/{lang}")].is_number(), "{m}");
     }
+}
+
+/// A SQuAD-format file of `n` questions: a context of words from `w10..w13` with the answer
+/// word `w7` at its end, and a question `w3 w4`.
+fn squad_file(path: &Path, n: usize, seed: usize) {
+    let paragraphs: Vec<Value> = documents(n, 3, 10, 13, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, words)| {
+            let context = format!("{words} w7");
+            let start = words.len() + 1;
+            serde_json::json!({"context": context, "qas": [{
+                "id": format!("{seed}-{i}"),
+                "question": "w3 w4",
+                "answers": [{"answer_start": start, "text": "w7"}]
+            }]})
+        })
+        .collect();
+    let data =
+        serde_json::json!({"version": "1.0", "data": [{"title": "t", "paragraphs": paragraphs}]});
+    std::fs::write(path, data.to_string()).unwrap();
+}
+
+/// Scale the tiny model's LM head by 100: its random head (std 0.02, after a 0.25 RMSNorm)
+/// gives logits too flat for any next token to reach a high probability, and the frozen head
+/// of a LoRA run cannot sharpen them.
+fn sharpen_head(model_dir: &Path) {
+    let path = model_dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in file.tensors() {
+        let mut data = view.data().to_vec();
+        if name == "lm_head.weight" {
+            for c in data.chunks_exact_mut(4) {
+                let v = 100.0 * f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        tensors.push((name, view.shape().to_vec(), data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn generative_qa_cells_decode_and_score_each_language() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    squad_file(&root.join("qa.aa.json"), 20, 1);
+    squad_file(&root.join("qa.bb.json"), 10, 2);
+    squad_file(&root.join("qa.cc.json"), 5, 3);
+    let tasks = r#"
+[tasks.qa]
+format = "xquad"
+train = { aa = "qa.aa.json" }
+eval = { bb = "qa.bb.json", cc = "qa.cc.json" }
+split = 0.8
+max_new_tokens = 3
+settings = { max_seq_len = 64, batch_size = 4, epochs = 60, learning_rate = 0.05 }
+lora = { targets = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], rank = 8 }
+"#;
+    let grid = format!(
+        "{tasks}\n[grid]\nmodel = [\"tiny\"]\ntask = [\"qa\"]\nneurons = [\"none\", \"aa\"]\nseed = [1]\n"
+    );
+    let lora = LORA.replace("rank = 2", "rank = 2\ninit = \"kaiming\"");
+    let exp = experiment(root, &lora, &grid);
+    sharpen_head(&root.join("tiny-llama"));
+    let exp = exp.to_str().unwrap();
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = runs(&root.join("runs/adapt"));
+    assert_eq!(runs.len(), 2);
+    let scores = ["token_f1", "token_em", "squad_f1", "squad_em"];
+    for (params, dir, result) in &runs {
+        assert_eq!(result["status"], "finished", "{params:?}: {result}");
+        assert_eq!(result["main_metric"], "token_f1");
+        let metrics = &result["metrics"];
+        let table = csv_rows(&dir.join("per_language.csv"));
+        let mut header = vec!["language".to_string(), "questions".to_string()];
+        header.extend(scores.iter().map(|s| s.to_string()));
+        header.extend(scores.iter().map(|s| format!("{s}_intervened")));
+        assert_eq!(table[0], header);
+        // split = 0.8: the last 20 % of each evaluation file (bb: 2 of 10, cc: 1 of 5).
+        assert_eq!(table[1][..2], ["bb", "2"]);
+        assert_eq!(table[2][..2], ["cc", "1"]);
+        let official: serde_json::Map<String, Value> = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("predictions.bb.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(official.keys().cloned().collect::<Vec<_>>(), ["2-8", "2-9"]);
+        let predictions = csv_rows(&dir.join("predictions.csv"));
+        assert_eq!(predictions.len(), 1 + 2 * 3);
+        for (row, lang) in table[1..].iter().zip(["bb", "cc"]) {
+            for (k, s) in scores.iter().enumerate() {
+                let v: f64 = row[2 + k].parse().unwrap();
+                assert!((metrics[&format!("{s}/{lang}")].as_f64().unwrap() - v).abs() < 1e-6);
+                let mine: Vec<f64> = predictions[1..]
+                    .iter()
+                    .filter(|p| p[0] == lang && p[2] == "false")
+                    .map(|p| p[6 + k].parse().unwrap())
+                    .collect();
+                let mean = mine.iter().sum::<f64>() / mine.len() as f64;
+                assert!((mean - v).abs() < 1e-6, "{lang} {s}: {mine:?} vs {v}");
+            }
+        }
+        // Every answer is `w7`: training teaches it as the first token (whether EOS follows
+        // varies). The scores are recomputed here from the generated ids against the ids of
+        // ` w7</s>` = [7, 2], and from the text against `w7`.
+        let f1 = |common: f64, pred: f64, gold: f64| {
+            if common == 0.0 {
+                0.0
+            } else {
+                2.0 * (common / pred) * (common / gold) / (common / pred + common / gold)
+            }
+        };
+        for p in predictions[1..].iter().filter(|p| p[2] == "false") {
+            let ids: Vec<&str> = p[5].split(' ').collect();
+            assert_eq!(ids[0], "7", "{params:?}: {p:?}");
+            let common = ["7", "2"].iter().filter(|g| ids.contains(g)).count() as f64;
+            let words: Vec<&str> = p[3].split_whitespace().collect();
+            let want = [
+                f1(common, ids.len() as f64, 2.0),
+                f64::from(u8::from(ids == ["7", "2"])),
+                f1(
+                    words.iter().filter(|w| **w == "w7").count().min(1) as f64,
+                    words.len() as f64,
+                    1.0,
+                ),
+                f64::from(u8::from(p[3] == "w7")),
+            ];
+            for (k, w) in want.iter().enumerate() {
+                let got: f64 = p[6 + k].parse().unwrap();
+                assert!(
+                    (got - w).abs() < 1e-9,
+                    "{}: {got} vs {w} in {p:?}",
+                    scores[k]
+                );
+            }
+        }
+        // The task's LoRA targets replace [lora]'s.
+        let bytes = std::fs::read(dir.join("adapter.safetensors")).unwrap();
+        let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
+            .unwrap()
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert!(
+            names.iter().any(|k| k.contains("o_proj.lora_A")),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.iter().any(|k| k.contains("gate_proj")),
+            params["neurons"] == "aa"
+        );
+    }
+    let out = neuronlab(&["report", "runs/adapt"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = std::fs::read_to_string(root.join("runs/adapt/report.md")).unwrap();
+    assert!(md.contains("## token F1"), "{md}");
+    assert!(
+        md.contains("| settings | bb token F1 (%) | cc token F1 (%) |"),
+        "{md}"
+    );
+    assert!(!md.contains("## acc."), "{md}");
+    for svg in ["token_f1.svg", "token_f1_delta.svg", "squad_f1.svg"] {
+        let s = std::fs::read_to_string(root.join("runs/adapt").join(svg)).unwrap();
+        assert!(s.starts_with("<svg"), "{svg}");
+    }
+}
+
+#[test]
+fn bad_qa_task_settings_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let qa = "[tasks.qa]\nformat = \"xquad\"\ntrain = { aa = \"qa.aa.json\" }\n\
+              eval = { bb = \"qa.bb.json\" }\n";
+    let grid = "[grid]\nmodel = [\"tiny\"]\ntask = [\"qa\"]\n";
+    let cases = [
+        (
+            "split = 1.0\n",
+            "tasks.qa.split: expected a fraction strictly between 0 and 1",
+        ),
+        (
+            "max_new_tokens = 0\n",
+            "tasks.qa.max_new_tokens: generate at least 1 token",
+        ),
+        (
+            "classes = [\"a\", \"b\"]\n",
+            "tasks.qa.classes: `classes` does not apply to format = \"xquad\"",
+        ),
+        (
+            "lora = { targets = [\"q_proj\", \"qkv\"] }\n",
+            "tasks.qa.lora.targets.1: \"qkv\" names no linear of a Llama layer",
+        ),
+        ("settings = { epochs = 0.0 }\n", "cell tiny × qa"),
+    ];
+    for (extra, want) in cases {
+        let exp = experiment(root, LORA, &format!("{qa}{extra}{grid}"));
+        let out = neuronlab(
+            &[
+                "grid",
+                "run",
+                exp.to_str().unwrap(),
+                "--output",
+                "runs",
+                "--dry-run",
+            ],
+            root,
+        );
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
+        assert!(
+            text(&out).contains(want),
+            "{extra}: want {want:?} in {}",
+            text(&out)
+        );
+    }
+    // max_new_tokens on a classification task.
+    let exp = experiment(
+        root,
+        LORA,
+        "[grid]\nmodel = [\"tiny\"]\ntask = [\"topics\"]\n",
+    );
+    let toml = std::fs::read_to_string(&exp).unwrap().replace(
+        "format = \"jsonl\"",
+        "format = \"jsonl\"\nmax_new_tokens = 5",
+    );
+    std::fs::write(&exp, toml).unwrap();
+    let out = neuronlab(
+        &[
+            "grid",
+            "run",
+            exp.to_str().unwrap(),
+            "--output",
+            "runs",
+            "--dry-run",
+        ],
+        root,
+    );
+    assert!(
+        text(&out).contains(
+            "tasks.topics.max_new_tokens: `max_new_tokens` applies to format = \"xquad\" only"
+        ),
+        "{}",
+        text(&out)
+    );
 }

@@ -36,6 +36,8 @@ pub(crate) fn tiny_decoder(root: &Path) -> PathBuf {
         "padding": null,
         "added_tokens": [
             {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false,
+             "normalized": false, "special": true},
+            {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false,
              "normalized": false, "special": true}
         ],
         "normalizer": null,

@@ -24,13 +24,20 @@ fn xquad_prompt_loss_and_decoding_match_the_official_code() {
     let device = Default::default();
     let eos = tokenizer.eos_token().to_string();
     assert_eq!(eos, r["eos"].as_str().unwrap());
-    assert_eq!(tokenizer.eos_id(), Some(r["eos_id"].as_u64().unwrap() as u32));
+    assert_eq!(
+        tokenizer.eos_id(),
+        Some(r["eos_id"].as_u64().unwrap() as u32)
+    );
 
     let en = read_squad_json(&fixture("xquad/xquad.en.json")).unwrap();
     let es = read_squad_json(&fixture("xquad/xquad.es.json")).unwrap();
     assert_eq!((en.len(), es.len()), (6, 6));
     assert_eq!(
-        alpaca_prompt(&en[0].context, &en[0].question, Some((&en[0].answers[0].1, &eos))),
+        alpaca_prompt(
+            &en[0].context,
+            &en[0].question,
+            Some((&en[0].answers[0].1, &eos))
+        ),
         r["train_prompt"].as_str().unwrap()
     );
     assert_eq!(

@@ -38,8 +38,7 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{
-    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LoraConfig, LoraInit,
-    TokenPosition,
+    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LoraConfig, LoraInit, TokenPosition,
 };
 use neurons::{ActivationStats, InterventionValue, intervention_context};
 use rand::SeedableRng;
@@ -520,7 +519,10 @@ pub(crate) fn finish_cell(
     metrics.insert("train_loss".into(), trained.mean_loss);
     metrics.insert(
         "trained_neurons".into(),
-        adapters.trained_set.as_ref().map_or(0.0, |s| s.len() as f64),
+        adapters
+            .trained_set
+            .as_ref()
+            .map_or(0.0, |s| s.len() as f64),
     );
     write_atomic(&dir.join("per_language.csv"), table.as_bytes())?;
     write_atomic(&dir.join("predictions.csv"), predictions.as_bytes())?;

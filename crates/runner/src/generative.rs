@@ -161,10 +161,7 @@ pub fn run_qa<B: AutodiffBackend>(
         Some(id) => vec![id],
         None => checkpoint.config.eos_token_ids.clone(),
     };
-    let max_new = cell
-        .task
-        .max_new_tokens
-        .unwrap_or(DEFAULT_MAX_NEW_TOKENS);
+    let max_new = cell.task.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS);
 
     // Data.
     let (train_lang, train_path) = &cell.train_file;
@@ -212,17 +209,12 @@ pub fn run_qa<B: AutodiffBackend>(
         .load::<B>(device)
         .with_context(|| format!("model `{}`", cell.model_name))?;
     let (model, adapters) = attach_lora(model, cell, grid_dir, log, device)?;
-    let (model, trained) = crate::adapt::train_adapters(
-        model,
-        train.len(),
-        cell,
-        log,
-        |model, indices| {
+    let (model, trained) =
+        crate::adapt::train_adapters(model, train.len(), cell, log, |model, indices| {
             let rows: Vec<&[u32]> = indices.iter().map(|&i| train[i].ids.as_slice()).collect();
             let (ids, mask) = batch::<B>(&rows, pad, device);
             lm_loss(model, ids, mask, &mut ForwardContext::eval())
-        },
-    )?;
+        })?;
     if t.save_model {
         models::save_lora(&model, &dir.join("adapter.safetensors"))?;
     }
@@ -246,32 +238,31 @@ pub fn run_qa<B: AutodiffBackend>(
     for (lang, items) in &evals {
         let clock = Instant::now();
         let mut official = serde_json::Map::new();
-        let mut decode = |ctx: &mut ForwardContext<B::InnerBackend>,
-                          intervened: bool|
-         -> Result<[f64; 4]> {
-            let mut sums = [0.0; 4];
-            for item in items {
-                let generated = generate_greedy(&valid, &item.ids, max_new, &stop, ctx, device);
-                let (scores, text) = qa_scores(&tokenizer, item, &generated)?;
-                for (s, v) in sums.iter_mut().zip(scores) {
-                    *s += v;
+        let mut decode =
+            |ctx: &mut ForwardContext<B::InnerBackend>, intervened: bool| -> Result<[f64; 4]> {
+                let mut sums = [0.0; 4];
+                for item in items {
+                    let generated = generate_greedy(&valid, &item.ids, max_new, &stop, ctx, device);
+                    let (scores, text) = qa_scores(&tokenizer, item, &generated)?;
+                    for (s, v) in sums.iter_mut().zip(scores) {
+                        *s += v;
+                    }
+                    let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
+                    let _ = writeln!(
+                        predictions,
+                        "{lang},{},{intervened},{},{},{},{}",
+                        csv_field(&item.example.id),
+                        csv_field(&text),
+                        csv_field(&item.example.answers[0].1),
+                        ids.join(" "),
+                        scores.map(|v| v.to_string()).join(",")
+                    );
+                    if !intervened {
+                        official.insert(item.example.id.clone(), text.into());
+                    }
                 }
-                let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
-                let _ = writeln!(
-                    predictions,
-                    "{lang},{},{intervened},{},{},{},{}",
-                    csv_field(&item.example.id),
-                    csv_field(&text),
-                    csv_field(&item.example.answers[0].1),
-                    ids.join(" "),
-                    scores.map(|v| v.to_string()).join(",")
-                );
-                if !intervened {
-                    official.insert(item.example.id.clone(), text.into());
-                }
-            }
-            Ok(sums.map(|s| s / items.len() as f64))
-        };
+                Ok(sums.map(|s| s / items.len() as f64))
+            };
         let scores = decode(&mut ForwardContext::eval(), false)?;
         let _ = write!(table, "{lang},{}", items.len());
         for (name, v) in QA_SCORES.iter().zip(scores) {

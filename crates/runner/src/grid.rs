@@ -1008,7 +1008,10 @@ fn check_task(file: &ExperimentFile, name: &str, t: &TaskSpec) -> Result<()> {
                 ("label", t.label.is_some()),
                 ("label_map", !t.label_map.is_empty()),
                 ("drop_labels", !t.drop_labels.is_empty()),
-                ("classes", t.format == TaskFormat::Xquad && !t.classes.is_empty()),
+                (
+                    "classes",
+                    t.format == TaskFormat::Xquad && !t.classes.is_empty(),
+                ),
             ] {
                 if set {
                     bail!("{}: `{key}` does not apply to {own}", at(key));

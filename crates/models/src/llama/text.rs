@@ -100,13 +100,20 @@ impl DecoderTokenizer {
                 _ => {}
             }
         }
+        // Without `tokenizer_config.json`'s `eos_token`, the vocabulary's token of the first EOS id.
+        let mut eos_token = token_str("eos_token");
+        if eos_token.is_empty()
+            && let Some(token) = eos_ids.first().and_then(|&id| inner.id_to_token(id))
+        {
+            eos_token = token;
+        }
         Ok(Self {
             inner,
             prepend_bos: None,
             eos_ids,
             chat_template,
             bos_token: token_str("bos_token"),
-            eos_token: token_str("eos_token"),
+            eos_token,
             path,
         })
     }
@@ -139,7 +146,8 @@ impl DecoderTokenizer {
     }
 
     /// The end-of-sequence token as text (joins segments the way Mondal et al.'s
-    /// `premise {eos} hypothesis` does); empty when the checkpoint names none.
+    /// `premise {eos} hypothesis` does): `tokenizer_config.json`'s `eos_token`, else the
+    /// vocabulary's token of the first EOS id; empty when neither exists.
     pub fn eos_token(&self) -> &str {
         &self.eos_token
     }

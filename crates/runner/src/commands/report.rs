@@ -565,7 +565,10 @@ fn score_section(
                 &dir.join(format!("{score}_delta.svg")),
                 map.to_svg().as_bytes(),
             )?;
-            let _ = writeln!(md, "![{label}: change against plain LoRA]({score}_delta.svg)");
+            let _ = writeln!(
+                md,
+                "![{label}: change against plain LoRA]({score}_delta.svg)"
+            );
         }
     }
     Ok(())
