@@ -716,12 +716,12 @@ lora = { targets = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], rank 
     let out = neuronlab(&["report", "runs/adapt"], root);
     assert!(out.status.success(), "{}", text(&out));
     let md = std::fs::read_to_string(root.join("runs/adapt/report.md")).unwrap();
-    assert!(md.contains("## token F1"), "{md}");
+    assert!(md.contains("## Token-id F1"), "{md}");
     assert!(
         md.contains("| settings | bb token F1 (%) | cc token F1 (%) |"),
         "{md}"
     );
-    assert!(!md.contains("## acc."), "{md}");
+    assert!(!md.contains("## Accuracy"), "{md}");
     for svg in ["token_f1.svg", "token_f1_delta.svg", "squad_f1.svg"] {
         let s = std::fs::read_to_string(root.join("runs/adapt").join(svg)).unwrap();
         assert!(s.starts_with("<svg"), "{svg}");

@@ -1,5 +1,7 @@
 //! One fine-tuning cell: neuron-specific LoRA on a decoder classifier, trained on one language
-//! and evaluated on others (Mondal et al.'s zero-shot cross-lingual protocol).
+//! and evaluated on others (Mondal et al.'s zero-shot cross-lingual protocol). Generative QA
+//! cells (`format = "xquad"`) share the adapters, the training loop and the interventions of
+//! this module and are described in [`crate::generative`].
 //!
 //! 1. **Data.** The task's training file and this cell's evaluation files are read
 //!    ([`read_task`]); each input is `text` or `text <eos> text_pair` (the tokenizer's EOS token

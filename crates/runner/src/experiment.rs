@@ -67,6 +67,14 @@
 //! train = { en = "${XNLI_DIR}/multinli.train.en.tsv" }
 //! eval = { vi = "${XNLI_DIR}/xnli.test.tsv", hi = "${XNLI_DIR}/xnli.test.tsv" }
 //!
+//! [tasks.xquad]                            # generative QA (crate::generative)
+//! format = "xquad"
+//! train = { en = "${XQUAD_DIR}/xquad.en.json" }
+//! eval = { hi = "${XQUAD_DIR}/xquad.hi.json" }
+//! split = 0.8                              # train on the first 80 %, evaluate the last 20 %
+//! settings = { epochs = 10, batch_size = 4, learning_rate = 5e-5 }
+//! lora = { targets = ["q_proj", "k_proj", "v_proj"], rank = 64 }
+//!
 //! [lora]
 //! targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
 //! rank = 8                                 # alpha = 2 rank unless set
@@ -75,13 +83,15 @@
 //! [grid]
 //! model = ["smollm2"]
 //! study = ["lape"]
-//! task = ["xnli"]
+//! task = ["xnli", "xquad"]
 //! neurons = ["none", "en", "target", "random:target"]
 //! seed = [1, 2, 3]
 //! ```
 //!
 //! Settings resolve in this order, later wins: built-in defaults, `[train]`, the dataset's
-//! `train`, the model's `train`, the loss's `train` (comparative losses), the grid axis. A pair
+//! `train`, the model's `train`, the loss's `train` (comparative losses), the grid axis. In a
+//! fine-tuning grid: defaults, `[train]`, the model's `train`, the task's `settings`, the grid
+//! axis; and for the adapter `[lora]`, the model's `lora`, the task's `lora`. A pair
 //! in `grid.pairs` may name its own losses (`{ model, dataset, loss = [...] }`). Unknown keys anywhere are errors naming the file,
 //! line and key.
 

@@ -277,7 +277,13 @@ impl Heatmap {
         let label_w = 8.0 * self.rows.iter().map(|r| r.len()).max().unwrap_or(1) as f64;
         let (left, top) = (label_w + 46.0, 44.0);
         let (pw, ph) = (cw * n_cols as f64, ch * n_rows as f64);
-        let (w, h) = (left + pw + 110.0, top + ph + 62.0);
+        // The title is centred on the plot, moved right and the canvas widened when it is wider.
+        let title_w = 7.8 * self.title.chars().count() as f64;
+        let title_x = (left + pw / 2.0).max(title_w / 2.0 + 10.0);
+        let (w, h) = (
+            (left + pw + 110.0).max(title_x + title_w / 2.0 + 10.0),
+            top + ph + 62.0,
+        );
         let range = self.range();
         let mut s = String::new();
         let _ = writeln!(
@@ -287,8 +293,7 @@ impl Heatmap {
         let _ = writeln!(s, r#"<rect width="{w:.0}" height="{h:.0}" fill="white"/>"#);
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="14">{}</text>"#,
-            left + pw / 2.0,
+            r#"<text x="{title_x:.1}" y="24" text-anchor="middle" font-size="14">{}</text>"#,
             escape(&self.title)
         );
         let annotate = cw >= 40.0;
@@ -303,7 +308,12 @@ impl Heatmap {
                     escape(&self.columns[j])
                 );
                 if annotate {
-                    let number = format!("{v:.*}", self.decimals);
+                    // A missing value (no baseline, no run) reads as a dash, not NaN.
+                    let number = if v.is_finite() {
+                        format!("{v:.*}", self.decimals)
+                    } else {
+                        "–".into()
+                    };
                     let number = match number.strip_prefix('-') {
                         Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => {
                             rest.to_string()
@@ -377,7 +387,11 @@ impl Heatmap {
                 s,
                 r#"<text x="{:.1}" y="{y:.1}">{}</text>"#,
                 bx + 18.0,
-                fmt_tick((v * 1e4).round() / 1e4)
+                fmt_tick({
+                    // One digit more than the cells show.
+                    let scale = 10f64.powi(self.decimals as i32 + 1);
+                    (v * scale).round() / scale
+                })
             );
         }
         if self.diverging {

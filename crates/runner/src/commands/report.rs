@@ -371,14 +371,14 @@ fn failed_runs(md: &mut String, failed: &[&Run]) {
     }
 }
 
-/// The per-language scores of fine-tuning cells: name, what the table calls it, and whether it
-/// gets heatmaps.
-const ADAPT_SCORES: [(&str, &str, bool); 5] = [
-    ("accuracy", "acc.", true),
-    ("token_f1", "token F1", true),
-    ("token_em", "token EM", false),
-    ("squad_f1", "SQuAD F1", true),
-    ("squad_em", "SQuAD EM", false),
+/// The per-language scores of fine-tuning cells: name, section heading, what the table columns
+/// call it, and whether it gets heatmaps.
+const ADAPT_SCORES: [(&str, &str, &str, bool); 5] = [
+    ("accuracy", "Accuracy", "acc.", true),
+    ("token_f1", "Token-id F1", "token F1", true),
+    ("token_em", "Token-id EM", "token EM", false),
+    ("squad_f1", "SQuAD F1", "SQuAD F1", true),
+    ("squad_em", "SQuAD EM", "SQuAD EM", false),
 ];
 
 /// The fine-tuning cells of a grid. For each score the cells have (accuracy for
@@ -399,13 +399,15 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
         "{} fine-tuning runs: {} finished, {} failed. Scores per evaluation language after \
          the last step (no model selection), mean ± std over seeds (n). Δ: difference of the \
          means to plain LoRA (`none`) with the same other settings, and the exact paired \
-         sign-flip p-value over the seeds both have.",
+         sign-flip p-value over the seeds both have. QA scores: token-id F1 / EM (Mondal et \
+         al.'s, on the generated ids against `\" \" + answer + eos`) and SQuAD F1 / EM (the \
+         official string normalisation).",
         runs.len(),
         finished.len(),
         runs.len() - finished.len()
     );
-    for (score, label, plots) in ADAPT_SCORES {
-        score_section(&mut md, dir, &finished, (score, label, plots))?;
+    for (score, heading, label, plots) in ADAPT_SCORES {
+        score_section(&mut md, dir, &finished, (score, heading, label, plots))?;
     }
     Ok(md)
 }
@@ -415,7 +417,7 @@ fn score_section(
     md: &mut String,
     dir: &Path,
     finished: &[&Run],
-    (score, label, plots): (&str, &str, bool),
+    (score, heading, label, plots): (&str, &str, &str, bool),
 ) -> Result<()> {
     // Group: every axis value except the seed and the evaluation language.
     let key_of = |r: &RunResult| {
@@ -452,7 +454,7 @@ fn score_section(
     if groups.is_empty() {
         return Ok(());
     }
-    let _ = writeln!(md, "\n## {label}\n");
+    let _ = writeln!(md, "\n## {heading}\n");
     let languages: Vec<String> = languages.into_iter().collect();
     let baseline_of = |key: &BTreeMap<String, String>| {
         let mut b = key.clone();
@@ -539,7 +541,7 @@ fn score_section(
     }
     if plots && !rows.is_empty() && !languages.is_empty() {
         let map = crate::plot::Heatmap {
-            title: format!("{label} (%) per evaluation language, mean over seeds"),
+            title: format!("{heading} (%) per evaluation language, mean over seeds"),
             x_label: "evaluation language".into(),
             y_label: "settings".into(),
             rows: rows.clone(),
@@ -552,7 +554,7 @@ fn score_section(
         let _ = writeln!(md, "\n![{label} per language]({score}.svg)");
         if deltas.iter().flatten().any(|d| d.is_finite()) {
             let map = crate::plot::Heatmap {
-                title: format!("{label} change (points) against plain LoRA"),
+                title: format!("{heading}: change (points) against plain LoRA"),
                 x_label: "evaluation language".into(),
                 y_label: "settings".into(),
                 rows,
