@@ -26,6 +26,8 @@ mod grid;
 mod data;
 // Metrics against NumPy / scikit-learn.
 mod metrics;
+// TREC qrels / runs and ranking metrics against trec_eval.
+mod ranking;
 // Comparative steps: batched and sequential views agree.
 mod views;
 // AdamW, global-norm clipping and the schedule against PyTorch.

@@ -17,6 +17,7 @@ pub mod generative;
 pub mod grid;
 pub mod metrics;
 pub mod plot;
+pub mod ranking;
 pub mod results;
 pub mod run;
 pub mod study;

@@ -1,0 +1,208 @@
+//! TREC files and ranking metrics with trec_eval's conventions: qrels (`qid iter docid grade`),
+//! runs (`qid Q0 docid rank score tag`), MRR@10, nDCG@10 and recall@1000.
+//!
+//! Conventions (trec_eval 9, as `pytrec_eval` runs it; checked against it in
+//! `tests/fixtures/ranking/make_ranking_fixture.py`):
+//! - a run is ordered by score, descending, ties broken by document id, descending; the rank
+//!   column is ignored;
+//! - a passage is relevant when its grade is at least `relevance_level` (1; TREC DL uses 2 for
+//!   MRR and recall); nDCG uses the grades themselves as linear gains (`ndcg_cut.10`), the
+//!   ideal ranking from every judged passage of the query;
+//! - a query is scored when it is in the run and the qrels, and means are over those queries;
+//!   a query without any relevant passage scores 0.
+//!
+//! MRR@10 is MS MARCO's: the reciprocal rank of the first relevant passage among the 10 best,
+//! 0 if there is none. Re-ranking a fixed candidate list cannot change recall@1000 (it depends
+//! only on which passages are in the list).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// Judgements: query → passage → grade.
+pub type Qrels = BTreeMap<String, BTreeMap<String, i32>>;
+
+/// A run: query → (passage, score) in file order.
+pub type Run = BTreeMap<String, Vec<(String, f64)>>;
+
+fn read_lines(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Read a qrels file: `qid iter docid grade` per line (whitespace-separated). A line with
+/// another number of fields or a grade that is not an integer is an error naming the file and
+/// line; so is a query outside `queries`, when given.
+pub fn read_qrels(path: &Path, queries: Option<&dyn Fn(&str) -> bool>) -> Result<Qrels> {
+    let text = read_lines(path)?;
+    let mut qrels = Qrels::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}, line {}", path.display(), i + 1);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [qid, _, docid, grade] = fields[..] else {
+            bail!(
+                "{}: expected 4 fields `qid iter docid grade`, found {}: {line:?}",
+                at(),
+                fields.len()
+            );
+        };
+        let grade: i32 = grade
+            .parse()
+            .with_context(|| format!("{}: grade {grade:?} is not an integer", at()))?;
+        if let Some(known) = queries
+            && !known(qid)
+        {
+            bail!("{}: query {qid:?} is not in the queries file", at());
+        }
+        qrels
+            .entry(qid.to_string())
+            .or_default()
+            .insert(docid.to_string(), grade);
+    }
+    if qrels.is_empty() {
+        bail!("{}: no judgements", path.display());
+    }
+    Ok(qrels)
+}
+
+/// Read a TREC run: `qid Q0 docid rank score tag` per line. A line with another number of
+/// fields, a rank that is not an integer, a score that is not a finite number, or a passage
+/// listed twice for a query is an error naming the file and line.
+pub fn read_run(path: &Path) -> Result<Run> {
+    let text = read_lines(path)?;
+    let mut run = Run::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}, line {}", path.display(), i + 1);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [qid, _, docid, rank, score, _] = fields[..] else {
+            bail!(
+                "{}: expected 6 fields `qid Q0 docid rank score tag`, found {}: {line:?}",
+                at(),
+                fields.len()
+            );
+        };
+        rank.parse::<i64>()
+            .with_context(|| format!("{}: rank {rank:?} is not an integer", at()))?;
+        let score: f64 = score
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite())
+            .with_context(|| format!("{}: score {score:?} is not a finite number", at()))?;
+        if !seen.insert((qid.to_string(), docid.to_string())) {
+            bail!("{}: passage {docid} is listed twice for query {qid}", at());
+        }
+        run.entry(qid.to_string())
+            .or_default()
+            .push((docid.to_string(), score));
+    }
+    if run.is_empty() {
+        bail!("{}: no ranked passages", path.display());
+    }
+    Ok(run)
+}
+
+/// trec_eval's order: score descending, then document id descending.
+pub fn trec_order(ranked: &mut [(String, f64)]) {
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+}
+
+/// A run as TREC text, each query's passages in trec_eval's order with ranks from 1.
+pub fn run_to_trec(run: &Run, tag: &str) -> String {
+    let mut out = String::new();
+    for (qid, ranked) in run {
+        let mut ranked = ranked.clone();
+        trec_order(&mut ranked);
+        for (k, (docid, score)) in ranked.iter().enumerate() {
+            out.push_str(&format!("{qid} Q0 {docid} {} {score} {tag}\n", k + 1));
+        }
+    }
+    out
+}
+
+/// One query's scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankScores {
+    /// Reciprocal rank of the first relevant passage in the top 10 (0 if none).
+    pub mrr_at_10: f64,
+    /// nDCG@10 with linear gains.
+    pub ndcg_at_10: f64,
+    /// Relevant passages in the top 1,000 over all relevant ones (0 if none).
+    pub recall_at_1000: f64,
+}
+
+/// Scores of one query's ranked passages (any order; sorted here) against its judgements.
+pub fn query_scores(
+    ranked: &[(String, f64)],
+    judged: &BTreeMap<String, i32>,
+    relevance_level: i32,
+) -> RankScores {
+    let mut ranked = ranked.to_vec();
+    trec_order(&mut ranked);
+    let grade = |d: &str| judged.get(d).copied().unwrap_or(0);
+    let mrr_at_10 = ranked
+        .iter()
+        .take(10)
+        .position(|(d, _)| grade(d) >= relevance_level)
+        .map_or(0.0, |k| 1.0 / (k + 1) as f64);
+    let dcg = |grades: &mut dyn Iterator<Item = i32>| -> f64 {
+        grades
+            .take(10)
+            .enumerate()
+            .map(|(k, g)| f64::from(g.max(0)) / ((k + 2) as f64).log2())
+            .sum()
+    };
+    let mut ideal: Vec<i32> = judged.values().copied().filter(|&g| g > 0).collect();
+    ideal.sort_unstable_by(|a, b| b.cmp(a));
+    let best = dcg(&mut ideal.into_iter());
+    let ndcg_at_10 = if best > 0.0 {
+        dcg(&mut ranked.iter().map(|(d, _)| grade(d))) / best
+    } else {
+        0.0
+    };
+    let relevant = judged.values().filter(|&&g| g >= relevance_level).count();
+    let found = ranked
+        .iter()
+        .take(1000)
+        .filter(|(d, _)| grade(d) >= relevance_level)
+        .count();
+    RankScores {
+        mrr_at_10,
+        ndcg_at_10,
+        recall_at_1000: if relevant > 0 {
+            found as f64 / relevant as f64
+        } else {
+            0.0
+        },
+    }
+}
+
+/// Per-query scores of every query in both the run and the qrels, and their means.
+pub fn evaluate_run(
+    run: &Run,
+    qrels: &Qrels,
+    relevance_level: i32,
+) -> (BTreeMap<String, RankScores>, RankScores) {
+    let per_query: BTreeMap<String, RankScores> = run
+        .iter()
+        .filter_map(|(q, ranked)| {
+            qrels
+                .get(q)
+                .map(|judged| (q.clone(), query_scores(ranked, judged, relevance_level)))
+        })
+        .collect();
+    let n = per_query.len().max(1) as f64;
+    let mean = |f: fn(&RankScores) -> f64| per_query.values().map(f).sum::<f64>() / n;
+    let means = RankScores {
+        mrr_at_10: mean(|s| s.mrr_at_10),
+        ndcg_at_10: mean(|s| s.ndcg_at_10),
+        recall_at_1000: mean(|s| s.recall_at_1000),
+    };
+    (per_query, means)
+}
