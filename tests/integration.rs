@@ -28,6 +28,8 @@ mod data;
 mod metrics;
 // TREC qrels / runs and ranking metrics against trec_eval.
 mod ranking;
+// SQuAD training windows against run_qa.py preprocessing.
+mod squad;
 // Comparative steps: batched and sequential views agree.
 mod views;
 // AdamW, global-norm clipping and the schedule against PyTorch.

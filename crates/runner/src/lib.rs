@@ -20,5 +20,6 @@ pub mod plot;
 pub mod ranking;
 pub mod results;
 pub mod run;
+pub mod squad;
 pub mod study;
 pub mod train;

@@ -1,0 +1,124 @@
+//! SQuAD v1.1 training windows for an extractive-QA encoder, as transformers' `run_qa.py`
+//! (`prepare_train_features`, the preprocessing of the CmpLoss QA code) builds them: the question
+//! left-stripped, then `question [SEP] context` windows of at most `max_len` tokens that
+//! overlap by `stride` tokens (`truncation="only_second"`, overflowing windows), and each
+//! window's answer start and end token. A window that does not hold the whole answer is
+//! labelled at its CLS position (index 0), as the official preprocessing does.
+//!
+//! The windows come from the `tokenizers` library's own overflow (the same code as HF's fast
+//! tokenizers), with character offsets into the context. As in `run_qa.py`, a window whose last
+//! context token is where the answer begins gets its start label on the following separator
+//! (start = end + 1); the official preprocessing does this, so it is kept. Windows are not padded
+//! here (as `run_qa.py --pad_to_max_length False`); with padding to `max_len` the official scan
+//! would land on the last padding position instead.
+
+use anyhow::{Result, anyhow};
+use tokenizers::{
+    EncodeInput, Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+
+use crate::crosslingual::QaExample;
+
+/// One window of one question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QaWindow {
+    /// Index of the question in the input slice.
+    pub example: usize,
+    /// Token ids (special tokens included).
+    pub ids: Vec<u32>,
+    /// Segment ids.
+    pub type_ids: Vec<u32>,
+    /// For each token of the context, its character span in the context; `None` for the
+    /// question's and the special tokens.
+    pub context_offsets: Vec<Option<(usize, usize)>>,
+    /// The answer's first token (0, the CLS position, when the window lacks the answer).
+    pub start: usize,
+    /// The answer's last token (0 as `start`).
+    pub end: usize,
+}
+
+/// The training windows of `examples` (each question's first answer is the label).
+///
+/// # Errors
+/// If `max_len` leaves no room for the context after a question (naming the question), or the
+/// tokenizer fails.
+pub fn squad_windows(
+    tokenizer: &Tokenizer,
+    examples: &[QaExample],
+    max_len: usize,
+    stride: usize,
+) -> Result<Vec<QaWindow>> {
+    let mut tok = tokenizer.clone();
+    tok.with_padding(None);
+    tok.with_truncation(Some(TruncationParams {
+        max_length: max_len,
+        stride,
+        strategy: TruncationStrategy::OnlySecond,
+        direction: TruncationDirection::Right,
+    }))
+    .map_err(|e| anyhow!("max_len {max_len}, stride {stride}: {e}"))?;
+    let mut out = Vec::new();
+    for (index, example) in examples.iter().enumerate() {
+        let input = EncodeInput::Dual(
+            example.question.trim_start().into(),
+            example.context.as_str().into(),
+        );
+        let mut main = tok.encode_char_offsets(input, true).map_err(|e| {
+            anyhow!(
+                "question {}: {e} (max_len {max_len} must hold the question, the special tokens \
+                 and some context)",
+                example.id
+            )
+        })?;
+        let overflow = main.take_overflowing();
+        let (start_char, answer) = &example.answers[0];
+        let end_char = start_char + answer.chars().count();
+        for window in std::iter::once(main).chain(overflow) {
+            out.push(label(index, &window, *start_char, end_char));
+        }
+    }
+    Ok(out)
+}
+
+/// One window with its answer labels.
+fn label(example: usize, window: &Encoding, start_char: usize, end_char: usize) -> QaWindow {
+    let sequence = window.get_sequence_ids();
+    let offsets = window.get_offsets();
+    let context_offsets: Vec<Option<(usize, usize)>> = sequence
+        .iter()
+        .zip(offsets)
+        .map(|(s, &o)| (*s == Some(1)).then_some(o))
+        .collect();
+    let context: Vec<usize> = (0..sequence.len())
+        .filter(|&k| sequence[k] == Some(1))
+        .collect();
+    let (start, end) = match (context.first(), context.last()) {
+        (Some(&first), Some(&last))
+            if offsets[first].0 <= start_char && offsets[last].1 >= end_char =>
+        {
+            // run_qa.py's scans. The start scan runs on past the context into the final
+            // separator, whose offsets are (0, 0): when the answer begins in the window's last
+            // context token, the start lands on that separator, one past the end. That quirk of
+            // the official preprocessing is kept (it affects only such windows).
+            let mut start = first;
+            while start < offsets.len() && offsets[start].0 <= start_char {
+                start += 1;
+            }
+            let mut end = last;
+            while offsets[end].1 >= end_char {
+                end -= 1;
+            }
+            let (start, end) = (start - 1, end + 1);
+            (start, end)
+        }
+        _ => (0, 0),
+    };
+    QaWindow {
+        example,
+        ids: window.get_ids().to_vec(),
+        type_ids: window.get_type_ids().to_vec(),
+        context_offsets,
+        start,
+        end,
+    }
+}
