@@ -3,7 +3,7 @@
 //! and the answer labels, CLS for windows without the answer.
 
 use runner::crosslingual::read_squad_json;
-use runner::squad::squad_windows;
+use runner::squad::{predict_answers, predictions_json, squad_windows};
 use tokenizers::Tokenizer;
 
 use crate::util::{artefact, fixture, read_json};
@@ -81,4 +81,49 @@ fn squad_windows_match_run_qa_preprocessing() {
     // A max_len with no room for the context names the question.
     let err = squad_windows(&tokenizer, &examples, 6, 2).unwrap_err();
     assert!(format!("{err:#}").contains("question q1"), "{err:#}");
+}
+
+#[test]
+fn span_decoding_matches_utils_qa_postprocessing() {
+    let r = read_json(&fixture("qa/span_decoding.json"));
+    let w = read_json(&fixture("qa/squad_windows.json"));
+    let tokenizer =
+        Tokenizer::from_file(artefact("all-MiniLM-L6-v2").join("tokenizer.json")).unwrap();
+    let examples = read_squad_json(&fixture("xquad/xquad.en.json")).unwrap();
+    let windows = squad_windows(
+        &tokenizer,
+        &examples,
+        w["max_len"].as_u64().unwrap() as usize,
+        w["stride"].as_u64().unwrap() as usize,
+    )
+    .unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let logits = r["logits"].as_array().unwrap();
+    let starts: Vec<Vec<f32>> = logits.iter().map(|l| floats(&l["start"])).collect();
+    let ends: Vec<Vec<f32>> = logits.iter().map(|l| floats(&l["end"])).collect();
+    let n_best = r["n_best"].as_u64().unwrap() as usize;
+    let max_answer = r["max_answer_length"].as_u64().unwrap() as usize;
+    let predictions = predict_answers(&examples, &windows, &starts, &ends, n_best, max_answer);
+    for (id, p) in &predictions {
+        let p = p.as_ref().unwrap();
+        assert_eq!(p.text, r["predictions"][id].as_str().unwrap(), "{id}");
+        assert!(
+            (p.score - r["scores"][id].as_f64().unwrap()).abs() < 1e-4,
+            "{id}"
+        );
+        assert!(p.chars.1 - p.chars.0 >= p.text.chars().count());
+    }
+    let json: serde_json::Value = serde_json::from_str(&predictions_json(&predictions)).unwrap();
+    assert_eq!(json, r["predictions"]);
+    // A maximum answer length of 0 tokens leaves nothing: an empty answer.
+    let none = predict_answers(&examples, &windows, &starts, &ends, n_best, 0);
+    assert!(none.iter().all(|(_, p)| p.is_none()));
+    let json: serde_json::Value = serde_json::from_str(&predictions_json(&none)).unwrap();
+    assert_eq!(json["q1"], "");
 }

@@ -1,4 +1,8 @@
-//! SQuAD v1.1 training windows for an extractive-QA encoder, as transformers' `run_qa.py`
+//! SQuAD v1.1 for an extractive-QA encoder: training windows ([`squad_windows`]) and n-best
+//! span decoding into the official `predictions.json` ([`predict_answers`],
+//! [`predictions_json`]).
+//!
+//! Training windows as transformers' `run_qa.py`
 //! (`prepare_train_features`, the preprocessing of the CmpLoss QA code) builds them: the question
 //! left-stripped, then `question [SEP] context` windows of at most `max_len` tokens that
 //! overlap by `stride` tokens (`truncation="only_second"`, overflowing windows), and each
@@ -121,4 +125,99 @@ fn label(example: usize, window: &Encoding, start_char: usize, end_char: usize) 
         start,
         end,
     }
+}
+
+/// A predicted answer span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanPrediction {
+    /// The answer text, cut from the context.
+    pub text: String,
+    /// Start logit + end logit.
+    pub score: f64,
+    /// Character span in the context.
+    pub chars: (usize, usize),
+}
+
+/// The `n` highest positions of `logits`, best first.
+fn top_positions(logits: &[f32], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order.truncate(n);
+    order
+}
+
+/// The best answer of one question over its windows, as `utils_qa.py`'s
+/// `postprocess_qa_predictions` decodes SQuAD v1.1: in each window the `n_best` highest start
+/// and end logits are paired; spans outside the context, ending before they start, or longer
+/// than `max_answer_len` tokens are skipped; the span with the highest start + end logit wins.
+/// `None` when no window has a valid span (the official code then answers "").
+pub fn best_span(
+    context: &str,
+    windows: &[(&QaWindow, &[f32], &[f32])],
+    n_best: usize,
+    max_answer_len: usize,
+) -> Option<SpanPrediction> {
+    let mut best: Option<SpanPrediction> = None;
+    for (window, start_logits, end_logits) in windows {
+        let offsets = &window.context_offsets;
+        for s in top_positions(start_logits, n_best) {
+            for e in top_positions(end_logits, n_best) {
+                let (Some(Some(a)), Some(Some(b))) = (offsets.get(s), offsets.get(e)) else {
+                    continue;
+                };
+                if e < s || e - s + 1 > max_answer_len {
+                    continue;
+                }
+                let score = f64::from(start_logits[s]) + f64::from(end_logits[e]);
+                if best.as_ref().is_none_or(|p| score > p.score) {
+                    best = Some(SpanPrediction {
+                        text: context.chars().skip(a.0).take(b.1 - a.0).collect(),
+                        score,
+                        chars: (a.0, b.1),
+                    });
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Every question's answer text (`""` when none is valid), from the logits of `windows`
+/// (`start_logits[k]` and `end_logits[k]` belong to `windows[k]`).
+pub fn predict_answers(
+    examples: &[QaExample],
+    windows: &[QaWindow],
+    start_logits: &[Vec<f32>],
+    end_logits: &[Vec<f32>],
+    n_best: usize,
+    max_answer_len: usize,
+) -> Vec<(String, Option<SpanPrediction>)> {
+    let mut by_example: Vec<Vec<(&QaWindow, &[f32], &[f32])>> = vec![Vec::new(); examples.len()];
+    for ((w, s), e) in windows.iter().zip(start_logits).zip(end_logits) {
+        by_example[w.example].push((w, s.as_slice(), e.as_slice()));
+    }
+    examples
+        .iter()
+        .zip(&by_example)
+        .map(|(example, ws)| {
+            (
+                example.id.clone(),
+                best_span(&example.context, ws, n_best, max_answer_len),
+            )
+        })
+        .collect()
+}
+
+/// The official `predictions.json`: question id → answer text.
+pub fn predictions_json(predictions: &[(String, Option<SpanPrediction>)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = predictions
+        .iter()
+        .map(|(id, p)| {
+            (
+                id.clone(),
+                p.as_ref().map_or(String::new(), |p| p.text.clone()).into(),
+            )
+        })
+        .collect();
+    serde_json::to_string_pretty(&map).expect("strings serialise")
 }
