@@ -138,6 +138,9 @@ pub struct SpanPrediction {
     pub chars: (usize, usize),
 }
 
+/// One window with its start and end logits.
+pub type ScoredWindow<'a> = (&'a QaWindow, &'a [f32], &'a [f32]);
+
 /// The `n` highest positions of `logits`, best first.
 fn top_positions(logits: &[f32], n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..logits.len()).collect();
@@ -153,7 +156,7 @@ fn top_positions(logits: &[f32], n: usize) -> Vec<usize> {
 /// `None` when no window has a valid span (the official code then answers "").
 pub fn best_span(
     context: &str,
-    windows: &[(&QaWindow, &[f32], &[f32])],
+    windows: &[ScoredWindow<'_>],
     n_best: usize,
     max_answer_len: usize,
 ) -> Option<SpanPrediction> {
@@ -192,7 +195,7 @@ pub fn predict_answers(
     n_best: usize,
     max_answer_len: usize,
 ) -> Vec<(String, Option<SpanPrediction>)> {
-    let mut by_example: Vec<Vec<(&QaWindow, &[f32], &[f32])>> = vec![Vec::new(); examples.len()];
+    let mut by_example: Vec<Vec<ScoredWindow<'_>>> = vec![Vec::new(); examples.len()];
     for ((w, s), e) in windows.iter().zip(start_logits).zip(end_logits) {
         by_example[w.example].push((w, s.as_slice(), e.as_slice()));
     }
