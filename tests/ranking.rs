@@ -6,6 +6,13 @@ use runner::ranking::{evaluate_run, read_qrels, read_run, run_to_trec};
 
 use crate::util::{fixture, read_json};
 
+/// Write `text` to `dir/name` and return the path.
+fn write_in(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 #[test]
 fn ranking_scores_match_trec_eval() {
     let qrels = read_qrels(&fixture("ranking/qrels.txt"), None).unwrap();
@@ -60,11 +67,7 @@ fn ranking_scores_match_trec_eval() {
 #[test]
 fn bad_trec_lines_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
+    let write = |name: &str, text: &str| write_in(dir.path(), name, text);
     let cases: [(&str, &str, bool, &str); 6] = [
         (
             "run",
@@ -120,6 +123,76 @@ fn bad_trec_lines_name_the_file_and_line() {
     let msg = format!("{:#}", read_qrels(&path, Some(&known)).unwrap_err());
     assert!(
         msg.contains("line 2: query \"q9\" is not in the queries file"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn ms_marco_files_are_read_and_bad_lines_named() {
+    use runner::ranking::{read_candidates, read_id_texts, read_tsv_rows};
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| write_in(dir.path(), name, text);
+    let collection = write(
+        "collection.tsv",
+        "0\tThe Manhattan Project produced the first nuclear weapons.\n1\tParis is in France.\n",
+    );
+    let passages = read_id_texts(&collection, "passage").unwrap();
+    assert_eq!(passages["1"], "Paris is in France.");
+    let queries = write("queries.tsv", "q1\twhere is paris\n");
+    let queries = read_id_texts(&queries, "query").unwrap();
+    // The qrels are checked against the queries file.
+    let qrels = write("qrels.tsv", "q1 0 1 1\nq2 0 0 1\n");
+    let known = |q: &str| queries.contains_key(q);
+    let msg = format!("{:#}", read_qrels(&qrels, Some(&known)).unwrap_err());
+    assert!(
+        msg.contains("line 2: query \"q2\" is not in the queries file"),
+        "{msg}"
+    );
+
+    let top = write(
+        "top1000.dev.tsv",
+        "q1\t1\twhere is paris\tParis is in France.\nq1\t0\twhere is paris\tThe Manhattan ...\n",
+    );
+    let c = read_candidates(&top).unwrap();
+    assert_eq!(
+        c.run["q1"]
+            .iter()
+            .map(|(d, _)| d.as_str())
+            .collect::<Vec<_>>(),
+        ["1", "0"]
+    );
+    assert_eq!((c.queries.len(), c.passages.len()), (1, 2));
+    let triples = write("triples.tsv", "a query\ta positive\ta negative\n");
+    assert_eq!(
+        read_tsv_rows(&triples, 3, "query positive negative").unwrap()[0].0[2],
+        "a negative"
+    );
+
+    for (name, text, want) in [
+        (
+            "c1.tsv",
+            "0\tfine\n1 no tab here\n",
+            "line 2: expected 2 tab-separated fields",
+        ),
+        (
+            "c2.tsv",
+            "0\tfine\n0\tagain\n",
+            "line 2: passage 0 appears twice",
+        ),
+        ("c3.tsv", "0\t \n", "line 1: empty passage id or text"),
+    ] {
+        let msg = format!(
+            "{:#}",
+            read_id_texts(&write(name, text), "passage").unwrap_err()
+        );
+        assert!(msg.contains(name) && msg.contains(want), "{msg}");
+    }
+    let msg = format!(
+        "{:#}",
+        read_candidates(&write("t.tsv", "q1\t1\tquery\n")).unwrap_err()
+    );
+    assert!(
+        msg.contains("t.tsv, line 1: expected 4 non-empty tab-separated fields `qid pid query passage`, found 3"),
         "{msg}"
     );
 }

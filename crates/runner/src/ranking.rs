@@ -206,3 +206,98 @@ pub fn evaluate_run(
     };
     (per_query, means)
 }
+
+/// Read a two-column TSV of `id<TAB>text` (MS MARCO's `collection.tsv` and `queries.*.tsv`).
+/// `what` names the rows in errors ("passage", "query"). A line without exactly one tab, an
+/// empty id or text, or an id seen before is an error naming the file and line.
+pub fn read_id_texts(path: &Path, what: &str) -> Result<BTreeMap<String, String>> {
+    let text = read_lines(path)?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{}, line {}", path.display(), i + 1);
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [id, body] = fields[..] else {
+            bail!(
+                "{}: expected 2 tab-separated fields `id text`, found {}",
+                at(),
+                fields.len()
+            );
+        };
+        if id.trim().is_empty() || body.trim().is_empty() {
+            bail!("{}: empty {what} id or text", at());
+        }
+        if out.insert(id.to_string(), body.to_string()).is_some() {
+            bail!("{}: {what} {id} appears twice", at());
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no {what} rows", path.display());
+    }
+    Ok(out)
+}
+
+/// One line of MS MARCO's re-ranking candidates (`top1000.*.tsv`: `qid pid query passage`),
+/// or of a training triple file (`query positive negative`, texts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsvRow(pub Vec<String>);
+
+/// Read a TSV whose every line has exactly `columns` tab-separated, non-empty fields
+/// (MS MARCO's `top1000.dev.tsv`: 4; `triples.train.small.tsv`: 3), naming the file and line of
+/// any other line.
+pub fn read_tsv_rows(path: &Path, columns: usize, layout: &str) -> Result<Vec<TsvRow>> {
+    let text = read_lines(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        if fields.len() != columns || fields.iter().any(|f| f.trim().is_empty()) {
+            bail!(
+                "{}, line {}: expected {columns} non-empty tab-separated fields `{layout}`, \
+                 found {}",
+                path.display(),
+                i + 1,
+                fields.len()
+            );
+        }
+        out.push(TsvRow(fields.into_iter().map(String::from).collect()));
+    }
+    if out.is_empty() {
+        bail!("{}: no rows", path.display());
+    }
+    Ok(out)
+}
+
+/// MS MARCO's re-ranking candidates with their texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidates {
+    /// Each query's candidate passages in file order (score 0).
+    pub run: Run,
+    /// Query id → text.
+    pub queries: BTreeMap<String, String>,
+    /// Passage id → text.
+    pub passages: BTreeMap<String, String>,
+}
+
+/// MS MARCO's candidate file (`qid pid query passage` per line).
+pub fn read_candidates(path: &Path) -> Result<Candidates> {
+    let rows = read_tsv_rows(path, 4, "qid pid query passage")?;
+    let mut c = Candidates {
+        run: Run::new(),
+        queries: BTreeMap::new(),
+        passages: BTreeMap::new(),
+    };
+    for TsvRow(r) in rows {
+        c.run
+            .entry(r[0].clone())
+            .or_default()
+            .push((r[1].clone(), 0.0));
+        c.queries.insert(r[0].clone(), r[2].clone());
+        c.passages.insert(r[1].clone(), r[3].clone());
+    }
+    Ok(c)
+}
