@@ -615,7 +615,7 @@ train = { aa = "qa.aa.json" }
 eval = { bb = "qa.bb.json", cc = "qa.cc.json" }
 split = 0.8
 max_new_tokens = 3
-settings = { max_seq_len = 64, batch_size = 4, epochs = 60, learning_rate = 0.05 }
+settings = { max_seq_len = 64, batch_size = 4, epochs = 150, learning_rate = 0.05 }
 lora = { targets = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], rank = 8 }
 "#;
     let grid = format!(
