@@ -97,6 +97,21 @@ neurons_file = "sets.json"
 intervention = "zero"
 "#;
 
+/// `neuronlab grid run EXP --output runs --dry-run` in `root`.
+fn dry_run(exp: &Path, root: &Path) -> std::process::Output {
+    neuronlab(
+        &[
+            "grid",
+            "run",
+            exp.to_str().unwrap(),
+            "--output",
+            "runs",
+            "--dry-run",
+        ],
+        root,
+    )
+}
+
 /// Every run of a grid: (params without the seed, run folder, result.json).
 fn runs(grid: &Path) -> Vec<(BTreeMap<String, String>, PathBuf, Value)> {
     let rows = csv_rows(&grid.join("results.csv"));
@@ -320,17 +335,7 @@ fn bad_lora_settings_and_missing_evaluation_data_are_named() {
     ];
     for (lora, grid, want) in &cases {
         let exp = experiment(root, lora, grid);
-        let out = neuronlab(
-            &[
-                "grid",
-                "run",
-                exp.to_str().unwrap(),
-                "--output",
-                "runs",
-                "--dry-run",
-            ],
-            root,
-        );
+        let out = dry_run(&exp, root);
         assert!(!out.status.success(), "{want}");
         let msg = text(&out);
         assert!(msg.contains(want), "want {want:?} in {msg}");
@@ -756,17 +761,7 @@ fn bad_qa_task_settings_are_named() {
     ];
     for (extra, want) in cases {
         let exp = experiment(root, LORA, &format!("{qa}{extra}{grid}"));
-        let out = neuronlab(
-            &[
-                "grid",
-                "run",
-                exp.to_str().unwrap(),
-                "--output",
-                "runs",
-                "--dry-run",
-            ],
-            root,
-        );
+        let out = dry_run(&exp, root);
         assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
         assert!(
             text(&out).contains(want),
@@ -785,17 +780,7 @@ fn bad_qa_task_settings_are_named() {
         "format = \"jsonl\"\nmax_new_tokens = 5",
     );
     std::fs::write(&exp, toml).unwrap();
-    let out = neuronlab(
-        &[
-            "grid",
-            "run",
-            exp.to_str().unwrap(),
-            "--output",
-            "runs",
-            "--dry-run",
-        ],
-        root,
-    );
+    let out = dry_run(&exp, root);
     assert!(
         text(&out).contains(
             "tasks.topics.max_new_tokens: `max_new_tokens` applies to format = \"xquad\" only"

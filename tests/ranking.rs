@@ -164,7 +164,7 @@ fn ms_marco_files_are_read_and_bad_lines_named() {
     assert_eq!((c.queries.len(), c.passages.len()), (1, 2));
     let triples = write("triples.tsv", "a query\ta positive\ta negative\n");
     assert_eq!(
-        read_tsv_rows(&triples, 3, "query positive negative").unwrap()[0].0[2],
+        read_tsv_rows(&triples, 3, "query positive negative").unwrap()[0][2],
         "a negative"
     );
 

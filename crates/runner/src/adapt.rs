@@ -39,9 +39,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use models::{
-    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LoraConfig, LoraInit, TokenPosition,
-};
+use models::{DecoderTokenizer, ForwardContext, LoraConfig, LoraInit, TokenPosition};
 use neurons::{ActivationStats, InterventionValue, intervention_context};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -563,12 +561,7 @@ pub fn run_adapt<B: AutodiffBackend>(
     }
     let t = &cell.train;
     let classes = task_classes(&cell.task);
-    let checkpoint = DecoderCheckpoint::open(&cell.model_dir)
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let tokenizer = checkpoint
-        .tokenizer
-        .clone()
-        .with_context(|| format!("model `{}` has no tokenizer", cell.model_name))?;
+    let (checkpoint, tokenizer) = crate::study::open_decoder(&cell.model_dir, &cell.model_name)?;
     let pad = pad_id(&checkpoint.config);
 
     // Data.

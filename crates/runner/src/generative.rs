@@ -35,7 +35,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use models::{DecoderCheckpoint, DecoderTokenizer, ForwardContext, generate_greedy, lm_loss};
+use models::{DecoderTokenizer, ForwardContext, generate_greedy, lm_loss};
 
 use crate::adapt::{Intervention, attach_lora, batch, finish_cell, pad_id, split_part};
 use crate::crosslingual::{QaExample, read_squad_json};
@@ -150,12 +150,7 @@ pub fn run_qa<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Outcome> {
     let t = &cell.train;
-    let checkpoint = DecoderCheckpoint::open(&cell.model_dir)
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let tokenizer = checkpoint
-        .tokenizer
-        .clone()
-        .with_context(|| format!("model `{}` has no tokenizer", cell.model_name))?;
+    let (checkpoint, tokenizer) = crate::study::open_decoder(&cell.model_dir, &cell.model_name)?;
     let pad = pad_id(&checkpoint.config);
     let stop: Vec<u32> = match tokenizer.eos_id() {
         Some(id) => vec![id],

@@ -239,15 +239,10 @@ pub fn read_id_texts(path: &Path, what: &str) -> Result<BTreeMap<String, String>
     Ok(out)
 }
 
-/// One line of MS MARCO's re-ranking candidates (`top1000.*.tsv`: `qid pid query passage`),
-/// or of a training triple file (`query positive negative`, texts).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TsvRow(pub Vec<String>);
-
 /// Read a TSV whose every line has exactly `columns` tab-separated, non-empty fields
 /// (MS MARCO's `top1000.dev.tsv`: 4; `triples.train.small.tsv`: 3), naming the file and line of
 /// any other line.
-pub fn read_tsv_rows(path: &Path, columns: usize, layout: &str) -> Result<Vec<TsvRow>> {
+pub fn read_tsv_rows(path: &Path, columns: usize, layout: &str) -> Result<Vec<Vec<String>>> {
     let text = read_lines(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -264,7 +259,7 @@ pub fn read_tsv_rows(path: &Path, columns: usize, layout: &str) -> Result<Vec<Ts
                 fields.len()
             );
         }
-        out.push(TsvRow(fields.into_iter().map(String::from).collect()));
+        out.push(fields.into_iter().map(String::from).collect());
     }
     if out.is_empty() {
         bail!("{}: no rows", path.display());
@@ -291,7 +286,7 @@ pub fn read_candidates(path: &Path) -> Result<Candidates> {
         queries: BTreeMap::new(),
         passages: BTreeMap::new(),
     };
-    for TsvRow(r) in rows {
+    for r in rows {
         c.run
             .entry(r[0].clone())
             .or_default()

@@ -268,6 +268,20 @@ pub fn read_language_sets(path: &Path) -> Result<LanguageSets> {
     LanguageSets::from_json(&text).with_context(|| format!("{}", path.display()))
 }
 
+/// Open a grid model's decoder checkpoint with its tokenizer (errors name the model).
+pub(crate) fn open_decoder(
+    dir: &Path,
+    model_name: &str,
+) -> Result<(DecoderCheckpoint, models::DecoderTokenizer)> {
+    let checkpoint =
+        DecoderCheckpoint::open(dir).with_context(|| format!("model `{model_name}`"))?;
+    let tokenizer = checkpoint
+        .tokenizer
+        .clone()
+        .with_context(|| format!("model `{model_name}` has no tokenizer"))?;
+    Ok((checkpoint, tokenizer))
+}
+
 /// Run one study cell into `dir` (see the module docs).
 pub fn run_study<B: Backend>(
     cell: &StudyCell,
@@ -277,12 +291,7 @@ pub fn run_study<B: Backend>(
     device: &B::Device,
 ) -> Result<Outcome> {
     let s = &cell.study;
-    let checkpoint = DecoderCheckpoint::open(&cell.model_dir)
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let tokenizer = checkpoint
-        .tokenizer
-        .clone()
-        .with_context(|| format!("model `{}` has no tokenizer", cell.model_name))?;
+    let (checkpoint, tokenizer) = open_decoder(&cell.model_dir, &cell.model_name)?;
     let (model, _) = checkpoint
         .load::<B>(device)
         .with_context(|| format!("model `{}`", cell.model_name))?;

@@ -160,14 +160,7 @@ impl DecoderTokenizer {
     /// Token ids of `text`, with the special tokens the tokenizer adds (a BOS only if it adds
     /// one).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| ModelError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        let mut ids = encoding.get_ids().to_vec();
+        let mut ids = self.ids(text, true)?;
         if let Some(bos) = self.prepend_bos
             && ids.first() != Some(&bos)
         {
@@ -178,9 +171,14 @@ impl DecoderTokenizer {
 
     /// Token ids of `text` without special tokens (`add_special_tokens=False`).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.ids(text, false)
+    }
+
+    /// The pipeline's ids of `text`, with or without its post-processor's special tokens.
+    fn ids(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| ModelError::Tokenizer {
                 path: self.path.clone(),
                 message: e.to_string(),
