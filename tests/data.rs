@@ -18,6 +18,8 @@ fn glue(task: &str, kind: Task) -> DatasetSpec {
         labels: None,
         train_file: None,
         eval_file: None,
+        qa: None,
+        ranking: None,
         train: TrainOverrides::default(),
     }
 }

@@ -317,6 +317,22 @@ impl<B: Backend> SpanExtractor<B> {
     }
 }
 
+impl<B: Backend> SpanExtractor<B> {
+    /// Write the model as an HF checkpoint (`config.json`, `model.safetensors`) into `dir`,
+    /// loadable by `transformers` as `*ForQuestionAnswering`.
+    pub fn save_pretrained(&self, config: &EncoderConfig, dir: &Path) -> Result<()> {
+        let mut map = TensorMap::new(dir.join("model.safetensors"));
+        save_encoder(&self.encoder, config.family.hf_prefix(), &mut map);
+        save_linear(&self.qa_outputs, "qa_outputs", &mut map);
+        let arch = match config.family {
+            EncoderFamily::Bert => "BertForQuestionAnswering",
+            EncoderFamily::Roberta => "RobertaForQuestionAnswering",
+            EncoderFamily::Electra => "ElectraForQuestionAnswering",
+        };
+        write_checkpoint(config, arch, &map, dir)
+    }
+}
+
 /// A pointwise relevance scorer (cross-encoder): a one-output sequence classifier over
 /// `[CLS] query [SEP] passage [SEP]`.
 #[derive(Module, Debug)]

@@ -204,6 +204,18 @@ pub fn split_files(spec: &DatasetSpec, dir: &Path) -> Result<(PathBuf, PathBuf)>
             }
             Ok((dir.join(t.train), dir.join(t.eval)))
         }
+        DatasetFormat::Squad | DatasetFormat::Hotpot => {
+            let (train, eval) = if spec.format == DatasetFormat::Squad {
+                ("train-v1.1.json", "dev-v1.1.json")
+            } else {
+                ("hotpot_train_v1.1.json", "hotpot_dev_distractor_v1.json")
+            };
+            let file = |f: &Option<String>, default: &str| dir.join(f.as_deref().unwrap_or(default));
+            Ok((file(&spec.train_file, train), file(&spec.eval_file, eval)))
+        }
+        DatasetFormat::Ranking => {
+            bail!("a ranking dataset names its files in `ranking = {{ … }}`")
+        }
         f => {
             let ext = match f {
                 DatasetFormat::Jsonl => "jsonl",
@@ -228,6 +240,12 @@ pub fn split_files(spec: &DatasetSpec, dir: &Path) -> Result<(PathBuf, PathBuf)>
 
 /// Read a dataset's two splits.
 pub fn load(spec: &DatasetSpec, dir: &Path) -> Result<Dataset> {
+    if !matches!(spec.task, Task::Classification | Task::Regression) {
+        bail!(
+            "task = {:?} is not sentence classification or regression",
+            spec.task
+        );
+    }
     let (train_path, eval_path) = split_files(spec, dir)?;
     for p in [&train_path, &eval_path] {
         if !p.is_file() {
@@ -273,7 +291,7 @@ pub fn load(spec: &DatasetSpec, dir: &Path) -> Result<Dataset> {
             let labels = match (&spec.labels, spec.task) {
                 (Some(l), _) => l.clone(),
                 (None, Task::Regression) => Vec::new(),
-                (None, Task::Classification) => infer_labels(&train_raw),
+                (None, _) => infer_labels(&train_raw),
             };
             let convert = |p: &Path, raw: Vec<RawRow>| -> Result<Vec<Example>> {
                 raw.into_iter()
@@ -354,7 +372,7 @@ fn parse_label(raw: &str, task: Task, labels: &[String], numeric: Option<bool>) 
             .filter(|v| v.is_finite())
             .map(Label::Value)
             .with_context(|| format!("label {raw:?} is not a finite number")),
-        Task::Classification => {
+        _ => {
             if numeric != Some(false)
                 && let Ok(i) = raw.parse::<usize>()
             {

@@ -207,6 +207,12 @@ pub enum Task {
     Classification,
     /// One real-valued target (MSE), e.g. STS-B.
     Regression,
+    /// Answer spans in a context (SQuAD v1.1, HotpotQA): start/end cross-entropy, scored by
+    /// SQuAD exact match and F1.
+    ExtractiveQa,
+    /// Re-ranking candidate passages with a cross-encoder: listwise cross-entropy, scored by
+    /// MRR@10, nDCG@10 and recall@1000.
+    Ranking,
 }
 
 /// The file format of a dataset.
@@ -221,6 +227,106 @@ pub enum DatasetFormat {
     Csv,
     /// Parquet.
     Parquet,
+    /// SQuAD v1.1 JSON (`train-v1.1.json`, `dev-v1.1.json`): extractive QA.
+    Squad,
+    /// HotpotQA distractor JSON (`hotpot_train_v1.1.json`, `hotpot_dev_distractor_v1.json`):
+    /// extractive QA over ten paragraphs, with yes/no answers.
+    Hotpot,
+    /// Passage ranking (MS MARCO, TREC DL): collection, queries, qrels and candidate runs, named
+    /// in `ranking = { … }`.
+    Ranking,
+}
+
+/// Extractive-QA settings of a dataset (defaults: the CmpLoss SQuAD scripts').
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QaSettings {
+    /// Overlap of consecutive windows of a long context, in tokens.
+    #[serde(default = "default_doc_stride")]
+    pub doc_stride: usize,
+    /// The longest answer span decoded, in tokens.
+    #[serde(default = "default_max_answer_length")]
+    pub max_answer_length: usize,
+    /// Start and end candidates paired per window in decoding.
+    #[serde(default = "default_n_best")]
+    pub n_best: usize,
+}
+
+impl Default for QaSettings {
+    fn default() -> Self {
+        Self {
+            doc_stride: default_doc_stride(),
+            max_answer_length: default_max_answer_length(),
+            n_best: default_n_best(),
+        }
+    }
+}
+
+fn default_doc_stride() -> usize {
+    128
+}
+fn default_max_answer_length() -> usize {
+    30
+}
+fn default_n_best() -> usize {
+    20
+}
+
+/// The files and settings of a ranking dataset (paths relative to the dataset's `path`).
+///
+/// Candidate files are TREC runs (`qid Q0 pid rank score tag`) or MS MARCO's `top1000` TSV
+/// (`qid pid query passage`, which carries its own texts). Training reads either `train_triples`
+/// (MS MARCO's `query positive negative` texts) or `train_candidates` with `train_qrels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankingSpec {
+    /// Passage texts, `pid<TAB>text` (MS MARCO's `collection.tsv`).
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Training query texts, `qid<TAB>text`.
+    #[serde(default)]
+    pub train_queries: Option<String>,
+    /// Training judgements (qrels).
+    #[serde(default)]
+    pub train_qrels: Option<String>,
+    /// Training candidates (negatives are the candidates not judged relevant).
+    #[serde(default)]
+    pub train_candidates: Option<String>,
+    /// Training triples, `query<TAB>positive<TAB>negative` texts.
+    #[serde(default)]
+    pub train_triples: Option<String>,
+    /// Evaluation query texts, `qid<TAB>text`.
+    #[serde(default)]
+    pub eval_queries: Option<String>,
+    /// Evaluation judgements (qrels).
+    pub eval_qrels: String,
+    /// Evaluation candidates to re-rank.
+    pub eval_candidates: String,
+    /// Candidates per training query: one relevant passage and `group_size - 1` negatives.
+    #[serde(default = "default_group_size")]
+    pub group_size: usize,
+    /// Re-ranking depth: the first candidates of each evaluation query, in file order.
+    #[serde(default = "default_max_candidates")]
+    pub max_candidates: usize,
+    /// The lowest grade that counts as relevant (TREC DL: 2 for MRR and recall).
+    #[serde(default = "default_relevance_level")]
+    pub relevance_level: i32,
+    /// The metric that selects the best evaluation: `mrr@10` (MS MARCO) or `ndcg@10` (TREC DL).
+    #[serde(default = "default_rank_metric")]
+    pub metric: String,
+}
+
+fn default_group_size() -> usize {
+    8
+}
+fn default_max_candidates() -> usize {
+    1000
+}
+fn default_relevance_level() -> i32 {
+    1
+}
+fn default_rank_metric() -> String {
+    "mrr@10".into()
 }
 
 /// Column names of a generic (JSONL / CSV / Parquet) dataset.
@@ -262,6 +368,12 @@ pub struct DatasetSpec {
     /// The evaluation split's file, relative to `path` (generic formats).
     #[serde(default)]
     pub eval_file: Option<String>,
+    /// Extractive-QA settings (`squad`, `hotpot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<QaSettings>,
+    /// Ranking files and settings (`format = "ranking"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<RankingSpec>,
     /// Settings for this dataset's cells.
     #[serde(default)]
     pub train: TrainOverrides,

@@ -28,7 +28,9 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use models::{Checkpoint, EncodedBatch, ForwardContext, SequenceClassifier, TextTokenizer};
+use models::{
+    BertModel, Checkpoint, EncodedBatch, ForwardContext, SequenceClassifier, TextTokenizer,
+};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -251,12 +253,12 @@ impl ResumeState {
 /// when it changed (carried over from the previous checkpoint otherwise), and `state.json`.
 /// It is written into `checkpoint.tmp/` and swapped in by renames, so a kill at any moment
 /// leaves a complete checkpoint ([`ResumeState::find`]).
-pub fn save_checkpoint<B: AutodiffBackend>(
+pub fn save_checkpoint<B: AutodiffBackend, M: AutodiffModule<B>>(
     dir: &Path,
     state: &ResumeState,
-    model: &SequenceClassifier<B>,
-    optimizer: &impl Optimizer<SequenceClassifier<B>, B>,
-    best_model: Option<&SequenceClassifier<B::InnerBackend>>,
+    model: &M,
+    optimizer: &impl Optimizer<M, B>,
+    best_model: Option<&M::InnerModule>,
 ) -> Result<()> {
     let tmp = dir.join("checkpoint.tmp");
     let current = dir.join(CHECKPOINT);
@@ -385,81 +387,192 @@ impl RunLog {
     }
 }
 
-/// A model's evaluation predictions and scores.
-fn evaluate<B: Backend>(
-    model: &SequenceClassifier<B>,
-    data: &Tokenized,
-    task: Task,
-    glue: Option<&str>,
-    batch_size: usize,
-    ablation: Option<(f64, u64)>,
-    device: &B::Device,
-) -> Scores {
-    let mut pred_classes = Vec::new();
-    let mut pred_values = Vec::new();
-    let layers = model.encoder.num_layers();
-    let width = model.encoder.intermediate_size();
-    let masks: Vec<Tensor<B, 1>> = match ablation {
-        Some((rate, seed)) if rate > 0.0 => {
-            let mut rng = StdRng::seed_from_u64(seed);
-            (0..layers)
-                .map(|_| {
-                    let m: Vec<f32> = (0..width)
-                        .map(|_| {
-                            if rng.random::<f64>() < rate {
-                                0.0
-                            } else {
-                                (1.0 / (1.0 - rate)) as f32
-                            }
-                        })
-                        .collect();
-                    Tensor::from_data(TensorData::new(m, [width]), device)
-                })
-                .collect()
-        }
-        _ => Vec::new(),
-    };
-    for chunk in data.eval.chunks(batch_size) {
-        let input = collate(chunk.iter(), data.pad_id).to_input::<B>(device);
-        let mut ctx = ForwardContext::eval();
-        for (l, m) in masks.iter().enumerate() {
-            ctx.set_neuron_mask(l, m.clone());
-        }
-        let out = model.forward(&input, &mut ctx);
-        match task {
-            Task::Classification => {
-                let idx = out.argmax(1).into_data();
-                pred_classes.extend(idx.iter::<i64>().map(|v| v as usize));
-            }
-            Task::Regression => {
-                let v = out.into_data();
-                pred_values.extend(v.iter::<f32>().map(f64::from));
-            }
-        }
+/// A model's evaluation: its scores and the prediction files to keep in the run folder when it
+/// is the best so far (name → contents; e.g. `predictions.json`, `run.trec`).
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The scores.
+    pub scores: Scores,
+    /// Prediction files.
+    pub files: Vec<(String, String)>,
+}
+
+/// The inference-time module of a trainable model.
+pub type Inner<B, M> = <M as AutodiffModule<B>>::InnerModule;
+
+/// What a kind of training cell learns: its model, the loss of a batch and the evaluation. One
+/// training loop ([`fit`]) runs every kind (sentence classification, span extraction,
+/// re-ranking).
+pub trait Learner<B: AutodiffBackend> {
+    /// The model.
+    type Model: AutodiffModule<B> + Clone;
+    /// Training units (examples, windows, query groups).
+    fn train_len(&self) -> usize;
+    /// The sizes of the splits for the log, e.g. `48 train / 12 eval examples`.
+    fn sizes(&self) -> String;
+    /// The token length of training unit `i` (for `group_by_length`).
+    fn unit_len(&self, i: usize) -> usize;
+    /// The step loss (one element) of a batch of training units. `masks` holds the step's
+    /// dropout uniforms; `rng` is the batch's own seeded generator (input views).
+    fn batch_loss(
+        &self,
+        model: &Self::Model,
+        batch: &[usize],
+        objective: &Objective,
+        masks: &mut Option<DropoutMasks<B>>,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 1>>;
+    /// Evaluate the full model with dropout off; `neuron_masks[l]` (when given) scales layer
+    /// `l`'s FFN neurons.
+    fn evaluate(
+        &self,
+        model: &Inner<B, Self::Model>,
+        neuron_masks: &[Tensor<B::InnerBackend, 1>],
+        device: &B::Device,
+    ) -> Result<Evaluation>;
+    /// The encoder of a model (for the neuron-ablation masks).
+    fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend>;
+    /// Write the model as an HF checkpoint into `out`.
+    fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()>;
+}
+
+/// A forward context for evaluation with the given FFN neuron masks.
+pub fn eval_context<B: Backend>(neuron_masks: &[Tensor<B, 1>]) -> ForwardContext<B> {
+    let mut ctx = ForwardContext::eval();
+    for (l, m) in neuron_masks.iter().enumerate() {
+        ctx.set_neuron_mask(l, m.clone());
     }
-    match task {
-        Task::Classification => {
-            let gold: Vec<usize> = data
-                .eval
-                .iter()
-                .map(|e| match e.label {
-                    Label::Class(c) => c,
-                    Label::Value(_) => unreachable!("classification labels are classes"),
+    ctx
+}
+
+/// Fixed random masks that ablate a fraction `rate` of every layer's `width` FFN neurons
+/// (dropout-style: kept neurons scaled by `1 / (1 - rate)`), seeded.
+fn ablation_masks<B: Backend>(
+    layers: usize,
+    width: usize,
+    rate: f64,
+    seed: u64,
+    device: &B::Device,
+) -> Vec<Tensor<B, 1>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..layers)
+        .map(|_| {
+            let m: Vec<f32> = (0..width)
+                .map(|_| {
+                    if rng.random::<f64>() < rate {
+                        0.0
+                    } else {
+                        (1.0 / (1.0 - rate)) as f32
+                    }
                 })
                 .collect();
-            classification_scores(&pred_classes, &gold, glue)
+            Tensor::from_data(TensorData::new(m, [width]), device)
+        })
+        .collect()
+}
+
+/// Sentence classification and regression ([`SequenceClassifier`]) over a tokenised dataset.
+pub struct Classifier<'a> {
+    data: &'a Tokenized,
+    task: Task,
+    glue: Option<&'a str>,
+    eval_batch: usize,
+    config: models::EncoderConfig,
+}
+
+impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
+    type Model = SequenceClassifier<B>;
+
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn sizes(&self) -> String {
+        format!(
+            "{} train / {} eval examples",
+            self.data.train.len(),
+            self.data.eval.len()
+        )
+    }
+
+    fn unit_len(&self, i: usize) -> usize {
+        self.data.train[i].ids.len()
+    }
+
+    fn batch_loss(
+        &self,
+        model: &Self::Model,
+        batch: &[usize],
+        objective: &Objective,
+        masks: &mut Option<DropoutMasks<B>>,
+        _rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 1>> {
+        let examples: Vec<&Encoded> = batch.iter().map(|&i| &self.data.train[i]).collect();
+        let input = collate(examples.iter().copied(), self.data.pad_id).to_input::<B>(device);
+        let targets = targets::<B>(&examples, self.task, device);
+        Ok(objective.loss(model, &input, &targets, masks))
+    }
+
+    fn evaluate(
+        &self,
+        model: &Inner<B, Self::Model>,
+        neuron_masks: &[Tensor<B::InnerBackend, 1>],
+        device: &B::Device,
+    ) -> Result<Evaluation> {
+        let mut pred_classes = Vec::new();
+        let mut pred_values = Vec::new();
+        let data = self.data;
+        for chunk in data.eval.chunks(self.eval_batch) {
+            let input = collate(chunk.iter(), data.pad_id).to_input(device);
+            let out = model.forward(&input, &mut eval_context(neuron_masks));
+            match self.task {
+                Task::Regression => {
+                    pred_values.extend(out.into_data().iter::<f32>().map(f64::from));
+                }
+                _ => {
+                    let idx = out.argmax(1).into_data();
+                    pred_classes.extend(idx.iter::<i64>().map(|v| v as usize));
+                }
+            }
         }
-        Task::Regression => {
-            let gold: Vec<f64> = data
-                .eval
-                .iter()
-                .map(|e| match e.label {
-                    Label::Value(v) => f64::from(v),
-                    Label::Class(c) => c as f64,
-                })
-                .collect();
-            regression_scores(&pred_values, &gold)
-        }
+        let scores = match self.task {
+            Task::Regression => {
+                let gold: Vec<f64> = data
+                    .eval
+                    .iter()
+                    .map(|e| match e.label {
+                        Label::Value(v) => f64::from(v),
+                        Label::Class(c) => c as f64,
+                    })
+                    .collect();
+                regression_scores(&pred_values, &gold)
+            }
+            _ => {
+                let gold: Vec<usize> = data
+                    .eval
+                    .iter()
+                    .map(|e| match e.label {
+                        Label::Class(c) => c,
+                        Label::Value(_) => unreachable!("classification labels are classes"),
+                    })
+                    .collect();
+                classification_scores(&pred_classes, &gold, self.glue)
+            }
+        };
+        Ok(Evaluation {
+            scores,
+            files: Vec::new(),
+        })
+    }
+
+    fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend> {
+        &model.encoder
+    }
+
+    fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()> {
+        Ok(model.save_pretrained(&self.config, &self.data.labels, out)?)
     }
 }
 
@@ -477,16 +590,6 @@ fn collate<'a>(examples: impl Iterator<Item = &'a Encoded>, pad_id: u32) -> Enco
 fn targets<B: Backend>(examples: &[&Encoded], task: Task, device: &B::Device) -> Targets<B> {
     let n = examples.len();
     match task {
-        Task::Classification => {
-            let v: Vec<i64> = examples
-                .iter()
-                .map(|e| match e.label {
-                    Label::Class(c) => c as i64,
-                    Label::Value(v) => v as i64,
-                })
-                .collect();
-            Targets::Classes(Tensor::from_data(TensorData::new(v, [n]), device))
-        }
         Task::Regression => {
             let v: Vec<f32> = examples
                 .iter()
@@ -496,6 +599,16 @@ fn targets<B: Backend>(examples: &[&Encoded], task: Task, device: &B::Device) ->
                 })
                 .collect();
             Targets::Values(Tensor::from_data(TensorData::new(v, [n]), device))
+        }
+        _ => {
+            let v: Vec<i64> = examples
+                .iter()
+                .map(|e| match e.label {
+                    Label::Class(c) => c as i64,
+                    Label::Value(v) => v as i64,
+                })
+                .collect();
+            Targets::Classes(Tensor::from_data(TensorData::new(v, [n]), device))
         }
     }
 }
@@ -510,23 +623,17 @@ pub(crate) fn derive_seed(seed: u64, purpose: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The training order of one epoch: a seeded shuffle; with `group_by_length`, HF's
-/// length-grouped sampler idea: the shuffled order is cut into mega-batches of 50 batches, each
-/// sorted by length (longest first), so batches hold similar lengths and padding shrinks, while
-/// the order of the batches stays random.
-fn epoch_order(
-    data: &Tokenized,
-    seed: u64,
-    epoch: usize,
-    batch: usize,
-    grouped: bool,
-) -> Vec<usize> {
+/// The training order of one epoch over `lens.len()` units: a seeded shuffle; with
+/// `group_by_length`, HF's length-grouped sampler idea: the shuffled order is cut into
+/// mega-batches of 50 batches, each sorted by length (longest first), so batches hold similar
+/// lengths and padding shrinks, while the order of the batches stays random.
+fn epoch_order(lens: &[usize], seed: u64, epoch: usize, batch: usize, grouped: bool) -> Vec<usize> {
     let mut rng = StdRng::seed_from_u64(derive_seed(seed, 1, epoch as u64));
-    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    let mut order: Vec<usize> = (0..lens.len()).collect();
     order.shuffle(&mut rng);
     if grouped {
         for mega in order.chunks_mut(batch * 50) {
-            mega.sort_by_key(|&i| std::cmp::Reverse(data.train[i].ids.len()));
+            mega.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
         }
         let mut batches: Vec<Vec<usize>> = order.chunks(batch).map(<[usize]>::to_vec).collect();
         batches.shuffle(&mut rng);
@@ -535,7 +642,24 @@ fn epoch_order(
     order
 }
 
-/// Train and evaluate one cell on backend `B`, writing progress into `log`.
+/// The checkpoint's encoder config with every dropout rate set to the loss's `p`, when it sets
+/// one (the official code sets every dropout module to p: hidden, attention, classifier).
+pub(crate) fn open_checkpoint(cell: &TrainCell) -> Result<Checkpoint> {
+    let mut checkpoint = Checkpoint::open(&cell.model_dir)
+        .with_context(|| format!("loading model {}", cell.model_dir.display()))?;
+    if let LossSpec::Comparative { p: Some(p), .. } = cell.loss {
+        let c = &mut checkpoint.config;
+        (
+            c.hidden_dropout_prob,
+            c.attention_probs_dropout_prob,
+            c.classifier_dropout,
+        ) = (p, p, p);
+    }
+    Ok(checkpoint)
+}
+
+/// Train and evaluate one classification or regression cell on backend `B`, writing progress
+/// into `log`.
 ///
 /// `dir` is the run folder: the checkpoint of [`save_checkpoint`] lives there, and a run that
 /// finds one continues from it.
@@ -546,30 +670,17 @@ pub fn train_cell<B: AutodiffBackend>(
     log: &mut RunLog,
     device: &B::Device,
 ) -> Result<Outcome> {
-    let t = &cell.train;
     if data.train.is_empty() {
         bail!("the training split of `{}` is empty", cell.dataset_name);
     }
     if data.eval.is_empty() {
         bail!("the evaluation split of `{}` is empty", cell.dataset_name);
     }
-    let task = cell.dataset.task;
-    let num_outputs = data.labels.len().max(1);
-    let mut checkpoint = Checkpoint::open(&cell.model_dir)
-        .with_context(|| format!("loading model {}", cell.model_dir.display()))?;
-    if let LossSpec::Comparative { p: Some(p), .. } = cell.loss {
-        // The official code sets every dropout module to p (hidden, attention, classifier).
-        let c = &mut checkpoint.config;
-        (
-            c.hidden_dropout_prob,
-            c.attention_probs_dropout_prob,
-            c.classifier_dropout,
-        ) = (p, p, p);
-    }
-    let encoder_config = checkpoint.config.clone();
-    let (mut model, report) = SequenceClassifier::<B>::load(
+    let checkpoint = open_checkpoint(cell)?;
+    let config = checkpoint.config.clone();
+    let (model, report) = SequenceClassifier::<B>::load(
         checkpoint,
-        num_outputs,
+        data.labels.len().max(1),
         None,
         derive_seed(cell.seed, 0, 0),
         device,
@@ -577,25 +688,49 @@ pub fn train_cell<B: AutodiffBackend>(
     if !report.initialised.is_empty() {
         log.line(&format!("initialised: {}", report.initialised.join(", ")));
     }
-    let objective = Objective::new(&cell.loss, t.view_budget_tokens)?;
-    let mut optimizer =
-        AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, SequenceClassifier<B>>();
+    let objective = Objective::new(&cell.loss, cell.train.view_budget_tokens)?;
+    let learner = Classifier {
+        data,
+        task: cell.dataset.task,
+        glue: cell.dataset.glue.as_deref(),
+        eval_batch: cell.train.batch_size * 2,
+        config,
+    };
+    fit(cell, &learner, model, &objective, dir, log, device)
+}
 
+/// The training loop of every training cell (see the module docs): train `model` with
+/// `objective` on `learner`'s units, evaluate, keep the best, checkpoint and resume, then
+/// evaluate the best model under FFN ablation.
+pub fn fit<B: AutodiffBackend, L: Learner<B>>(
+    cell: &TrainCell,
+    learner: &L,
+    mut model: L::Model,
+    objective: &Objective,
+    dir: &Path,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<Outcome> {
+    let t = &cell.train;
+    if learner.train_len() == 0 {
+        bail!("the training split of `{}` is empty", cell.dataset_name);
+    }
+    let mut optimizer = AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, L::Model>();
     let accum = t.grad_accum_steps.max(1);
-    let (steps_per_epoch, total, warmup) = t.steps(data.train.len());
+    let lens: Vec<usize> = (0..learner.train_len())
+        .map(|i| learner.unit_len(i))
+        .collect();
+    let (steps_per_epoch, total, warmup) = t.steps(lens.len());
     let eval_every = if t.eval_every > 0 {
         t.eval_every
     } else {
         steps_per_epoch
     };
     log.line(&format!(
-        "{} train / {} eval examples, {total} steps ({steps_per_epoch} per epoch), warmup {warmup}",
-        data.train.len(),
-        data.eval.len()
+        "{}, {total} steps ({steps_per_epoch} per epoch), warmup {warmup}",
+        learner.sizes()
     ));
 
-    let glue = cell.dataset.glue.as_deref();
-    let eval_batch = t.batch_size * 2;
     let started = Instant::now();
     let mut first_step = 0;
     let mut epoch = 0;
@@ -604,23 +739,24 @@ pub fn train_cell<B: AutodiffBackend>(
     let mut loss_sum = 0.0;
     let mut loss_count = 0usize;
     // (main metric, step, metrics, model) of the best evaluation so far.
-    type Best<B> = (f64, usize, BTreeMap<String, f64>, SequenceClassifier<B>);
-    let mut best: Option<Best<B::InnerBackend>> = None;
+    type Best<M> = (f64, usize, BTreeMap<String, f64>, M);
+    let mut best: Option<Best<Inner<B, L::Model>>> = None;
     let mut last_metrics = BTreeMap::new();
+    let mut main_metric = String::new();
     if let Some((state, ckpt)) = ResumeState::find(dir) {
         let recorder = recorder();
-        let load = |what: &str| -> Result<PathBuf> { Ok(ckpt.join(what)) };
+        let resuming = || format!("resuming from {}", ckpt.display());
         model = model
-            .load_file(load("model")?, &recorder, device)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
-        let record = burn::record::Recorder::<B>::load(&recorder, load("optimizer")?, device)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+            .load_file(ckpt.join("model"), &recorder, device)
+            .with_context(resuming)?;
+        let record = burn::record::Recorder::<B>::load(&recorder, ckpt.join("optimizer"), device)
+            .with_context(resuming)?;
         optimizer = optimizer.load_record(record);
         if let Some((value, step, metrics)) = state.best.clone() {
             let best_model = model
                 .valid()
-                .load_file(load("best")?, &recorder, device)
-                .with_context(|| format!("resuming from {}", ckpt.display()))?;
+                .load_file(ckpt.join("best"), &recorder, device)
+                .with_context(resuming)?;
             best = Some((value, step, metrics, best_model));
         }
         (first_step, epoch, cursor, seconds_before) =
@@ -628,29 +764,24 @@ pub fn train_cell<B: AutodiffBackend>(
         last_metrics = state.last_metrics;
         log.line(&format!("resumed from the checkpoint at step {first_step}"));
     }
-    let mut order = epoch_order(data, cell.seed, epoch, t.batch_size, t.group_by_length);
+    let mut order = epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
     for step in first_step..total {
         let lr = linear_schedule(t.learning_rate, step, warmup, total);
-        let mut accumulator = GradientsAccumulator::<SequenceClassifier<B>>::new();
+        let mut accumulator = GradientsAccumulator::<L::Model>::new();
         let mut step_loss = 0.0;
         for micro in 0..accum {
             if cursor >= order.len() {
                 epoch += 1;
-                order = epoch_order(data, cell.seed, epoch, t.batch_size, t.group_by_length);
+                order = epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
                 cursor = 0;
             }
             let end = (cursor + t.batch_size).min(order.len());
-            let examples: Vec<&Encoded> =
-                order[cursor..end].iter().map(|&i| &data.train[i]).collect();
+            let batch = &order[cursor..end];
             cursor = end;
-            let input = collate(examples.iter().copied(), data.pad_id).to_input::<B>(device);
-            let targets = targets::<B>(&examples, task, device);
-            let mut masks = Some(DropoutMasks::new(derive_seed(
-                cell.seed,
-                2,
-                (step * accum + micro) as u64,
-            )));
-            let loss = objective.loss(&model, &input, &targets, &mut masks);
+            let index = (step * accum + micro) as u64;
+            let mut masks = Some(DropoutMasks::new(derive_seed(cell.seed, 2, index)));
+            let mut rng = StdRng::seed_from_u64(derive_seed(cell.seed, 4, index));
+            let loss = learner.batch_loss(&model, batch, objective, &mut masks, &mut rng, device)?;
             let value = f64::from(loss.clone().into_scalar().elem::<f32>());
             if !value.is_finite() {
                 bail!(
@@ -675,7 +806,9 @@ pub fn train_cell<B: AutodiffBackend>(
         let done = step + 1;
         if done % eval_every == 0 || done == total {
             let valid = model.valid();
-            let scores = evaluate(&valid, data, task, glue, eval_batch, None, device);
+            let evaluation = learner.evaluate(&valid, &[], device)?;
+            let scores = &evaluation.scores;
+            main_metric = scores.main.to_string();
             let metrics: BTreeMap<String, f64> = scores
                 .values
                 .iter()
@@ -702,6 +835,9 @@ pub fn train_cell<B: AutodiffBackend>(
             let value = scores.main_value();
             let improved = best.as_ref().is_none_or(|b| value > b.0);
             if improved {
+                for (name, contents) in &evaluation.files {
+                    crate::results::write_atomic(&dir.join(name), contents.as_bytes())?;
+                }
                 best = Some((value, done, metrics.clone(), valid));
             }
             last_metrics = metrics;
@@ -722,8 +858,8 @@ pub fn train_cell<B: AutodiffBackend>(
     let (_, best_step, best_metrics, best_model) = best.expect("the last step evaluates");
     if t.save_model {
         let out = dir.join("model");
-        best_model
-            .save_pretrained(&encoder_config, &data.labels, &out)
+        learner
+            .save(&best_model, &out)
             .with_context(|| format!("saving the best model to {}", out.display()))?;
         models::copy_tokenizer_files(&cell.model_dir, &out)?;
         log.line(&format!(
@@ -731,28 +867,32 @@ pub fn train_cell<B: AutodiffBackend>(
             out.display()
         ));
     }
-    let main_metric = crate::metrics::main_metric(task, glue);
     let mut ablation = Vec::new();
     for &rate in &t.ablation_rates {
-        let scores = evaluate(
-            &best_model,
-            data,
-            task,
-            glue,
-            eval_batch,
-            Some((rate, derive_seed(cell.seed, 3, (rate * 1e6) as u64))),
-            device,
-        );
+        let encoder = learner.encoder(&best_model);
+        let masks = if rate > 0.0 {
+            ablation_masks(
+                encoder.num_layers(),
+                encoder.intermediate_size(),
+                rate,
+                derive_seed(cell.seed, 3, (rate * 1e6) as u64),
+                device,
+            )
+        } else {
+            Vec::new()
+        };
+        let scores = learner.evaluate(&best_model, &masks, device)?.scores;
         log.line(&format!(
             "ablation rate {rate}: {} {:.4}",
             scores.main,
             scores.main_value()
         ));
+        main_metric = scores.main.to_string();
         ablation.push((rate, scores.main_value()));
     }
     let _ = std::fs::remove_dir_all(dir.join(CHECKPOINT));
     Ok(Outcome {
-        main_metric: main_metric.to_string(),
+        main_metric,
         metrics: best_metrics,
         best_step: Some(best_step),
         final_metrics: last_metrics,

@@ -19,7 +19,9 @@ use burn::optim::{AdamWConfig, AdamWState, GradientsParams, SimpleOptimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use losses::{ComparativeLoss, DummyTarget, Primary, cross_entropy, mse};
-use models::{EncoderInput, ForwardContext, SequenceClassifier, ViewExecution, view_losses};
+use models::{
+    EncoderInput, ForwardContext, RowBatch, SequenceClassifier, ViewExecution, view_losses,
+};
 
 use crate::experiment::{CmpMode, LossSpec, PrimarySpec, Target};
 
@@ -185,8 +187,19 @@ pub struct Objective {
 
 impl Objective {
     /// The objective of a loss spec. `view_budget_tokens` (0: none) caps the tokens of a batched
-    /// step. Input views (`n_crop`) need segmented inputs, which classification has not.
+    /// step. Input views (`n_crop`) need segmented inputs, which classification has not: see
+    /// [`Self::with_crops`].
     pub fn new(spec: &LossSpec, view_budget_tokens: usize) -> Result<Self> {
+        Self::build(spec, view_budget_tokens, None)
+    }
+
+    /// As [`Self::new`] for a task whose inputs have nested views (`n_crop > 0` allowed);
+    /// `what` names the task in the error of a loss that compares nothing.
+    pub fn with_crops(spec: &LossSpec, view_budget_tokens: usize, what: &str) -> Result<Self> {
+        Self::build(spec, view_budget_tokens, Some(what))
+    }
+
+    fn build(spec: &LossSpec, view_budget_tokens: usize, crops: Option<&str>) -> Result<Self> {
         let budget = (view_budget_tokens > 0).then_some(view_budget_tokens);
         match spec {
             LossSpec::Baseline => Ok(Self {
@@ -204,14 +217,17 @@ impl Objective {
                 temperature,
                 ..
             } => {
-                if *n_crop > 0 {
+                if *n_crop > 0 && crops.is_none() {
                     bail!(
-                        "n_crop = {n_crop}: input views need a task with segmented inputs (QA, \
-                         ranking); sentence classification has none"
+                        "n_crop = {n_crop}: input views need a task with segments to drop \
+                         (HotpotQA paragraphs, ranking candidates); this task has none"
                     );
                 }
-                if *n_drop == 0 {
-                    bail!("the comparative loss needs n_drop >= 1 (c = 0 compares nothing)");
+                if *n_drop == 0 && *n_crop == 0 {
+                    bail!(
+                        "the comparative loss needs n_drop >= 1{} (c = 0 compares nothing)",
+                        crops.map_or(String::new(), |w| format!(" or n_crop >= 1 ({w})"))
+                    );
                 }
                 let loss = match mode {
                     CmpMode::Comparative => ComparativeLoss::new(match target {
@@ -230,7 +246,7 @@ impl Objective {
                     ),
                 };
                 Ok(Self {
-                    views: ViewSchedule::new(*n_drop, 0).views(),
+                    views: ViewSchedule::new(*n_drop, *n_crop).views(),
                     comparative: Some(loss.with_temperature(*temperature)),
                     execution_budget: budget,
                 })
@@ -238,8 +254,75 @@ impl Objective {
         }
     }
 
-    /// The step loss (a one-element tensor) of `model` on one batch, and the per-view mean task
-    /// losses (for logs). Draws the step's dropout uniforms from `masks`.
+    /// The number of input views the step reads (1 + `n_crop`).
+    pub fn input_views(&self) -> usize {
+        self.views.iter().map(|v| v.crop).max().unwrap_or(0) + 1
+    }
+
+    /// Per-row outputs of every view of one step, `[B, c + 1, K]` ([`view_losses`]): `f(input,
+    /// ctx, n)` runs the model on `n` views' rows stacked and returns `[n · B, K]`. Takes the
+    /// step's dropout uniforms from `masks` (advanced by one step) and puts them back.
+    pub fn run_views<B, I, F>(
+        &self,
+        inputs: &[I],
+        seq_len: usize,
+        masks: &mut Option<DropoutMasks<B>>,
+        f: F,
+    ) -> Tensor<B, 3>
+    where
+        B: Backend,
+        I: RowBatch + Clone,
+        F: FnMut(&I, &mut ForwardContext<B>, usize) -> Tensor<B, 2>,
+    {
+        self.run_views_of(&self.views, inputs, seq_len, masks, f)
+    }
+
+    /// As [`Self::run_views`] for other passes than the objective's views (e.g. one pass per
+    /// dropout power when the input views are masks over the outputs).
+    pub fn run_views_of<B, I, F>(
+        &self,
+        views: &[View],
+        inputs: &[I],
+        seq_len: usize,
+        masks: &mut Option<DropoutMasks<B>>,
+        f: F,
+    ) -> Tensor<B, 3>
+    where
+        B: Backend,
+        I: RowBatch + Clone,
+        F: FnMut(&I, &mut ForwardContext<B>, usize) -> Tensor<B, 2>,
+    {
+        let batch = inputs[0].rows();
+        let execution =
+            ViewExecution::for_budget(views.len(), batch, seq_len, self.execution_budget);
+        let mut step_masks = masks.take().expect("dropout masks are set");
+        step_masks.next_step();
+        let mut ctx = ForwardContext::with_dropout(step_masks);
+        let out = view_losses(views, inputs, execution, &mut ctx, f);
+        *masks = ctx.dropout.take();
+        out
+    }
+
+    /// The step loss (a one-element tensor) from per-view task losses `[B, c + 1, K]`: `K = 1`
+    /// one loss per example, `K = 2` the start and end losses of span extraction (the official
+    /// `CmpQA` compares them separately and averages). The baseline is the mean task loss (for
+    /// spans, HF's `(start + end) / 2`).
+    pub fn combine<B: Backend>(&self, per_view: Tensor<B, 3>) -> Tensor<B, 1> {
+        let [b, v, k] = per_view.dims();
+        match (&self.comparative, k) {
+            (None, _) => per_view.mean(),
+            (Some(cmp), 1) => cmp.forward(per_view.reshape([b, v])),
+            (Some(cmp), 2) => {
+                let start = per_view.clone().slice([0..b, 0..v, 0..1]).reshape([b, v]);
+                let end = per_view.slice([0..b, 0..v, 1..2]).reshape([b, v]);
+                cmp.forward_span(start, end)
+            }
+            (Some(_), k) => panic!("per-view losses have 1 or 2 columns, got {k}"),
+        }
+    }
+
+    /// The step loss (a one-element tensor) of a sequence classifier on one batch. Draws the
+    /// step's dropout uniforms from `masks`.
     pub fn loss<B: Backend>(
         &self,
         model: &SequenceClassifier<B>,
@@ -247,30 +330,13 @@ impl Objective {
         targets: &Targets<B>,
         masks: &mut Option<DropoutMasks<B>>,
     ) -> Tensor<B, 1> {
-        let [batch, seq] = input.input_ids.dims();
-        let execution =
-            ViewExecution::for_budget(self.views.len(), batch, seq, self.execution_budget);
-        let mut step_masks = masks.take().expect("dropout masks are set");
-        step_masks.next_step();
-        let mut ctx = ForwardContext::with_dropout(step_masks);
-        let per_view = view_losses(
-            &self.views,
-            std::slice::from_ref(input),
-            execution,
-            &mut ctx,
-            |input, ctx, n| {
-                targets
-                    .losses(model.forward(input, ctx), n)
-                    .unsqueeze_dim(1)
-            },
-        );
-        *masks = ctx.dropout.take();
-        let [b, v, _] = per_view.dims();
-        let per_view = per_view.reshape([b, v]);
-        match &self.comparative {
-            None => per_view.mean(),
-            Some(cmp) => cmp.forward(per_view),
-        }
+        let seq = input.input_ids.dims()[1];
+        let per_view = self.run_views(std::slice::from_ref(input), seq, masks, |input, ctx, n| {
+            targets
+                .losses(model.forward(input, ctx), n)
+                .unsqueeze_dim(1)
+        });
+        self.combine(per_view)
     }
 }
 

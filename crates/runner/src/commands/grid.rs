@@ -342,10 +342,18 @@ impl BackendTask for GridRun {
             let stats_dir = grid.dir.join("statistics");
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &cell.config {
-                    CellConfig::Train(c) => {
-                        let data = cache.get(c)?;
-                        train_cell::<Autodiff<B>>(c, &data, &dir, &mut log, &device)
-                    }
+                    CellConfig::Train(c) => match c.dataset.task {
+                        Task::ExtractiveQa => crate::extractive::train_span_cell::<Autodiff<B>>(
+                            c, &dir, &mut log, &device,
+                        ),
+                        Task::Ranking => crate::rerank::train_rank_cell::<Autodiff<B>>(
+                            c, &dir, &mut log, &device,
+                        ),
+                        _ => {
+                            let data = cache.get(c)?;
+                            train_cell::<Autodiff<B>>(c, &data, &dir, &mut log, &device)
+                        }
+                    },
                     CellConfig::Study(s) => {
                         crate::study::run_study::<B>(s, &dir, &stats_dir, &mut log, &device)
                     }

@@ -1,0 +1,513 @@
+//! Extractive-QA training cells: an encoder with a span head ([`models::SpanExtractor`]) on
+//! SQuAD v1.1 or HotpotQA (distractor setting), trained with the start/end cross-entropy or the
+//! comparative loss, and scored by SQuAD exact match and F1 (percent, as the official
+//! `evaluate-v1.1.py` prints them) on the n-best decoded answers ([`crate::squad`]).
+//!
+//! **SQuAD.** Training units are the windows of [`crate::squad::squad_windows`] (`max_seq_len`
+//! tokens, `doc_stride` overlap, windows without the answer labelled at CLS), as the CmpLoss
+//! code's HF preprocessing makes them. The comparative loss compares dropout views (`n_drop`;
+//! the paper: 2); SQuAD has no segments to crop.
+//!
+//! **HotpotQA.** A question has ten paragraphs, two of them supporting. The context fed to the
+//! encoder is `yes no ` followed by the paragraphs as `title: text`, so yes/no answers are spans
+//! over the first two words (the official code adds `[YES]`/`[NO]` tokens at positions 1 and 2,
+//! which a vocabulary-bound tokenizer cannot). A training question is read in a fresh random
+//! paragraph order each time, and CmpCrop (`n_crop`) drops distractor paragraphs in nested views
+//! that keep the supporting ones ([`ablation::segment_views`], as the official
+//! `MultiDocQADataset`). The paper reads all ten paragraphs at once with Longformer (4,096
+//! tokens); this encoder holds `max_seq_len` tokens, so each view is windowed as SQuAD is and
+//! **trains on the first window that holds the answer** (each view then has exactly one row, as
+//! the comparison needs); evaluation decodes over every window of the full input in file order.
+//! The answer span is the first occurrence of the answer text in a supporting paragraph (else in
+//! any paragraph); training questions whose answer occurs in no supporting paragraph are left
+//! out and counted in the log, as span extraction cannot learn them. Supporting facts are not
+//! predicted (neither does the paper's model).
+
+use std::path::Path;
+
+use ablation::crop::{CropMode, segment_views};
+use ablation::DropoutMasks;
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use losses::span_cross_entropy;
+use models::{
+    BertModel, EncodedBatch, EncoderConfig, EncoderInput, RowBatch, SpanExtractor, TextTokenizer,
+};
+use rand::rngs::StdRng;
+use tokenizers::Tokenizer;
+
+use crate::crosslingual::{QaExample, read_squad_json};
+use crate::experiment::{DatasetFormat, QaSettings};
+use crate::grid::TrainCell;
+use crate::metrics::{Scores, squad_em_f1};
+use crate::run::{
+    Evaluation, Inner, Learner, Outcome, RunLog, derive_seed, eval_context, fit, open_checkpoint,
+};
+use crate::squad::{QaWindow, predict_answers, predictions_json, squad_windows};
+use crate::train::Objective;
+
+/// One HotpotQA question (distractor setting).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HotpotItem {
+    /// The question id (`_id`).
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The answer text (`yes`, `no` or a span).
+    pub answer: String,
+    /// The paragraphs: title and text (the sentences joined as given).
+    pub paragraphs: Vec<(String, String)>,
+    /// Whether each paragraph holds a supporting fact.
+    pub supporting: Vec<bool>,
+}
+
+/// Read a HotpotQA JSON file (a list of questions with `_id`, `question`, `answer`,
+/// `supporting_facts` and `context`). Errors name the file, the question's index and the key.
+pub fn read_hotpot_json(path: &Path) -> Result<Vec<HotpotItem>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    let items = v
+        .as_array()
+        .with_context(|| format!("{}: expected a list of questions", path.display()))?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, q) in items.iter().enumerate() {
+        let at = |key: &str| format!("{}: question [{i}]: `{key}`", path.display());
+        let string = |key: &str| -> Result<String> {
+            q[key]
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("{} is not a string", at(key)))
+        };
+        let context = q["context"]
+            .as_array()
+            .with_context(|| format!("{} is not a list of [title, sentences]", at("context")))?;
+        let mut paragraphs = Vec::with_capacity(context.len());
+        for p in context {
+            let (Some(title), Some(sentences)) = (p[0].as_str(), p[1].as_array()) else {
+                bail!("{}: expected [title, [sentences]]", at("context"));
+            };
+            let text: String = sentences.iter().filter_map(|s| s.as_str()).collect();
+            paragraphs.push((title.to_string(), text));
+        }
+        let facts = q["supporting_facts"]
+            .as_array()
+            .with_context(|| format!("{} is not a list", at("supporting_facts")))?;
+        let titles: Vec<&str> = facts.iter().filter_map(|f| f[0].as_str()).collect();
+        if titles.len() != facts.len() {
+            bail!("{}: expected [title, sentence] pairs", at("supporting_facts"));
+        }
+        let supporting: Vec<bool> = paragraphs
+            .iter()
+            .map(|(t, _)| titles.contains(&t.as_str()))
+            .collect();
+        if let Some(missing) = titles
+            .iter()
+            .find(|t| !paragraphs.iter().any(|(p, _)| p == *t))
+        {
+            bail!(
+                "{}: title {missing:?} is not a paragraph of `context`",
+                at("supporting_facts")
+            );
+        }
+        out.push(HotpotItem {
+            id: string("_id")?,
+            question: string("question")?,
+            answer: string("answer")?,
+            paragraphs,
+            supporting,
+        });
+    }
+    if out.is_empty() {
+        bail!("{}: no questions", path.display());
+    }
+    Ok(out)
+}
+
+/// The words before the paragraphs: yes/no answers are spans over them.
+const YES_NO: &str = "yes no ";
+
+impl HotpotItem {
+    /// The context of the paragraphs `order` (see the module docs) and the answer's character
+    /// offset in it, if the answer is found.
+    pub fn context(&self, order: &[usize]) -> (String, Option<usize>) {
+        let mut context = String::from(YES_NO);
+        // (char offset of the paragraph text, paragraph index)
+        let mut starts = Vec::with_capacity(order.len());
+        for (k, &p) in order.iter().enumerate() {
+            if k > 0 {
+                context.push(' ');
+            }
+            let (title, text) = &self.paragraphs[p];
+            context.push_str(title);
+            context.push_str(": ");
+            starts.push((context.chars().count(), p));
+            context.push_str(text);
+        }
+        let answer = match self.answer.as_str() {
+            "yes" => Some(0),
+            "no" => Some(4),
+            a if a.is_empty() => None,
+            a => {
+                let find = |supporting_only: bool| {
+                    starts.iter().find_map(|&(offset, p)| {
+                        if supporting_only && !self.supporting[p] {
+                            return None;
+                        }
+                        let text = &self.paragraphs[p].1;
+                        text.find(a)
+                            .map(|byte| offset + text[..byte].chars().count())
+                    })
+                };
+                find(true).or_else(|| find(false))
+            }
+        };
+        (context, answer)
+    }
+
+    /// As a SQuAD question over the paragraphs `order` (answer offset 0 when not found).
+    pub fn as_squad(&self, order: &[usize]) -> (QaExample, bool) {
+        let (context, answer) = self.context(order);
+        (
+            QaExample {
+                id: self.id.clone(),
+                title: String::new(),
+                context,
+                question: self.question.clone(),
+                answers: vec![(answer.unwrap_or(0), self.answer.clone())],
+            },
+            answer.is_some(),
+        )
+    }
+}
+
+/// A batch of windows with their answer positions; the positions travel with the rows when the
+/// views of a comparative step are stacked (input views have their own positions).
+#[derive(Debug, Clone)]
+pub struct SpanInput<B: Backend> {
+    /// The windows.
+    pub input: EncoderInput<B>,
+    /// Answer start tokens, `[rows]`.
+    pub start: Tensor<B, 1, Int>,
+    /// Answer end tokens, `[rows]`.
+    pub end: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> RowBatch for SpanInput<B> {
+    fn rows(&self) -> usize {
+        self.input.rows()
+    }
+
+    fn cat(parts: Vec<Self>) -> Self {
+        let mut inputs = Vec::with_capacity(parts.len());
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut ends = Vec::with_capacity(parts.len());
+        for p in parts {
+            inputs.push(p.input);
+            starts.push(p.start);
+            ends.push(p.end);
+        }
+        Self {
+            input: EncoderInput::cat(inputs),
+            start: Tensor::cat(starts, 0),
+            end: Tensor::cat(ends, 0),
+        }
+    }
+}
+
+/// Windows padded to one length and split into `parts` equal row groups (the input views).
+fn span_inputs<B: Backend>(
+    windows: &[&QaWindow],
+    parts: usize,
+    pad_id: u32,
+    device: &B::Device,
+) -> Vec<SpanInput<B>> {
+    let batch = EncodedBatch {
+        ids: windows.iter().map(|w| w.ids.clone()).collect(),
+        type_ids: windows.iter().map(|w| w.type_ids.clone()).collect(),
+        pad_id,
+    };
+    let all = batch.to_input::<B>(device);
+    let positions = |f: fn(&QaWindow) -> usize| {
+        let v: Vec<i64> = windows.iter().map(|w| f(w) as i64).collect();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(v, [windows.len()]), device)
+    };
+    let (starts, ends) = (positions(|w| w.start), positions(|w| w.end));
+    let rows = windows.len() / parts;
+    let seq = batch.max_len();
+    (0..parts)
+        .map(|k| {
+            let r = k * rows..(k + 1) * rows;
+            SpanInput {
+                input: EncoderInput {
+                    input_ids: all.input_ids.clone().slice([r.clone(), 0..seq]),
+                    attention_mask: all.attention_mask.clone().slice([r.clone(), 0..seq]),
+                    token_type_ids: all.token_type_ids.clone().slice([r.clone(), 0..seq]),
+                },
+                start: starts.clone().slice([r.clone()]),
+                end: ends.clone().slice([r]),
+            }
+        })
+        .collect()
+}
+
+/// What a span cell trains on.
+enum TrainUnits {
+    /// SQuAD windows.
+    Windows(Vec<QaWindow>),
+    /// HotpotQA questions, windowed per step in a fresh paragraph order.
+    Hotpot(Vec<HotpotItem>),
+}
+
+/// A span-extraction cell's data and settings.
+pub struct SpanLearner {
+    tokenizer: Tokenizer,
+    pad_id: u32,
+    max_len: usize,
+    qa: QaSettings,
+    train: TrainUnits,
+    eval_examples: Vec<QaExample>,
+    eval_windows: Vec<QaWindow>,
+    eval_batch: usize,
+    config: EncoderConfig,
+}
+
+impl SpanLearner {
+    /// Read and window a cell's dataset. Returns the learner and a line for the log.
+    pub fn load(cell: &TrainCell, config: &EncoderConfig) -> Result<(Self, String)> {
+        let t = &cell.train;
+        let qa = cell.dataset.qa.clone().unwrap_or_default();
+        let text_tokenizer = TextTokenizer::from_dir(&cell.model_dir, config)?;
+        let pad_id = text_tokenizer.encode_texts(&["a"])?.pad_id;
+        let tokenizer = text_tokenizer.inner().clone();
+        let (train_path, eval_path) = crate::data::split_files(&cell.dataset, &cell.dataset_dir)?;
+        let cap = |n: usize, cap: usize| if cap == 0 { n } else { n.min(cap) };
+        let mut note = String::new();
+        let (train, eval_examples) = match cell.dataset.format {
+            DatasetFormat::Hotpot => {
+                let mut train = read_hotpot_json(&train_path)?;
+                train.truncate(cap(train.len(), t.max_train_examples));
+                let before = train.len();
+                train.retain(|q| {
+                    let all: Vec<usize> = (0..q.paragraphs.len()).collect();
+                    q.as_squad(&all).1
+                });
+                if train.len() < before {
+                    note = format!(
+                        "; {} training questions left out (answer not in their paragraphs)",
+                        before - train.len()
+                    );
+                }
+                let mut eval = read_hotpot_json(&eval_path)?;
+                eval.truncate(cap(eval.len(), t.max_eval_examples));
+                let eval = eval
+                    .iter()
+                    .map(|q| q.as_squad(&(0..q.paragraphs.len()).collect::<Vec<_>>()).0)
+                    .collect();
+                (TrainUnits::Hotpot(train), eval)
+            }
+            _ => {
+                let mut train = read_squad_json(&train_path)?;
+                train.truncate(cap(train.len(), t.max_train_examples));
+                let windows = squad_windows(&tokenizer, &train, t.max_seq_len, qa.doc_stride)
+                    .with_context(|| format!("windowing {}", train_path.display()))?;
+                let mut eval = read_squad_json(&eval_path)?;
+                eval.truncate(cap(eval.len(), t.max_eval_examples));
+                (TrainUnits::Windows(windows), eval)
+            }
+        };
+        let eval_windows = squad_windows(&tokenizer, &eval_examples, t.max_seq_len, qa.doc_stride)
+            .with_context(|| format!("windowing {}", eval_path.display()))?;
+        let learner = Self {
+            tokenizer,
+            pad_id,
+            max_len: t.max_seq_len,
+            qa,
+            train,
+            eval_examples,
+            eval_windows,
+            eval_batch: t.batch_size * 2,
+            config: config.clone(),
+        };
+        let note = format!(
+            "{} evaluation questions in {} windows{note}",
+            learner.eval_examples.len(),
+            learner.eval_windows.len()
+        );
+        Ok((learner, note))
+    }
+
+    /// The one training window of a HotpotQA view: the first that holds the answer.
+    fn hotpot_window(&self, item: &HotpotItem, order: &[usize]) -> Result<QaWindow> {
+        let (example, _) = item.as_squad(order);
+        let windows = squad_windows(
+            &self.tokenizer,
+            std::slice::from_ref(&example),
+            self.max_len,
+            self.qa.doc_stride,
+        )?;
+        let first = windows.iter().position(|w| w.start != 0).unwrap_or(0);
+        Ok(windows.into_iter().nth(first).expect("at least one window"))
+    }
+}
+
+impl<B: AutodiffBackend> Learner<B> for SpanLearner {
+    type Model = SpanExtractor<B>;
+
+    fn train_len(&self) -> usize {
+        match &self.train {
+            TrainUnits::Windows(w) => w.len(),
+            TrainUnits::Hotpot(q) => q.len(),
+        }
+    }
+
+    fn sizes(&self) -> String {
+        match &self.train {
+            TrainUnits::Windows(w) => format!(
+                "{} train / {} eval windows",
+                w.len(),
+                self.eval_windows.len()
+            ),
+            TrainUnits::Hotpot(q) => format!(
+                "{} train questions / {} eval windows",
+                q.len(),
+                self.eval_windows.len()
+            ),
+        }
+    }
+
+    fn unit_len(&self, i: usize) -> usize {
+        match &self.train {
+            TrainUnits::Windows(w) => w[i].ids.len(),
+            TrainUnits::Hotpot(q) => q[i].paragraphs.iter().map(|p| p.1.len()).sum(),
+        }
+    }
+
+    fn batch_loss(
+        &self,
+        model: &Self::Model,
+        batch: &[usize],
+        objective: &Objective,
+        masks: &mut Option<DropoutMasks<B>>,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 1>> {
+        let views = objective.input_views();
+        let windows: Vec<QaWindow> = match &self.train {
+            TrainUnits::Windows(w) => batch.iter().map(|&i| w[i].clone()).collect(),
+            TrainUnits::Hotpot(items) => {
+                // Rows view-major: every question's view 0, then every question's view 1, …
+                let mut rows = vec![Vec::with_capacity(batch.len()); views];
+                for &i in batch {
+                    let item = &items[i];
+                    let orders = segment_views(&item.supporting, views - 1, CropMode::Train, rng);
+                    for (k, order) in orders.iter().enumerate() {
+                        rows[k].push(self.hotpot_window(item, order)?);
+                    }
+                }
+                rows.concat()
+            }
+        };
+        let refs: Vec<&QaWindow> = windows.iter().collect();
+        let parts = if matches!(self.train, TrainUnits::Hotpot(_)) {
+            views
+        } else {
+            1
+        };
+        let inputs = span_inputs::<B>(&refs, parts, self.pad_id, device);
+        let seq = inputs[0].input.input_ids.dims()[1];
+        let per_view = objective.run_views(&inputs, seq, masks, |input, ctx, _| {
+            let (start, end) = model.forward(&input.input, ctx);
+            let (ls, le) = span_cross_entropy(start, end, input.start.clone(), input.end.clone());
+            Tensor::stack(vec![ls, le], 1)
+        });
+        Ok(objective.combine(per_view))
+    }
+
+    fn evaluate(
+        &self,
+        model: &Inner<B, Self::Model>,
+        neuron_masks: &[Tensor<B::InnerBackend, 1>],
+        device: &B::Device,
+    ) -> Result<Evaluation> {
+        let mut starts = Vec::with_capacity(self.eval_windows.len());
+        let mut ends = Vec::with_capacity(self.eval_windows.len());
+        for chunk in self.eval_windows.chunks(self.eval_batch) {
+            let refs: Vec<&QaWindow> = chunk.iter().collect();
+            let input = span_inputs::<B::InnerBackend>(&refs, 1, self.pad_id, device)
+                .remove(0)
+                .input;
+            let (s, e) = model.forward(&input, &mut eval_context(neuron_masks));
+            let seq = s.dims()[1];
+            let (s, e) = (s.into_data(), e.into_data());
+            let (s, e) = (s.as_slice::<f32>().unwrap(), e.as_slice::<f32>().unwrap());
+            for (row, w) in chunk.iter().enumerate() {
+                let n = w.ids.len();
+                starts.push(s[row * seq..row * seq + n].to_vec());
+                ends.push(e[row * seq..row * seq + n].to_vec());
+            }
+        }
+        let predictions = predict_answers(
+            &self.eval_examples,
+            &self.eval_windows,
+            &starts,
+            &ends,
+            self.qa.n_best,
+            self.qa.max_answer_length,
+        );
+        let (mut em, mut f1) = (0.0, 0.0);
+        for (example, (_, p)) in self.eval_examples.iter().zip(&predictions) {
+            let golds: Vec<String> = example.answers.iter().map(|a| a.1.clone()).collect();
+            let text = p.as_ref().map_or("", |p| p.text.as_str());
+            let (e, f) = squad_em_f1(text, &golds);
+            (em, f1) = (em + e, f1 + f);
+        }
+        let n = self.eval_examples.len().max(1) as f64;
+        let scores = Scores {
+            main: "f1",
+            values: [("exact_match", 100.0 * em / n), ("f1", 100.0 * f1 / n)].into(),
+        };
+        Ok(Evaluation {
+            scores,
+            files: vec![("predictions.json".into(), predictions_json(&predictions))],
+        })
+    }
+
+    fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend> {
+        &model.encoder
+    }
+
+    fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()> {
+        Ok(model.save_pretrained(&self.config, out)?)
+    }
+}
+
+/// Train and evaluate one extractive-QA cell (see the module docs).
+pub fn train_span_cell<B: AutodiffBackend>(
+    cell: &TrainCell,
+    dir: &Path,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<Outcome> {
+    let checkpoint = open_checkpoint(cell)?;
+    let config = checkpoint.config.clone();
+    let (learner, note) = SpanLearner::load(cell, &config)?;
+    log.line(&note);
+    let objective = match cell.dataset.format {
+        DatasetFormat::Hotpot => Objective::with_crops(
+            &cell.loss,
+            cell.train.view_budget_tokens,
+            "HotpotQA crops distractor paragraphs",
+        )?,
+        _ => Objective::new(&cell.loss, cell.train.view_budget_tokens)
+            .context("SQuAD has no paragraphs to crop")?,
+    };
+    let (model, report) =
+        SpanExtractor::<B>::load(checkpoint, derive_seed(cell.seed, 0, 0), device)?;
+    if !report.initialised.is_empty() {
+        log.line(&format!("initialised: {}", report.initialised.join(", ")));
+    }
+    fit(cell, &learner, model, &objective, dir, log, device)
+}
