@@ -15,7 +15,7 @@ const WORDS: [&str; 12] = [
 ];
 
 /// A tiny BERT checkpoint folder (3 outputs) with a 99-token vocabulary.
-fn tiny_model(root: &Path) -> PathBuf {
+pub(crate) fn tiny_model(root: &Path) -> PathBuf {
     let dir = root.join("tiny-bert");
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "model.safetensors"] {

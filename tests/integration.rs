@@ -36,6 +36,8 @@ mod views;
 mod optim;
 // `neuronlab grid` and `report` end to end on a tiny model.
 mod cli_grid;
+// Extractive QA (SQuAD, HotpotQA) and re-ranking cells through `neuronlab grid run`.
+mod cli_qa;
 // Neuron studies through `neuronlab grid run` on the tiny Llama.
 mod cli_study;
 // Cross-lingual LoRA fine-tuning cells through `neuronlab grid run` on the tiny Llama.

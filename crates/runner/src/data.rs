@@ -210,7 +210,8 @@ pub fn split_files(spec: &DatasetSpec, dir: &Path) -> Result<(PathBuf, PathBuf)>
             } else {
                 ("hotpot_train_v1.1.json", "hotpot_dev_distractor_v1.json")
             };
-            let file = |f: &Option<String>, default: &str| dir.join(f.as_deref().unwrap_or(default));
+            let file =
+                |f: &Option<String>, default: &str| dir.join(f.as_deref().unwrap_or(default));
             Ok((file(&spec.train_file, train), file(&spec.eval_file, eval)))
         }
         DatasetFormat::Ranking => {

@@ -308,7 +308,8 @@ pub struct RankingSpec {
     /// Re-ranking depth: the first candidates of each evaluation query, in file order.
     #[serde(default = "default_max_candidates")]
     pub max_candidates: usize,
-    /// The lowest grade that counts as relevant (TREC DL: 2 for MRR and recall).
+    /// The lowest grade that counts as relevant in evaluation (TREC DL: 2 for MRR and recall;
+    /// training counts every grade ≥ 1).
     #[serde(default = "default_relevance_level")]
     pub relevance_level: i32,
     /// The metric that selects the best evaluation: `mrr@10` (MS MARCO) or `ndcg@10` (TREC DL).

@@ -25,8 +25,8 @@
 
 use std::path::Path;
 
-use ablation::crop::{CropMode, segment_views};
 use ablation::DropoutMasks;
+use ablation::crop::{CropMode, segment_views};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -97,7 +97,10 @@ pub fn read_hotpot_json(path: &Path) -> Result<Vec<HotpotItem>> {
             .with_context(|| format!("{} is not a list", at("supporting_facts")))?;
         let titles: Vec<&str> = facts.iter().filter_map(|f| f[0].as_str()).collect();
         if titles.len() != facts.len() {
-            bail!("{}: expected [title, sentence] pairs", at("supporting_facts"));
+            bail!(
+                "{}: expected [title, sentence] pairs",
+                at("supporting_facts")
+            );
         }
         let supporting: Vec<bool> = paragraphs
             .iter()
@@ -149,7 +152,7 @@ impl HotpotItem {
         let answer = match self.answer.as_str() {
             "yes" => Some(0),
             "no" => Some(4),
-            a if a.is_empty() => None,
+            "" => None,
             a => {
                 let find = |supporting_only: bool| {
                     starts.iter().find_map(|&(offset, p)| {

@@ -310,6 +310,13 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
         }
     }
 
+    let mut used: Vec<&String> = pairs.iter().map(|p| &p.1).collect();
+    used.dedup();
+    for name in used {
+        check_dataset_spec(&e.datasets[name])
+            .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["datasets", name])))?;
+    }
+
     // Losses.
     let mut losses = e.losses.clone();
     if let Some(spec) = losses.get("baseline")
@@ -368,6 +375,21 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
             own_losses
         };
         for loss_name in pair_losses {
+            if let LossSpec::Comparative { n_crop, .. } = &losses[loss_name]
+                && *n_crop > 0
+                && !matches!(
+                    dataset.format,
+                    crate::experiment::DatasetFormat::Hotpot
+                        | crate::experiment::DatasetFormat::Ranking
+                )
+            {
+                bail!(
+                    "{}: n_crop = {n_crop} drops input segments, but dataset `{dataset_name}` \
+                     ({}) has none; crops apply to HotpotQA paragraphs and ranking candidates",
+                    file.locate(&["losses", loss_name]),
+                    kebab(&dataset.format)
+                );
+            }
             let mut with_loss = base.clone();
             if let LossSpec::Comparative { train, .. } = &losses[loss_name] {
                 with_loss.apply(train);
@@ -499,6 +521,78 @@ fn cartesian<T: Clone>(axes: &[(String, Vec<T>)]) -> Vec<Vec<T>> {
             })
             .collect()
     })
+}
+
+/// A dataset's format, task and task settings agree.
+fn check_dataset_spec(d: &DatasetSpec) -> Result<(), String> {
+    use crate::experiment::{DatasetFormat as F, Task as T};
+    let expected: &[T] = match d.format {
+        F::Squad | F::Hotpot => &[T::ExtractiveQa],
+        F::Ranking => &[T::Ranking],
+        F::Glue | F::Jsonl | F::Csv | F::Parquet => &[T::Classification, T::Regression],
+    };
+    if !expected.contains(&d.task) {
+        return Err(format!(
+            "format = \"{}\" holds task = {}, not \"{}\"",
+            kebab(&d.format),
+            expected
+                .iter()
+                .map(|t| format!("\"{}\"", kebab(t)))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            kebab(&d.task)
+        ));
+    }
+    if d.qa.is_some() && d.task != T::ExtractiveQa {
+        return Err("`qa = { … }` belongs to extractive-QA datasets (squad, hotpot)".into());
+    }
+    if let Some(qa) = &d.qa
+        && (qa.n_best == 0 || qa.max_answer_length == 0)
+    {
+        return Err("qa.n_best and qa.max_answer_length must be at least 1".into());
+    }
+    match (&d.ranking, d.format) {
+        (None, F::Ranking) => Err(
+            "format = \"ranking\" needs `ranking = { eval_qrels = …, eval_candidates = … }`".into(),
+        ),
+        (Some(_), f) if f != F::Ranking => {
+            Err("`ranking = { … }` belongs to format = \"ranking\"".into())
+        }
+        (Some(r), _) => {
+            if r.group_size < 2 {
+                return Err(format!(
+                    "ranking.group_size must be at least 2 (a relevant passage and a negative), \
+                     got {}",
+                    r.group_size
+                ));
+            }
+            if r.max_candidates == 0 {
+                return Err("ranking.max_candidates must be at least 1".into());
+            }
+            if !crate::rerank::RANK_METRICS.contains(&r.metric.as_str()) {
+                return Err(format!(
+                    "ranking.metric = {:?}: expected one of {}",
+                    r.metric,
+                    crate::rerank::RANK_METRICS.join(", ")
+                ));
+            }
+            match (&r.train_triples, &r.train_candidates, &r.train_qrels) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(()),
+                _ => Err("ranking: name `train_triples`, or `train_candidates` with \
+                          `train_qrels`"
+                    .into()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The name an enum value has in experiment files.
+fn kebab<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn check_loss(spec: &LossSpec) -> Result<(), String> {

@@ -8,8 +8,10 @@
 //! (drawn at random among its relevant ones) and `group_size − 1` negatives (drawn without
 //! replacement among its non-relevant candidates, with replacement when it has fewer). Groups
 //! come from MS MARCO triples (`query positive negative` texts, grouped by query) or from a
-//! candidate run with qrels (negatives: candidates not judged relevant). Queries without a
-//! relevant passage or without a negative are left out and counted in the log.
+//! candidate run with qrels (relevant: any grade ≥ 1, as MS MARCO's training qrels have only
+//! grade 1; negatives: the other candidates). `relevance_level` applies to evaluation only (TREC
+//! DL: 2). Queries without a relevant passage or without a negative are left out and counted in
+//! the log.
 //!
 //! **Input ablation (CmpCrop).** Here the comparative loss's input views drop *candidates*: view
 //! `k` keeps the relevant passage and a nested random subset of the negatives
@@ -33,8 +35,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ablation::DropoutMasks;
-use ablation::crop::{CropMode, segment_views};
 use ablation::View;
+use ablation::crop::{CropMode, segment_views};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -78,11 +80,12 @@ pub struct EvalQuery {
     pub candidates: Vec<(String, String)>,
 }
 
+/// Query texts and passage texts (id → text).
+type Texts = (BTreeMap<String, String>, BTreeMap<String, String>);
+
 /// A candidate file: a TREC run, or MS MARCO's `top1000` TSV (detected by its three tabs),
 /// which carries the query and passage texts.
-fn read_candidate_file(
-    path: &Path,
-) -> Result<(Run, Option<(BTreeMap<String, String>, BTreeMap<String, String>)>)> {
+fn read_candidate_file(path: &Path) -> Result<(Run, Option<Texts>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
@@ -266,7 +269,7 @@ impl RankLearner {
                         |pid: &str| judged.and_then(|j| j.get(pid)).copied().unwrap_or(0);
                     let mut positives = Vec::new();
                     for (pid, grade) in judged.into_iter().flatten() {
-                        if *grade >= spec.relevance_level {
+                        if *grade >= 1 {
                             let text = match q.candidates.iter().find(|c| &c.0 == pid) {
                                 Some(c) => c.1.clone(),
                                 None => files.passage(pid, candidates)?,
@@ -277,7 +280,7 @@ impl RankLearner {
                     let negatives = q
                         .candidates
                         .iter()
-                        .filter(|c| relevant(&c.0) < spec.relevance_level)
+                        .filter(|c| relevant(&c.0) < 1)
                         .map(|c| c.1.clone())
                         .collect();
                     groups.push(Group {
@@ -397,7 +400,10 @@ impl<B: AutodiffBackend> Learner<B> for RankLearner {
                 powers.push(v.power);
             }
         }
-        let passes: Vec<View> = powers.iter().map(|&power| View { crop: 0, power }).collect();
+        let passes: Vec<View> = powers
+            .iter()
+            .map(|&power| View { crop: 0, power })
+            .collect();
         let scores = objective.run_views_of(&passes, std::slice::from_ref(&input), seq, masks, {
             |input, ctx, _| model.forward(input, ctx).unsqueeze_dim(1)
         }); // [q·g, passes, 1]
@@ -512,4 +518,32 @@ pub fn train_rank_cell<B: AutodiffBackend>(
         log.line(&format!("initialised: {}", report.initialised.join(", ")));
     }
     fit(cell, &learner, model, &objective, dir, log, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+
+    use super::*;
+
+    type B = NdArray<f32>;
+
+    #[test]
+    fn a_masked_candidate_leaves_the_listwise_loss_of_the_others() {
+        let device = Default::default();
+        let scores = [1.5f32, -0.3, 0.7, 2.0];
+        let full = Tensor::<B, 2>::from_data(TensorData::new(scores.to_vec(), [1, 4]), &device);
+        let mask = Tensor::<B, 2>::from_data(
+            TensorData::new(vec![0f32, -1e9, 0.0, -1e9], [1, 4]),
+            &device,
+        );
+        let labels =
+            Tensor::<B, 2>::from_data(TensorData::new(vec![1f32, 0., 0., 0.], [1, 4]), &device);
+        let masked = listwise_cross_entropy(full + mask, labels)
+            .into_scalar()
+            .elem::<f32>();
+        // −log softmax over the kept candidates (1.5, 0.7) at the relevant one.
+        let expected = -(1.5f32 - (1.5f32.exp() + 0.7f32.exp()).ln());
+        assert!((masked - expected).abs() < 1e-6, "{masked} vs {expected}");
+    }
 }

@@ -781,7 +781,8 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             let index = (step * accum + micro) as u64;
             let mut masks = Some(DropoutMasks::new(derive_seed(cell.seed, 2, index)));
             let mut rng = StdRng::seed_from_u64(derive_seed(cell.seed, 4, index));
-            let loss = learner.batch_loss(&model, batch, objective, &mut masks, &mut rng, device)?;
+            let loss =
+                learner.batch_loss(&model, batch, objective, &mut masks, &mut rng, device)?;
             let value = f64::from(loss.clone().into_scalar().elem::<f32>());
             if !value.is_finite() {
                 bail!(

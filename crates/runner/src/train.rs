@@ -357,4 +357,43 @@ mod tests {
         assert_eq!(linear_schedule(1.0, 0, 0, 4), 1.0);
         assert_eq!(linear_schedule(1.0, 3, 0, 4), 0.25);
     }
+
+    #[test]
+    fn span_losses_combine_as_the_official_start_end_average() {
+        use burn::backend::NdArray;
+        type B = NdArray<f32>;
+        let device = Default::default();
+        // [batch 2, views 3, (start, end)].
+        let values = vec![
+            0.5f32, 1.0, 0.8, 0.9, 0.7, 1.4, //
+            0.2, 0.1, 0.3, 0.6, 0.9, 0.2,
+        ];
+        let per_view =
+            Tensor::<B, 3>::from_data(TensorData::new(values.clone(), [2, 3, 2]), &device);
+        let spec = LossSpec::Comparative {
+            n_drop: 2,
+            n_crop: 0,
+            p: None,
+            target: Target::Ultra,
+            mode: CmpMode::Comparative,
+            primary: None,
+            weight: None,
+            temperature: 1.0,
+            train: Box::default(),
+        };
+        let objective = Objective::new(&spec, 0).unwrap();
+        let got = objective.combine(per_view.clone()).into_scalar();
+        let column = |k: usize| {
+            let v: Vec<f32> = values.iter().skip(k).step_by(2).copied().collect();
+            Tensor::<B, 2>::from_data(TensorData::new(v, [2, 3]), &device)
+        };
+        let want = ComparativeLoss::new(DummyTarget::Ultra)
+            .forward_span(column(0), column(1))
+            .into_scalar();
+        assert!((got - want).abs() < 1e-7, "{got} vs {want}");
+        let baseline = Objective::new(&LossSpec::Baseline, 0).unwrap();
+        let mean = values.iter().sum::<f32>() / values.len() as f32;
+        let got = baseline.combine(per_view).into_scalar();
+        assert!((got - mean).abs() < 1e-6, "{got} vs {mean}");
+    }
 }

@@ -158,6 +158,41 @@ fn check_encoder(c: &TrainCell) -> Result<()> {
 }
 
 fn check_dataset(c: &TrainCell) -> Result<()> {
+    let exists = |p: PathBuf| -> Result<()> {
+        if p.is_file() {
+            Ok(())
+        } else {
+            bail!(
+                "dataset `{}`: {} does not exist",
+                c.dataset_name,
+                p.display()
+            )
+        }
+    };
+    match (&c.dataset.task, &c.dataset.ranking) {
+        (Task::ExtractiveQa, _) => {
+            let (train, eval) = crate::data::split_files(&c.dataset, &c.dataset_dir)?;
+            return exists(train).and(exists(eval));
+        }
+        (Task::Ranking, Some(r)) => {
+            let named = [
+                &r.collection,
+                &r.train_queries,
+                &r.train_qrels,
+                &r.train_candidates,
+                &r.train_triples,
+                &r.eval_queries,
+            ];
+            for f in named.into_iter().flatten() {
+                exists(c.dataset_dir.join(f))?;
+            }
+            for f in [&r.eval_qrels, &r.eval_candidates] {
+                exists(c.dataset_dir.join(f))?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let d = crate::data::load(&c.dataset, &c.dataset_dir)
         .with_context(|| format!("dataset `{}`", c.dataset_name))?;
     match c.dataset.task {

@@ -1,0 +1,581 @@
+//! Extractive-QA (SQuAD, HotpotQA) and re-ranking cells through `neuronlab grid run`, on the
+//! tiny BERT of `cli_grid` and datasets written here in each real format: the run files
+//! (`predictions.json`, `run.trec`), scores recomputed from those files, training that lowers
+//! the loss, comparative losses with dropout and input views, and bad input.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use runner::extractive::{HotpotItem, read_hotpot_json};
+use runner::metrics::squad_em_f1;
+use runner::ranking::{evaluate_run, read_qrels, read_run};
+use serde_json::{Value, json};
+
+use crate::cli_grid::tiny_model;
+use crate::util::{csv_rows, neuronlab, read_json, text};
+
+/// A small deterministic generator (the tests must not depend on a crate's RNG stream).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+/// A SQuAD v1.1 file: each context is `len` filler words with `door wA` inside; the question
+/// is "the door" and the answer `wA`.
+fn squad_json(n: usize, len: usize, rng: &mut Lcg) -> Value {
+    let mut paragraphs = Vec::new();
+    for q in 0..n {
+        let mut words: Vec<String> = (0..len).map(|_| format!("w{}", rng.below(30))).collect();
+        let at = rng.below(len - 1);
+        let answer = format!("w{}", 30 + rng.below(10));
+        words[at] = "door".into();
+        words[at + 1] = answer.clone();
+        let context = words.join(" ");
+        let start = words[..=at].join(" ").len() + 1;
+        paragraphs.push(json!({
+            "context": context,
+            "qas": [{"id": format!("q{q}"), "question": "the door",
+                     "answers": [{"text": answer, "answer_start": start}]}]
+        }));
+    }
+    json!({"version": "1.1", "data": [{"title": "words", "paragraphs": paragraphs}]})
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn squad_dir(root: &Path) -> PathBuf {
+    let dir = root.join("squad");
+    let mut rng = Lcg(7);
+    write(
+        &dir.join("train-v1.1.json"),
+        &squad_json(48, 20, &mut rng).to_string(),
+    );
+    // Long contexts: more than one window each at max_seq_len 32.
+    write(
+        &dir.join("dev-v1.1.json"),
+        &squad_json(6, 40, &mut rng).to_string(),
+    );
+    dir
+}
+
+/// A HotpotQA distractor file: four paragraphs, two supporting; answers are yes, no or the word
+/// after `door` in a supporting paragraph.
+fn hotpot_json(n: usize, rng: &mut Lcg) -> Value {
+    let items: Vec<Value> = (0..n)
+        .map(|q| {
+            let answer = match q % 3 {
+                0 => "yes".to_string(),
+                1 => "no".to_string(),
+                _ => format!("w{}", 30 + rng.below(10)),
+            };
+            let titles = ["table", "chair", "good", "bad"];
+            let gold = [rng.below(2), 2 + rng.below(2)];
+            let context: Vec<Value> = titles
+                .iter()
+                .enumerate()
+                .map(|(p, title)| {
+                    let mut s1: Vec<String> =
+                        (0..4).map(|_| format!("w{}", rng.below(30))).collect();
+                    if p == gold[1] && q % 3 == 2 {
+                        s1.push("door".into());
+                        s1.push(answer.clone());
+                    }
+                    let s2: Vec<String> = (0..3).map(|_| format!("w{}", rng.below(30))).collect();
+                    json!([title, [s1.join(" "), format!(" {}", s2.join(" "))]])
+                })
+                .collect();
+            json!({
+                "_id": format!("h{q}"),
+                "question": "the door",
+                "answer": answer,
+                "supporting_facts": [[titles[gold[0]], 0], [titles[gold[1]], 1]],
+                "context": context,
+                "type": "bridge",
+                "level": "easy"
+            })
+        })
+        .collect();
+    Value::Array(items)
+}
+
+fn hotpot_dir(root: &Path) -> PathBuf {
+    let dir = root.join("hotpot");
+    let mut rng = Lcg(11);
+    write(
+        &dir.join("hotpot_train_v1.1.json"),
+        &hotpot_json(12, &mut rng).to_string(),
+    );
+    write(
+        &dir.join("hotpot_dev_distractor_v1.json"),
+        &hotpot_json(6, &mut rng).to_string(),
+    );
+    dir
+}
+
+/// MS MARCO-style files: the relevant passage of query `q` holds its two words; candidates are
+/// TREC runs; TREC DL-style graded qrels for evaluation (grade 2 relevant, 1 related).
+fn ranking_dir(root: &Path) -> PathBuf {
+    let dir = root.join("marco");
+    let mut rng = Lcg(3);
+    let topics = [
+        "good", "great", "bad", "awful", "table", "chair", "door", "fine",
+    ];
+    let mut collection = String::new();
+    let mut passage = |words: &[&str], id: usize, rng: &mut Lcg| {
+        let mut text: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        text.extend((0..5).map(|_| format!("w{}", rng.below(40))));
+        collection.push_str(&format!("p{id}\t{}\n", text.join(" ")));
+        format!("p{id}")
+    };
+    let (mut queries, mut qrels_train, mut qrels_eval) =
+        (String::new(), String::new(), String::new());
+    let (mut run_train, mut run_eval) = (String::new(), String::new());
+    let mut triples = String::new();
+    let mut next = 0;
+    for q in 0..20 {
+        let (a, b) = (topics[q % 8], topics[(q / 8 + q + 1) % 8]);
+        queries.push_str(&format!("q{q}\t{a} {b}\n"));
+        let rel = passage(&[a, b], next, &mut rng);
+        next += 1;
+        let near = passage(&[a], next, &mut rng);
+        next += 1;
+        let mut cands = vec![rel.clone(), near.clone()];
+        for _ in 0..5 {
+            cands.push(passage(&[], next, &mut rng));
+            next += 1;
+        }
+        let (qrels, run) = if q < 14 {
+            (&mut qrels_train, &mut run_train)
+        } else {
+            (&mut qrels_eval, &mut run_eval)
+        };
+        if q < 14 {
+            qrels.push_str(&format!("q{q} 0 {rel} 1\n"));
+            triples.push_str(&format!("{a} {b}\t{a} {b} w1\tw{} w2\n", q));
+        } else {
+            qrels.push_str(&format!("q{q} 0 {rel} 2\nq{q} 0 {near} 1\n"));
+        }
+        // The candidates in a shuffled order with first-stage scores.
+        for k in (1..cands.len()).rev() {
+            cands.swap(k, rng.below(k + 1));
+        }
+        for (r, c) in cands.iter().enumerate() {
+            run.push_str(&format!("q{q} Q0 {c} {} {} bm25\n", r + 1, 10 - r));
+        }
+    }
+    for (name, text) in [
+        ("collection.tsv", collection),
+        ("queries.tsv", queries),
+        ("qrels.train.txt", qrels_train),
+        ("qrels.eval.txt", qrels_eval),
+        ("run.train.trec", run_train),
+        ("run.eval.trec", run_eval),
+        ("triples.tsv", triples),
+    ] {
+        write(&dir.join(name), &text);
+    }
+    dir
+}
+
+/// `cli_grid`'s tiny BERT with the weights of the QA fixture (a span head and no
+/// classification head, so a one-output relevance head is initialised).
+fn tiny_qa_model(root: &Path) -> PathBuf {
+    let base = tiny_model(root);
+    let dir = root.join("tiny-bert-qa");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(base.join("vocab.txt"), dir.join("vocab.txt")).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            crate::util::fixture("encoders/bert-qa").join(f),
+            dir.join(f),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// An experiment over the three datasets; `grid` picks the cells.
+fn experiment(root: &Path, grid: &str) -> PathBuf {
+    let model = tiny_qa_model(root);
+    let (squad, hotpot, marco) = (squad_dir(root), hotpot_dir(root), ranking_dir(root));
+    let text = format!(
+        r#"name = "qa"
+
+[train]
+max_steps = 24
+batch_size = 8
+learning_rate = 3e-3
+eval_every = 12
+max_seq_len = 32
+ablation_rates = [0.5]
+
+[models.tiny]
+path = "{model}"
+kind = "encoder"
+
+[datasets.squad]
+path = "{squad}"
+format = "squad"
+task = "extractive-qa"
+qa = {{ doc_stride = 8, max_answer_length = 4, n_best = 5 }}
+
+[datasets.hotpot]
+path = "{hotpot}"
+format = "hotpot"
+task = "extractive-qa"
+qa = {{ doc_stride = 8, max_answer_length = 4, n_best = 5 }}
+
+[datasets.marco]
+path = "{marco}"
+format = "ranking"
+task = "ranking"
+ranking = {{ collection = "collection.tsv", train_queries = "queries.tsv", train_qrels = "qrels.train.txt", train_candidates = "run.train.trec", eval_queries = "queries.tsv", eval_qrels = "qrels.eval.txt", eval_candidates = "run.eval.trec", group_size = 4, relevance_level = 2, metric = "ndcg@10" }}
+
+[datasets.triples]
+path = "{marco}"
+format = "ranking"
+task = "ranking"
+ranking = {{ train_triples = "triples.tsv", collection = "collection.tsv", eval_queries = "queries.tsv", eval_qrels = "qrels.eval.txt", eval_candidates = "run.eval.trec", group_size = 2 }}
+
+[losses.drop2]
+kind = "comparative"
+n_drop = 2
+
+[losses.crop-drop]
+kind = "comparative"
+n_drop = 1
+n_crop = 1
+
+[losses.crop2]
+kind = "comparative"
+n_crop = 2
+
+{grid}"#,
+        model = model.display(),
+        squad = squad.display(),
+        hotpot = hotpot.display(),
+        marco = marco.display(),
+    );
+    let path = root.join("qa.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Run a grid; returns the results rows (header first).
+fn run_grid(root: &Path, exp: &Path) -> (std::process::Output, Vec<Vec<String>>) {
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    let rows = csv_rows(&root.join("runs/qa/results.csv"));
+    (out, rows)
+}
+
+fn column(rows: &[Vec<String>], name: &str) -> usize {
+    rows[0]
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {:?}", rows[0]))
+}
+
+/// The train losses logged at each evaluation.
+fn train_losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["train_loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Every question's prediction is a span of its context, and the reported EM / F1 (percent)
+/// are the means over `predictions.json` against the gold answers.
+fn check_predictions(run: &Path, gold: &BTreeMap<String, (String, String)>) {
+    let predictions = read_json(&run.join("predictions.json"));
+    let predictions = predictions.as_object().unwrap();
+    assert_eq!(predictions.len(), gold.len(), "one prediction per question");
+    let (mut em, mut f1) = (0.0, 0.0);
+    for (id, (context, answer)) in gold {
+        let p = predictions[id].as_str().unwrap();
+        assert!(context.contains(p), "{p:?} is not in {context:?}");
+        let (e, f) = squad_em_f1(p, std::slice::from_ref(answer));
+        (em, f1) = (em + e, f1 + f);
+    }
+    let result = read_json(&run.join("result.json"));
+    let n = gold.len() as f64;
+    let metrics = &result["metrics"];
+    assert!((metrics["exact_match"].as_f64().unwrap() - 100.0 * em / n).abs() < 1e-9);
+    assert!((metrics["f1"].as_f64().unwrap() - 100.0 * f1 / n).abs() < 1e-9);
+    assert_eq!(result["main_metric"], "f1");
+}
+
+#[test]
+fn squad_cells_train_window_and_write_official_predictions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(
+        root,
+        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"squad\"]\nloss = [\"baseline\", \"drop2\"]\n",
+    );
+    let (out, rows) = run_grid(root, &exp);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    // 6 dev questions of 40 words each need several 32-token windows.
+    assert!(log.contains("6 evaluation questions in"), "{log}");
+    let windows: usize = log
+        .split("6 evaluation questions in ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(windows > 6, "{windows} windows");
+    let eval = runner::crosslingual::read_squad_json(&root.join("squad/dev-v1.1.json")).unwrap();
+    let gold: BTreeMap<String, (String, String)> = eval
+        .iter()
+        .map(|e| (e.id.clone(), (e.context.clone(), e.answers[0].1.clone())))
+        .collect();
+    let status = column(&rows, "status");
+    for row in &rows[1..] {
+        assert_eq!(row[status], "finished", "{row:?}");
+        let run = root.join("runs/qa").join(&row[0]);
+        check_predictions(&run, &gold);
+        let losses = train_losses(&run);
+        assert_eq!(losses.len(), 2);
+        assert!(losses.iter().all(|l| l.is_finite()));
+        assert!(
+            losses[1] < losses[0],
+            "training lowers the loss: {losses:?}"
+        );
+        assert!(row[column(&rows, "ablation_0.5")].parse::<f64>().is_ok());
+    }
+}
+
+#[test]
+fn hotpot_contexts_put_yes_no_and_answers_where_the_spans_say() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = hotpot_dir(tmp.path());
+    let items = read_hotpot_json(&dir.join("hotpot_train_v1.1.json")).unwrap();
+    for item in &items {
+        assert_eq!(item.supporting.iter().filter(|s| **s).count(), 2);
+        // Any order of the paragraphs, the full one and one without distractors.
+        let all: Vec<usize> = (0..item.paragraphs.len()).rev().collect();
+        let gold: Vec<usize> = (0..item.paragraphs.len())
+            .filter(|&p| item.supporting[p])
+            .collect();
+        for order in [&all, &gold] {
+            let (context, at) = item.context(order);
+            let at = at.expect("the answer is found");
+            let found: String = context
+                .chars()
+                .skip(at)
+                .take(item.answer.chars().count())
+                .collect();
+            assert_eq!(found, item.answer, "{context:?}");
+            for &p in order.iter() {
+                assert!(context.contains(&item.paragraphs[p].0));
+            }
+        }
+    }
+    let yes: &HotpotItem = &items[0];
+    assert_eq!(yes.answer, "yes");
+    assert_eq!(yes.context(&[0, 1, 2, 3]).1, Some(0));
+    assert_eq!(items[1].context(&[3, 2, 1, 0]).1, Some(4));
+}
+
+#[test]
+fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(
+        root,
+        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop-drop\", \"crop2\"]\n",
+    );
+    let (out, rows) = run_grid(root, &exp);
+    assert!(out.status.success(), "{}", text(&out));
+    let eval = read_hotpot_json(&root.join("hotpot/hotpot_dev_distractor_v1.json")).unwrap();
+    let gold: BTreeMap<String, (String, String)> = eval
+        .iter()
+        .map(|q| {
+            let order: Vec<usize> = (0..q.paragraphs.len()).collect();
+            (q.id.clone(), (q.context(&order).0, q.answer.clone()))
+        })
+        .collect();
+    for row in &rows[1..] {
+        assert_eq!(row[column(&rows, "status")], "finished", "{row:?}");
+        let run = root.join("runs/qa").join(&row[0]);
+        check_predictions(&run, &gold);
+        assert!(train_losses(&run).iter().all(|l| l.is_finite()));
+    }
+}
+
+#[test]
+fn ranking_cells_rerank_candidates_into_a_trec_run_scored_as_trec_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(
+        root,
+        "[grid]\npairs = [{ model = \"tiny\", dataset = \"marco\", loss = [\"baseline\", \"crop-drop\"] }, { model = \"tiny\", dataset = \"triples\", loss = [\"crop2\"] }]\n",
+    );
+    let (out, rows) = run_grid(root, &exp);
+    assert!(out.status.success(), "{}", text(&out));
+    let candidates = read_run(&root.join("marco/run.eval.trec")).unwrap();
+    let qrels = read_qrels(&root.join("marco/qrels.eval.txt"), None).unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows[1..] {
+        assert_eq!(row[column(&rows, "status")], "finished", "{row:?}");
+        let run_dir = root.join("runs/qa").join(&row[0]);
+        let run = read_run(&run_dir.join("run.trec")).unwrap();
+        assert_eq!(run.len(), candidates.len(), "every evaluation query");
+        for (q, ranked) in &run {
+            let mut got: Vec<&String> = ranked.iter().map(|r| &r.0).collect();
+            let mut want: Vec<&String> = candidates[q].iter().map(|r| &r.0).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "query {q} re-ranks its own candidates");
+        }
+        let result = read_json(&run_dir.join("result.json"));
+        let marco = row.contains(&"marco".to_string());
+        let level = if marco { 2 } else { 1 };
+        let (_, means) = evaluate_run(&run, &qrels, level);
+        let m = &result["metrics"];
+        for (key, want) in [
+            ("mrr@10", means.mrr_at_10),
+            ("ndcg@10", means.ndcg_at_10),
+            ("recall@1000", means.recall_at_1000),
+        ] {
+            let got = m[key].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-9, "{key}: {got} vs {want}");
+        }
+        // Re-ranking a fixed list cannot change recall@1000: every relevant one is listed.
+        assert_eq!(means.recall_at_1000, 1.0);
+        assert_eq!(
+            result["main_metric"],
+            if marco { "ndcg@10" } else { "mrr@10" }
+        );
+        let losses = train_losses(&run_dir);
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    }
+}
+
+/// A one-cell grid over a dataset whose files the test then breaks; returns the cell's error.
+fn failed_cell_error(root: &Path, dataset: &str, loss: &str) -> String {
+    let exp = root.join("qa.toml");
+    let (out, rows) = run_grid(root, &exp);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(rows.len(), 2, "{dataset} × {loss}: {rows:?}");
+    assert_eq!(rows[1][column(&rows, "status")], "failed");
+    let result = read_json(&root.join("runs/qa").join(&rows[1][0]).join("result.json"));
+    result["error"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn bad_qa_and_ranking_input_fails_the_cell_naming_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let one = |dataset: &str, loss: &str| {
+        format!("[grid]\nmodel = [\"tiny\"]\ndataset = [\"{dataset}\"]\nloss = [\"{loss}\"]\n")
+    };
+
+    // A qrels line naming a query the queries file does not have.
+    experiment(root, &one("marco", "baseline"));
+    let qrels = root.join("marco/qrels.eval.txt");
+    let mut text_ = std::fs::read_to_string(&qrels).unwrap();
+    text_.push_str("q99 0 p1 1\n");
+    std::fs::write(&qrels, &text_).unwrap();
+    let error = failed_cell_error(root, "marco", "baseline");
+    assert!(
+        error.contains("qrels.eval.txt, line 13")
+            && error.contains("\"q99\" is not in the queries"),
+        "{error}"
+    );
+
+    // A malformed run line.
+    std::fs::remove_dir_all(root.join("runs")).unwrap();
+    experiment(root, &one("marco", "baseline"));
+    let run = root.join("marco/run.eval.trec");
+    let mut text_ = std::fs::read_to_string(&run).unwrap();
+    text_.push_str("q14 Q0 p3 8\n");
+    std::fs::write(&run, &text_).unwrap();
+    let error = failed_cell_error(root, "marco", "baseline");
+    assert!(
+        error.contains("run.eval.trec, line 43") && error.contains("expected 6 fields"),
+        "{error}"
+    );
+
+    // A SQuAD answer outside its context.
+    std::fs::remove_dir_all(root.join("runs")).unwrap();
+    experiment(root, &one("squad", "baseline"));
+    let train = root.join("squad/train-v1.1.json");
+    let mut v = read_json(&train);
+    v["data"][0]["paragraphs"][2]["qas"][0]["answers"][0]["answer_start"] = json!(500);
+    std::fs::write(&train, v.to_string()).unwrap();
+    let error = failed_cell_error(root, "squad", "baseline");
+    assert!(
+        error.contains("train-v1.1.json")
+            && error.contains("question q2")
+            && error.contains("not at character 500"),
+        "{error}"
+    );
+}
+
+#[test]
+fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let cases = [
+        // Crops on a dataset without segments.
+        (
+            "[grid]\nmodel = [\"tiny\"]\ndataset = [\"squad\"]\nloss = [\"crop2\"]\n",
+            "",
+            "has none; crops apply to HotpotQA",
+        ),
+        // A format that holds another task.
+        (
+            "[grid]\nmodel = [\"tiny\"]\ndataset = [\"bad\"]\n",
+            "[datasets.bad]\npath = \"squad\"\nformat = \"squad\"\ntask = \"classification\"\n",
+            "format = \"squad\" holds task = \"extractive-qa\"",
+        ),
+        // A ranking dataset without its files.
+        (
+            "[grid]\nmodel = [\"tiny\"]\ndataset = [\"bad\"]\n",
+            "[datasets.bad]\npath = \"marco\"\nformat = \"ranking\"\ntask = \"ranking\"\n",
+            "needs `ranking = { eval_qrels",
+        ),
+        // An unknown ranking metric.
+        (
+            "[grid]\nmodel = [\"tiny\"]\ndataset = [\"bad\"]\n",
+            "[datasets.bad]\npath = \"marco\"\nformat = \"ranking\"\ntask = \"ranking\"\nranking = { train_triples = \"t\", eval_qrels = \"q\", eval_candidates = \"c\", metric = \"map\" }\n",
+            "ranking.metric = \"map\"",
+        ),
+    ];
+    for (grid, extra, want) in cases {
+        let exp = experiment(root, &format!("{extra}\n{grid}"));
+        let out = neuronlab(
+            &[
+                "grid",
+                "run",
+                exp.to_str().unwrap(),
+                "--output",
+                "runs",
+                "--dry-run",
+            ],
+            root,
+        );
+        assert!(!out.status.success(), "{grid}");
+        assert!(text(&out).contains("qa.toml"), "{}", text(&out));
+        assert!(text(&out).contains(want), "{want}: {}", text(&out));
+    }
+}
