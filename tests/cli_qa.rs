@@ -579,3 +579,117 @@ fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
         assert!(text(&out).contains(want), "{want}: {}", text(&out));
     }
 }
+
+#[test]
+fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = crate::util::root().join("experiments/cmploss-paper.toml");
+    let exp = exp.to_str().unwrap();
+    let vars = [
+        "GLUE_DIR",
+        "SQUAD_DIR",
+        "HOTPOT_DIR",
+        "MSMARCO_DIR",
+        "TREC_DL_DIR",
+        "DLHARD_DIR",
+        "MODELS_DIR",
+    ];
+    let mut bare = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"));
+    bare.args(["grid", "run", exp, "--dry-run", "--output", "runs"])
+        .current_dir(root);
+    for v in vars {
+        bare.env_remove(v);
+    }
+    let out = bare.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    // GLUE 8 × 2, SQuAD 8 models × 2, HotpotQA 4 losses, ranking 4 × 2; 3 seeds each.
+    assert!(t.contains("132 cells"), "{t}");
+    for v in vars {
+        assert!(t.contains(&format!("{v} is not set")), "{v}: {t}");
+    }
+
+    // Every dataset in its real layout, every model a tiny BERT.
+    let models = root.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let tiny = tiny_qa_model(root);
+    for name in [
+        "bert-base-cased",
+        "bert_uncased_L-2_H-128_A-2",
+        "bert_uncased_L-12_H-256_A-4",
+        "electra-small-discriminator",
+        "bert_uncased_L-8_H-512_A-8",
+        "bert-base-uncased",
+        "electra-base-discriminator",
+        "bert-large-uncased",
+        "electra-large-discriminator",
+        "roberta-base",
+    ] {
+        std::os::unix::fs::symlink(&tiny, models.join(name)).unwrap();
+    }
+    let marco = ranking_dir(root);
+    let (msmarco, dl, hard) = (
+        root.join("msmarco"),
+        root.join("trec-dl"),
+        root.join("dl-hard"),
+    );
+    let copy = |from: &str, to: &Path| {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(marco.join(from), to).unwrap();
+    };
+    copy("collection.tsv", &msmarco.join("collection.tsv"));
+    copy("triples.tsv", &msmarco.join("triples.train.small.tsv"));
+    copy("queries.tsv", &msmarco.join("queries.dev.small.tsv"));
+    copy("qrels.eval.txt", &msmarco.join("qrels.dev.small.tsv"));
+    copy("run.eval.trec", &msmarco.join("top1000.dev.tsv"));
+    for year in ["2019", "2020"] {
+        copy(
+            "queries.tsv",
+            &dl.join(format!("msmarco-test{year}-queries.tsv")),
+        );
+        copy("qrels.eval.txt", &dl.join(format!("{year}qrels-pass.txt")));
+        copy(
+            "run.eval.trec",
+            &dl.join(format!("msmarco-passagetest{year}-top1000.tsv")),
+        );
+    }
+    copy("queries.tsv", &hard.join("topics.tsv"));
+    copy("qrels.eval.txt", &hard.join("dl_hard-passage.qrels"));
+    copy("run.eval.trec", &hard.join("bm25.run"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
+        .current_dir(root)
+        .env("GLUE_DIR", crate::util::fixture("glue"))
+        .env("SQUAD_DIR", squad_dir(root))
+        .env("HOTPOT_DIR", hotpot_dir(root))
+        .env("MSMARCO_DIR", &msmarco)
+        .env("TREC_DL_DIR", &dl)
+        .env("DLHARD_DIR", &hard)
+        .env("MODELS_DIR", &models)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("every cell is valid"), "{}", text(&out));
+
+    // A missing ranking file is named.
+    std::fs::remove_file(hard.join("bm25.run")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
+        .current_dir(root)
+        .env("GLUE_DIR", crate::util::fixture("glue"))
+        .env("SQUAD_DIR", root.join("squad"))
+        .env("HOTPOT_DIR", root.join("hotpot"))
+        .env("MSMARCO_DIR", &msmarco)
+        .env("TREC_DL_DIR", &dl)
+        .env("DLHARD_DIR", &hard)
+        .env("MODELS_DIR", &models)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("dl-hard/bm25.run does not exist"),
+        "{}",
+        text(&out)
+    );
+}

@@ -237,6 +237,27 @@ pub enum DatasetFormat {
     Ranking,
 }
 
+/// `${ARTEFACTS}` and every set `${VAR}` of `text` replaced by their values (unset variables
+/// stay as written, for the dry run to name).
+pub fn expand_vars(text: &str, artefacts: &Path) -> String {
+    let mut s = text.replace("${ARTEFACTS}", &artefacts.to_string_lossy());
+    let mut from = 0;
+    while let Some(start) = s[from..].find("${").map(|i| i + from) {
+        let Some(len) = s[start..].find('}') else {
+            break;
+        };
+        let name = &s[start + 2..start + len];
+        match std::env::var(name) {
+            Ok(value) if !name.is_empty() => {
+                s.replace_range(start..start + len + 1, &value);
+                from = start + value.len();
+            }
+            _ => from = start + len + 1,
+        }
+    }
+    s
+}
+
 /// Extractive-QA settings of a dataset (defaults: the CmpLoss SQuAD scripts').
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,6 +336,14 @@ pub struct RankingSpec {
     /// The metric that selects the best evaluation: `mrr@10` (MS MARCO) or `ndcg@10` (TREC DL).
     #[serde(default = "default_rank_metric")]
     pub metric: String,
+}
+
+impl RankingSpec {
+    /// A file of the dataset: `name` with its variables expanded, relative to the dataset's
+    /// folder `dir` (an absolute name, e.g. `${MSMARCO_DIR}/triples.train.small.tsv`, stands).
+    pub fn file(&self, dir: &Path, name: &str) -> PathBuf {
+        dir.join(expand_vars(name, &crate::commands::grid::artefacts_dir()))
+    }
 }
 
 fn default_group_size() -> usize {
@@ -1059,23 +1088,7 @@ impl ExperimentFile {
     /// replaced by the environment variable `NAME` when it is set (left as written otherwise,
     /// so the missing file's error shows it), and relative paths taken from the file's folder.
     pub fn resolve(&self, written: &Path) -> PathBuf {
-        let mut s = written
-            .to_string_lossy()
-            .replace("${ARTEFACTS}", &self.artefacts.to_string_lossy());
-        let mut from = 0;
-        while let Some(start) = s[from..].find("${").map(|i| i + from) {
-            let Some(len) = s[start..].find('}') else {
-                break;
-            };
-            let name = &s[start + 2..start + len];
-            match std::env::var(name) {
-                Ok(value) if !name.is_empty() => {
-                    s.replace_range(start..start + len + 1, &value);
-                    from = start + value.len();
-                }
-                _ => from = start + len + 1,
-            }
-        }
+        let s = expand_vars(&written.to_string_lossy(), &self.artefacts);
         let p = PathBuf::from(s);
         if p.is_relative() {
             self.path.parent().unwrap_or(Path::new(".")).join(p)

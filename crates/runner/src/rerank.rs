@@ -106,7 +106,7 @@ struct Files<'a> {
 
 impl<'a> Files<'a> {
     fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
+        self.spec.file(self.dir, file)
     }
 
     fn collection(&mut self) -> Result<&BTreeMap<String, String>> {

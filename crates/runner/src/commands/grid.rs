@@ -183,11 +183,9 @@ fn check_dataset(c: &TrainCell) -> Result<()> {
                 &r.train_triples,
                 &r.eval_queries,
             ];
-            for f in named.into_iter().flatten() {
-                exists(c.dataset_dir.join(f))?;
-            }
-            for f in [&r.eval_qrels, &r.eval_candidates] {
-                exists(c.dataset_dir.join(f))?;
+            let given = [&r.eval_qrels, &r.eval_candidates];
+            for f in named.into_iter().flatten().chain(given) {
+                exists(r.file(&c.dataset_dir, f))?;
             }
             return Ok(());
         }
