@@ -693,3 +693,40 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
         text(&out)
     );
 }
+
+#[test]
+fn bad_hotpot_files_are_errors_naming_the_question_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = hotpot_dir(tmp.path());
+    let path = dir.join("hotpot_train_v1.1.json");
+    let good = read_json(&path);
+    let cases: [(&str, fn(&mut Value), &str); 3] = [
+        (
+            "a supporting title outside the paragraphs",
+            |v| v[3]["supporting_facts"][0][0] = json!("nowhere"),
+            "question [3]: `supporting_facts`: title \"nowhere\" is not a paragraph",
+        ),
+        (
+            "a paragraph that is not [title, sentences]",
+            |v| v[1]["context"][2] = json!("just text"),
+            "question [1]: `context`: expected [title, [sentences]]",
+        ),
+        (
+            "a missing answer",
+            |v| {
+                v[0].as_object_mut().unwrap().remove("answer");
+            },
+            "question [0]: `answer` is not a string",
+        ),
+    ];
+    for (what, break_it, want) in cases {
+        let mut v = good.clone();
+        break_it(&mut v);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let err = format!("{:#}", read_hotpot_json(&path).unwrap_err());
+        assert!(
+            err.contains("hotpot_train_v1.1.json") && err.contains(want),
+            "{what}: {err}"
+        );
+    }
+}
