@@ -700,7 +700,8 @@ fn bad_hotpot_files_are_errors_naming_the_question_and_key() {
     let dir = hotpot_dir(tmp.path());
     let path = dir.join("hotpot_train_v1.1.json");
     let good = read_json(&path);
-    let cases: [(&str, fn(&mut Value), &str); 3] = [
+    type Case = (&'static str, fn(&mut Value), &'static str);
+    let cases: [Case; 3] = [
         (
             "a supporting title outside the paragraphs",
             |v| v[3]["supporting_facts"][0][0] = json!("nowhere"),
