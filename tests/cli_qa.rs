@@ -361,6 +361,13 @@ fn squad_cells_train_window_and_write_official_predictions() {
         );
         assert!(row[column(&rows, "ablation_0.5")].parse::<f64>().is_ok());
     }
+    let out = neuronlab(&["report", "runs/qa"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = std::fs::read_to_string(root.join("runs/qa/report.md")).unwrap();
+    assert!(
+        md.contains("f1") && md.contains("drop2 vs baseline"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -468,6 +475,10 @@ fn ranking_cells_rerank_candidates_into_a_trec_run_scored_as_trec_eval() {
         let losses = train_losses(&run_dir);
         assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     }
+    let out = neuronlab(&["report", "runs/qa"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = std::fs::read_to_string(root.join("runs/qa/report.md")).unwrap();
+    assert!(md.contains("ndcg@10") && md.contains("mrr@10"), "{md}");
 }
 
 /// A one-cell grid over a dataset whose files the test then breaks; returns the cell's error.

@@ -159,15 +159,15 @@ pub fn report(dir: &Path) -> Result<String> {
         write_atomic(&dir.join("report.md"), md.as_bytes())?;
         return Ok(md);
     }
-    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<&Run>> = BTreeMap::new();
+    let mut by_metric: BTreeMap<String, Vec<&Run>> = BTreeMap::new();
     for r in &finished {
-        groups.entry(group_key(&r.result)).or_default().push(r);
+        let metric = r
+            .result
+            .main_metric
+            .clone()
+            .unwrap_or_else(|| "metric".into());
+        by_metric.entry(metric).or_default().push(r);
     }
-    let metric = finished
-        .iter()
-        .find_map(|r| r.result.main_metric.clone())
-        .unwrap_or_else(|| "metric".into());
-
     let mut md = String::new();
     let _ = writeln!(md, "# Grid `{name}`\n");
     let _ = writeln!(
@@ -178,26 +178,92 @@ pub fn report(dir: &Path) -> Result<String> {
         finished.len(),
         failed.len()
     );
+    let several = by_metric.len() > 1;
+    for (metric, members) in &by_metric {
+        // One section per main metric (a grid over GLUE, SQuAD and ranking has several); the
+        // plots of a one-metric grid keep their plain names.
+        let suffix = if several {
+            let clean: String = metric
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            format!("_{clean}")
+        } else {
+            String::new()
+        };
+        if several {
+            let _ = writeln!(md, "## Cells selected by {metric}\n");
+        }
+        metric_section(dir, &name, metric, members, &suffix, &mut md)?;
+    }
+    failed_runs(&mut md, &failed);
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    Ok(md)
+}
+
+/// The tables and plots of the runs whose main metric is `metric`; plot files end in `suffix`.
+fn metric_section(
+    dir: &Path,
+    name: &str,
+    metric: &str,
+    finished: &[&Run],
+    suffix: &str,
+    md: &mut String,
+) -> Result<()> {
+    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<&Run>> = BTreeMap::new();
+    for r in finished {
+        groups.entry(group_key(&r.result)).or_default().push(r);
+    }
+    // The other metrics of the best evaluations (EM beside F1, recall beside MRR, …).
+    let others: Vec<String> = {
+        let mut o: Vec<String> = finished
+            .iter()
+            .flat_map(|r| r.result.metrics.keys().cloned())
+            .filter(|k| k != metric)
+            .collect();
+        o.sort();
+        o.dedup();
+        o
+    };
     let _ = writeln!(
         md,
-        "| cell group | seeds | {metric} | final {metric} | steps | seconds / run |"
+        "| cell group | seeds | {metric} | final {metric} |{} steps | seconds / run |",
+        others.iter().map(|o| format!(" {o} |")).collect::<String>()
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|{}---:|---:|",
+        "---:|".repeat(others.len())
+    );
     for (key, members) in &groups {
-        let best: Vec<f64> = members
-            .iter()
-            .filter_map(|r| r.result.metrics.get(&metric).copied())
-            .collect();
+        let best_of = |m: &str| -> Vec<f64> {
+            members
+                .iter()
+                .filter_map(|r| r.result.metrics.get(m).copied())
+                .collect()
+        };
         let last: Vec<f64> = members
             .iter()
-            .filter_map(|r| r.result.final_metrics.get(&metric).copied())
+            .filter_map(|r| r.result.final_metrics.get(metric).copied())
             .collect();
         let secs: Vec<f64> = members.iter().map(|r| r.result.seconds).collect();
-        let (m, s) = mean_std(&best);
+        let (m, s) = mean_std(&best_of(metric));
         let (fm, fs) = mean_std(&last);
+        let other_cells: String = others
+            .iter()
+            .map(|o| {
+                let v = best_of(o);
+                if v.is_empty() {
+                    " – |".to_string()
+                } else {
+                    let (om, os) = mean_std(&v);
+                    format!(" {om:.4} ± {os:.4} |")
+                }
+            })
+            .collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {m:.4} ± {s:.4} | {fm:.4} ± {fs:.4} | {} | {:.0} |",
+            "| {} | {} | {m:.4} ± {s:.4} | {fm:.4} ± {fs:.4} |{other_cells} {} | {:.0} |",
             describe(key, &[]),
             members.len(),
             members[0].result.steps.unwrap_or(0),
@@ -221,7 +287,7 @@ pub fn report(dir: &Path) -> Result<String> {
                 .filter_map(|r| {
                     Some((
                         r.result.params.get("seed")?.clone(),
-                        *r.result.metrics.get(&metric)?,
+                        *r.result.metrics.get(metric)?,
                     ))
                 })
                 .collect()
@@ -247,7 +313,7 @@ pub fn report(dir: &Path) -> Result<String> {
         );
     }
     if !comparisons.is_empty() {
-        let _ = writeln!(md, "\n## Comparative loss − baseline (paired by seed)\n");
+        let _ = writeln!(md, "\n### Comparative loss − baseline (paired by seed)\n");
         let _ = writeln!(
             md,
             "Exact two-sided paired sign-flip permutation test over the seeds; with n seeds \
@@ -276,10 +342,13 @@ pub fn report(dir: &Path) -> Result<String> {
         y_label: format!("eval {metric}"),
         series: curves,
     };
-    write_atomic(&dir.join("learning_curves.svg"), chart.to_svg().as_bytes())?;
+    write_atomic(
+        &dir.join(format!("learning_curves{suffix}.svg")),
+        chart.to_svg().as_bytes(),
+    )?;
     let _ = writeln!(
         md,
-        "\n## Plots\n\n![learning curves](learning_curves.svg)\n"
+        "\n### Plots\n\n![learning curves](learning_curves{suffix}.svg)\n"
     );
 
     // Ablation curves.
@@ -312,7 +381,7 @@ pub fn report(dir: &Path) -> Result<String> {
                 .map(|r| {
                     let mut v = vec![(
                         0.0,
-                        r.result.metrics.get(&metric).copied().unwrap_or(f64::NAN),
+                        r.result.metrics.get(metric).copied().unwrap_or(f64::NAN),
                     )];
                     v.extend(r.result.ablation.iter().copied());
                     v
@@ -341,18 +410,19 @@ pub fn report(dir: &Path) -> Result<String> {
             y_label: format!("eval {metric}"),
             series,
         };
-        write_atomic(&dir.join("ablation.svg"), chart.to_svg().as_bytes())?;
+        write_atomic(
+            &dir.join(format!("ablation{suffix}.svg")),
+            chart.to_svg().as_bytes(),
+        )?;
         let _ = writeln!(
             md,
-            "![metric vs ablation rate](ablation.svg)\n\n## {metric} versus ablation rate\n\n\
+            "![metric vs ablation rate](ablation{suffix}.svg)\n\n### {metric} versus ablation rate\n\n\
              The best checkpoint of each run, evaluated with a random fraction of every layer's \
              FFN neurons zeroed (kept ones scaled by 1/(1 − rate)); rate 0 is the unablated \
              model.\n\n{table}"
         );
     }
-    failed_runs(&mut md, &failed);
-    write_atomic(&dir.join("report.md"), md.as_bytes())?;
-    Ok(md)
+    Ok(())
 }
 
 fn failed_runs(md: &mut String, failed: &[&Run]) {
