@@ -667,7 +667,7 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
     }
     copy("queries.tsv", &hard.join("topics.tsv"));
     copy("qrels.eval.txt", &hard.join("dl_hard-passage.qrels"));
-    copy("run.eval.trec", &hard.join("bm25.run"));
+    copy("run.eval.trec", &hard.join("baselines/passage/bm25.run"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
         .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
         .current_dir(root)
@@ -684,7 +684,7 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
     assert!(text(&out).contains("every cell is valid"), "{}", text(&out));
 
     // A missing ranking file is named.
-    std::fs::remove_file(hard.join("bm25.run")).unwrap();
+    std::fs::remove_file(hard.join("baselines/passage/bm25.run")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
         .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
         .current_dir(root)
@@ -699,7 +699,7 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("dl-hard/bm25.run does not exist"),
+        text(&out).contains("dl-hard/baselines/passage/bm25.run does not exist"),
         "{}",
         text(&out)
     );
