@@ -162,6 +162,7 @@ impl<'a> Files<'a> {
         for (qid, ranked) in &run {
             let text = queries
                 .get(qid)
+                .or_else(|| texts.as_ref().and_then(|t| t.0.get(qid)))
                 .with_context(|| format!("{cited}: query {qid} is not in the queries file"))?;
             let mut list = Vec::with_capacity(ranked.len().min(max));
             for (pid, _) in ranked.iter().take(max) {
