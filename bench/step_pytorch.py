@@ -14,6 +14,11 @@ Written from the algorithm as zycdev/CmpLoss runs it (modeling.py `CmpCls.forwar
   (c+1)(c+2)/2 pairs and the batch; backward;
 - then clip_grad_norm_(1.0) and AdamW (lr 2e-5, weight decay 0.01 on matrices only, eps 1e-8).
 
+With --task span the model is `AutoModelForQuestionAnswering` and the task loss is the start and
+end cross-entropy (`CmpQA`): the comparative loss is computed separately over the start losses
+and the end losses and averaged; the baseline is HF's `(start + end) / 2`. Answer positions are
+`(7 i + 1) mod seq` and `(7 i + 3) mod seq` for example i, as on the Rust side.
+
 Random token ids >= 1000 without padding, alternating labels; one warm-up step, the median of
 --iters timed ones; forward / backward / optimizer phases timed separately. Prints one JSON line
 in the format of the Rust command.
@@ -26,7 +31,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 
 def set_dropout(model, p):
@@ -57,13 +62,20 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--p", type=float, default=0.1)
+    ap.add_argument("--task", choices=["classification", "span"], default="classification")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        args.model, num_labels=2, attn_implementation="eager"
-    ).train()
+    span = args.task == "span"
+    if span:
+        model = AutoModelForQuestionAnswering.from_pretrained(
+            args.model, attn_implementation="eager"
+        ).train()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            args.model, num_labels=2, attn_implementation="eager"
+        ).train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -75,27 +87,44 @@ def main():
     ids = torch.randint(1000, model.config.vocab_size, (args.batch, args.seq), generator=gen)
     mask = torch.ones_like(ids)
     labels = torch.arange(args.batch) % 2
+    starts = (torch.arange(args.batch) * 7 + 1) % args.seq
+    ends = (torch.arange(args.batch) * 7 + 3) % args.seq
+
+    def task_losses(reduction):
+        """Per-example losses of one forward: [B] (classification) or ([B], [B]) (span)."""
+        out = model(input_ids=ids, attention_mask=mask)
+        if span:
+            return (
+                F.cross_entropy(out.start_logits, starts, reduction=reduction),
+                F.cross_entropy(out.end_logits, ends, reduction=reduction),
+            )
+        return F.cross_entropy(out.logits, labels, reduction=reduction)
+
     c = args.n_drop
     phases = {"total": [], "forward": [], "backward": [], "optimizer": []}
     for it in range(args.iters + 1):
         start = time.perf_counter()
         if c == 0:
             set_dropout(model, args.p)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = F.cross_entropy(logits, labels)
+            loss = task_losses("mean")
+            if span:
+                loss = (loss[0] + loss[1]) / 2
         else:
             set_dropout(model, 0.0)
             rng = torch.get_rng_state()
-            view_losses = [
-                F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels, reduction="none")
-            ]
+            view_losses = [task_losses("none")]
             for k in range(1, c + 1):
                 set_dropout(model, 1.0 - (1.0 - args.p) ** k)
                 torch.set_rng_state(rng)
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                view_losses.append(F.cross_entropy(logits, labels, reduction="none"))
+                view_losses.append(task_losses("none"))
             set_dropout(model, args.p)
-            loss = comparative_loss(torch.stack(view_losses))
+            if span:
+                loss = (
+                    comparative_loss(torch.stack([v[0] for v in view_losses]))
+                    + comparative_loss(torch.stack([v[1] for v in view_losses]))
+                ) / 2
+            else:
+                loss = comparative_loss(torch.stack(view_losses))
         loss.item()
         t_forward = time.perf_counter()
         loss.backward()
@@ -113,6 +142,7 @@ def main():
     print(json.dumps({
         "implementation": f"pytorch {torch.__version__} (official algorithm, {args.threads} threads)",
         "device": "cpu",
+        "task": args.task,
         "batch": args.batch,
         "seq": args.seq,
         "n_drop": c,

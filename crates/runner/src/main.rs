@@ -229,6 +229,9 @@ enum Bench {
         /// Run the c + 1 views one after another instead of as one batch.
         #[arg(long)]
         sequential: bool,
+        /// Time a span extractor (extractive QA: start/end losses) instead of a classifier.
+        #[arg(long)]
+        span: bool,
         /// Timed steps (after one warm-up step); the median is reported.
         #[arg(long, default_value_t = 5)]
         iters: usize,
@@ -348,6 +351,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     seq,
                     n_drop,
                     sequential,
+                    span,
                     iters,
                     device,
                 },
@@ -358,6 +362,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seq,
                 n_drop,
                 batched: !sequential,
+                span,
                 iters: iters.max(1),
                 device_label: device.to_string(),
             };

@@ -212,6 +212,8 @@ pub struct BenchStep {
     pub n_drop: u32,
     /// Run the views as one batch.
     pub batched: bool,
+    /// A span extractor with the start/end losses (extractive QA) instead of a classifier.
+    pub span: bool,
     /// Timed steps (after one warm-up step).
     pub iters: usize,
     /// Device label for the report.
@@ -225,6 +227,8 @@ pub struct StepReport {
     pub implementation: String,
     /// Device.
     pub device: String,
+    /// `classification` or `span`.
+    pub task: String,
     /// Examples per step.
     pub batch: usize,
     /// Tokens per example.
@@ -250,17 +254,15 @@ impl BackendTask for BenchStep {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<StepReport> {
         use crate::experiment::LossSpec;
-        use crate::train::{AdamW, Objective, Targets, clip_global_norm};
+        use crate::extractive::SpanInput;
+        use crate::train::{AdamW, Objective, Targets};
         use ablation::DropoutMasks;
         use burn::backend::Autodiff;
-        use burn::optim::{GradientsParams, Optimizer};
-        use models::SequenceClassifier;
+        use models::{SequenceClassifier, SpanExtractor};
 
         let checkpoint = Checkpoint::open(&self.model)
             .with_context(|| format!("loading model {}", self.model.display()))?;
         let vocab = checkpoint.config.vocab_size;
-        let (mut model, _) =
-            SequenceClassifier::<Autodiff<B>>::load(checkpoint, 2, None, 0, &device)?;
         let spec = if self.n_drop == 0 {
             LossSpec::Baseline
         } else {
@@ -280,55 +282,87 @@ impl BackendTask for BenchStep {
         if !self.batched {
             objective.execution_budget = Some(0);
         }
-        let labels: Vec<i64> = (0..self.batch).map(|i| (i % 2) as i64).collect();
+        let (batch, seq) = (self.batch, self.seq);
         let input = EncoderInput {
-            input_ids: token_ids(&random_tokens(self.batch, self.seq, vocab), &device),
-            attention_mask: Tensor::ones([self.batch, self.seq], &device),
-            token_type_ids: Tensor::zeros([self.batch, self.seq], &device),
+            input_ids: token_ids(&random_tokens(batch, seq, vocab), &device),
+            attention_mask: Tensor::ones([batch, seq], &device),
+            token_type_ids: Tensor::zeros([batch, seq], &device),
         };
-        let targets = Targets::Classes(Tensor::from_data(
-            TensorData::new(labels, [self.batch]),
-            &device,
-        ));
-        let mut optimizer = AdamW::new(0.01).init();
         let mut masks = Some(DropoutMasks::new(0));
-        let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-        for i in 0..self.iters + 1 {
-            let start = Instant::now();
-            let loss = objective.loss(&model, &input, &targets, &mut masks);
-            let _ = loss.clone().into_data(); // forces the forward
-            let forward = start.elapsed();
-            let grads = loss.backward();
-            let mut grads = GradientsParams::from_grads(grads, &model);
-            let backward = start.elapsed();
-            clip_global_norm(&model, &mut grads, 1.0);
-            model = optimizer.step(2e-5, model, grads);
-            let _ = model
-                .head
-                .out_proj
-                .weight
-                .val()
-                .slice([0..1, 0..1])
-                .into_data();
-            let total = start.elapsed();
-            if i >= 1 {
-                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-                phases[0].push(ms(total));
-                phases[1].push(ms(forward));
-                phases[2].push(ms(backward - forward));
-                phases[3].push(ms(total - backward));
-            }
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+        let settings = (2e-5, 1.0);
+        let [t, f, b, o] = if self.span {
+            // Answer spans at varying positions inside the sequence.
+            let positions = |offset: usize| {
+                let v: Vec<i64> = (0..batch)
+                    .map(|i| ((i * 7 + offset) % seq) as i64)
+                    .collect();
+                Tensor::<Autodiff<B>, 1, Int>::from_data(TensorData::new(v, [batch]), &device)
+            };
+            let span = SpanInput {
+                input,
+                start: positions(1),
+                end: positions(3),
+            };
+            let (model, _) = SpanExtractor::<Autodiff<B>>::load(checkpoint, 0, &device)?;
+            time_steps(
+                model,
+                &mut AdamW::new(0.01).init(),
+                self.iters,
+                settings,
+                |model| {
+                    let per_view =
+                        objective.run_views(std::slice::from_ref(&span), seq, &mut masks, {
+                            |input, ctx, _| {
+                                let (s, e) = model.forward(&input.input, ctx);
+                                let (ls, le) = losses::span_cross_entropy(
+                                    s,
+                                    e,
+                                    input.start.clone(),
+                                    input.end.clone(),
+                                );
+                                Tensor::stack(vec![ls, le], 1)
+                            }
+                        });
+                    Ok(objective.combine(per_view))
+                },
+                |model| {
+                    let _ = model
+                        .qa_outputs
+                        .weight
+                        .val()
+                        .slice([0..1, 0..1])
+                        .into_data();
+                },
+            )?
+        } else {
+            let labels: Vec<i64> = (0..batch).map(|i| (i % 2) as i64).collect();
+            let targets =
+                Targets::Classes(Tensor::from_data(TensorData::new(labels, [batch]), &device));
+            let (model, _) =
+                SequenceClassifier::<Autodiff<B>>::load(checkpoint, 2, None, 0, &device)?;
+            time_steps(
+                model,
+                &mut AdamW::new(0.01).init(),
+                self.iters,
+                settings,
+                |model| Ok(objective.loss(model, &input, &targets, &mut masks)),
+                |model| {
+                    let _ = model
+                        .head
+                        .out_proj
+                        .weight
+                        .val()
+                        .slice([0..1, 0..1])
+                        .into_data();
+                },
+            )?
         };
-        let [t, f, b, o] = &mut phases;
         Ok(StepReport {
             implementation: format!("neuronlab burn-{}", backend_label(&self.device_label)),
             device: self.device_label,
-            batch: self.batch,
-            seq: self.seq,
+            task: if self.span { "span" } else { "classification" }.into(),
+            batch,
+            seq,
             n_drop: self.n_drop,
             execution: if self.batched || self.n_drop == 0 {
                 "batched"
@@ -337,10 +371,10 @@ impl BackendTask for BenchStep {
             }
             .into(),
             iters: self.iters,
-            median_ms: median(t),
-            forward_ms: median(f),
-            backward_ms: median(b),
-            optimizer_ms: median(o),
+            median_ms: t,
+            forward_ms: f,
+            backward_ms: b,
+            optimizer_ms: o,
         })
     }
 }
@@ -401,9 +435,8 @@ impl BackendTask for BenchLoraStep {
     type Output = LoraStepReport;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<LoraStepReport> {
-        use crate::train::{AdamW, clip_global_norm};
+        use crate::train::AdamW;
         use burn::backend::Autodiff;
-        use burn::optim::{GradientsParams, Optimizer};
         use models::{LoraConfig, TokenPosition};
 
         let checkpoint = DecoderCheckpoint::open(&self.model)
@@ -447,32 +480,19 @@ impl BackendTask for BenchLoraStep {
         let labels: Vec<i64> = (0..self.batch).map(|i| (i % 2) as i64).collect();
         let labels = Tensor::<Autodiff<B>, 1, Int>::from_ints(labels.as_slice(), &device);
         let mut optimizer = AdamW::with_beta1(0.1, 0.95).init();
-        let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-        for i in 0..self.iters + 1 {
-            let start = Instant::now();
-            let logits = model.forward(ids.clone(), mask.clone(), &mut ForwardContext::eval());
-            let loss = losses::cross_entropy(logits, labels.clone()).mean();
-            let _ = loss.clone().into_data();
-            let forward = start.elapsed();
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let backward = start.elapsed();
-            clip_global_norm(&model, &mut grads, 10.0);
-            model = optimizer.step(1e-4, model, grads);
-            let _ = model.score.weight.val().slice([0..1, 0..1]).into_data();
-            let total = start.elapsed();
-            if i >= 1 {
-                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-                phases[0].push(ms(total));
-                phases[1].push(ms(forward));
-                phases[2].push(ms(backward - forward));
-                phases[3].push(ms(total - backward));
-            }
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let [t, f, b, o] = &mut phases;
+        let [t, f, b, o] = time_steps(
+            model,
+            &mut optimizer,
+            self.iters,
+            (1e-4, 10.0),
+            |model| {
+                let logits = model.forward(ids.clone(), mask.clone(), &mut ForwardContext::eval());
+                Ok(losses::cross_entropy(logits, labels.clone()).mean())
+            },
+            |model| {
+                let _ = model.score.weight.val().slice([0..1, 0..1]).into_data();
+            },
+        )?;
         let mut names: Vec<String> = self.targets.clone();
         if let Some(k) = self.gate_neurons {
             names.retain(|n| n != "gate_proj");
@@ -487,12 +507,56 @@ impl BackendTask for BenchLoraStep {
             targets: names.join(","),
             trainable,
             iters: self.iters,
-            median_ms: median(t),
-            forward_ms: median(f),
-            backward_ms: median(b),
-            optimizer_ms: median(o),
+            median_ms: t,
+            forward_ms: f,
+            backward_ms: b,
+            optimizer_ms: o,
         })
     }
+}
+
+/// Median milliseconds (total, forward, backward, clipping + AdamW) of `iters` training steps
+/// after one warm-up step: `loss` runs the forward (its value is read, forcing the computation),
+/// then backward, global-norm clipping at `max_norm` and an AdamW step at `lr`; `probe` reads a
+/// parameter so that the update has run before the clock stops.
+fn time_steps<B, M, O>(
+    mut model: M,
+    optimizer: &mut O,
+    iters: usize,
+    (lr, max_norm): (f64, f64),
+    mut loss: impl FnMut(&M) -> Result<Tensor<B, 1>>,
+    probe: impl Fn(&M),
+) -> Result<[f64; 4]>
+where
+    B: burn::tensor::backend::AutodiffBackend,
+    M: burn::module::AutodiffModule<B>,
+    O: burn::optim::Optimizer<M, B>,
+{
+    use burn::optim::GradientsParams;
+    let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for i in 0..iters + 1 {
+        let start = Instant::now();
+        let value = loss(&model)?;
+        let _ = value.clone().into_data();
+        let forward = start.elapsed();
+        let mut grads = GradientsParams::from_grads(value.backward(), &model);
+        let backward = start.elapsed();
+        crate::train::clip_global_norm(&model, &mut grads, max_norm);
+        model = optimizer.step(lr, model, grads);
+        probe(&model);
+        let total = start.elapsed();
+        if i >= 1 {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            phases[0].push(ms(total));
+            phases[1].push(ms(forward));
+            phases[2].push(ms(backward - forward));
+            phases[3].push(ms(total - backward));
+        }
+    }
+    Ok(phases.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }))
 }
 
 /// Counts the elements of the parameters that require gradients.
