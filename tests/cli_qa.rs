@@ -281,6 +281,16 @@ fn run_grid(root: &Path, exp: &Path) -> (std::process::Output, Vec<Vec<String>>)
     (out, rows)
 }
 
+/// Run a grid over the datasets of [`experiment`] that must succeed; returns the folder (kept
+/// alive) with the log and the results rows.
+fn run_ok(grid: &str) -> (tempfile::TempDir, String, Vec<Vec<String>>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = experiment(tmp.path(), grid);
+    let (out, rows) = run_grid(tmp.path(), &exp);
+    assert!(out.status.success(), "{}", text(&out));
+    (tmp, text(&out), rows)
+}
+
 fn column(rows: &[Vec<String>], name: &str) -> usize {
     rows[0]
         .iter()
@@ -324,15 +334,10 @@ fn check_predictions(run: &Path, gold: &BTreeMap<String, (String, String)>) {
 
 #[test]
 fn squad_cells_train_window_and_write_official_predictions() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let exp = experiment(
-        root,
+    let (tmp, log, rows) = run_ok(
         "[grid]\nmodel = [\"tiny\"]\ndataset = [\"squad\"]\nloss = [\"baseline\", \"drop2\"]\n",
     );
-    let (out, rows) = run_grid(root, &exp);
-    assert!(out.status.success(), "{}", text(&out));
-    let log = text(&out);
+    let root = tmp.path();
     // 6 dev questions of 40 words each need several 32-token windows.
     assert!(log.contains("6 evaluation questions in"), "{log}");
     let windows: usize = log
@@ -404,14 +409,10 @@ fn hotpot_contexts_put_yes_no_and_answers_where_the_spans_say() {
 
 #[test]
 fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let exp = experiment(
-        root,
+    let (tmp, _, rows) = run_ok(
         "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop-drop\", \"crop2\"]\n",
     );
-    let (out, rows) = run_grid(root, &exp);
-    assert!(out.status.success(), "{}", text(&out));
+    let root = tmp.path();
     let eval = read_hotpot_json(&root.join("hotpot/hotpot_dev_distractor_v1.json")).unwrap();
     let gold: BTreeMap<String, (String, String)> = eval
         .iter()
@@ -430,14 +431,10 @@ fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
 
 #[test]
 fn ranking_cells_rerank_candidates_into_a_trec_run_scored_as_trec_eval() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let exp = experiment(
-        root,
+    let (tmp, _, rows) = run_ok(
         "[grid]\npairs = [{ model = \"tiny\", dataset = \"marco\", loss = [\"baseline\", \"crop-drop\"] }, { model = \"tiny\", dataset = \"triples\", loss = [\"crop2\"] }]\n",
     );
-    let (out, rows) = run_grid(root, &exp);
-    assert!(out.status.success(), "{}", text(&out));
+    let root = tmp.path();
     let candidates = read_run(&root.join("marco/run.eval.trec")).unwrap();
     let qrels = read_qrels(&root.join("marco/qrels.eval.txt"), None).unwrap();
     assert_eq!(rows.len(), 4, "{rows:?}");

@@ -509,8 +509,6 @@ pub fn train_span_cell<B: AutodiffBackend>(
     };
     let (model, report) =
         SpanExtractor::<B>::load(checkpoint, derive_seed(cell.seed, 0, 0), device)?;
-    if !report.initialised.is_empty() {
-        log.line(&format!("initialised: {}", report.initialised.join(", ")));
-    }
+    log.initialised(&report);
     fit(cell, &learner, model, &objective, dir, log, device)
 }

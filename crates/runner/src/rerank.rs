@@ -515,9 +515,7 @@ pub fn train_rank_cell<B: AutodiffBackend>(
     )?;
     let (model, report) =
         RelevanceScorer::<B>::load(checkpoint, None, derive_seed(cell.seed, 0, 0), device)?;
-    if !report.initialised.is_empty() {
-        log.line(&format!("initialised: {}", report.initialised.join(", ")));
-    }
+    log.initialised(&report);
     fit(cell, &learner, model, &objective, dir, log, device)
 }
 

@@ -363,6 +363,13 @@ impl RunLog {
         eprintln!("{} {text}", self.prefix);
     }
 
+    /// Name the modules a model initialised from scratch (a head the checkpoint lacks), if any.
+    pub fn initialised(&mut self, report: &models::LoadReport) {
+        if !report.initialised.is_empty() {
+            self.line(&format!("initialised: {}", report.initialised.join(", ")));
+        }
+    }
+
     /// Progress: a redrawn line on a terminal, nothing otherwise (evaluations are logged).
     pub(crate) fn progress(&mut self, step: usize, total: usize, loss: f64, started: Instant) {
         if self.terminal {
@@ -685,9 +692,7 @@ pub fn train_cell<B: AutodiffBackend>(
         derive_seed(cell.seed, 0, 0),
         device,
     )?;
-    if !report.initialised.is_empty() {
-        log.line(&format!("initialised: {}", report.initialised.join(", ")));
-    }
+    log.initialised(&report);
     let objective = Objective::new(&cell.loss, cell.train.view_budget_tokens)?;
     let learner = Classifier {
         data,
