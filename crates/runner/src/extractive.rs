@@ -21,7 +21,10 @@
 //! The answer span is the first occurrence of the answer text in a supporting paragraph (else in
 //! any paragraph); training questions whose answer occurs in no supporting paragraph are left
 //! out and counted in the log, as span extraction cannot learn them. Supporting facts are not
-//! predicted (neither does the paper's model).
+//! predicted (neither does the paper's model). Answers are scored with the SQuAD metric, as the
+//! CmpLoss code scores HotpotQA; the official `hotpot_evaluate_v1.py` additionally gives F1 = 0
+//! when exactly one side is `yes` / `no`, which differs only when a span answer shares a word
+//! with a yes/no one.
 
 use std::path::Path;
 
