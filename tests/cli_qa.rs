@@ -523,6 +523,19 @@ fn bad_qa_and_ranking_input_fails_the_cell_naming_file_and_line() {
         "{error}"
     );
 
+    // A triples line with two fields (the file is streamed; the line is still named).
+    std::fs::remove_dir_all(root.join("runs")).unwrap();
+    experiment(root, &one("triples", "baseline"));
+    let triples = root.join("marco/triples.tsv");
+    let mut text_ = std::fs::read_to_string(&triples).unwrap();
+    text_.push_str("good table\tgood table w1\n");
+    std::fs::write(&triples, &text_).unwrap();
+    let error = failed_cell_error(root, "triples", "baseline");
+    assert!(
+        error.contains("triples.tsv, line 15") && error.contains("expected 3 non-empty"),
+        "{error}"
+    );
+
     // A SQuAD answer outside its context.
     std::fs::remove_dir_all(root.join("runs")).unwrap();
     experiment(root, &one("squad", "baseline"));

@@ -317,8 +317,12 @@ impl SpanLearner {
             _ => {
                 let mut train = read_squad_json(&train_path)?;
                 train.truncate(cap(train.len(), t.max_train_examples));
-                let windows = squad_windows(&tokenizer, &train, t.max_seq_len, qa.doc_stride)
+                let mut windows = squad_windows(&tokenizer, &train, t.max_seq_len, qa.doc_stride)
                     .with_context(|| format!("windowing {}", train_path.display()))?;
+                // Training needs only the labels: drop the offsets (24 bytes a token).
+                for w in &mut windows {
+                    w.context_offsets = Vec::new();
+                }
                 let mut eval = read_squad_json(&eval_path)?;
                 eval.truncate(cap(eval.len(), t.max_eval_examples));
                 (TrainUnits::Windows(windows), eval)

@@ -7,7 +7,8 @@
 //! **Training groups.** A training query contributes one group per epoch: one relevant passage
 //! (drawn at random among its relevant ones) and `group_size − 1` negatives (drawn without
 //! replacement among its non-relevant candidates, with replacement when it has fewer). Groups
-//! come from MS MARCO triples (`query positive negative` texts, grouped by query) or from a
+//! come from MS MARCO triples (`query positive negative` texts, grouped by query; streamed, each
+//! query keeping its first `4 × (group_size − 1)` negatives) or from a
 //! candidate run with qrels (relevant: any grade ≥ 1, as MS MARCO's training qrels have only
 //! grade 1; negatives: the other candidates). `relevance_level` applies to evaluation only (TREC
 //! DL: 2). Queries without a relevant passage or without a negative are left out and counted in
@@ -50,8 +51,7 @@ use crate::experiment::RankingSpec;
 use crate::grid::TrainCell;
 use crate::metrics::Scores;
 use crate::ranking::{
-    Qrels, Run, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run, read_tsv_rows,
-    run_to_trec,
+    Qrels, Run, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run, run_to_trec,
 };
 use crate::run::{
     Evaluation, Inner, Learner, Outcome, RunLog, derive_seed, eval_context, fit, open_checkpoint,
@@ -182,28 +182,67 @@ impl<'a> Files<'a> {
     }
 }
 
+/// Negatives kept per training query from triples, in multiples of the group size: MS MARCO's
+/// `triples.train.small.tsv` holds ~40M triples (27 GB), far more negatives per query than
+/// training draws, so the file is streamed and each query keeps its first ones.
+const KEPT_NEGATIVES_PER_SLOT: usize = 4;
+
 /// Training groups from triples (`query positive negative`), grouped by query text in order of
-/// first appearance.
-fn groups_from_triples(path: &Path) -> Result<Vec<Group>> {
-    let rows = read_tsv_rows(path, 3, "query positive negative")?;
+/// first appearance, read line by line (the file is not held in memory); each query keeps at
+/// most `4 × (group_size − 1)` distinct negatives. A line without three non-empty tab-separated
+/// fields is an error naming the file and line.
+fn groups_from_triples(path: &Path, group_size: usize) -> Result<Vec<Group>> {
+    use std::io::BufRead;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let keep = KEPT_NEGATIVES_PER_SLOT * (group_size - 1).max(1);
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    for r in rows {
-        let k = *index.entry(r[0].clone()).or_insert_with(|| {
-            groups.push(Group {
-                query: r[0].clone(),
-                positives: Vec::new(),
-                negatives: Vec::new(),
-            });
-            groups.len() - 1
-        });
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("{}, line {}", path.display(), i + 1))?;
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [query, positive, negative] = fields[..] else {
+            bail!(
+                "{}, line {}: expected 3 non-empty tab-separated fields `query positive \
+                 negative`, found {}",
+                path.display(),
+                i + 1,
+                fields.len()
+            );
+        };
+        if fields.iter().any(|f| f.trim().is_empty()) {
+            bail!(
+                "{}, line {}: expected 3 non-empty tab-separated fields `query positive \
+                 negative`, found an empty one",
+                path.display(),
+                i + 1
+            );
+        }
+        let k = match index.get(query) {
+            Some(&k) => k,
+            None => {
+                index.insert(query.to_string(), groups.len());
+                groups.push(Group {
+                    query: query.to_string(),
+                    positives: Vec::new(),
+                    negatives: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
         let g = &mut groups[k];
-        if !g.positives.contains(&r[1]) {
-            g.positives.push(r[1].clone());
+        if !g.positives.iter().any(|p| p == positive) {
+            g.positives.push(positive.to_string());
         }
-        if !g.negatives.contains(&r[2]) {
-            g.negatives.push(r[2].clone());
+        if g.negatives.len() < keep && !g.negatives.iter().any(|n| n == negative) {
+            g.negatives.push(negative.to_string());
         }
+    }
+    if groups.is_empty() {
+        bail!("{}: no rows", path.display());
     }
     Ok(groups)
 }
@@ -251,7 +290,7 @@ impl RankLearner {
             collection: None,
         };
         let mut groups = match (&spec.train_triples, &spec.train_candidates) {
-            (Some(triples), None) => groups_from_triples(&files.path(triples))?,
+            (Some(triples), None) => groups_from_triples(&files.path(triples), spec.group_size)?,
             (None, Some(candidates)) => {
                 let qrels = spec
                     .train_qrels
@@ -526,6 +565,29 @@ mod tests {
     use super::*;
 
     type B = NdArray<f32>;
+
+    #[test]
+    fn triples_group_by_query_and_keep_a_bounded_number_of_negatives() {
+        let path = std::env::temp_dir().join(format!("triples-{}.tsv", std::process::id()));
+        let mut text = String::new();
+        for k in 0..20 {
+            text.push_str(&format!("q one\tpos a\tneg {k}\n"));
+            text.push_str(&format!("q two\tpos {}\tneg 0\n", k % 2));
+        }
+        std::fs::write(&path, text).unwrap();
+        let groups = groups_from_triples(&path, 3).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].query, "q one");
+        assert_eq!(groups[0].positives, ["pos a"]);
+        let kept: Vec<String> = (0..8).map(|k| format!("neg {k}")).collect();
+        assert_eq!(
+            groups[0].negatives, kept,
+            "4 x (3 - 1) first distinct negatives"
+        );
+        assert_eq!(groups[1].positives, ["pos 0", "pos 1"]);
+        assert_eq!(groups[1].negatives, ["neg 0"]);
+    }
 
     #[test]
     fn a_masked_candidate_leaves_the_listwise_loss_of_the_others() {
