@@ -26,20 +26,57 @@ pub type Qrels = BTreeMap<String, BTreeMap<String, i32>>;
 /// A run: query → (passage, score) in file order.
 pub type Run = BTreeMap<String, Vec<(String, f64)>>;
 
-fn read_lines(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+/// Call `f(line_index, line)` for every non-blank line of `path`, reading it as a stream (MS
+/// MARCO's files run to gigabytes; none is held in memory whole).
+fn each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<()> {
+    use std::io::BufRead;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("{}, line {}", path.display(), i + 1))?;
+        if !line.trim().is_empty() {
+            f(i, &line)?;
+        }
+    }
+    Ok(())
+}
+
+/// Call `f(line_index, fields)` for every line of a TSV whose lines all have exactly `columns`
+/// tab-separated, non-empty fields (`layout` names them in the error of any other line, which
+/// names the file and line).
+pub fn each_tsv_row(
+    path: &Path,
+    columns: usize,
+    layout: &str,
+    mut f: impl FnMut(usize, &[&str]) -> Result<()>,
+) -> Result<()> {
+    let mut rows = 0;
+    each_line(path, |i, line| {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if fields.len() != columns || fields.iter().any(|f| f.trim().is_empty()) {
+            bail!(
+                "{}, line {}: expected {columns} non-empty tab-separated fields `{layout}`, \
+                 found {}",
+                path.display(),
+                i + 1,
+                fields.len()
+            );
+        }
+        rows += 1;
+        f(i, &fields)
+    })?;
+    if rows == 0 {
+        bail!("{}: no rows", path.display());
+    }
+    Ok(())
 }
 
 /// Read a qrels file: `qid iter docid grade` per line (whitespace-separated). A line with
 /// another number of fields or a grade that is not an integer is an error naming the file and
 /// line; so is a query outside `queries`, when given.
 pub fn read_qrels(path: &Path, queries: Option<&dyn Fn(&str) -> bool>) -> Result<Qrels> {
-    let text = read_lines(path)?;
     let mut qrels = Qrels::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
+    each_line(path, |i, line| {
         let at = || format!("{}, line {}", path.display(), i + 1);
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [qid, _, docid, grade] = fields[..] else {
@@ -61,7 +98,8 @@ pub fn read_qrels(path: &Path, queries: Option<&dyn Fn(&str) -> bool>) -> Result
             .entry(qid.to_string())
             .or_default()
             .insert(docid.to_string(), grade);
-    }
+        Ok(())
+    })?;
     if qrels.is_empty() {
         bail!("{}: no judgements", path.display());
     }
@@ -72,13 +110,9 @@ pub fn read_qrels(path: &Path, queries: Option<&dyn Fn(&str) -> bool>) -> Result
 /// fields, a rank that is not an integer, a score that is not a finite number, or a passage
 /// listed twice for a query is an error naming the file and line.
 pub fn read_run(path: &Path) -> Result<Run> {
-    let text = read_lines(path)?;
     let mut run = Run::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
+    each_line(path, |i, line| {
         let at = || format!("{}, line {}", path.display(), i + 1);
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [qid, _, docid, rank, score, _] = fields[..] else {
@@ -101,7 +135,8 @@ pub fn read_run(path: &Path) -> Result<Run> {
         run.entry(qid.to_string())
             .or_default()
             .push((docid.to_string(), score));
-    }
+        Ok(())
+    })?;
     if run.is_empty() {
         bail!("{}: no ranked passages", path.display());
     }
@@ -211,12 +246,8 @@ pub fn evaluate_run(
 /// `what` names the rows in errors ("passage", "query"). A line without exactly one tab, an
 /// empty id or text, or an id seen before is an error naming the file and line.
 pub fn read_id_texts(path: &Path, what: &str) -> Result<BTreeMap<String, String>> {
-    let text = read_lines(path)?;
     let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.is_empty() {
-            continue;
-        }
+    each_line(path, |i, line| {
         let at = || format!("{}, line {}", path.display(), i + 1);
         let fields: Vec<&str> = line.split('\t').collect();
         let [id, body] = fields[..] else {
@@ -232,7 +263,8 @@ pub fn read_id_texts(path: &Path, what: &str) -> Result<BTreeMap<String, String>
         if out.insert(id.to_string(), body.to_string()).is_some() {
             bail!("{}: {what} {id} appears twice", at());
         }
-    }
+        Ok(())
+    })?;
     if out.is_empty() {
         bail!("{}: no {what} rows", path.display());
     }
@@ -243,27 +275,11 @@ pub fn read_id_texts(path: &Path, what: &str) -> Result<BTreeMap<String, String>
 /// (MS MARCO's `top1000.dev.tsv`: 4; `triples.train.small.tsv`: 3), naming the file and line of
 /// any other line.
 pub fn read_tsv_rows(path: &Path, columns: usize, layout: &str) -> Result<Vec<Vec<String>>> {
-    let text = read_lines(path)?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split('\t').collect();
-        if fields.len() != columns || fields.iter().any(|f| f.trim().is_empty()) {
-            bail!(
-                "{}, line {}: expected {columns} non-empty tab-separated fields `{layout}`, \
-                 found {}",
-                path.display(),
-                i + 1,
-                fields.len()
-            );
-        }
-        out.push(fields.into_iter().map(String::from).collect());
-    }
-    if out.is_empty() {
-        bail!("{}: no rows", path.display());
-    }
+    each_tsv_row(path, columns, layout, |_, fields| {
+        out.push(fields.iter().map(|f| f.to_string()).collect());
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -280,19 +296,23 @@ pub struct Candidates {
 
 /// MS MARCO's candidate file (`qid pid query passage` per line).
 pub fn read_candidates(path: &Path) -> Result<Candidates> {
-    let rows = read_tsv_rows(path, 4, "qid pid query passage")?;
     let mut c = Candidates {
         run: Run::new(),
         queries: BTreeMap::new(),
         passages: BTreeMap::new(),
     };
-    for r in rows {
+    each_tsv_row(path, 4, "qid pid query passage", |_, r| {
         c.run
-            .entry(r[0].clone())
+            .entry(r[0].to_string())
             .or_default()
-            .push((r[1].clone(), 0.0));
-        c.queries.insert(r[0].clone(), r[2].clone());
-        c.passages.insert(r[1].clone(), r[3].clone());
-    }
+            .push((r[1].to_string(), 0.0));
+        if !c.queries.contains_key(r[0]) {
+            c.queries.insert(r[0].to_string(), r[2].to_string());
+        }
+        if !c.passages.contains_key(r[1]) {
+            c.passages.insert(r[1].to_string(), r[3].to_string());
+        }
+        Ok(())
+    })?;
     Ok(c)
 }

@@ -51,7 +51,8 @@ use crate::experiment::RankingSpec;
 use crate::grid::TrainCell;
 use crate::metrics::Scores;
 use crate::ranking::{
-    Qrels, Run, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run, run_to_trec,
+    Qrels, Run, each_tsv_row, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run,
+    run_to_trec,
 };
 use crate::run::{
     Evaluation, Inner, Learner, Outcome, RunLog, derive_seed, eval_context, fit, open_checkpoint,
@@ -86,9 +87,14 @@ type Texts = (BTreeMap<String, String>, BTreeMap<String, String>);
 /// A candidate file: a TREC run, or MS MARCO's `top1000` TSV (detected by its three tabs),
 /// which carries the query and passage texts.
 fn read_candidate_file(path: &Path) -> Result<(Run, Option<Texts>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    use std::io::BufRead;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let first = std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
     if first.matches('\t').count() == 3 {
         let c = read_candidates(path)?;
         Ok((c.run, Some((c.queries, c.passages))))
@@ -192,35 +198,11 @@ const KEPT_NEGATIVES_PER_SLOT: usize = 4;
 /// most `4 × (group_size − 1)` distinct negatives. A line without three non-empty tab-separated
 /// fields is an error naming the file and line.
 fn groups_from_triples(path: &Path, group_size: usize) -> Result<Vec<Group>> {
-    use std::io::BufRead;
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let keep = KEPT_NEGATIVES_PER_SLOT * (group_size - 1).max(1);
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}, line {}", path.display(), i + 1))?;
-        if line.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split('\t').collect();
-        let [query, positive, negative] = fields[..] else {
-            bail!(
-                "{}, line {}: expected 3 non-empty tab-separated fields `query positive \
-                 negative`, found {}",
-                path.display(),
-                i + 1,
-                fields.len()
-            );
-        };
-        if fields.iter().any(|f| f.trim().is_empty()) {
-            bail!(
-                "{}, line {}: expected 3 non-empty tab-separated fields `query positive \
-                 negative`, found an empty one",
-                path.display(),
-                i + 1
-            );
-        }
+    each_tsv_row(path, 3, "query positive negative", |_, r| {
+        let [query, positive, negative] = [r[0], r[1], r[2]];
         let k = match index.get(query) {
             Some(&k) => k,
             None => {
@@ -240,10 +222,8 @@ fn groups_from_triples(path: &Path, group_size: usize) -> Result<Vec<Group>> {
         if g.negatives.len() < keep && !g.negatives.iter().any(|n| n == negative) {
             g.negatives.push(negative.to_string());
         }
-    }
-    if groups.is_empty() {
-        bail!("{}: no rows", path.display());
-    }
+        Ok(())
+    })?;
     Ok(groups)
 }
 
