@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::cli_study::{documents, tiny_decoder};
-use crate::util::{csv_rows, neuronlab, text};
+use crate::util::{csv_rows, dry_run, neuronlab, text};
 
 /// JSON lines of `(text, label)`: documents of class `x` from `w3..w9`, of class `y` from
 /// `w63..w69`, alternating (few words, so that the training documents cover them all).
@@ -96,21 +96,6 @@ rank = 2
 neurons_file = "sets.json"
 intervention = "zero"
 "#;
-
-/// `neuronlab grid run EXP --output runs --dry-run` in `root`.
-fn dry_run(exp: &Path, root: &Path) -> std::process::Output {
-    neuronlab(
-        &[
-            "grid",
-            "run",
-            exp.to_str().unwrap(),
-            "--output",
-            "runs",
-            "--dry-run",
-        ],
-        root,
-    )
-}
 
 /// Every run of a grid: (params without the seed, run folder, result.json).
 fn runs(grid: &Path) -> Vec<(BTreeMap<String, String>, PathBuf, Value)> {

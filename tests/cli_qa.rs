@@ -12,7 +12,7 @@ use runner::ranking::{evaluate_run, read_qrels, read_run};
 use serde_json::{Value, json};
 
 use crate::cli_grid::tiny_model;
-use crate::util::{csv_rows, neuronlab, read_json, text};
+use crate::util::{csv_rows, dry_run, neuronlab, read_json, text};
 
 /// A small deterministic generator (the tests must not depend on a crate's RNG stream).
 struct Lcg(u64);
@@ -497,13 +497,19 @@ fn bad_qa_and_ranking_input_fails_the_cell_naming_file_and_line() {
         format!("[grid]\nmodel = [\"tiny\"]\ndataset = [\"{dataset}\"]\nloss = [\"{loss}\"]\n")
     };
 
+    // Append `line` to `file` of a fresh one-cell grid over `dataset`; the cell's error.
+    let appended = |dataset: &str, file: &str, line: &str| {
+        let _ = std::fs::remove_dir_all(root.join("runs"));
+        experiment(root, &one(dataset, "baseline"));
+        let path = root.join(file);
+        let mut text_ = std::fs::read_to_string(&path).unwrap();
+        text_.push_str(line);
+        std::fs::write(&path, &text_).unwrap();
+        failed_cell_error(root, dataset, "baseline")
+    };
+
     // A qrels line naming a query the queries file does not have.
-    experiment(root, &one("marco", "baseline"));
-    let qrels = root.join("marco/qrels.eval.txt");
-    let mut text_ = std::fs::read_to_string(&qrels).unwrap();
-    text_.push_str("q99 0 p1 1\n");
-    std::fs::write(&qrels, &text_).unwrap();
-    let error = failed_cell_error(root, "marco", "baseline");
+    let error = appended("marco", "marco/qrels.eval.txt", "q99 0 p1 1\n");
     assert!(
         error.contains("qrels.eval.txt, line 13")
             && error.contains("\"q99\" is not in the queries"),
@@ -511,26 +517,18 @@ fn bad_qa_and_ranking_input_fails_the_cell_naming_file_and_line() {
     );
 
     // A malformed run line.
-    std::fs::remove_dir_all(root.join("runs")).unwrap();
-    experiment(root, &one("marco", "baseline"));
-    let run = root.join("marco/run.eval.trec");
-    let mut text_ = std::fs::read_to_string(&run).unwrap();
-    text_.push_str("q14 Q0 p3 8\n");
-    std::fs::write(&run, &text_).unwrap();
-    let error = failed_cell_error(root, "marco", "baseline");
+    let error = appended("marco", "marco/run.eval.trec", "q14 Q0 p3 8\n");
     assert!(
         error.contains("run.eval.trec, line 43") && error.contains("expected 6 fields"),
         "{error}"
     );
 
     // A triples line with two fields (the file is streamed; the line is still named).
-    std::fs::remove_dir_all(root.join("runs")).unwrap();
-    experiment(root, &one("triples", "baseline"));
-    let triples = root.join("marco/triples.tsv");
-    let mut text_ = std::fs::read_to_string(&triples).unwrap();
-    text_.push_str("good table\tgood table w1\n");
-    std::fs::write(&triples, &text_).unwrap();
-    let error = failed_cell_error(root, "triples", "baseline");
+    let error = appended(
+        "triples",
+        "marco/triples.tsv",
+        "good table\tgood table w1\n",
+    );
     assert!(
         error.contains("triples.tsv, line 15") && error.contains("expected 3 non-empty"),
         "{error}"
@@ -584,17 +582,7 @@ fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
     ];
     for (grid, extra, want) in cases {
         let exp = experiment(root, &format!("{extra}\n{grid}"));
-        let out = neuronlab(
-            &[
-                "grid",
-                "run",
-                exp.to_str().unwrap(),
-                "--output",
-                "runs",
-                "--dry-run",
-            ],
-            root,
-        );
+        let out = dry_run(&exp, root);
         assert!(!out.status.success(), "{grid}");
         assert!(text(&out).contains("qa.toml"), "{}", text(&out));
         assert!(text(&out).contains(want), "{want}: {}", text(&out));
@@ -678,35 +666,28 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
     copy("queries.tsv", &hard.join("topics.tsv"));
     copy("qrels.eval.txt", &hard.join("dl_hard-passage.qrels"));
     copy("run.eval.trec", &hard.join("baselines/passage/bm25.run"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
-        .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
-        .current_dir(root)
-        .env("GLUE_DIR", crate::util::fixture("glue"))
-        .env("SQUAD_DIR", squad_dir(root))
-        .env("HOTPOT_DIR", hotpot_dir(root))
-        .env("MSMARCO_DIR", &msmarco)
-        .env("TREC_DL_DIR", &dl)
-        .env("DLHARD_DIR", &hard)
-        .env("MODELS_DIR", &models)
-        .output()
-        .unwrap();
+    let (squad, hotpot) = (squad_dir(root), hotpot_dir(root));
+    let with_data = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+            .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
+            .current_dir(root)
+            .env("GLUE_DIR", crate::util::fixture("glue"))
+            .env("SQUAD_DIR", &squad)
+            .env("HOTPOT_DIR", &hotpot)
+            .env("MSMARCO_DIR", &msmarco)
+            .env("TREC_DL_DIR", &dl)
+            .env("DLHARD_DIR", &hard)
+            .env("MODELS_DIR", &models)
+            .output()
+            .unwrap()
+    };
+    let out = with_data();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("every cell is valid"), "{}", text(&out));
 
     // A missing ranking file is named.
     std::fs::remove_file(hard.join("baselines/passage/bm25.run")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
-        .args(["grid", "run", exp, "--dry-run", "--output", "runs"])
-        .current_dir(root)
-        .env("GLUE_DIR", crate::util::fixture("glue"))
-        .env("SQUAD_DIR", root.join("squad"))
-        .env("HOTPOT_DIR", root.join("hotpot"))
-        .env("MSMARCO_DIR", &msmarco)
-        .env("TREC_DL_DIR", &dl)
-        .env("DLHARD_DIR", &hard)
-        .env("MODELS_DIR", &models)
-        .output()
-        .unwrap();
+    let out = with_data();
     assert!(!out.status.success());
     assert!(
         text(&out).contains("dl-hard/baselines/passage/bm25.run does not exist"),

@@ -159,3 +159,18 @@ pub fn csv_rows(path: &Path) -> Vec<Vec<String>> {
         .map(|l| l.split(',').map(str::to_owned).collect())
         .collect()
 }
+
+/// `neuronlab grid run EXP --output runs --dry-run` in `root`.
+pub fn dry_run(exp: &Path, root: &Path) -> std::process::Output {
+    neuronlab(
+        &[
+            "grid",
+            "run",
+            exp.to_str().unwrap(),
+            "--output",
+            "runs",
+            "--dry-run",
+        ],
+        root,
+    )
+}
