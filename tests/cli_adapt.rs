@@ -44,7 +44,7 @@ const SETS: &str = r#"{"rows": [
   {"language": "cc", "layer": 1, "neuron": 11}, {"language": "cc", "layer": 1, "neuron": 12}
 ]}"#;
 
-fn experiment(root: &Path, lora: &str, grid: &str) -> PathBuf {
+pub(crate) fn experiment(root: &Path, lora: &str, grid: &str) -> PathBuf {
     let model = tiny_decoder(root);
     task_file(&root.join("aa.jsonl"), 16, ["ex", "why"], 1, &[]);
     task_file(
@@ -89,7 +89,7 @@ drop_labels = {{ bb = ["skip"] }}
     path
 }
 
-const LORA: &str = r#"
+pub(crate) const LORA: &str = r#"
 [lora]
 targets = ["q_proj", "v_proj"]
 rank = 2
@@ -542,7 +542,7 @@ intervention = "mean"
 
 /// A SQuAD-format file of `n` questions: a context of words from `w10..w13` with the answer
 /// word `w7` at its end, and a question `w3 w4`.
-fn squad_file(path: &Path, n: usize, seed: usize) {
+pub(crate) fn squad_file(path: &Path, n: usize, seed: usize) {
     let paragraphs: Vec<Value> = documents(n, 3, 10, 13, seed)
         .into_iter()
         .enumerate()

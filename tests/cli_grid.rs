@@ -64,7 +64,7 @@ fn tiny_dataset(root: &Path) -> PathBuf {
     dir
 }
 
-fn experiment(root: &Path, extra: &str) -> PathBuf {
+pub(crate) fn experiment(root: &Path, extra: &str) -> PathBuf {
     let model = tiny_model(root);
     let data = tiny_dataset(root);
     let text = format!(

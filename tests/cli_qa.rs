@@ -205,7 +205,7 @@ fn tiny_qa_model(root: &Path) -> PathBuf {
 }
 
 /// An experiment over the three datasets; `grid` picks the cells.
-fn experiment(root: &Path, grid: &str) -> PathBuf {
+pub(crate) fn experiment(root: &Path, grid: &str) -> PathBuf {
     let model = tiny_qa_model(root);
     let (squad, hotpot, marco) = (squad_dir(root), hotpot_dir(root), ranking_dir(root));
     let text = format!(

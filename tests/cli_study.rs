@@ -89,7 +89,7 @@ pub(crate) fn texts(root: &Path) -> [PathBuf; 3] {
     [aa, bb, cc]
 }
 
-fn experiment(root: &Path, studies: &str, grid: &str) -> PathBuf {
+pub(crate) fn experiment(root: &Path, studies: &str, grid: &str) -> PathBuf {
     let model = tiny_decoder(root);
     let [aa, bb, cc] = texts(root);
     let text = format!(
@@ -125,7 +125,7 @@ files = {{ cc = "{cc}" }}
     path
 }
 
-const STUDIES: &str = r#"
+pub(crate) const STUDIES: &str = r#"
 [studies.lape]
 texts = ["plain", "json", "columns"]
 method = "lape"

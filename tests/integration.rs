@@ -34,6 +34,8 @@ mod squad;
 mod views;
 // AdamW, global-norm clipping and the schedule against PyTorch.
 mod optim;
+// Golden fingerprints of a grid of every kind of cell (behaviour pinned across refactors).
+mod golden;
 // `neuronlab grid` and `report` end to end on a tiny model.
 mod cli_grid;
 // Extractive QA (SQuAD, HotpotQA) and re-ranking cells through `neuronlab grid run`.
