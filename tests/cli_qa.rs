@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use runner::extractive::{HotpotItem, read_hotpot_json};
+use runner::encoder::extractive::{HotpotItem, read_hotpot_json};
+use runner::encoder::rerank::trec::{evaluate_run, read_qrels, read_run};
 use runner::metrics::squad_em_f1;
-use runner::ranking::{evaluate_run, read_qrels, read_run};
 use serde_json::{Value, json};
 
 use crate::cli_grid::tiny_model;
@@ -347,7 +347,8 @@ fn squad_cells_train_window_and_write_official_predictions() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!(windows > 6, "{windows} windows");
-    let eval = runner::crosslingual::read_squad_json(&root.join("squad/dev-v1.1.json")).unwrap();
+    let eval =
+        runner::data::crosslingual::read_squad_json(&root.join("squad/dev-v1.1.json")).unwrap();
     let gold: BTreeMap<String, (String, String)> = eval
         .iter()
         .map(|e| (e.id.clone(), (e.context.clone(), e.answers[0].1.clone())))

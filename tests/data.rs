@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use runner::data::{Label, load};
-use runner::experiment::{Columns, DatasetFormat, DatasetSpec, Task, TrainOverrides};
+use runner::harness::experiment::{Columns, DatasetFormat, DatasetSpec, Task, TrainOverrides};
 
 use crate::util::fixture;
 
@@ -346,7 +346,7 @@ fn real_fetched_datasets_read_with_their_splits_and_classes() {
 
 #[test]
 fn xnli_and_xquad_readers() {
-    use runner::crosslingual::{read_squad_json, read_xnli};
+    use runner::data::crosslingual::{read_squad_json, read_xnli};
 
     // XNLI-1.0 test layout: every language, or one.
     let all = read_xnli(&fixture("xnli/xnli.test.tsv"), None).unwrap();

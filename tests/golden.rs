@@ -59,7 +59,11 @@ fn fingerprint(root: &Path, exp: &Path, grid: &str) -> String {
         .filter(|&i| !VOLATILE.contains(&rows[0][i].as_str()))
         .collect();
     for r in &rows {
-        s += &keep.iter().map(|&i| r[i].as_str()).collect::<Vec<_>>().join(",");
+        s += &keep
+            .iter()
+            .map(|&i| r[i].as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         s += "\n";
     }
     let id = rows[0].iter().position(|c| c == "run_id").unwrap();
@@ -208,7 +212,10 @@ fn golden_lora_classification() {
     let grid = "[grid]\nmodel = [\"tiny\"]\ntask = [\"topics\"]\n\
                 neurons = [\"none\", \"aa\", \"random:target\"]\nseed = [1]\n";
     let exp = crate::cli_adapt::experiment(tmp.path(), crate::cli_adapt::LORA, grid);
-    check("lora_classification", &fingerprint(tmp.path(), &exp, "adapt"));
+    check(
+        "lora_classification",
+        &fingerprint(tmp.path(), &exp, "adapt"),
+    );
 }
 
 #[test]

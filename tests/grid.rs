@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use runner::experiment::ExperimentFile;
-use runner::grid::{Cell, expand};
+use runner::harness::experiment::ExperimentFile;
+use runner::registry::{Cell, expand};
 
 fn parse(text: &str) -> anyhow::Result<ExperimentFile> {
     ExperimentFile::parse(
@@ -245,8 +245,10 @@ fn pairs_name_their_own_losses_and_losses_carry_settings() {
     );
     let err = format!(
         "{:#}",
-        runner::grid::expand(&parse(&text.replace("\"cmp-fast\"] }", "\"cmp-slow\"] }")).unwrap())
-            .unwrap_err()
+        runner::registry::expand(
+            &parse(&text.replace("\"cmp-fast\"] }", "\"cmp-slow\"] }")).unwrap()
+        )
+        .unwrap_err()
     );
     assert!(
         err.contains("grid.pairs.0.loss") && err.contains("cmp-slow"),

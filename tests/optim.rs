@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
-use runner::train::{AdamW, clip_global_norm, global_grad_norm, linear_schedule};
+use runner::training::{AdamW, clip_global_norm, global_grad_norm, linear_schedule};
 use serde_json::Value;
 
 use crate::util::{fixture, flat, read_json};

@@ -2,8 +2,8 @@
 //! tokenizer (tests/fixtures/qa/make_squad_windows_fixture.py): ids, segments, context offsets
 //! and the answer labels, CLS for windows without the answer.
 
-use runner::crosslingual::read_squad_json;
-use runner::squad::{predict_answers, predictions_json, squad_windows};
+use runner::data::crosslingual::read_squad_json;
+use runner::encoder::extractive::squad::{predict_answers, predictions_json, squad_windows};
 use tokenizers::Tokenizer;
 
 use crate::util::{artefact, fixture, read_json};

@@ -5,8 +5,8 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 use models::{DecoderCheckpoint, ForwardContext, generate_greedy, lm_loss};
-use runner::crosslingual::read_squad_json;
-use runner::generative::{alpaca_prompt, encode_questions, qa_scores};
+use runner::data::crosslingual::read_squad_json;
+use runner::lora::generative::{alpaca_prompt, encode_questions, qa_scores};
 use serde_json::Value;
 
 use crate::util::{B, artefact, fixture, flat, read_json};

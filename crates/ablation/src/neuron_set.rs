@@ -56,6 +56,24 @@ pub enum NeuronSetError {
         /// What went wrong.
         message: String,
     },
+    /// A file that could not be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A problem inside a file.
+    #[error("{path}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// The problem.
+        #[source]
+        source: Box<NeuronSetError>,
+    },
     /// A row of a multi-language file without a language.
     #[error("row {row} has no language (a file of language sets needs one on every row)")]
     MissingLanguage {
@@ -419,6 +437,23 @@ impl LanguageSets {
     pub fn from_json(text: &str) -> Result<Self, NeuronSetError> {
         let raw: NeuronSet = serde_json::from_str(text)?;
         Self::from_rows(raw.rows)
+    }
+
+    /// Read sets from a file: Parquet when its extension is `.parquet` ([`Self::read_parquet`]),
+    /// JSON ([`Self::to_json`]'s layout) otherwise. Errors name the file.
+    pub fn read(path: &std::path::Path) -> Result<Self, NeuronSetError> {
+        #[cfg(feature = "parquet")]
+        if path.extension().is_some_and(|e| e == "parquet") {
+            return Self::read_parquet(path);
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| NeuronSetError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&text).map_err(|e| NeuronSetError::InFile {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })
     }
 
     /// Write the sets as Parquet (one row per language and neuron).

@@ -62,23 +62,23 @@ impl std::fmt::Display for DeviceSpec {
 }
 
 /// Something to run on whichever backend the device needs.
-pub trait BackendTask {
-    /// What the task returns.
+pub trait BackendJob {
+    /// What the job returns.
     type Output;
     /// Run on backend `B` and `device`.
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-/// Run `task` on the device `spec` names.
-pub fn run_on<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output> {
+/// Run `job` on the device `spec` names.
+pub fn run_on<T: BackendJob>(spec: DeviceSpec, job: T) -> Result<T::Output> {
     match spec {
-        DeviceSpec::Cpu => task.run::<CpuBackend>(Default::default()),
-        DeviceSpec::Cuda(index) => run_cuda(index, task),
+        DeviceSpec::Cpu => job.run::<CpuBackend>(Default::default()),
+        DeviceSpec::Cuda(index) => run_cuda(index, job),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda<T: BackendTask>(index: usize, task: T) -> Result<T::Output> {
+fn run_cuda<T: BackendJob>(index: usize, job: T) -> Result<T::Output> {
     use burn::backend::Cuda;
     use burn::backend::cuda::CudaDevice;
     use burn::tensor::Tensor;
@@ -99,11 +99,11 @@ fn run_cuda<T: BackendTask>(index: usize, task: T) -> Result<T::Output> {
             .unwrap_or_else(|| "unknown error".into());
         bail!("CUDA device cuda:{index} is not usable on this machine: {why}");
     }
-    task.run::<Cuda>(device)
+    job.run::<Cuda>(device)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda<T: BackendTask>(index: usize, _task: T) -> Result<T::Output> {
+fn run_cuda<T: BackendJob>(index: usize, _job: T) -> Result<T::Output> {
     bail!(
         "--device cuda:{index} needs a CUDA build of neuronlab: \
          cargo build --release -p runner --features cuda"
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn cuda_without_cuda_build_is_a_clear_error() {
         struct Nothing;
-        impl BackendTask for Nothing {
+        impl BackendJob for Nothing {
             type Output = ();
             fn run<B: burn::tensor::backend::Backend>(self, _: B::Device) -> Result<()> {
                 Ok(())

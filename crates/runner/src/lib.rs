@@ -1,27 +1,29 @@
 //! The library behind the `neuronlab` command line.
 //!
 //! Only this crate picks a backend, reads experiment files, touches the file system for runs or
-//! prints. The commands: `grid run | list | export` (experiment grids: [`experiment`] files,
-//! [`grid`] expansion, [`data`] readers, [`run`] training with [`train`]'s pieces (sentence tasks; [`extractive`] QA; [`rerank`] passage ranking), [`study`] neuron
-//! studies, [`adapt`] LoRA fine-tuning on [`crosslingual`] tasks, [`metrics`],
-//! and the [`results`] layout), `report` (Markdown and [`plot`]s of a grid's results), `embed` (sentence embeddings), `inspect` (what a checkpoint
-//! holds) and `bench` (forward throughput and training-step time on this build's backends).
+//! prints. The house, imports running downwards:
+//!
+//! - [`commands`]: one module per subcommand (`grid run | list | export`, `report`, `embed`,
+//!   `inspect`, `bench`).
+//! - [`registry`]: the one place that lists the kinds of cell and the TOML sections they own.
+//! - The kinds, one folder each, never importing each other: [`encoder`] (fine-tuning an
+//!   encoder, baseline or comparative: sentence classification and regression, extractive QA,
+//!   re-ranking), [`study`] (neuron studies of a decoder) and [`lora`] (neuron-specific LoRA on a
+//!   decoder, cross-lingual classification and generative QA).
+//! - Shared pieces the kinds use: [`training`] (optimiser, schedule, objective, seeds),
+//!   [`data`] (dataset readers), [`metrics`], [`plot`].
+//! - [`harness`]: what every cell has in common and no kind in particular: the experiment file
+//!   and `${VAR}`s, cell identity and run ids, the results layout and run logs.
+//! - [`backend`]: the backend this build has, and the device chosen at run time.
 
-pub mod adapt;
 pub mod backend;
 pub mod commands;
-pub mod crosslingual;
 pub mod data;
-pub mod experiment;
-pub mod extractive;
-pub mod generative;
-pub mod grid;
+pub mod encoder;
+pub mod harness;
+pub mod lora;
 pub mod metrics;
 pub mod plot;
-pub mod ranking;
-pub mod rerank;
-pub mod results;
-pub mod run;
-pub mod squad;
+pub mod registry;
 pub mod study;
-pub mod train;
+pub mod training;

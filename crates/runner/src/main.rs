@@ -400,7 +400,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn grid(what: GridCommand) -> Result<ExitCode> {
-    use commands::grid::{Grid, GridRun, export_slurm};
+    use commands::grid::{export_slurm, grid_run, open};
     match what {
         GridCommand::Run {
             file,
@@ -409,7 +409,7 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             cell,
             ..
         } => {
-            let grid = Grid::open(&file, &output)?;
+            let grid = open(&file, &output)?;
             let problems = grid.validate();
             print!("{}", grid.plan());
             if let Some(n) = cell {
@@ -439,12 +439,7 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             device,
             ..
         } => {
-            let task = GridRun {
-                file,
-                output,
-                cell,
-                device_label: device.to_string(),
-            };
+            let task = grid_run(file, output, cell, device.to_string());
             let summary = run_on(device, task)?;
             eprintln!(
                 "grid: {} finished, {} skipped (finished before), {} failed",
@@ -462,7 +457,7 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             })
         }
         GridCommand::List { file, output } => {
-            print!("{}", Grid::open(&file, &output)?.plan());
+            print!("{}", open(&file, &output)?.plan());
             Ok(ExitCode::SUCCESS)
         }
         GridCommand::Export { file, output, .. } => {

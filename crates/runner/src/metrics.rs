@@ -120,9 +120,9 @@ impl Scores {
 }
 
 /// The name of the main metric of a task (see [`Scores`]).
-pub fn main_metric(task: crate::experiment::Task, glue: Option<&str>) -> &'static str {
+pub fn main_metric(task: crate::harness::experiment::Task, glue: Option<&str>) -> &'static str {
     match (task, glue.map(str::to_ascii_uppercase).as_deref()) {
-        (crate::experiment::Task::Regression, _) => "pearson",
+        (crate::harness::experiment::Task::Regression, _) => "pearson",
         (_, Some("COLA")) => "matthews",
         _ => "accuracy",
     }

@@ -93,6 +93,20 @@ impl DecoderCheckpoint {
         })
     }
 
+    /// [`Self::open`], for a checkpoint that must carry its tokenizer (studies and fine-tuning
+    /// tokenize text): a checkpoint without one is a [`ModelError::Tokenizer`] naming its path.
+    pub fn open_with_tokenizer(path: impl AsRef<Path>) -> Result<(Self, DecoderTokenizer)> {
+        let checkpoint = Self::open(path)?;
+        let tokenizer = checkpoint
+            .tokenizer
+            .clone()
+            .ok_or_else(|| ModelError::Tokenizer {
+                path: checkpoint.path.clone(),
+                message: "the checkpoint has no tokenizer (no tokenizer.json)".into(),
+            })?;
+        Ok((checkpoint, tokenizer))
+    }
+
     /// Load the causal LM (every tensor must be used).
     pub fn load<B: Backend>(mut self, device: &B::Device) -> Result<(LlamaModel<B>, LoadReport)> {
         let mut report = LoadReport::default();

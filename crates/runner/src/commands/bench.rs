@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::backend::{BackendTask, cpu_backend_name};
+use crate::backend::{BackendJob, cpu_backend_name};
 
 /// Time the forward pass of an encoder on a random batch of real (non-padding) tokens.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct BenchReport {
     pub tokens_per_s: f64,
 }
 
-impl BackendTask for BenchForward {
+impl BackendJob for BenchForward {
     type Output = BenchReport;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<BenchReport> {
@@ -101,7 +101,7 @@ pub struct BenchCollect {
     pub device_label: String,
 }
 
-impl BackendTask for BenchCollect {
+impl BackendJob for BenchCollect {
     type Output = BenchReport;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<BenchReport> {
@@ -249,13 +249,13 @@ pub struct StepReport {
     pub optimizer_ms: f64,
 }
 
-impl BackendTask for BenchStep {
+impl BackendJob for BenchStep {
     type Output = StepReport;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<StepReport> {
-        use crate::experiment::LossSpec;
-        use crate::extractive::SpanInput;
-        use crate::train::{AdamW, Objective, Targets};
+        use crate::encoder::extractive::SpanInput;
+        use crate::harness::experiment::LossSpec;
+        use crate::training::{AdamW, Objective, Targets};
         use ablation::DropoutMasks;
         use burn::backend::Autodiff;
         use models::{SequenceClassifier, SpanExtractor};
@@ -270,8 +270,8 @@ impl BackendTask for BenchStep {
                 n_drop: self.n_drop,
                 n_crop: 0,
                 p: None,
-                target: crate::experiment::Target::Ultra,
-                mode: crate::experiment::CmpMode::Comparative,
+                target: crate::harness::experiment::Target::Ultra,
+                mode: crate::harness::experiment::CmpMode::Comparative,
                 primary: None,
                 weight: None,
                 temperature: 1.0,
@@ -431,11 +431,11 @@ pub struct LoraStepReport {
     pub optimizer_ms: f64,
 }
 
-impl BackendTask for BenchLoraStep {
+impl BackendJob for BenchLoraStep {
     type Output = LoraStepReport;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<LoraStepReport> {
-        use crate::train::AdamW;
+        use crate::training::AdamW;
         use burn::backend::Autodiff;
         use models::{LoraConfig, TokenPosition};
 
@@ -541,7 +541,7 @@ where
         let forward = start.elapsed();
         let mut grads = GradientsParams::from_grads(value.backward(), &model);
         let backward = start.elapsed();
-        crate::train::clip_global_norm(&model, &mut grads, max_norm);
+        crate::training::clip_global_norm(&model, &mut grads, max_norm);
         model = optimizer.step(lr, model, grads);
         probe(&model);
         let total = start.elapsed();

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
 use models::{DecoderCheckpoint, DecoderTokenizer, ForwardContext, LlamaModel, Perplexity};
 
-use crate::backend::BackendTask;
+use crate::backend::BackendJob;
 
 /// Load a decoder and its tokenizer, logging what loading dropped.
 fn load<B: Backend>(
@@ -41,7 +41,7 @@ pub struct PerplexityTask {
     pub window: Option<usize>,
 }
 
-impl BackendTask for PerplexityTask {
+impl BackendJob for PerplexityTask {
     type Output = Perplexity;
 
     /// The file is encoded whole (a BOS only if the tokenizer adds one) and scored in windows
@@ -76,7 +76,7 @@ pub struct GenerateTask {
     pub chat: bool,
 }
 
-impl BackendTask for GenerateTask {
+impl BackendJob for GenerateTask {
     type Output = String;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<String> {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use models::{Checkpoint, ForwardContext, TextTokenizer, load_bare_encoder, mean_pool};
 
-use crate::backend::BackendTask;
+use crate::backend::BackendJob;
 
 /// Embed texts with an encoder checkpoint.
 #[derive(Debug, Clone)]
@@ -19,7 +19,7 @@ pub struct Embed {
     pub normalize: bool,
 }
 
-impl BackendTask for Embed {
+impl BackendJob for Embed {
     type Output = Vec<Vec<f32>>;
 
     /// Mean pooling over all non-padding tokens, `[CLS]` and `[SEP]` included (the

@@ -18,8 +18,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use crate::harness::results::{RunResult, write_atomic};
 use crate::plot::{Chart, Series};
-use crate::results::{RunResult, write_atomic};
 
 /// One finished run with its evaluations.
 struct Run {

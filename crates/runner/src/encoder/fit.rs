@@ -1,9 +1,9 @@
-//! Training and evaluating one grid cell: a sequence classifier (or regressor) fine-tuned with
-//! the baseline or the comparative loss.
+//! The training loop of every encoder cell ([`fit`]), over what a [`Learner`] says the cell
+//! learns: its model, the loss of a batch and the evaluation.
 //!
 //! The loop follows HF `Trainer`'s conventions (what the CmpLoss code runs on): the training set
 //! is shuffled once per epoch, batches of `batch_size` (the last one smaller), `grad_accum_steps`
-//! batches per optimiser step, global-norm clipping, AdamW ([`crate::train::AdamW`]) under the
+//! batches per optimiser step, global-norm clipping, AdamW ([`crate::training::AdamW`]) under the
 //! linear warmup/decay schedule. Every random choice is drawn from a seed derived from the cell's
 //! seed and the epoch (data order) or the step (dropout), so a run is identical for the same seed
 //! on the same backend.
@@ -16,10 +16,8 @@
 //! ablation is dropout-style: a fixed random mask per rate (seeded), kept neurons scaled by
 //! `1 / (1 - r)`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use ablation::DropoutMasks;
@@ -28,167 +26,18 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use models::{
-    BertModel, Checkpoint, EncodedBatch, ForwardContext, SequenceClassifier, TextTokenizer,
-};
+use models::{BertModel, Checkpoint, ForwardContext};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::data::{self, Label};
-use crate::experiment::{LossSpec, Task};
-use crate::grid::TrainCell;
-use crate::metrics::{Scores, classification_scores, regression_scores};
-use crate::train::{AdamW, Objective, Targets, clip_global_norm, linear_schedule};
-
-/// One tokenised example.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Encoded {
-    ids: Vec<u32>,
-    type_ids: Vec<u32>,
-    label: Label,
-}
-
-/// A dataset tokenised for one model's tokenizer at one maximum length.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct Tokenized {
-    /// Class names (empty for regression).
-    pub labels: Vec<String>,
-    /// Training examples.
-    pub train: Vec<Encoded>,
-    /// Evaluation examples.
-    pub eval: Vec<Encoded>,
-    /// Padding id.
-    pub pad_id: u32,
-}
-
-/// Tokenised datasets, shared by the cells of a grid that use the same dataset, tokenizer and
-/// maximum length (and example caps): in memory, and on disk in `dir` when one is given (one
-/// JSON file per key, named by a hash of the key and of the dataset and tokenizer files' sizes
-/// and modification times, so an edited file is tokenised again). The disk copy serves later
-/// runs and `--cell` array tasks.
-#[derive(Debug, Default)]
-pub struct TokenCache {
-    entries: HashMap<(PathBuf, PathBuf, usize, usize, usize), Arc<Tokenized>>,
-    dir: Option<PathBuf>,
-}
-
-/// `path|size|mtime` of a file, for cache keys.
-fn file_stamp(path: &Path) -> String {
-    let meta = std::fs::metadata(path).ok();
-    let size = meta.as_ref().map_or(0, |m| m.len());
-    let mtime = meta
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    format!("{}|{size}|{mtime}", path.display())
-}
-
-impl TokenCache {
-    /// A cache that also keeps its entries as files in `dir`.
-    pub fn on_disk(dir: PathBuf) -> Self {
-        Self {
-            entries: HashMap::new(),
-            dir: Some(dir),
-        }
-    }
-
-    fn disk_path(&self, cell: &TrainCell) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
-        let t = &cell.train;
-        let (train, eval) = data::split_files(&cell.dataset, &cell.dataset_dir).ok()?;
-        let tokenizer = ["tokenizer.json", "vocab.txt"]
-            .iter()
-            .map(|f| cell.model_dir.join(f))
-            .find(|p| p.is_file())?;
-        let key = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}|{}|{}\n{}",
-            file_stamp(&train),
-            file_stamp(&eval),
-            file_stamp(&tokenizer),
-            file_stamp(&cell.model_dir.join("config.json")),
-            toml::to_string(&cell.dataset).ok()?,
-            t.max_seq_len,
-            t.max_train_examples,
-            t.max_eval_examples,
-            env!("CARGO_PKG_VERSION"),
-        );
-        let h = crate::results::Fnv1a::of(key.as_bytes());
-        Some(dir.join(format!("{h:016x}.json")))
-    }
-
-    /// The cell's dataset, tokenised (read and tokenised on first use).
-    pub fn get(&mut self, cell: &TrainCell) -> Result<Arc<Tokenized>> {
-        let t = &cell.train;
-        let key = (
-            cell.dataset_dir.clone(),
-            cell.model_dir.clone(),
-            t.max_seq_len,
-            t.max_train_examples,
-            t.max_eval_examples,
-        );
-        if let Some(hit) = self.entries.get(&key) {
-            return Ok(hit.clone());
-        }
-        let disk = self.disk_path(cell);
-        if let Some(path) = &disk
-            && let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(tokenized) = serde_json::from_str::<Tokenized>(&text)
-        {
-            let tokenized = Arc::new(tokenized);
-            self.entries.insert(key, tokenized.clone());
-            return Ok(tokenized);
-        }
-        let dataset = data::load(&cell.dataset, &cell.dataset_dir)?;
-        let checkpoint_config =
-            models::EncoderConfig::from_file(cell.model_dir.join("config.json"))?;
-        let tokenizer = TextTokenizer::from_dir(&cell.model_dir, &checkpoint_config)?
-            .with_max_len(t.max_seq_len)?;
-        let cap = |n: usize, cap: usize| if cap == 0 { n } else { n.min(cap) };
-        let encode = |examples: &[data::Example]| -> Result<Vec<Encoded>> {
-            let mut out = Vec::with_capacity(examples.len());
-            for chunk in examples.chunks(256) {
-                let batch = if chunk.iter().all(|e| e.text_pair.is_some()) {
-                    let pairs: Vec<(&str, &str)> = chunk
-                        .iter()
-                        .map(|e| (e.text.as_str(), e.text_pair.as_deref().unwrap_or("")))
-                        .collect();
-                    tokenizer.encode_pairs(&pairs)?
-                } else {
-                    let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
-                    tokenizer.encode_texts(&texts)?
-                };
-                for ((ids, type_ids), e) in batch.ids.into_iter().zip(batch.type_ids).zip(chunk) {
-                    out.push(Encoded {
-                        ids,
-                        type_ids,
-                        label: e.label,
-                    });
-                }
-            }
-            Ok(out)
-        };
-        let n_train = cap(dataset.train.len(), t.max_train_examples);
-        let n_eval = cap(dataset.eval.len(), t.max_eval_examples);
-        let pad_id = tokenizer.encode_texts(&["a"])?.pad_id;
-        let tokenized = Arc::new(Tokenized {
-            train: encode(&dataset.train[..n_train])?,
-            eval: encode(&dataset.eval[..n_eval])?,
-            labels: dataset.labels,
-            pad_id,
-        });
-        if let Some(path) = &disk {
-            // A cache that cannot be written only costs time later.
-            let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")));
-            if let Ok(text) = serde_json::to_string(&*tokenized) {
-                let _ = crate::results::write_atomic(path, text.as_bytes());
-            }
-        }
-        self.entries.insert(key, tokenized.clone());
-        Ok(tokenized)
-    }
-}
+use crate::encoder::cell::TrainCell;
+use crate::harness::experiment::LossSpec;
+use crate::harness::log::{EvalRecord, Outcome, RunLog};
+use crate::metrics::Scores;
+use crate::training::seeds::{Purpose, derive_seed};
+use crate::training::{AdamW, Objective, clip_global_norm, linear_schedule};
 
 /// The checkpoint folder inside a run folder.
 pub const CHECKPOINT: &str = "checkpoint";
@@ -244,7 +93,7 @@ impl ResumeState {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        crate::results::write_atomic(&path, kept.as_bytes())?;
+        crate::harness::results::write_atomic(&path, kept.as_bytes())?;
         Ok(Some(state.step))
     }
 }
@@ -292,106 +141,6 @@ pub fn save_checkpoint<B: AutodiffBackend, M: AutodiffModule<B>>(
     std::fs::rename(&tmp, &current).with_context(ctx)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
-}
-
-/// One evaluation, a line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalRecord {
-    /// Optimiser steps done.
-    pub step: usize,
-    /// Epochs done (fractional).
-    pub epoch: f64,
-    /// Mean training loss since the previous evaluation.
-    pub train_loss: f64,
-    /// Learning rate of the last step.
-    pub learning_rate: f64,
-    /// Evaluation metrics.
-    pub metrics: BTreeMap<String, f64>,
-    /// Seconds since the run started.
-    pub seconds: f64,
-}
-
-/// What a finished run reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// The main metric's name.
-    pub main_metric: String,
-    /// Metrics of the best evaluation (a study: its summary numbers).
-    pub metrics: BTreeMap<String, f64>,
-    /// Step of the best evaluation (training runs).
-    pub best_step: Option<usize>,
-    /// Metrics of the last evaluation.
-    pub final_metrics: BTreeMap<String, f64>,
-    /// Optimiser steps run (training runs).
-    pub steps: Option<usize>,
-    /// `(rate, main metric)` of the best model with that fraction of FFN neurons ablated.
-    pub ablation: Vec<(f64, f64)>,
-}
-
-/// Where a run writes its log lines and evaluations.
-pub struct RunLog {
-    log: std::fs::File,
-    metrics: std::fs::File,
-    terminal: bool,
-    prefix: String,
-}
-
-impl RunLog {
-    /// Append to `log.txt` and `metrics.jsonl` in `dir`; lines are prefixed by `prefix` on stderr.
-    pub fn open(dir: &Path, prefix: String) -> Result<Self> {
-        let open = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(name))
-                .with_context(|| format!("cannot open {}", dir.join(name).display()))
-        };
-        Ok(Self {
-            log: open("log.txt")?,
-            metrics: open("metrics.jsonl")?,
-            terminal: std::io::stderr().is_terminal(),
-            prefix,
-        })
-    }
-
-    /// A line for the log file and stderr.
-    pub fn line(&mut self, text: &str) {
-        let _ = writeln!(self.log, "{text}");
-        if self.terminal {
-            eprint!("\r\x1b[2K");
-        }
-        eprintln!("{} {text}", self.prefix);
-    }
-
-    /// Name the modules a model initialised from scratch (a head the checkpoint lacks), if any.
-    pub fn initialised(&mut self, report: &models::LoadReport) {
-        if !report.initialised.is_empty() {
-            self.line(&format!("initialised: {}", report.initialised.join(", ")));
-        }
-    }
-
-    /// Progress: a redrawn line on a terminal, nothing otherwise (evaluations are logged).
-    pub(crate) fn progress(&mut self, step: usize, total: usize, loss: f64, started: Instant) {
-        if self.terminal {
-            let width = 30;
-            let done = width * step / total.max(1);
-            let secs = started.elapsed().as_secs_f64();
-            let eta = secs / step.max(1) as f64 * (total - step) as f64;
-            eprint!(
-                "\r\x1b[2K{} [{}{}] {step}/{total} loss {loss:.4} {secs:.0}s (eta {eta:.0}s)",
-                self.prefix,
-                "#".repeat(done),
-                ".".repeat(width - done),
-            );
-            let _ = std::io::stderr().flush();
-        }
-    }
-
-    pub(crate) fn record(&mut self, r: &EvalRecord) -> Result<()> {
-        writeln!(self.metrics, "{}", serde_json::to_string(r)?)?;
-        self.metrics.flush()?;
-        Ok(())
-    }
 }
 
 /// A model's evaluation: its scores and the prediction files to keep in the run folder when it
@@ -479,163 +228,12 @@ fn ablation_masks<B: Backend>(
         .collect()
 }
 
-/// Sentence classification and regression ([`SequenceClassifier`]) over a tokenised dataset.
-pub struct Classifier<'a> {
-    data: &'a Tokenized,
-    task: Task,
-    glue: Option<&'a str>,
-    eval_batch: usize,
-    config: models::EncoderConfig,
-}
-
-impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
-    type Model = SequenceClassifier<B>;
-
-    fn train_len(&self) -> usize {
-        self.data.train.len()
-    }
-
-    fn sizes(&self) -> String {
-        format!(
-            "{} train / {} eval examples",
-            self.data.train.len(),
-            self.data.eval.len()
-        )
-    }
-
-    fn unit_len(&self, i: usize) -> usize {
-        self.data.train[i].ids.len()
-    }
-
-    fn batch_loss(
-        &self,
-        model: &Self::Model,
-        batch: &[usize],
-        objective: &Objective,
-        masks: &mut Option<DropoutMasks<B>>,
-        _rng: &mut StdRng,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 1>> {
-        let examples: Vec<&Encoded> = batch.iter().map(|&i| &self.data.train[i]).collect();
-        let input = collate(examples.iter().copied(), self.data.pad_id).to_input::<B>(device);
-        let targets = targets::<B>(&examples, self.task, device);
-        Ok(objective.loss(model, &input, &targets, masks))
-    }
-
-    fn evaluate(
-        &self,
-        model: &Inner<B, Self::Model>,
-        neuron_masks: &[Tensor<B::InnerBackend, 1>],
-        device: &B::Device,
-    ) -> Result<Evaluation> {
-        let mut pred_classes = Vec::new();
-        let mut pred_values = Vec::new();
-        let data = self.data;
-        for chunk in data.eval.chunks(self.eval_batch) {
-            let input = collate(chunk.iter(), data.pad_id).to_input(device);
-            let out = model.forward(&input, &mut eval_context(neuron_masks));
-            match self.task {
-                Task::Regression => {
-                    pred_values.extend(out.into_data().iter::<f32>().map(f64::from));
-                }
-                _ => {
-                    let idx = out.argmax(1).into_data();
-                    pred_classes.extend(idx.iter::<i64>().map(|v| v as usize));
-                }
-            }
-        }
-        let scores = match self.task {
-            Task::Regression => {
-                let gold: Vec<f64> = data
-                    .eval
-                    .iter()
-                    .map(|e| match e.label {
-                        Label::Value(v) => f64::from(v),
-                        Label::Class(c) => c as f64,
-                    })
-                    .collect();
-                regression_scores(&pred_values, &gold)
-            }
-            _ => {
-                let gold: Vec<usize> = data
-                    .eval
-                    .iter()
-                    .map(|e| match e.label {
-                        Label::Class(c) => c,
-                        Label::Value(_) => unreachable!("classification labels are classes"),
-                    })
-                    .collect();
-                classification_scores(&pred_classes, &gold, self.glue)
-            }
-        };
-        Ok(Evaluation {
-            scores,
-            files: Vec::new(),
-        })
-    }
-
-    fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend> {
-        &model.encoder
-    }
-
-    fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()> {
-        Ok(model.save_pretrained(&self.config, &self.data.labels, out)?)
-    }
-}
-
-fn collate<'a>(examples: impl Iterator<Item = &'a Encoded>, pad_id: u32) -> EncodedBatch {
-    let (ids, type_ids) = examples
-        .map(|e| (e.ids.clone(), e.type_ids.clone()))
-        .unzip();
-    EncodedBatch {
-        ids,
-        type_ids,
-        pad_id,
-    }
-}
-
-fn targets<B: Backend>(examples: &[&Encoded], task: Task, device: &B::Device) -> Targets<B> {
-    let n = examples.len();
-    match task {
-        Task::Regression => {
-            let v: Vec<f32> = examples
-                .iter()
-                .map(|e| match e.label {
-                    Label::Value(v) => v,
-                    Label::Class(c) => c as f32,
-                })
-                .collect();
-            Targets::Values(Tensor::from_data(TensorData::new(v, [n]), device))
-        }
-        _ => {
-            let v: Vec<i64> = examples
-                .iter()
-                .map(|e| match e.label {
-                    Label::Class(c) => c as i64,
-                    Label::Value(v) => v as i64,
-                })
-                .collect();
-            Targets::Classes(Tensor::from_data(TensorData::new(v, [n]), device))
-        }
-    }
-}
-
-/// A seed for one purpose of one run (SplitMix64 of the run seed, the purpose and an index).
-pub(crate) fn derive_seed(seed: u64, purpose: u64, index: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(index.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The training order of one epoch over `lens.len()` units: a seeded shuffle; with
 /// `group_by_length`, HF's length-grouped sampler idea: the shuffled order is cut into
 /// mega-batches of 50 batches, each sorted by length (longest first), so batches hold similar
 /// lengths and padding shrinks, while the order of the batches stays random.
 fn epoch_order(lens: &[usize], seed: u64, epoch: usize, batch: usize, grouped: bool) -> Vec<usize> {
-    let mut rng = StdRng::seed_from_u64(derive_seed(seed, 1, epoch as u64));
+    let mut rng = StdRng::seed_from_u64(derive_seed(seed, Purpose::EncoderDataOrder, epoch as u64));
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.shuffle(&mut rng);
     if grouped {
@@ -663,43 +261,6 @@ pub(crate) fn open_checkpoint(cell: &TrainCell) -> Result<Checkpoint> {
         ) = (p, p, p);
     }
     Ok(checkpoint)
-}
-
-/// Train and evaluate one classification or regression cell on backend `B`, writing progress
-/// into `log`.
-///
-/// `dir` is the run folder: the checkpoint of [`save_checkpoint`] lives there, and a run that
-/// finds one continues from it.
-pub fn train_cell<B: AutodiffBackend>(
-    cell: &TrainCell,
-    data: &Tokenized,
-    dir: &Path,
-    log: &mut RunLog,
-    device: &B::Device,
-) -> Result<Outcome> {
-    // (An empty training split is `fit`'s error, for every kind of cell.)
-    if data.eval.is_empty() {
-        bail!("the evaluation split of `{}` is empty", cell.dataset_name);
-    }
-    let checkpoint = open_checkpoint(cell)?;
-    let config = checkpoint.config.clone();
-    let (model, report) = SequenceClassifier::<B>::load(
-        checkpoint,
-        data.labels.len().max(1),
-        None,
-        derive_seed(cell.seed, 0, 0),
-        device,
-    )?;
-    log.initialised(&report);
-    let objective = Objective::new(&cell.loss, cell.train.view_budget_tokens)?;
-    let learner = Classifier {
-        data,
-        task: cell.dataset.task,
-        glue: cell.dataset.glue.as_deref(),
-        eval_batch: cell.train.batch_size * 2,
-        config,
-    };
-    fit(cell, &learner, model, &objective, dir, log, device)
 }
 
 /// The training loop of every training cell (see the module docs): train `model` with
@@ -782,8 +343,13 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             let batch = &order[cursor..end];
             cursor = end;
             let index = (step * accum + micro) as u64;
-            let mut masks = Some(DropoutMasks::new(derive_seed(cell.seed, 2, index)));
-            let mut rng = StdRng::seed_from_u64(derive_seed(cell.seed, 4, index));
+            let mut masks = Some(DropoutMasks::new(derive_seed(
+                cell.seed,
+                Purpose::EncoderDropout,
+                index,
+            )));
+            let mut rng =
+                StdRng::seed_from_u64(derive_seed(cell.seed, Purpose::EncoderViews, index));
             let loss =
                 learner.batch_loss(&model, batch, objective, &mut masks, &mut rng, device)?;
             let value = f64::from(loss.clone().into_scalar().elem::<f32>());
@@ -840,7 +406,7 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             let improved = best.as_ref().is_none_or(|b| value > b.0);
             if improved {
                 for (name, contents) in &evaluation.files {
-                    crate::results::write_atomic(&dir.join(name), contents.as_bytes())?;
+                    crate::harness::results::write_atomic(&dir.join(name), contents.as_bytes())?;
                 }
                 best = Some((value, done, metrics.clone(), valid));
             }
@@ -879,7 +445,7 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
                 encoder.num_layers(),
                 encoder.intermediate_size(),
                 rate,
-                derive_seed(cell.seed, 3, (rate * 1e6) as u64),
+                derive_seed(cell.seed, Purpose::EncoderAblation, (rate * 1e6) as u64),
                 device,
             )
         } else {

@@ -1,7 +1,7 @@
 //! One generative fine-tuning cell: extractive QA as instruction following (Mondal et al.'s
 //! XQuAD protocol, `lora_instruct_finetune.py` / `xquad_eval.py` of soumenkm/LSN).
 //!
-//! 1. **Data.** SQuAD v1.1-format JSON ([`crate::crosslingual::read_squad_json`]); with
+//! 1. **Data.** SQuAD v1.1-format JSON ([`crate::data::crosslingual::read_squad_json`]); with
 //!    `split = 0.8` the training file keeps its first 80 % of questions and each evaluation
 //!    file its last 20 %. Each question becomes the Alpaca prompt of [`alpaca_prompt`], with
 //!    the first gold answer and the EOS token appended for training. A text of
@@ -11,7 +11,7 @@
 //!    masked `gate_proj`; set `lora = { targets = [...] }` on the task).
 //! 3. **Training.** The LM loss over the whole sequence, prompt included (the official labels
 //!    mask only the padding), mean over the batch's predicted tokens ([`models::lm_loss`]);
-//!    the optimiser and schedule are the classification cells' ([`crate::adapt`]).
+//!    the optimiser and schedule are the classification cells' ([`crate::lora`]).
 //! 4. **Evaluation.** Greedy decoding from the prompt, up to `max_new_tokens` (default 100)
 //!    tokens, stopping after the EOS token, adapters merged. Scores per question:
 //!    - on token ids, as Mondal et al.: EM = the generated ids (EOS included) equal the ids of
@@ -37,12 +37,14 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use models::{DecoderTokenizer, ForwardContext, generate_greedy, lm_loss};
 
-use crate::adapt::{Intervention, attach_lora, batch, finish_cell, pad_id, split_part};
-use crate::crosslingual::{QaExample, read_squad_json};
-use crate::grid::AdaptCell;
+use crate::data::crosslingual::{QaExample, read_squad_json};
+use crate::harness::log::{Outcome, RunLog};
+use crate::harness::results::write_atomic;
+use crate::lora::cell::LoraCell;
+use crate::lora::tuning::{
+    Intervention, attach_lora, batch, finish_cell, pad_id, split_part, train_adapters,
+};
 use crate::metrics::{squad_em_f1, token_id_scores};
-use crate::results::write_atomic;
-use crate::run::{Outcome, RunLog};
 
 /// The score names of a QA cell, in table order; the first is the main metric.
 pub const QA_SCORES: [&str; 4] = ["token_f1", "token_em", "squad_f1", "squad_em"];
@@ -143,14 +145,15 @@ fn csv_field(s: &str) -> String {
 
 /// Fine-tune and evaluate one `xquad` cell into `dir` (see the module docs).
 pub fn run_qa<B: AutodiffBackend>(
-    cell: &AdaptCell,
+    cell: &LoraCell,
     grid_dir: &Path,
     dir: &Path,
     log: &mut RunLog,
     device: &B::Device,
 ) -> Result<Outcome> {
     let t = &cell.train;
-    let (checkpoint, tokenizer) = crate::study::open_decoder(&cell.model_dir, &cell.model_name)?;
+    let (checkpoint, tokenizer) = models::DecoderCheckpoint::open_with_tokenizer(&cell.model_dir)
+        .with_context(|| format!("model `{}`", cell.model_name))?;
     let pad = pad_id(&checkpoint.config);
     let stop: Vec<u32> = match tokenizer.eos_id() {
         Some(id) => vec![id],
@@ -204,12 +207,11 @@ pub fn run_qa<B: AutodiffBackend>(
         .load::<B>(device)
         .with_context(|| format!("model `{}`", cell.model_name))?;
     let (model, adapters) = attach_lora(model, cell, grid_dir, log, device)?;
-    let (model, trained) =
-        crate::adapt::train_adapters(model, train.len(), cell, log, |model, indices| {
-            let rows: Vec<&[u32]> = indices.iter().map(|&i| train[i].ids.as_slice()).collect();
-            let (ids, mask) = batch::<B>(&rows, pad, device);
-            lm_loss(model, ids, mask, &mut ForwardContext::eval())
-        })?;
+    let (model, trained) = train_adapters(model, train.len(), cell, log, |model, indices| {
+        let rows: Vec<&[u32]> = indices.iter().map(|&i| train[i].ids.as_slice()).collect();
+        let (ids, mask) = batch::<B>(&rows, pad, device);
+        lm_loss(model, ids, mask, &mut ForwardContext::eval())
+    })?;
     if t.save_model {
         models::save_lora(&model, &dir.join("adapter.safetensors"))?;
     }

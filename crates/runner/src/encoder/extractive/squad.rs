@@ -21,7 +21,7 @@ use tokenizers::{
     EncodeInput, Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
-use crate::crosslingual::QaExample;
+use crate::data::crosslingual::QaExample;
 
 /// One window of one question.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,9 +1,9 @@
 //! Extractive-QA training cells: an encoder with a span head ([`models::SpanExtractor`]) on
 //! SQuAD v1.1 or HotpotQA (distractor setting), trained with the start/end cross-entropy or the
 //! comparative loss, and scored by SQuAD exact match and F1 (percent, as the official
-//! `evaluate-v1.1.py` prints them) on the n-best decoded answers ([`crate::squad`]).
+//! `evaluate-v1.1.py` prints them) on the n-best decoded answers ([`crate::encoder::extractive::squad`]).
 //!
-//! **SQuAD.** Training units are the windows of [`crate::squad::squad_windows`] (`max_seq_len`
+//! **SQuAD.** Training units are the windows of [`crate::encoder::extractive::squad::squad_windows`] (`max_seq_len`
 //! tokens, `doc_stride` overlap, windows without the answer labelled at CLS), as the CmpLoss
 //! code's HF preprocessing makes them. The comparative loss compares dropout views (`n_drop`;
 //! the paper: 2); SQuAD has no segments to crop.
@@ -26,6 +26,8 @@
 //! when exactly one side is `yes` / `no`, which differs only when a span answer shares a word
 //! with a yes/no one.
 
+pub mod squad;
+
 use std::path::Path;
 
 use ablation::DropoutMasks;
@@ -40,15 +42,17 @@ use models::{
 use rand::rngs::StdRng;
 use tokenizers::Tokenizer;
 
-use crate::crosslingual::{QaExample, read_squad_json};
-use crate::experiment::{DatasetFormat, QaSettings};
-use crate::grid::TrainCell;
-use crate::metrics::{Scores, squad_em_f1};
-use crate::run::{
-    Evaluation, Inner, Learner, Outcome, RunLog, derive_seed, eval_context, fit, open_checkpoint,
+use crate::data::crosslingual::{QaExample, read_squad_json};
+use crate::encoder::cell::TrainCell;
+use crate::encoder::extractive::squad::{
+    QaWindow, predict_answers, predictions_json, squad_windows,
 };
-use crate::squad::{QaWindow, predict_answers, predictions_json, squad_windows};
-use crate::train::Objective;
+use crate::encoder::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
+use crate::harness::experiment::{DatasetFormat, QaSettings};
+use crate::harness::log::{Outcome, RunLog};
+use crate::metrics::{Scores, squad_em_f1};
+use crate::training::Objective;
+use crate::training::seeds::{Purpose, derive_seed};
 
 /// One HotpotQA question (distractor setting).
 #[derive(Debug, Clone, PartialEq)]
@@ -515,7 +519,7 @@ pub fn train_span_cell<B: AutodiffBackend>(
             .context("SQuAD has no paragraphs to crop")?,
     };
     let (model, report) =
-        SpanExtractor::<B>::load(checkpoint, derive_seed(cell.seed, 0, 0), device)?;
+        SpanExtractor::<B>::load(checkpoint, derive_seed(cell.seed, Purpose::Head, 0), device)?;
     log.initialised(&report);
     fit(cell, &learner, model, &objective, dir, log, device)
 }

@@ -58,7 +58,7 @@
 //! ```
 //!
 //! A grid of cross-lingual fine-tuning cells (LoRA on a decoder classifier; see
-//! [`crate::adapt`]) names tasks and neuron sets; studies of the same file run first and feed
+//! [`crate::lora`]) names tasks and neuron sets; studies of the same file run first and feed
 //! them:
 //!
 //! ```toml
@@ -67,7 +67,7 @@
 //! train = { en = "${XNLI_DIR}/multinli.train.en.tsv" }
 //! eval = { vi = "${XNLI_DIR}/xnli.test.tsv", hi = "${XNLI_DIR}/xnli.test.tsv" }
 //!
-//! [tasks.xquad]                            # generative QA (crate::generative)
+//! [tasks.xquad]                            # generative QA (crate::lora::generative)
 //! format = "xquad"
 //! train = { en = "${XQUAD_DIR}/xquad.en.json" }
 //! eval = { hi = "${XQUAD_DIR}/xquad.hi.json" }
@@ -335,14 +335,120 @@ pub struct RankingSpec {
     pub relevance_level: i32,
     /// The metric that selects the best evaluation: `mrr@10` (MS MARCO) or `ndcg@10` (TREC DL).
     #[serde(default = "default_rank_metric")]
-    pub metric: String,
+    pub metric: RankMetric,
 }
 
 impl RankingSpec {
-    /// A file of the dataset: `name` with its variables expanded, relative to the dataset's
-    /// folder `dir` (an absolute name, e.g. `${MSMARCO_DIR}/triples.train.small.tsv`, stands).
-    pub fn file(&self, dir: &Path, name: &str) -> PathBuf {
-        dir.join(expand_vars(name, &crate::commands::grid::artefacts_dir()))
+    /// The dataset's files, resolved: each name with its variables expanded (`${ARTEFACTS}` is
+    /// `artefacts`), relative to the dataset's folder `dir` (an absolute name, e.g.
+    /// `${MSMARCO_DIR}/triples.train.small.tsv`, stands).
+    pub fn resolve(&self, dir: &Path, artefacts: &Path) -> RankingFiles {
+        let file = |name: &str| dir.join(expand_vars(name, artefacts));
+        let named = |name: &Option<String>| name.as_deref().map(file);
+        RankingFiles {
+            collection: named(&self.collection),
+            train_queries: named(&self.train_queries),
+            train_qrels: named(&self.train_qrels),
+            train_candidates: named(&self.train_candidates),
+            train_triples: named(&self.train_triples),
+            eval_queries: named(&self.eval_queries),
+            eval_qrels: file(&self.eval_qrels),
+            eval_candidates: file(&self.eval_candidates),
+        }
+    }
+}
+
+/// The files of a [`RankingSpec`], resolved at expansion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankingFiles {
+    /// `collection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<PathBuf>,
+    /// `train_queries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_queries: Option<PathBuf>,
+    /// `train_qrels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_qrels: Option<PathBuf>,
+    /// `train_candidates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_candidates: Option<PathBuf>,
+    /// `train_triples`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_triples: Option<PathBuf>,
+    /// `eval_queries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_queries: Option<PathBuf>,
+    /// `eval_qrels`.
+    pub eval_qrels: PathBuf,
+    /// `eval_candidates`.
+    pub eval_candidates: PathBuf,
+}
+
+impl RankingFiles {
+    /// Every file named, in the order of the fields.
+    pub fn all(&self) -> impl Iterator<Item = &Path> {
+        [
+            &self.collection,
+            &self.train_queries,
+            &self.train_qrels,
+            &self.train_candidates,
+            &self.train_triples,
+            &self.eval_queries,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([&self.eval_qrels, &self.eval_candidates])
+        .map(PathBuf::as_path)
+    }
+}
+
+/// The metric that selects a ranking cell's best evaluation. In experiment files by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RankMetric {
+    /// `mrr@10` (MS MARCO).
+    MrrAt10,
+    /// `ndcg@10` (TREC DL).
+    NdcgAt10,
+    /// `recall@1000`.
+    RecallAt1000,
+}
+
+impl RankMetric {
+    /// Every metric a ranking cell reports, in report order.
+    pub const ALL: [Self; 3] = [Self::MrrAt10, Self::NdcgAt10, Self::RecallAt1000];
+
+    /// Its name in experiment files and results.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::MrrAt10 => "mrr@10",
+            Self::NdcgAt10 => "ndcg@10",
+            Self::RecallAt1000 => "recall@1000",
+        }
+    }
+}
+
+impl TryFrom<String> for RankMetric {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Self::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "ranking.metric = {name:?}: expected one of {}",
+                    all.join(", ")
+                )
+            })
+    }
+}
+
+impl From<RankMetric> for String {
+    fn from(m: RankMetric) -> Self {
+        m.name().to_owned()
     }
 }
 
@@ -355,8 +461,8 @@ fn default_max_candidates() -> usize {
 fn default_relevance_level() -> i32 {
     1
 }
-fn default_rank_metric() -> String {
-    "mrr@10".into()
+fn default_rank_metric() -> RankMetric {
+    RankMetric::MrrAt10
 }
 
 /// Column names of a generic (JSONL / CSV / Parquet) dataset.
@@ -864,13 +970,13 @@ fn default_true() -> bool {
 pub enum TaskFormat {
     /// JSON lines with the fields `text`, `text_pair` (optional) and `label` name.
     Jsonl,
-    /// XNLI as distributed ([`crate::crosslingual::read_xnli`]): an XNLI-1.0 TSV with a
+    /// XNLI as distributed ([`crate::data::crosslingual::read_xnli`]): an XNLI-1.0 TSV with a
     /// `language` column (only the rows of the file's language key are read), an XNLI-MT TSV,
     /// or JSON lines with `premise`, `hypothesis`, `label`. The classes are XNLI's three.
     Xnli,
     /// Extractive QA as generation: SQuAD v1.1-format JSON (XQuAD's `xquad.<lang>.json`),
     /// Mondal et al.'s Alpaca instruction prompt, the LM loss over the whole sequence, greedy
-    /// decoding, EM/F1 on token ids and on SQuAD-normalised strings ([`crate::generative`]).
+    /// decoding, EM/F1 on token ids and on SQuAD-normalised strings ([`crate::lora::generative`]).
     Xquad,
 }
 

@@ -1,7 +1,7 @@
 //! Passage re-ranking cells: a cross-encoder ([`models::RelevanceScorer`], one score per
 //! `[CLS] query [SEP] passage [SEP]`) trained with listwise cross-entropy over each query's
 //! candidates, then re-ranking each evaluation query's candidate list; scored with trec_eval's
-//! conventions ([`crate::ranking`]: MRR@10, nDCG@10, recall@1000) and written as a TREC run
+//! conventions ([`crate::encoder::rerank::trec`]: MRR@10, nDCG@10, recall@1000) and written as a TREC run
 //! (`run.trec`) of the best evaluation.
 //!
 //! **Training groups.** A training query contributes one group per epoch: one relevant passage
@@ -32,8 +32,10 @@
 //! asks for. Re-ranking a fixed candidate list cannot change recall@1000: the metric depends only
 //! on which passages are in the list, so it is reported to show the candidates' ceiling.
 
+pub mod trec;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ablation::DropoutMasks;
 use ablation::View;
@@ -47,17 +49,17 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 
-use crate::experiment::RankingSpec;
-use crate::grid::TrainCell;
-use crate::metrics::Scores;
-use crate::ranking::{
+use crate::encoder::cell::TrainCell;
+use crate::encoder::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
+use crate::encoder::rerank::trec::{
     Qrels, Run, each_tsv_row, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run,
     run_to_trec,
 };
-use crate::run::{
-    Evaluation, Inner, Learner, Outcome, RunLog, derive_seed, eval_context, fit, open_checkpoint,
-};
-use crate::train::Objective;
+use crate::harness::experiment::{RankingFiles, RankingSpec};
+use crate::harness::log::{Outcome, RunLog};
+use crate::metrics::Scores;
+use crate::training::Objective;
+use crate::training::seeds::{Purpose, derive_seed};
 
 /// One training query: its text, relevant passages and negatives (texts).
 #[derive(Debug, Clone, PartialEq)]
@@ -106,22 +108,18 @@ fn read_candidate_file(path: &Path) -> Result<(Run, Option<Texts>)> {
 /// The files of a ranking dataset, read.
 struct Files<'a> {
     spec: &'a RankingSpec,
-    dir: &'a Path,
+    paths: &'a RankingFiles,
     collection: Option<BTreeMap<String, String>>,
 }
 
 impl<'a> Files<'a> {
-    fn path(&self, file: &str) -> PathBuf {
-        self.spec.file(self.dir, file)
-    }
-
     fn collection(&mut self) -> Result<&BTreeMap<String, String>> {
         if self.collection.is_none() {
-            let file = self.spec.collection.as_deref().context(
+            let file = self.paths.collection.as_deref().context(
                 "the candidates are a TREC run without texts: `ranking.collection` must name \
                  the passages file (`pid<TAB>text`)",
             )?;
-            self.collection = Some(read_id_texts(&self.path(file), "passage")?);
+            self.collection = Some(read_id_texts(file, "passage")?);
         }
         Ok(self.collection.as_ref().expect("just read"))
     }
@@ -137,22 +135,20 @@ impl<'a> Files<'a> {
         })
     }
 
-    fn queries(&self, file: Option<&str>) -> Result<Option<BTreeMap<String, String>>> {
-        file.map(|f| read_id_texts(&self.path(f), "query"))
-            .transpose()
+    fn queries(&self, file: Option<&Path>) -> Result<Option<BTreeMap<String, String>>> {
+        file.map(|f| read_id_texts(f, "query")).transpose()
     }
 
     /// Candidates (≤ `max` per query, file order) with texts, and the qrels checked against the
     /// queries.
     fn candidates(
         &mut self,
-        candidates: &str,
-        qrels: &str,
-        queries: Option<&str>,
+        cand_path: &Path,
+        qrels: &Path,
+        queries: Option<&Path>,
         max: usize,
     ) -> Result<(Vec<EvalQuery>, Qrels)> {
-        let cand_path = self.path(candidates);
-        let (run, texts) = read_candidate_file(&cand_path)?;
+        let (run, texts) = read_candidate_file(cand_path)?;
         let queries = match (self.queries(queries)?, &texts) {
             (Some(q), _) => q,
             (None, Some((q, _))) => q.clone(),
@@ -162,7 +158,7 @@ impl<'a> Files<'a> {
             ),
         };
         let known = |q: &str| queries.contains_key(q);
-        let qrels = read_qrels(&self.path(qrels), Some(&known))?;
+        let qrels = read_qrels(qrels, Some(&known))?;
         let cited = cand_path.display().to_string();
         let mut out = Vec::with_capacity(run.len());
         for (qid, ranked) in &run {
@@ -240,9 +236,6 @@ pub struct RankLearner {
     config: EncoderConfig,
 }
 
-/// The metrics a ranking cell reports, and the one `metric` may name.
-pub const RANK_METRICS: [&str; 3] = ["mrr@10", "ndcg@10", "recall@1000"];
-
 impl RankLearner {
     /// Read a cell's ranking files. Returns the learner and a line for the log.
     pub fn load(cell: &TrainCell, config: &EncoderConfig) -> Result<(Self, String)> {
@@ -252,34 +245,32 @@ impl RankLearner {
             .ranking
             .as_ref()
             .context("format = \"ranking\" needs `ranking = { … }`")?;
-        let metric = RANK_METRICS
-            .into_iter()
-            .find(|m| *m == spec.metric)
-            .with_context(|| {
-                format!(
-                    "ranking.metric = {:?}: expected one of {}",
-                    spec.metric,
-                    RANK_METRICS.join(", ")
-                )
-            })?;
+        let metric = spec.metric.name();
+        let paths = cell
+            .ranking_files
+            .as_ref()
+            .context("format = \"ranking\" needs `ranking = { … }`")?;
         let tokenizer =
             TextTokenizer::from_dir(&cell.model_dir, config)?.with_max_len(t.max_seq_len)?;
         let mut files = Files {
             spec,
-            dir: &cell.dataset_dir,
+            paths,
             collection: None,
         };
-        let mut groups = match (&spec.train_triples, &spec.train_candidates) {
-            (Some(triples), None) => groups_from_triples(&files.path(triples), spec.group_size)?,
-            (None, Some(candidates)) => {
-                let qrels = spec
+        let named = (&spec.train_triples, &spec.train_candidates);
+        let mut groups = match (named, (&paths.train_triples, &paths.train_candidates)) {
+            ((Some(_), None), (Some(triples), None)) => {
+                groups_from_triples(triples, spec.group_size)?
+            }
+            ((None, Some(candidates)), (None, Some(cand_path))) => {
+                let qrels = paths
                     .train_qrels
                     .as_deref()
                     .context("`ranking.train_candidates` needs `ranking.train_qrels`")?;
                 let (queries, qrels) = files.candidates(
-                    candidates,
+                    cand_path,
                     qrels,
-                    spec.train_queries.as_deref(),
+                    paths.train_queries.as_deref(),
                     usize::MAX,
                 )?;
                 let mut groups = Vec::with_capacity(queries.len());
@@ -323,9 +314,9 @@ impl RankLearner {
             groups.truncate(t.max_train_examples);
         }
         let (mut eval, qrels) = files.candidates(
-            &spec.eval_candidates,
-            &spec.eval_qrels,
-            spec.eval_queries.as_deref(),
+            &paths.eval_candidates,
+            &paths.eval_qrels,
+            paths.eval_queries.as_deref(),
             spec.max_candidates,
         )?;
         if t.max_eval_examples > 0 {
@@ -532,8 +523,12 @@ pub fn train_rank_cell<B: AutodiffBackend>(
         cell.train.view_budget_tokens,
         "ranking crops negative candidates",
     )?;
-    let (model, report) =
-        RelevanceScorer::<B>::load(checkpoint, None, derive_seed(cell.seed, 0, 0), device)?;
+    let (model, report) = RelevanceScorer::<B>::load(
+        checkpoint,
+        None,
+        derive_seed(cell.seed, Purpose::Head, 0),
+        device,
+    )?;
     log.initialised(&report);
     fit(cell, &learner, model, &objective, dir, log, device)
 }

@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::grid::Cell;
+use crate::harness::cell::Cell;
 
 /// `result.json` of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,46 +69,13 @@ impl RunResult {
     }
 }
 
-/// 64-bit FNV-1a: the stable hash behind run ids and cache file names (the same on every
-/// platform and Rust version, unlike `std`'s hashers).
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv1a {
-    /// Add bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    /// The hash so far.
-    pub fn finish(self) -> u64 {
-        self.0
-    }
-
-    /// The hash of `bytes`.
-    pub fn of(bytes: &[u8]) -> u64 {
-        let mut h = Self::default();
-        h.write(bytes);
-        h.finish()
-    }
-}
-
 /// The folder of a cell.
-pub fn run_dir(grid_dir: &Path, cell: &Cell) -> PathBuf {
+pub fn run_dir<C>(grid_dir: &Path, cell: &Cell<C>) -> PathBuf {
     grid_dir.join(&cell.run_id)
 }
 
 /// The cell's `result.json`, if it has one that parses.
-pub fn read_result(grid_dir: &Path, cell: &Cell) -> Option<RunResult> {
+pub fn read_result<C>(grid_dir: &Path, cell: &Cell<C>) -> Option<RunResult> {
     let text = std::fs::read_to_string(run_dir(grid_dir, cell).join("result.json")).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -126,7 +93,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The status of a cell: `finished`, `failed` or `pending`.
-pub fn status(grid_dir: &Path, cell: &Cell) -> String {
+pub fn status<C>(grid_dir: &Path, cell: &Cell<C>) -> String {
     read_result(grid_dir, cell)
         .map(|r| r.status)
         .unwrap_or_else(|| "pending".into())
@@ -135,7 +102,7 @@ pub fn status(grid_dir: &Path, cell: &Cell) -> String {
 /// Rewrite `results.csv` and `results.parquet` from the `result.json` files of `cells` (cells
 /// without one are left out). Columns: `run_id, status, error, param_<axis>…, <metric>…,
 /// ablation_<rate>…, seconds, started, commit, device`.
-pub fn write_tables(grid_dir: &Path, cells: &[Cell]) -> Result<usize> {
+pub fn write_tables<C>(grid_dir: &Path, cells: &[Cell<C>]) -> Result<usize> {
     let rows: Vec<RunResult> = cells
         .iter()
         .filter_map(|c| read_result(grid_dir, c))

@@ -5,12 +5,14 @@
 //! set; a malformed line, a missing column or a label out of range is an error naming the file
 //! and line (Parquet: the row, counted from 1).
 
+pub mod crosslingual;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::experiment::{DatasetFormat, DatasetSpec, Task};
+use crate::harness::experiment::{DatasetFormat, DatasetSpec, Task};
 
 /// A target.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

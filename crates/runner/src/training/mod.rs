@@ -11,6 +11,8 @@
 //! - [`Objective`]: the loss of one step: the task loss with ordinary dropout (baseline), or the
 //!   comparative loss over the step's nested views ([`ablation::ViewSchedule`]).
 
+pub mod seeds;
+
 use ablation::{DropoutMasks, View, ViewSchedule};
 use anyhow::{Result, bail};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -23,7 +25,7 @@ use models::{
     EncoderInput, ForwardContext, RowBatch, SequenceClassifier, ViewExecution, view_losses,
 };
 
-use crate::experiment::{CmpMode, LossSpec, PrimarySpec, Target};
+use crate::harness::experiment::{CmpMode, LossSpec, PrimarySpec, Target};
 
 /// AdamW as `torch.optim.AdamW`, with no decay on tensors of rank < 2 (see the module docs).
 #[derive(Clone)]

@@ -26,6 +26,9 @@
 //! `random_nll_change.csv`, `random_ppl_change.csv` (rows: ablated language, columns:
 //! evaluated language) and a heatmap of each.
 
+pub mod cell;
+pub mod kind;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,11 +43,12 @@ use neurons::{
     pack, read_documents, window_responses,
 };
 
-use crate::experiment::{LapeVariantSpec, StudyMethod, TextFileFormat};
-use crate::grid::StudyCell;
+use crate::harness::experiment::{LapeVariantSpec, StudyMethod, TextFileFormat};
+use crate::harness::ids::Fnv1a;
+use crate::harness::log::{Outcome, RunLog};
+use crate::harness::results::write_atomic;
 use crate::plot::Heatmap;
-use crate::results::{Fnv1a, write_atomic};
-use crate::run::{Outcome, RunLog};
+use crate::study::cell::StudyCell;
 
 /// One language's windows.
 #[derive(Debug, Clone)]
@@ -257,31 +261,6 @@ fn statistics<B: Backend>(
     Ok((stats, path))
 }
 
-/// Read neuron sets from JSON or Parquet (by extension), every row with a language.
-pub fn read_language_sets(path: &Path) -> Result<LanguageSets> {
-    let is_parquet = path.extension().is_some_and(|e| e == "parquet");
-    if is_parquet {
-        return Ok(LanguageSets::read_parquet(path)?);
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    LanguageSets::from_json(&text).with_context(|| format!("{}", path.display()))
-}
-
-/// Open a grid model's decoder checkpoint with its tokenizer (errors name the model).
-pub(crate) fn open_decoder(
-    dir: &Path,
-    model_name: &str,
-) -> Result<(DecoderCheckpoint, models::DecoderTokenizer)> {
-    let checkpoint =
-        DecoderCheckpoint::open(dir).with_context(|| format!("model `{model_name}`"))?;
-    let tokenizer = checkpoint
-        .tokenizer
-        .clone()
-        .with_context(|| format!("model `{model_name}` has no tokenizer"))?;
-    Ok((checkpoint, tokenizer))
-}
-
 /// Run one study cell into `dir` (see the module docs).
 pub fn run_study<B: Backend>(
     cell: &StudyCell,
@@ -291,7 +270,8 @@ pub fn run_study<B: Backend>(
     device: &B::Device,
 ) -> Result<Outcome> {
     let s = &cell.study;
-    let (checkpoint, tokenizer) = open_decoder(&cell.model_dir, &cell.model_name)?;
+    let (checkpoint, tokenizer) = DecoderCheckpoint::open_with_tokenizer(&cell.model_dir)
+        .with_context(|| format!("model `{}`", cell.model_name))?;
     let (model, _) = checkpoint
         .load::<B>(device)
         .with_context(|| format!("model `{}`", cell.model_name))?;
@@ -334,7 +314,7 @@ pub fn run_study<B: Backend>(
     };
 
     let mut details = serde_json::json!({
-        "method": crate::experiment::method_name(s.method),
+        "method": crate::harness::experiment::method_name(s.method),
         "languages": languages,
         "n_layers": n_layers,
         "width": width,
@@ -390,7 +370,7 @@ pub fn run_study<B: Backend>(
         }
         StudyMethod::File => {
             let path = cell.neurons_file.as_ref().expect("checked with the grid");
-            let sets = read_language_sets(path)?;
+            let sets = LanguageSets::read(path)?;
             sets.check(n_layers, width).with_context(|| {
                 format!("{}: the neuron sets do not fit the model", path.display())
             })?;

@@ -1,0 +1,385 @@
+//! The encoder fine-tuning cell ([`TrainCell`]): its expansion from `[grid]`, its checks (its
+//! run, one learner per task family in one loop, is in [`super::kind`]).
+//!
+//! Order (outermost first): the (model, dataset) pairs — `grid.pairs` in file order, or every
+//! model of `grid.model` (in order) with every dataset of `grid.dataset` (in order) —, then the
+//! losses of `grid.loss` (or the pair's own `loss` list), then the training-setting axes of
+//! `grid.train` (keys in alphabetical order, values in file order, the first key outermost),
+//! then the seeds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data;
+use crate::harness::experiment::{
+    CmpMode, DatasetFormat, DatasetSpec, ExperimentFile, LossSpec, ModelSpec, RankingFiles, Task,
+    TrainConfig,
+};
+use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
+
+/// A training cell, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainCell {
+    /// The grid's name.
+    pub grid: String,
+    /// Model name.
+    pub model_name: String,
+    /// Dataset name.
+    pub dataset_name: String,
+    /// Loss name.
+    pub loss_name: String,
+    /// Seed of every random choice in the run.
+    pub seed: u64,
+    /// The model's checkpoint folder, resolved (not part of the run id, so a moved checkout
+    /// keeps its results).
+    pub model_dir: std::path::PathBuf,
+    /// The dataset's folder, resolved (not part of the run id).
+    pub dataset_dir: std::path::PathBuf,
+    /// The model (path as written).
+    pub model: ModelSpec,
+    /// The dataset (path as written).
+    pub dataset: DatasetSpec,
+    /// The loss.
+    pub loss: LossSpec,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// The ranking dataset's files, resolved (not part of the run id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking_files: Option<RankingFiles>,
+}
+
+/// The training cells of `file`, in the order of the module docs. Names that the grid uses but
+/// the file does not define, empty axes, unknown settings and out-of-range values are errors
+/// naming file, line and key.
+pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell<TrainCell>>> {
+    let e = &file.experiment;
+    let g = &e.grid;
+    // (model, dataset) pairs.
+    let pairs: Vec<(String, String, Vec<String>)> = if !g.pairs.is_empty() {
+        if !g.model.is_empty() || !g.dataset.is_empty() {
+            bail!(
+                "{}: use either `pairs` or `model` × `dataset`, not both",
+                file.locate(&["grid", "pairs"])
+            );
+        }
+        g.pairs
+            .iter()
+            .map(|p| (p.model.clone(), p.dataset.clone(), p.loss.clone()))
+            .collect()
+    } else {
+        for (axis, values) in [("model", &g.model), ("dataset", &g.dataset)] {
+            if values.is_empty() {
+                bail!(
+                    "{}: the grid needs at least one {axis} (or `pairs`)",
+                    file.locate(&["grid"])
+                );
+            }
+        }
+        g.model
+            .iter()
+            .flat_map(|m| {
+                g.dataset
+                    .iter()
+                    .map(move |d| (m.clone(), d.clone(), Vec::new()))
+            })
+            .collect()
+    };
+    for (i, (m, d, _)) in pairs.iter().enumerate() {
+        let (mkey, dkey) = if g.pairs.is_empty() {
+            (
+                vec!["grid".to_owned(), "model".to_owned()],
+                vec!["grid".to_owned(), "dataset".to_owned()],
+            )
+        } else {
+            let p = vec!["grid".to_owned(), "pairs".to_owned(), i.to_string()];
+            (p.clone(), p)
+        };
+        if !e.models.contains_key(m) {
+            bail!(
+                "{}: unknown model `{m}`; the file defines {}",
+                file.locate(&mkey.iter().map(String::as_str).collect::<Vec<_>>()),
+                names(e.models.keys())
+            );
+        }
+        if !e.datasets.contains_key(d) {
+            bail!(
+                "{}: unknown dataset `{d}`; the file defines {}",
+                file.locate(&dkey.iter().map(String::as_str).collect::<Vec<_>>()),
+                names(e.datasets.keys())
+            );
+        }
+    }
+
+    let mut used: Vec<&String> = pairs.iter().map(|p| &p.1).collect();
+    used.dedup();
+    for name in used {
+        check_dataset_spec(&e.datasets[name])
+            .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["datasets", name])))?;
+    }
+
+    // Losses.
+    let mut losses = e.losses.clone();
+    if let Some(spec) = losses.get("baseline")
+        && *spec != LossSpec::Baseline
+    {
+        bail!(
+            "{}: `baseline` is predefined as the plain task loss; name this loss otherwise",
+            file.locate(&["losses", "baseline"])
+        );
+    }
+    losses.insert("baseline".into(), LossSpec::Baseline);
+    for (name, spec) in &losses {
+        check_loss(spec)
+            .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["losses", name])))?;
+    }
+    let loss_names: Vec<String> = if g.loss.is_empty() {
+        vec!["baseline".into()]
+    } else {
+        g.loss.clone()
+    };
+    let check_names = |names_: &[String], key: &[&str]| -> Result<()> {
+        for name in names_ {
+            if !losses.contains_key(name) {
+                bail!(
+                    "{}: unknown loss `{name}`; defined: {}",
+                    file.locate(key),
+                    names(losses.keys())
+                );
+            }
+        }
+        Ok(())
+    };
+    check_names(&loss_names, &["grid", "loss"])?;
+    for (i, (_, _, own)) in pairs.iter().enumerate() {
+        check_names(own, &["grid", "pairs", &i.to_string(), "loss"])?;
+    }
+    let seeds = if g.seed.is_empty() {
+        vec![1]
+    } else {
+        g.seed.clone()
+    };
+
+    let axes = train_axes(file)?;
+
+    let mut cells = Vec::new();
+    for (model_name, dataset_name, own_losses) in &pairs {
+        let model = &e.models[model_name];
+        let dataset = &e.datasets[dataset_name];
+        let mut base = TrainConfig::default();
+        base.apply(&e.train);
+        base.apply(&dataset.train);
+        base.apply(&model.train);
+        let pair_losses = if own_losses.is_empty() {
+            &loss_names
+        } else {
+            own_losses
+        };
+        for loss_name in pair_losses {
+            if let LossSpec::Comparative { n_crop, .. } = &losses[loss_name]
+                && *n_crop > 0
+                && !matches!(
+                    dataset.format,
+                    DatasetFormat::Hotpot | DatasetFormat::Ranking
+                )
+            {
+                bail!(
+                    "{}: n_crop = {n_crop} drops input segments, but dataset `{dataset_name}` \
+                     ({}) has none; crops apply to HotpotQA paragraphs and ranking candidates",
+                    file.locate(&["losses", loss_name]),
+                    kebab(&dataset.format)
+                );
+            }
+            let mut with_loss = base.clone();
+            if let LossSpec::Comparative { train, .. } = &losses[loss_name] {
+                with_loss.apply(train);
+            }
+            for combo in cartesian(&axes) {
+                let mut train = with_loss.clone();
+                let mut params = BTreeMap::new();
+                for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
+                    train.apply(o);
+                    params.insert(key.clone(), text.clone());
+                }
+                train.validate().map_err(|msg| {
+                    anyhow::anyhow!(
+                        "{}: cell {model_name} × {dataset_name}: {msg}",
+                        file.path.display()
+                    )
+                })?;
+                for &seed in &seeds {
+                    let config = TrainCell {
+                        grid: e.name.clone(),
+                        model_name: model_name.clone(),
+                        dataset_name: dataset_name.clone(),
+                        loss_name: loss_name.clone(),
+                        seed,
+                        model_dir: file.resolve(&model.path),
+                        dataset_dir: file.resolve(&dataset.path),
+                        model: model.clone(),
+                        dataset: dataset.clone(),
+                        loss: losses[loss_name].clone(),
+                        train: train.clone(),
+                        ranking_files: dataset
+                            .ranking
+                            .as_ref()
+                            .map(|r| r.resolve(&file.resolve(&dataset.path), &file.artefacts)),
+                    };
+                    let mut params = params.clone();
+                    params.insert("model".into(), model_name.clone());
+                    params.insert("dataset".into(), dataset_name.clone());
+                    params.insert("loss".into(), loss_name.clone());
+                    params.insert("seed".into(), seed.to_string());
+                    cells.push(Cell::new(cells.len(), params, config));
+                }
+            }
+        }
+    }
+    check_unique(file, &cells)?;
+    Ok(cells)
+}
+
+/// A dataset's format, task and task settings agree.
+fn check_dataset_spec(d: &DatasetSpec) -> Result<(), String> {
+    use {DatasetFormat as F, Task as T};
+    let expected: &[T] = match d.format {
+        F::Squad | F::Hotpot => &[T::ExtractiveQa],
+        F::Ranking => &[T::Ranking],
+        F::Glue | F::Jsonl | F::Csv | F::Parquet => &[T::Classification, T::Regression],
+    };
+    if !expected.contains(&d.task) {
+        return Err(format!(
+            "format = \"{}\" holds task = {}, not \"{}\"",
+            kebab(&d.format),
+            expected
+                .iter()
+                .map(|t| format!("\"{}\"", kebab(t)))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            kebab(&d.task)
+        ));
+    }
+    if d.qa.is_some() && d.task != T::ExtractiveQa {
+        return Err("`qa = { … }` belongs to extractive-QA datasets (squad, hotpot)".into());
+    }
+    if let Some(qa) = &d.qa
+        && (qa.n_best == 0 || qa.max_answer_length == 0)
+    {
+        return Err("qa.n_best and qa.max_answer_length must be at least 1".into());
+    }
+    match (&d.ranking, d.format) {
+        (None, F::Ranking) => Err(
+            "format = \"ranking\" needs `ranking = { eval_qrels = …, eval_candidates = … }`".into(),
+        ),
+        (Some(_), f) if f != F::Ranking => {
+            Err("`ranking = { … }` belongs to format = \"ranking\"".into())
+        }
+        (Some(r), _) => {
+            if r.group_size < 2 {
+                return Err(format!(
+                    "ranking.group_size must be at least 2 (a relevant passage and a negative), \
+                     got {}",
+                    r.group_size
+                ));
+            }
+            if r.max_candidates == 0 {
+                return Err("ranking.max_candidates must be at least 1".into());
+            }
+            match (&r.train_triples, &r.train_candidates, &r.train_qrels) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(()),
+                _ => Err("ranking: name `train_triples`, or `train_candidates` with \
+                          `train_qrels`"
+                    .into()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_loss(spec: &LossSpec) -> Result<(), String> {
+    let LossSpec::Comparative {
+        n_drop,
+        n_crop,
+        p,
+        mode,
+        primary,
+        weight,
+        temperature,
+        ..
+    } = spec
+    else {
+        return Ok(());
+    };
+    if *n_drop == 0 && *n_crop == 0 {
+        return Err("a comparative loss needs n_drop > 0 or n_crop > 0".into());
+    }
+    if let Some(p) = p
+        && !(0.0..1.0).contains(p)
+    {
+        return Err(format!("p must be in [0, 1), got {p}"));
+    }
+    if temperature.is_nan() || *temperature <= 0.0 {
+        return Err(format!("temperature must be > 0, got {temperature}"));
+    }
+    match mode {
+        CmpMode::Weighted if primary.is_none() || weight.is_none() => {
+            Err("mode = \"weighted\" needs `primary` and `weight`".into())
+        }
+        CmpMode::Comparative if primary.is_some() || weight.is_some() => Err(
+            "`primary` and `weight` belong to mode = \"weighted\" (the comparative mode has none)"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn check_encoder(c: &TrainCell) -> Result<()> {
+    let config = models::EncoderConfig::from_file(c.model_dir.join("config.json"))
+        .with_context(|| format!("model `{}`", c.model_name))?;
+    models::TextTokenizer::from_dir(&c.model_dir, &config)
+        .with_context(|| format!("model `{}`: tokenizer", c.model_name))?;
+    Ok(())
+}
+
+pub(crate) fn check_dataset(c: &TrainCell) -> Result<()> {
+    let exists = |p: PathBuf| -> Result<()> {
+        if p.is_file() {
+            Ok(())
+        } else {
+            bail!(
+                "dataset `{}`: {} does not exist",
+                c.dataset_name,
+                p.display()
+            )
+        }
+    };
+    match (&c.dataset.task, &c.ranking_files) {
+        (Task::ExtractiveQa, _) => {
+            let (train, eval) = data::split_files(&c.dataset, &c.dataset_dir)?;
+            return exists(train).and(exists(eval));
+        }
+        (Task::Ranking, Some(files)) => {
+            for f in files.all() {
+                exists(f.to_owned())?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let d = data::load(&c.dataset, &c.dataset_dir)
+        .with_context(|| format!("dataset `{}`", c.dataset_name))?;
+    match c.dataset.task {
+        Task::Classification if d.labels.len() < 2 => bail!(
+            "dataset `{}`: a classification task needs at least 2 labels, found {}",
+            c.dataset_name,
+            d.labels.len()
+        ),
+        Task::Regression if !d.labels.is_empty() => bail!(
+            "dataset `{}`: task = \"regression\" but the labels are classes",
+            c.dataset_name
+        ),
+        _ => Ok(()),
+    }
+}

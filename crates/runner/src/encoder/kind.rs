@@ -1,0 +1,77 @@
+//! The encoder cell as the harness sees it: identity, inputs, checks, resumption and its run
+//! (one learner per task family).
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+
+use super::cell::{TrainCell, check_dataset, check_encoder};
+use super::classify::{TokenCache, train_cell};
+use super::fit::ResumeState;
+use crate::harness::experiment::Task;
+use crate::harness::grid::{CellKind, Input, RunContext};
+use crate::harness::log::Outcome;
+
+impl CellKind for TrainCell {
+    fn identity(&self) -> Self {
+        let mut t = self.clone();
+        t.model_dir = Default::default();
+        t.dataset_dir = Default::default();
+        t.ranking_files = None;
+        // Settings that do not change the numbers do not change the run.
+        t.train.checkpoints = true;
+        t.train.save_model = false;
+        t
+    }
+
+    fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+
+    fn subject(&self) -> String {
+        format!("dataset {}", self.dataset_name)
+    }
+
+    fn inputs(&self) -> Vec<Input<'_>> {
+        vec![Input {
+            what: "dataset",
+            name: &self.dataset_name,
+            path: &self.dataset_dir,
+        }]
+    }
+
+    fn check(&self) -> Vec<anyhow::Error> {
+        [check_encoder(self), check_dataset(self)]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect()
+    }
+
+    fn resume(&self, dir: &Path) -> Result<bool> {
+        Ok(ResumeState::prepare(dir)?.is_some())
+    }
+
+    fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
+        let (dir, log, device) = (ctx.dir, &mut *ctx.log, ctx.device);
+        match self.dataset.task {
+            Task::ExtractiveQa => {
+                super::extractive::train_span_cell::<Autodiff<B>>(self, dir, log, device)
+            }
+            Task::Ranking => super::rerank::train_rank_cell::<Autodiff<B>>(self, dir, log, device),
+            Task::Classification | Task::Regression => {
+                let tokens = ctx.output.join(".tokens");
+                let cache = ctx
+                    .shared
+                    .get_or_insert_with(|| TokenCache::on_disk(tokens));
+                let data = cache.get(self)?;
+                train_cell::<Autodiff<B>>(self, &data, dir, log, device)
+            }
+        }
+    }
+}

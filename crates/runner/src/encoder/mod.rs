@@ -1,0 +1,11 @@
+//! Fine-tuning an encoder, with the plain task loss or the comparative loss over nested
+//! ablations: one training loop ([`fit`]) and one learner per task family (sentence
+//! classification and regression in [`classify`], extractive QA in [`extractive`], re-ranking in
+//! [`rerank`]).
+
+pub mod cell;
+pub mod classify;
+pub mod extractive;
+pub mod fit;
+pub mod kind;
+pub mod rerank;

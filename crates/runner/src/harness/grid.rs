@@ -1,0 +1,202 @@
+//! A grid's cells ([`Grid`]: read, expanded, checked, planned), and the pieces of expansion
+//! that the kinds share: training-setting axes, their combinations, the decoder-model check and the check
+//! that no two cells are the same run.
+//!
+//! Expansion is each kind's (its `expand`, in its folder); the registry puts them together. The
+//! order is stable and documented there; cell numbers (for `--cell N`) count from 0 in it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+pub use crate::harness::cell::{Cell, CellKind, Expand, Input, RunContext, Shared};
+use crate::harness::experiment::{ExperimentFile, ModelKind, TrainOverrides, setting_from_value};
+use crate::harness::results::status;
+
+/// An experiment file, expanded.
+pub struct Grid<C> {
+    /// The file.
+    pub file: ExperimentFile,
+    /// Its cells in order.
+    pub cells: Vec<Cell<C>>,
+    /// `DIR/<grid>`.
+    pub dir: PathBuf,
+}
+
+impl<C: Expand> Grid<C> {
+    /// Read and expand `path` (`${ARTEFACTS}` is `artefacts`); results under `output/<name>`.
+    pub fn open(path: &Path, output: &Path, artefacts: &Path) -> Result<Self> {
+        let file = ExperimentFile::read(path, artefacts)?;
+        let cells = C::expand(&file)?;
+        let dir = output.join(&file.experiment.name);
+        Ok(Self { file, cells, dir })
+    }
+
+    /// Check that every cell can start: unset `${VAR}`s in its paths, then its kind's checks
+    /// ([`CellKind::check`]), once per model and subject. Returns one line per problem.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen = BTreeSet::new();
+        for cell in &self.cells {
+            let c = &cell.config;
+            if !seen.insert((c.model_name().to_owned(), c.subject())) {
+                continue;
+            }
+            let at = format!("cell {} ({})", cell.index, cell.run_id);
+            let mut paths = vec![Input {
+                what: "model",
+                name: c.model_name(),
+                path: c.model_dir(),
+            }];
+            paths.extend(c.inputs());
+            let unset: Vec<String> = paths
+                .iter()
+                .filter_map(|i| {
+                    let text = i.path.to_string_lossy();
+                    let start = text.find("${")?;
+                    let var = text[start + 2..].split('}').next().unwrap_or("");
+                    Some(format!(
+                        "{at}: {} `{}`: the environment variable {var} is not set (the path is \
+                         {})",
+                        i.what,
+                        i.name,
+                        i.path.display()
+                    ))
+                })
+                .collect();
+            if !unset.is_empty() {
+                problems.extend(unset);
+                continue;
+            }
+            problems.extend(c.check().into_iter().map(|e| format!("{at}: {e:#}")));
+        }
+        problems
+    }
+
+    /// One line per cell: index, run id, status, axis values.
+    pub fn plan(&self) -> String {
+        let mut out = format!(
+            "grid `{}`: {} cells, results in {}\n",
+            self.file.experiment.name,
+            self.cells.len(),
+            self.dir.display()
+        );
+        for cell in &self.cells {
+            let params: Vec<String> = cell
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(&format!(
+                "{:>4}  {}  {:<8}  {}\n",
+                cell.index,
+                cell.run_id,
+                status(&self.dir, cell),
+                params.join(" ")
+            ));
+        }
+        out
+    }
+}
+
+/// Two cells with one run id: an axis repeats a value.
+pub fn check_unique<C>(file: &ExperimentFile, cells: &[Cell<C>]) -> Result<()> {
+    let mut seen = BTreeMap::new();
+    for c in cells {
+        if let Some(other) = seen.insert(c.run_id.clone(), c.index) {
+            bail!(
+                "{}: cells {other} and {} are the same run (an axis repeats a value)",
+                file.path.display(),
+                c.index
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `grid.model` is not empty and names decoders of the file (`what` needs them).
+pub fn check_decoder_models(file: &ExperimentFile, what: &str) -> Result<()> {
+    let e = &file.experiment;
+    if e.grid.model.is_empty() {
+        bail!(
+            "{}: the grid needs at least one model",
+            file.locate(&["grid"])
+        );
+    }
+    for (i, m) in e.grid.model.iter().enumerate() {
+        let key = ["grid", "model", &i.to_string()];
+        let Some(spec) = e.models.get(m) else {
+            bail!(
+                "{}: unknown model `{m}`; the file defines {}",
+                file.locate(&key),
+                names(e.models.keys())
+            );
+        };
+        if spec.kind != ModelKind::Decoder {
+            bail!(
+                "{}: model `{m}` is an encoder; {what} need kind = \"decoder\"",
+                file.locate(&key)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A training-setting axis: its key, and each value as text and as a setting.
+pub type TrainAxis = (String, Vec<(String, TrainOverrides)>);
+
+/// The training-setting axes of `grid.train`, each value checked as a setting on its own.
+pub fn train_axes(file: &ExperimentFile) -> Result<Vec<TrainAxis>> {
+    let mut axes = Vec::new();
+    for (key, values) in &file.experiment.grid.train {
+        let where_ = || file.locate(&["grid", "train", key]);
+        let list = match values {
+            toml::Value::Array(a) if !a.is_empty() => a,
+            _ => bail!("{}: an axis is a non-empty list of values", where_()),
+        };
+        let mut parsed = Vec::new();
+        for v in list {
+            let o =
+                setting_from_value(key, v).map_err(|err| anyhow::anyhow!("{}: {err}", where_()))?;
+            parsed.push((v.to_string(), o));
+        }
+        axes.push((key.clone(), parsed));
+    }
+    Ok(axes)
+}
+
+/// Every combination of one value per axis, first axis outermost (one empty combination when
+/// there are no axes).
+pub fn cartesian<T: Clone>(axes: &[(String, Vec<T>)]) -> Vec<Vec<T>> {
+    axes.iter().fold(vec![Vec::new()], |acc, (_, values)| {
+        acc.iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut p = prefix.clone();
+                    p.push(v.clone());
+                    p
+                })
+            })
+            .collect()
+    })
+}
+
+/// The name an enum value has in experiment files.
+pub fn kebab<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// Backquoted names for an error message (`none` when there are none).
+pub fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<String> = keys.map(|k| format!("`{k}`")).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}

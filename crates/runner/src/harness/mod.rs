@@ -1,0 +1,12 @@
+//! What every cell has in common, naming no kind of cell: the experiment file (its schema,
+//! `${VAR}`s and `file, line N: key K` locations), grid expansion's shared pieces and cell
+//! identity (run ids), the results layout and the run log.
+
+pub mod cell;
+pub mod experiment;
+pub mod grid;
+pub mod ids;
+pub mod log;
+pub mod results;
+pub mod run;
+pub mod slurm;

@@ -1,0 +1,506 @@
+//! The LoRA fine-tuning cell ([`LoraCell`]): its expansion from `[grid]` (with `grid.neurons`,
+//! [`NeuronChoice`]), its checks (its run is in
+//! [`super::kind`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::harness::experiment::{
+    ExperimentFile, LoraSpec, ModelSpec, TaskFormat, TaskSpec, TrainConfig,
+};
+use crate::harness::grid::{Cell, cartesian, check_decoder_models, names, train_axes};
+
+/// A LoRA fine-tuning cell, resolved: train on the task's training language, evaluate on
+/// `eval_files`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraCell {
+    /// The grid's name.
+    pub grid: String,
+    /// Model name.
+    pub model_name: String,
+    /// Task name.
+    pub task_name: String,
+    /// The neuron-set spec as written in `grid.neurons` (see [`NeuronChoice`]).
+    pub neurons: String,
+    /// For a spec with `target`: the one evaluation language it stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Seed of the head, the adapters, the data order and a random set.
+    pub seed: u64,
+    /// The run id of the study cell whose sets are used (`lora.neurons_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_study: Option<String>,
+    /// The model's checkpoint, resolved (not part of the run id).
+    pub model_dir: PathBuf,
+    /// The training language and file, resolved (not part of the run id).
+    pub train_file: (String, PathBuf),
+    /// The evaluation languages of this cell and their files, resolved (not part of the run id).
+    pub eval_files: BTreeMap<String, PathBuf>,
+    /// `lora.neurons_file`, resolved (not part of the run id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_file: Option<PathBuf>,
+    /// The model (path as written).
+    pub model: ModelSpec,
+    /// The task (paths as written).
+    pub task: TaskSpec,
+    /// The adapter, with the model's rank and α.
+    pub lora: LoraSpec,
+    /// Training settings.
+    pub train: TrainConfig,
+}
+
+/// A parsed `grid.neurons` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeuronChoice {
+    /// The union's languages (`target` included as written); empty for `none`.
+    pub languages: Vec<String>,
+    /// Random neurons with the union's per-layer counts.
+    pub random: bool,
+}
+
+impl NeuronChoice {
+    /// Parse `none`, `en`, `en+vi`, `target`, `en+target`, each optionally `random:`-prefixed.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (random, rest) = match text.strip_prefix("random:") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if rest == "none" {
+            if random {
+                return Err("`random:none` selects nothing; write `none`".into());
+            }
+            return Ok(Self {
+                languages: Vec::new(),
+                random: false,
+            });
+        }
+        let languages: Vec<String> = rest.split('+').map(|l| l.trim().to_owned()).collect();
+        if languages.iter().any(|l| {
+            l.is_empty()
+                || !l
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        }) {
+            return Err(format!(
+                "{text:?}: expected none, a language, a union like en+vi, target, or one of \
+                 these after `random:`"
+            ));
+        }
+        Ok(Self { languages, random })
+    }
+
+    /// Whether the spec names the evaluation language.
+    pub fn has_target(&self) -> bool {
+        self.languages.iter().any(|l| l == "target")
+    }
+
+    /// The languages with `target` replaced.
+    pub fn resolve(&self, target: Option<&str>) -> Vec<String> {
+        self.languages
+            .iter()
+            .map(|l| match (l.as_str(), target) {
+                ("target", Some(t)) => t.to_owned(),
+                _ => l.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A grid of fine-tuning tasks has no encoder axes (checked before its studies expand).
+pub fn check_axes(file: &ExperimentFile) -> Result<()> {
+    let g = &file.experiment.grid;
+    for (axis, empty) in [
+        ("dataset", g.dataset.is_empty()),
+        ("pairs", g.pairs.is_empty()),
+        ("loss", g.loss.is_empty()),
+    ] {
+        if !empty {
+            bail!(
+                "{}: a grid of fine-tuning tasks (`task`) has no `{axis}` axis; put encoder \
+                 training runs in another file",
+                file.locate(&["grid", axis])
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The fine-tuning cells of `file`: every model × task × `grid.neurons` value (a value with
+/// `target` once per evaluation language) × training-axis combination × seed, in that order
+/// (outermost first), numbered from `first` (the grid's studies come before them: their sets
+/// feed these cells). `study_run(model, study)` is the run id of the grid's study cell that
+/// `lora.neurons_from` names for that model.
+pub fn expand(
+    file: &ExperimentFile,
+    first: usize,
+    study_run: &dyn Fn(&str, &str) -> Option<String>,
+) -> Result<Vec<Cell<LoraCell>>> {
+    check_axes(file)?;
+    let e = &file.experiment;
+    let g = &e.grid;
+    let mut cells = Vec::new();
+    check_decoder_models(file, "LoRA fine-tuning tasks")?;
+    for (i, name) in g.task.iter().enumerate() {
+        let Some(task) = e.tasks.get(name) else {
+            bail!(
+                "{}: unknown task `{name}`; the file defines {}",
+                file.locate(&["grid", "task", &i.to_string()]),
+                names(e.tasks.keys())
+            );
+        };
+        check_task(file, name, task)?;
+    }
+    check_lora(file, &e.lora)?;
+    let neuron_values: Vec<String> = if g.neurons.is_empty() {
+        vec!["none".into()]
+    } else {
+        g.neurons.clone()
+    };
+    let mut choices = Vec::new();
+    for (i, value) in neuron_values.iter().enumerate() {
+        let at = || file.locate(&["grid", "neurons", &i.to_string()]);
+        let choice = NeuronChoice::parse(value).map_err(|m| anyhow::anyhow!("{}: {m}", at()))?;
+        if !choice.languages.is_empty()
+            && e.lora.neurons_from.is_none()
+            && e.lora.neurons_file.is_none()
+        {
+            bail!(
+                "{}: {value:?} needs neuron sets: set `neurons_from` (a study) or \
+                 `neurons_file` in [lora]",
+                at()
+            );
+        }
+        choices.push((value.clone(), choice));
+    }
+    let axes = train_axes(file)?;
+    let seeds = if g.seed.is_empty() {
+        vec![1]
+    } else {
+        g.seed.clone()
+    };
+    for model_name in &g.model {
+        let model = &e.models[model_name];
+        // The sets of `neurons_from`: that study's cell for this model, first seed.
+        let neurons_study = match &e.lora.neurons_from {
+            Some(study) => Some(study_run(model_name, study).with_context(|| {
+                format!(
+                    "{}: the grid runs no study {study:?} of model `{model_name}`",
+                    file.locate(&["lora", "neurons_from"])
+                )
+            })?),
+            None => None,
+        };
+        for task_name in &g.task {
+            let task = &e.tasks[task_name];
+            let mut base = TrainConfig::default();
+            base.apply(&e.train);
+            base.apply(&model.train);
+            base.apply(&task.settings);
+            let mut lora = e.lora.clone();
+            model.lora.apply_to(&mut lora);
+            task.lora.apply_to(&mut lora);
+            lora.alpha = Some(lora.alpha());
+            let (train_lang, train_path) = task.train.iter().next().expect("checked");
+            for (value, choice) in &choices {
+                let targets: Vec<Option<&String>> = if choice.has_target() {
+                    task.eval.keys().map(Some).collect()
+                } else {
+                    vec![None]
+                };
+                for target in targets {
+                    for combo in cartesian(&axes) {
+                        let mut train = base.clone();
+                        let mut params = BTreeMap::new();
+                        for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
+                            train.apply(o);
+                            params.insert(key.clone(), text.clone());
+                        }
+                        train.validate().map_err(|msg| {
+                            anyhow::anyhow!(
+                                "{}: cell {model_name} × {task_name}: {msg}",
+                                file.path.display()
+                            )
+                        })?;
+                        let eval_files: BTreeMap<String, std::path::PathBuf> = task
+                            .eval
+                            .iter()
+                            .filter(|(lang, _)| target.is_none_or(|t| t == *lang))
+                            .map(|(lang, p)| (lang.clone(), file.resolve(p)))
+                            .collect();
+                        for &seed in &seeds {
+                            let config = LoraCell {
+                                grid: e.name.clone(),
+                                model_name: model_name.clone(),
+                                task_name: task_name.clone(),
+                                neurons: value.clone(),
+                                target: target.cloned(),
+                                seed,
+                                neurons_study: neurons_study.clone(),
+                                model_dir: file.resolve(&model.path),
+                                train_file: (train_lang.clone(), file.resolve(train_path)),
+                                eval_files: eval_files.clone(),
+                                neurons_file: lora.neurons_file.as_ref().map(|p| file.resolve(p)),
+                                model: model.clone(),
+                                task: task.clone(),
+                                lora: lora.clone(),
+                                train: train.clone(),
+                            };
+                            let mut params = params.clone();
+                            params.insert("model".into(), model_name.clone());
+                            params.insert("task".into(), task_name.clone());
+                            params.insert("neurons".into(), value.clone());
+                            params.insert(
+                                "eval".into(),
+                                target.cloned().unwrap_or_else(|| "all".into()),
+                            );
+                            params.insert("seed".into(), seed.to_string());
+                            cells.push(Cell::new(first + cells.len(), params, config));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// Check a task's fields against its format, naming the file, line and key.
+fn check_task(file: &ExperimentFile, name: &str, t: &TaskSpec) -> Result<()> {
+    let at = |key: &str| file.locate(&["tasks", name, key]);
+    if t.train.len() != 1 {
+        bail!(
+            "{}: the zero-shot protocol trains on one language: give exactly one language → \
+             file, found {}",
+            at("train"),
+            t.train.len()
+        );
+    }
+    if t.eval.is_empty() {
+        bail!(
+            "{}: a task needs at least one evaluation language → file",
+            at("eval")
+        );
+    }
+    match t.format {
+        TaskFormat::Jsonl => {
+            for (key, v) in [("text", &t.text), ("label", &t.label)] {
+                if v.is_none() {
+                    bail!(
+                        "{}: format = \"jsonl\" needs `{key}` (the field's name)",
+                        at("format")
+                    );
+                }
+            }
+            if t.classes.len() < 2 {
+                bail!(
+                    "{}: a classification task needs at least 2 classes, found {}",
+                    at("classes"),
+                    t.classes.len()
+                );
+            }
+        }
+        TaskFormat::Xnli | TaskFormat::Xquad => {
+            let own = match t.format {
+                TaskFormat::Xnli => "format = \"xnli\" (premise, hypothesis and label are XNLI's)",
+                _ => "format = \"xquad\" (context, question and answers are SQuAD's)",
+            };
+            for (key, set) in [
+                ("text", t.text.is_some()),
+                ("text_pair", t.text_pair.is_some()),
+                ("label", t.label.is_some()),
+                ("label_map", !t.label_map.is_empty()),
+                ("drop_labels", !t.drop_labels.is_empty()),
+                (
+                    "classes",
+                    t.format == TaskFormat::Xquad && !t.classes.is_empty(),
+                ),
+            ] {
+                if set {
+                    bail!("{}: `{key}` does not apply to {own}", at(key));
+                }
+            }
+            let xnli: Vec<String> = crate::data::crosslingual::XNLI_LABELS
+                .map(String::from)
+                .to_vec();
+            if !t.classes.is_empty() && t.classes != xnli {
+                bail!("{}: XNLI's classes are {}", at("classes"), xnli.join(", "));
+            }
+        }
+    }
+    if t.max_new_tokens.is_some() && t.format != TaskFormat::Xquad {
+        bail!(
+            "{}: `max_new_tokens` applies to format = \"xquad\" only",
+            at("max_new_tokens")
+        );
+    }
+    if t.max_new_tokens == Some(0) {
+        bail!("{}: generate at least 1 token", at("max_new_tokens"));
+    }
+    if let Some(f) = t.split
+        && !(f > 0.0 && f < 1.0)
+    {
+        bail!(
+            "{}: expected a fraction strictly between 0 and 1 (the training part), got {f}",
+            at("split")
+        );
+    }
+    if let Some(targets) = &t.lora.targets {
+        check_targets(file, &["tasks", name, "lora", "targets"], targets)?;
+    }
+    if t.lora.rank == Some(0) {
+        bail!(
+            "{}: the rank must be at least 1",
+            file.locate(&["tasks", name, "lora", "rank"])
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in t.classes.iter().enumerate() {
+        if !seen.insert(c) {
+            bail!(
+                "{}: class {c:?} appears twice",
+                file.locate(&["tasks", name, "classes", &i.to_string()])
+            );
+        }
+    }
+    for (lang, map) in &t.label_map {
+        for (raw, class) in map {
+            if !t.classes.contains(class) {
+                bail!(
+                    "{}: {raw:?} maps to {class:?}, which is not one of the classes ({})",
+                    file.locate(&["tasks", name, "label_map", lang, raw]),
+                    t.classes.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check LoRA target names at `key`.
+fn check_targets(file: &ExperimentFile, key: &[&str], targets: &[String]) -> Result<()> {
+    for (i, t) in targets.iter().enumerate() {
+        if !models::LORA_TARGETS.contains(&t.as_str()) {
+            let index = i.to_string();
+            let mut at = key.to_vec();
+            at.push(&index);
+            bail!(
+                "{}: {t:?} names no linear of a Llama layer; expected one of {}",
+                file.locate(&at),
+                models::LORA_TARGETS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Check `[lora]`, naming the file, line and key.
+fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
+    let e = &file.experiment;
+    let at = |key: &str| file.locate(&["lora", key]);
+    check_targets(file, &["lora", "targets"], &l.targets)?;
+    if l.rank == 0 {
+        bail!("{}: the rank must be at least 1", at("rank"));
+    }
+    if let Some(a) = l.alpha
+        && !(a > 0.0 && a.is_finite())
+    {
+        bail!("{}: alpha must be a positive number, got {a}", at("alpha"));
+    }
+    for (m, spec) in &e.models {
+        if let Some(targets) = &spec.lora.targets {
+            check_targets(file, &["models", m, "lora", "targets"], targets)?;
+        }
+        if spec.lora.rank == Some(0) {
+            bail!(
+                "{}: the rank must be at least 1",
+                file.locate(&["models", m, "lora", "rank"])
+            );
+        }
+    }
+    if !matches!(l.init.as_str(), "normal" | "kaiming") {
+        bail!(
+            "{}: expected \"normal\" or \"kaiming\", got {:?}",
+            at("init"),
+            l.init
+        );
+    }
+    if !matches!(l.position.as_str(), "last-non-padding" | "last") {
+        bail!(
+            "{}: expected \"last-non-padding\" or \"last\", got {:?}",
+            at("position"),
+            l.position
+        );
+    }
+    if l.neurons_from.is_some() && l.neurons_file.is_some() {
+        bail!(
+            "{}: give `neurons_from` or `neurons_file`, not both",
+            at("neurons_file")
+        );
+    }
+    if let Some(study) = &l.neurons_from
+        && !e.grid.study.contains(study)
+    {
+        bail!(
+            "{}: {study:?} is not a study of this grid; add it to grid.study (defined: {})",
+            at("neurons_from"),
+            names(e.studies.keys())
+        );
+    }
+    match l.intervention.as_str() {
+        "none" => {}
+        "mean" if l.neurons_from.is_none() => bail!(
+            "{}: a mean intervention needs the study's statistics: set `neurons_from`",
+            at("intervention")
+        ),
+        v if neurons::InterventionValue::parse(v).is_none() => bail!(
+            "{}: expected \"none\", \"zero\", \"mean\" or a number, got {v:?}",
+            at("intervention")
+        ),
+        _ if l.neurons_from.is_none() && l.neurons_file.is_none() => bail!(
+            "{}: an intervention acts on the evaluation language's neurons: set `neurons_from` \
+             or `neurons_file`",
+            at("intervention")
+        ),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The files a fine-tuning cell reads exist, and the model is a decoder with a tokenizer.
+pub(crate) fn check_adapt_inputs(a: &LoraCell) -> Result<()> {
+    let (lang, path) = &a.train_file;
+    if !path.is_file() {
+        bail!(
+            "task `{}`: no training file for language {lang}: {}",
+            a.task_name,
+            path.display()
+        );
+    }
+    for (lang, path) in &a.eval_files {
+        if !path.is_file() {
+            bail!(
+                "task `{}`: no evaluation file for language {lang}: {}",
+                a.task_name,
+                path.display()
+            );
+        }
+    }
+    if let Some(p) = &a.neurons_file
+        && !p.is_file()
+    {
+        bail!("[lora]: no such neuron-set file {}", p.display());
+    }
+    let checkpoint = models::DecoderCheckpoint::open(&a.model_dir)
+        .with_context(|| format!("model `{}`", a.model_name))?;
+    if checkpoint.tokenizer.is_none() {
+        bail!(
+            "model `{}`: no tokenizer in {} (fine-tuning tokenizes the task's text)",
+            a.model_name,
+            a.model_dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The LoRA cell as the harness sees it: identity, inputs, checks and its run (classification
+//! or generative QA, by the task's format).
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+
+use super::cell::{LoraCell, check_adapt_inputs};
+use crate::harness::experiment::TaskFormat;
+use crate::harness::grid::{CellKind, Input, RunContext};
+use crate::harness::log::Outcome;
+
+impl CellKind for LoraCell {
+    fn identity(&self) -> Self {
+        let mut a = self.clone();
+        a.model_dir = Default::default();
+        a.train_file.1 = Default::default();
+        a.eval_files
+            .values_mut()
+            .for_each(|p| *p = Default::default());
+        a.neurons_file = None;
+        a
+    }
+
+    fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+
+    fn subject(&self) -> String {
+        format!("task {}", self.task_name)
+    }
+
+    fn inputs(&self) -> Vec<Input<'_>> {
+        let mut inputs = vec![Input {
+            what: "training file",
+            name: &self.train_file.0,
+            path: &self.train_file.1,
+        }];
+        inputs.extend(self.eval_files.iter().map(|(lang, path)| Input {
+            what: "evaluation file",
+            name: lang,
+            path,
+        }));
+        if let Some(path) = &self.neurons_file {
+            inputs.push(Input {
+                what: "neurons",
+                name: &self.task_name,
+                path,
+            });
+        }
+        inputs
+    }
+
+    fn check(&self) -> Vec<anyhow::Error> {
+        check_adapt_inputs(self).err().into_iter().collect()
+    }
+
+    fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
+        let (grid_dir, dir, log, device) = (ctx.grid_dir, ctx.dir, &mut *ctx.log, ctx.device);
+        match self.task.format {
+            TaskFormat::Xquad => {
+                super::generative::run_qa::<Autodiff<B>>(self, grid_dir, dir, log, device)
+            }
+            TaskFormat::Jsonl | TaskFormat::Xnli => {
+                super::classify::run_classifier::<Autodiff<B>>(self, grid_dir, dir, log, device)
+            }
+        }
+    }
+}
