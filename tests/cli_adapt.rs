@@ -310,7 +310,7 @@ fn bad_lora_settings_and_missing_evaluation_data_are_named() {
         (
             LORA.to_string(),
             format!("{grid}neurons = [\"aa+\"]\n"),
-            "grid.neurons.0: \"aa+\": expected none, a language",
+            "grid.neurons: \"aa+\": expected none, a language",
         ),
         (
             LORA.replace("intervention = \"zero\"", "intervention = \"mean\""),

@@ -1,23 +1,11 @@
-//! Integration tests of the workspace, one module per topic.
+//! Integration tests of the workspace, one module per topic: the runner and the command line,
+//! and what spans crates. The parity tests of `models` and `neurons` live in their crates
+//! (`crates/<crate>/tests/parity.rs`).
 
 mod util;
 
-// BERT, RoBERTa and ELECTRA against tiny HF models (fixtures from make_encoder_fixtures.py).
-mod encoders;
-// Llama and Mistral decoders against tiny HF models (fixtures from make_decoder_fixtures.py).
-mod decoders;
-// The real SmolLM2-135M-Instruct GGUF against transformers: perplexity, chat, generation.
-mod smollm2;
-// Language-specific neuron selection against NumPy re-implementations of the official scripts.
-mod lape;
-// LoRA adapters (with Mondal's neuron mask) against PyTorch.
-mod lora;
-// Activation statistics, packing and merging on the tiny decoders.
-mod neuron_stats;
-// The GGUF reader against llama.cpp's Python writer.
-mod gguf;
-// Bad checkpoints, configs, tokenizers and inputs: each a clear error.
-mod errors;
+// `neuronlab perplexity` and `generate` on the real SmolLM2.
+mod cli_decoder;
 // The real all-MiniLM-L6-v2 checkpoint against transformers, and the CLI on it.
 mod minilm;
 // Experiment files and grid expansion.

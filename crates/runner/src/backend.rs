@@ -61,6 +61,14 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
+/// The `--device` option of every command that computes.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct DeviceArg {
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+}
+
 /// Something to run on whichever backend the device needs.
 pub trait BackendJob {
     /// What the job returns.

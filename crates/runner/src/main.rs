@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use runner::backend::{DeviceSpec, run_on};
+use runner::backend::{DeviceArg, run_on};
 use runner::commands;
 
 #[derive(Parser, Debug)]
@@ -23,53 +23,25 @@ struct Cli {
 enum Command {
     /// Sentence embeddings: mean pooling over non-padding tokens, printed as a JSON array.
     Embed {
-        /// Checkpoint directory (config.json, model.safetensors or pytorch_model.bin, tokenizer).
-        #[arg(long)]
-        model: PathBuf,
-        /// L2-normalise each embedding.
-        #[arg(long)]
-        normalize: bool,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
-        /// The texts to embed.
-        #[arg(required = true)]
-        texts: Vec<String>,
+        #[command(flatten)]
+        job: commands::embed::EmbedJob,
+        #[command(flatten)]
+        on: DeviceArg,
     },
     /// Perplexity of a text file under a decoder, printed as JSON `{"n_tokens", "mean_nll",
     /// "perplexity"}` (natural log; every token but the first predicted once).
     Perplexity {
-        /// A `.gguf` file, or an HF checkpoint directory (config.json, weights, tokenizer.json).
-        #[arg(long)]
-        model: PathBuf,
-        /// UTF-8 text, scored as one sequence.
-        #[arg(long)]
-        text_file: PathBuf,
-        /// Window length for long texts (default: the model's context length); consecutive
-        /// windows overlap by one token.
-        #[arg(long)]
-        window: Option<usize>,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        #[command(flatten)]
+        job: commands::decoder::PerplexityJob,
+        #[command(flatten)]
+        on: DeviceArg,
     },
     /// Greedy generation with a decoder; prints the generated text.
     Generate {
-        /// A `.gguf` file, or an HF checkpoint directory (config.json, weights, tokenizer.json).
-        #[arg(long)]
-        model: PathBuf,
-        /// The prompt, used as given (no chat template unless --chat).
-        #[arg(long)]
-        prompt: String,
-        /// Most tokens to generate (generation also stops at an end-of-sequence token).
-        #[arg(long, default_value_t = 64)]
-        max_new_tokens: usize,
-        /// Render the prompt as one user turn with the checkpoint's chat template.
-        #[arg(long)]
-        chat: bool,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        #[command(flatten)]
+        job: commands::decoder::GenerateJob,
+        #[command(flatten)]
+        on: DeviceArg,
     },
     /// Architecture, parameter count, tensor names and shapes of a checkpoint.
     Inspect {
@@ -109,9 +81,8 @@ enum GridCommand {
         /// Run only cell N (0-based, in `grid list` order), e.g. as a cluster array task.
         #[arg(long)]
         cell: Option<usize>,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        #[command(flatten)]
+        on: DeviceArg,
     },
     /// The cells, their run ids and status (pending, finished, failed).
     List {
@@ -138,106 +109,34 @@ enum GridCommand {
 enum Bench {
     /// Tokens/s of an encoder forward pass (eval mode) on a random batch without padding.
     Forward {
-        /// Checkpoint directory.
-        #[arg(long, default_value = ".cache/artefacts/all-MiniLM-L6-v2")]
-        model: PathBuf,
-        /// Sequences per batch.
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// Tokens per sequence.
-        #[arg(long, default_value_t = 128)]
-        seq: usize,
-        /// Timed iterations (after two warm-up ones); the median is reported.
-        #[arg(long, default_value_t = 10)]
-        iters: usize,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        #[command(flatten)]
+        job: commands::bench::BenchForward,
+        #[command(flatten)]
+        on: DeviceArg,
     },
     /// Tokens/s of activation-statistics collection on a decoder (positive counts, sums and
     /// sums of squares of every gate pre-activation, counted inside the forward; no LM head).
     Collect {
-        /// A `.gguf` file or an HF decoder directory.
-        #[arg(
-            long,
-            default_value = ".cache/artefacts/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-        )]
-        model: PathBuf,
-        /// Windows per batch.
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// Tokens per window.
-        #[arg(long, default_value_t = 256)]
-        seq: usize,
-        /// Timed batches (after one warm-up batch); the median is reported.
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        #[command(flatten)]
+        job: commands::bench::BenchCollect,
+        #[command(flatten)]
+        on: DeviceArg,
     },
     /// Milliseconds per LoRA training step (forward, backward, clipping, AdamW) of a decoder
     /// classifier with a frozen base, on a random batch without padding.
     LoraStep {
-        /// A `.gguf` file or an HF decoder directory.
-        #[arg(
-            long,
-            default_value = ".cache/artefacts/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-        )]
-        model: PathBuf,
-        /// Examples per step.
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// Tokens per example.
-        #[arg(long, default_value_t = 64)]
-        seq: usize,
-        /// LoRA rank (alpha = 2 rank).
-        #[arg(long, default_value_t = 8)]
-        rank: usize,
-        /// Linears with an unmasked adapter, comma-separated.
-        #[arg(
-            long,
-            default_value = "q_proj,k_proj,v_proj,o_proj",
-            value_delimiter = ','
-        )]
-        targets: Vec<String>,
-        /// Add a gate_proj adapter masked to this many random neurons per layer.
-        #[arg(long)]
-        gate_neurons: Option<usize>,
-        /// Timed steps (after one warm-up step); the median is reported.
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        #[command(flatten)]
+        job: commands::bench::BenchLoraStep,
+        #[command(flatten)]
+        on: DeviceArg,
     },
     /// Milliseconds per training step (forward of every view, backward, clipping, AdamW) of a
     /// sequence classifier on a random batch without padding, baseline or comparative.
     Step {
-        /// Checkpoint directory.
-        #[arg(long, default_value = ".cache/artefacts/all-MiniLM-L6-v2")]
-        model: PathBuf,
-        /// Examples per step.
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// Tokens per example.
-        #[arg(long, default_value_t = 64)]
-        seq: usize,
-        /// Nested dropout views c (0: the baseline).
-        #[arg(long, default_value_t = 0)]
-        n_drop: u32,
-        /// Run the c + 1 views one after another instead of as one batch.
-        #[arg(long)]
-        sequential: bool,
-        /// Time a span extractor (extractive QA: start/end losses) instead of a classifier.
-        #[arg(long)]
-        span: bool,
-        /// Timed steps (after one warm-up step); the median is reported.
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        #[command(flatten)]
+        job: commands::bench::BenchStep,
+        #[command(flatten)]
+        on: DeviceArg,
     },
 }
 
@@ -258,141 +157,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// Print a command's result as one line of JSON.
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Embed {
-            model,
-            normalize,
-            device,
-            texts,
-        } => {
-            let embeddings = run_on(
-                device,
-                commands::embed::Embed {
-                    model,
-                    texts,
-                    normalize,
-                },
-            )?;
-            println!("{}", serde_json::to_string(&embeddings)?);
-        }
-        Command::Perplexity {
-            model,
-            text_file,
-            window,
-            device,
-        } => {
-            let task = commands::decoder::PerplexityTask {
-                model,
-                text_file,
-                window,
-            };
-            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
-        }
-        Command::Generate {
-            model,
-            prompt,
-            max_new_tokens,
-            chat,
-            device,
-        } => {
-            let task = commands::decoder::GenerateTask {
-                model,
-                prompt,
-                max_new_tokens,
-                chat,
-            };
-            println!("{}", run_on(device, task)?);
-        }
+        Command::Embed { job, on } => print_json(&run_on(on.device, job)?)?,
+        Command::Perplexity { job, on } => print_json(&run_on(on.device, job)?)?,
+        Command::Generate { job, on } => println!("{}", run_on(on.device, job)?),
         Command::Inspect { path } => print!("{}", commands::inspect::inspect(&path)?),
-        Command::Bench {
-            what:
-                Bench::Forward {
-                    model,
-                    batch,
-                    seq,
-                    iters,
-                    device,
-                },
-        } => {
-            let task = commands::bench::BenchForward {
-                model,
-                batch,
-                seq,
-                iters: iters.max(1),
-                device_label: device.to_string(),
-            };
-            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
-        }
-        Command::Bench {
-            what:
-                Bench::Collect {
-                    model,
-                    batch,
-                    seq,
-                    iters,
-                    device,
-                },
-        } => {
-            let task = commands::bench::BenchCollect {
-                model,
-                batch,
-                seq,
-                iters: iters.max(1),
-                device_label: device.to_string(),
-            };
-            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
-        }
-        Command::Bench {
-            what:
-                Bench::Step {
-                    model,
-                    batch,
-                    seq,
-                    n_drop,
-                    sequential,
-                    span,
-                    iters,
-                    device,
-                },
-        } => {
-            let task = commands::bench::BenchStep {
-                model,
-                batch,
-                seq,
-                n_drop,
-                batched: !sequential,
-                span,
-                iters: iters.max(1),
-                device_label: device.to_string(),
-            };
-            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
-        }
-        Command::Bench {
-            what:
-                Bench::LoraStep {
-                    model,
-                    batch,
-                    seq,
-                    rank,
-                    targets,
-                    gate_neurons,
-                    iters,
-                    device,
-                },
-        } => {
-            let task = commands::bench::BenchLoraStep {
-                model,
-                batch,
-                seq,
-                rank,
-                targets,
-                gate_neurons,
-                iters: iters.max(1),
-                device_label: device.to_string(),
-            };
-            println!("{}", serde_json::to_string(&run_on(device, task)?)?);
-        }
+        Command::Bench { what } => match what {
+            Bench::Forward { mut job, on } => {
+                job.device_label = on.device.to_string();
+                print_json(&run_on(on.device, job)?)?
+            }
+            Bench::Collect { mut job, on } => {
+                job.device_label = on.device.to_string();
+                print_json(&run_on(on.device, job)?)?
+            }
+            Bench::Step { mut job, on } => {
+                job.device_label = on.device.to_string();
+                print_json(&run_on(on.device, job)?)?
+            }
+            Bench::LoraStep { mut job, on } => {
+                job.device_label = on.device.to_string();
+                print_json(&run_on(on.device, job)?)?
+            }
+        },
         Command::Grid { what } => return grid(what),
         Command::Report { dir } => print!("{}", commands::report::report(&dir)?),
     }
@@ -436,11 +230,11 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             file,
             output,
             cell,
-            device,
+            on,
             ..
         } => {
-            let task = grid_run(file, output, cell, device.to_string());
-            let summary = run_on(device, task)?;
+            let job = grid_run(file, output, cell, on.device.to_string());
+            let summary = run_on(on.device, job)?;
             eprintln!(
                 "grid: {} finished, {} skipped (finished before), {} failed",
                 summary.finished,

@@ -20,17 +20,22 @@ use serde::Serialize;
 use crate::backend::{BackendJob, cpu_backend_name};
 
 /// Time the forward pass of an encoder on a random batch of real (non-padding) tokens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchForward {
     /// Checkpoint directory.
+    #[arg(long, default_value = ".cache/artefacts/all-MiniLM-L6-v2")]
     pub model: PathBuf,
     /// Sequences per batch.
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
     pub seq: usize,
-    /// Timed iterations (after two warm-up ones).
+    /// Timed iterations (after two warm-up ones); the median is reported.
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub iters: usize,
-    /// Device label for the report.
+    /// Device label for the report (the `--device` value).
+    #[arg(skip)]
     pub device_label: String,
 }
 
@@ -87,17 +92,25 @@ impl BackendJob for BenchForward {
 /// Time activation-statistics collection ([`neurons::ActivationStats::collect`]) on random
 /// windows: the decoder's layers with the gate statistics counted inside the forward, read back
 /// and accumulated in f64 after each batch; no LM head.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchCollect {
     /// A `.gguf` file or an HF decoder directory.
+    #[arg(
+        long,
+        default_value = ".cache/artefacts/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
     pub model: PathBuf,
     /// Windows per batch.
+    #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Tokens per window.
+    #[arg(long, default_value_t = 256)]
     pub seq: usize,
-    /// Timed batches (after one warm-up batch).
+    /// Timed batches (after one warm-up batch); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub iters: usize,
-    /// Device label for the report.
+    /// Device label for the report (the `--device` value).
+    #[arg(skip)]
     pub device_label: String,
 }
 
@@ -200,23 +213,31 @@ fn backend_label(device: &str) -> String {
 /// Time one training step (forward of all views, backward, global-norm clipping, AdamW) of a
 /// sequence classifier with the comparative loss over `views - 1` nested dropout views
 /// (`views = 1`: the baseline, ordinary dropout), batched or one view after another.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchStep {
     /// Checkpoint directory.
+    #[arg(long, default_value = ".cache/artefacts/all-MiniLM-L6-v2")]
     pub model: PathBuf,
     /// Examples per step.
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Tokens per example.
+    #[arg(long, default_value_t = 64)]
     pub seq: usize,
-    /// Nested dropout views c (0: baseline).
+    /// Nested dropout views c (0: the baseline).
+    #[arg(long, default_value_t = 0)]
     pub n_drop: u32,
-    /// Run the views as one batch.
-    pub batched: bool,
-    /// A span extractor with the start/end losses (extractive QA) instead of a classifier.
+    /// Run the c + 1 views one after another instead of as one batch.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Time a span extractor (extractive QA: start/end losses) instead of a classifier.
+    #[arg(long)]
     pub span: bool,
-    /// Timed steps (after one warm-up step).
+    /// Timed steps (after one warm-up step); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub iters: usize,
-    /// Device label for the report.
+    /// Device label for the report (the `--device` value).
+    #[arg(skip)]
     pub device_label: String,
 }
 
@@ -279,7 +300,7 @@ impl BackendJob for BenchStep {
             }
         };
         let mut objective = Objective::new(&spec, 0)?;
-        if !self.batched {
+        if self.sequential {
             objective.execution_budget = Some(0);
         }
         let (batch, seq) = (self.batch, self.seq);
@@ -364,7 +385,7 @@ impl BackendJob for BenchStep {
             batch,
             seq,
             n_drop: self.n_drop,
-            execution: if self.batched || self.n_drop == 0 {
+            execution: if !self.sequential || self.n_drop == 0 {
                 "batched"
             } else {
                 "sequential"
@@ -381,24 +402,39 @@ impl BackendJob for BenchStep {
 
 /// Time one LoRA training step of a decoder classifier: forward, backward, clipping and AdamW
 /// over the adapters and the head, the decoder frozen.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchLoraStep {
     /// A `.gguf` file or an HF decoder directory.
+    #[arg(
+        long,
+        default_value = ".cache/artefacts/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
     pub model: PathBuf,
     /// Examples per step.
+    #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Tokens per example.
+    #[arg(long, default_value_t = 64)]
     pub seq: usize,
-    /// The rank (α = 2r).
+    /// LoRA rank (alpha = 2 rank).
+    #[arg(long, default_value_t = 8)]
     pub rank: usize,
-    /// Linears with an unmasked adapter in every layer.
+    /// Linears with an unmasked adapter, comma-separated.
+    #[arg(
+        long,
+        default_value = "q_proj,k_proj,v_proj,o_proj",
+        value_delimiter = ','
+    )]
     pub targets: Vec<String>,
-    /// With a value k: a `gate_proj` adapter masked to k random neurons per layer (the
+    /// Add a gate_proj adapter masked to this many random neurons per layer (the
     /// neuron-specific variant).
+    #[arg(long)]
     pub gate_neurons: Option<usize>,
-    /// Timed steps (after one warm-up step).
+    /// Timed steps (after one warm-up step); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub iters: usize,
-    /// Device label for the report.
+    /// Device label for the report (the `--device` value).
+    #[arg(skip)]
     pub device_label: String,
 }
 

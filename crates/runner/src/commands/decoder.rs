@@ -31,17 +31,21 @@ fn load<B: Backend>(
 }
 
 /// Perplexity of a text file.
-#[derive(Debug, Clone)]
-pub struct PerplexityTask {
-    /// A `.gguf` file or an HF checkpoint directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PerplexityJob {
+    /// A `.gguf` file, or an HF checkpoint directory (config.json, weights, tokenizer.json).
+    #[arg(long)]
     pub model: PathBuf,
-    /// UTF-8 text, encoded as one sequence.
+    /// UTF-8 text, scored as one sequence.
+    #[arg(long)]
     pub text_file: PathBuf,
-    /// Window length; `None` means the model's context length.
+    /// Window length for long texts (default: the model's context length); consecutive
+    /// windows overlap by one token.
+    #[arg(long)]
     pub window: Option<usize>,
 }
 
-impl BackendJob for PerplexityTask {
+impl BackendJob for PerplexityJob {
     type Output = Perplexity;
 
     /// The file is encoded whole (a BOS only if the tokenizer adds one) and scored in windows
@@ -64,19 +68,23 @@ impl BackendJob for PerplexityTask {
 }
 
 /// Greedy generation from a prompt.
-#[derive(Debug, Clone)]
-pub struct GenerateTask {
-    /// A `.gguf` file or an HF checkpoint directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateJob {
+    /// A `.gguf` file, or an HF checkpoint directory (config.json, weights, tokenizer.json).
+    #[arg(long)]
     pub model: PathBuf,
-    /// The prompt, used as given unless `chat`.
+    /// The prompt, used as given (no chat template unless --chat).
+    #[arg(long)]
     pub prompt: String,
-    /// Most tokens to generate.
+    /// Most tokens to generate (generation also stops at an end-of-sequence token).
+    #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// Wrap the prompt as one user turn with the checkpoint's chat template.
+    /// Render the prompt as one user turn with the checkpoint's chat template.
+    #[arg(long)]
     pub chat: bool,
 }
 
-impl BackendJob for GenerateTask {
+impl BackendJob for GenerateJob {
     type Output = String;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<String> {

@@ -9,17 +9,20 @@ use models::{Checkpoint, ForwardContext, TextTokenizer, load_bare_encoder, mean_
 use crate::backend::BackendJob;
 
 /// Embed texts with an encoder checkpoint.
-#[derive(Debug, Clone)]
-pub struct Embed {
-    /// Checkpoint directory (config.json, weights, tokenizer).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmbedJob {
+    /// Checkpoint directory (config.json, model.safetensors or pytorch_model.bin, tokenizer).
+    #[arg(long)]
     pub model: PathBuf,
-    /// The texts.
+    /// The texts to embed.
+    #[arg(required = true)]
     pub texts: Vec<String>,
     /// L2-normalise each embedding.
+    #[arg(long)]
     pub normalize: bool,
 }
 
-impl BackendJob for Embed {
+impl BackendJob for EmbedJob {
     type Output = Vec<Vec<f32>>;
 
     /// Mean pooling over all non-padding tokens, `[CLS]` and `[SEP]` included (the

@@ -257,7 +257,9 @@ pub fn load(spec: &DatasetSpec, dir: &Path) -> Result<Dataset> {
     }
     let (train, eval, labels) = match spec.format {
         DatasetFormat::Glue => {
-            let t = glue_task(spec.glue.as_deref().unwrap_or_default()).expect("checked");
+            let name = spec.glue.as_deref().unwrap_or_default();
+            let t = glue_task(name)
+                .with_context(|| format!("format = \"glue\": unknown GLUE task {name:?}"))?;
             let labels: Vec<String> = spec
                 .labels
                 .clone()
@@ -278,7 +280,10 @@ pub fn load(spec: &DatasetSpec, dir: &Path) -> Result<Dataset> {
             (read(&train_path)?, read(&eval_path)?, labels)
         }
         format => {
-            let cols = spec.columns.as_ref().expect("checked");
+            let cols = spec
+                .columns
+                .as_ref()
+                .context("this format needs `columns = { text = …, label = … }`")?;
             let read = |p: &Path| -> Result<Vec<RawRow>> {
                 match format {
                     DatasetFormat::Jsonl => {

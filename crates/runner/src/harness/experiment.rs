@@ -99,6 +99,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use neurons::InterventionValue;
 use serde::{Deserialize, Serialize};
 
 /// An experiment file as written (before grid expansion).
@@ -929,7 +930,7 @@ pub struct StudySpec {
     pub eval_tokens: Option<usize>,
     /// What a language's neurons are set to: `zero`, `mean`, a number, or `none` (no matrices).
     #[serde(default = "default_intervention")]
-    pub intervention: String,
+    pub intervention: InterventionSpec,
     /// Also run the matrices with random neurons of the same per-layer counts.
     #[serde(default = "default_true")]
     pub random_control: bool,
@@ -957,8 +958,11 @@ fn default_study_batch() -> usize {
 fn default_held_out() -> f64 {
     0.2
 }
-fn default_intervention() -> String {
-    "zero".into()
+fn default_intervention() -> InterventionSpec {
+    InterventionSpec {
+        text: "zero".into(),
+        value: Some(InterventionValue::Zero),
+    }
 }
 fn default_true() -> bool {
     true
@@ -978,6 +982,159 @@ pub enum TaskFormat {
     /// Mondal et al.'s Alpaca instruction prompt, the LM loss over the whole sequence, greedy
     /// decoding, EM/F1 on token ids and on SQuAD-normalised strings ([`crate::lora::generative`]).
     Xquad,
+}
+
+/// A `grid.neurons` value, parsed when the file is read. It keeps its text as written, which is
+/// what results and run ids show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NeuronChoice {
+    /// As written.
+    text: String,
+    /// The union's languages (`target` included as written); empty for `none`.
+    pub languages: Vec<String>,
+    /// Random neurons with the union's per-layer counts.
+    pub random: bool,
+}
+
+impl NeuronChoice {
+    /// Parse `none`, `en`, `en+vi`, `target`, `en+target`, each optionally `random:`-prefixed.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (random, rest) = match text.strip_prefix("random:") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if rest == "none" {
+            if random {
+                return Err("`random:none` selects nothing; write `none`".into());
+            }
+            return Ok(Self::none());
+        }
+        let languages: Vec<String> = rest.split('+').map(|l| l.trim().to_owned()).collect();
+        if languages.iter().any(|l| {
+            l.is_empty()
+                || !l
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        }) {
+            return Err(format!(
+                "{text:?}: expected none, a language, a union like en+vi, target, or one of \
+                 these after `random:`"
+            ));
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            languages,
+            random,
+        })
+    }
+
+    /// `none`: plain LoRA, no neuron set.
+    pub fn none() -> Self {
+        Self {
+            text: "none".into(),
+            languages: Vec::new(),
+            random: false,
+        }
+    }
+
+    /// The value as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the spec names the evaluation language.
+    pub fn has_target(&self) -> bool {
+        self.languages.iter().any(|l| l == "target")
+    }
+
+    /// The languages with `target` replaced.
+    pub fn resolve(&self, target: Option<&str>) -> Vec<String> {
+        self.languages
+            .iter()
+            .map(|l| match (l.as_str(), target) {
+                ("target", Some(t)) => t.to_owned(),
+                _ => l.clone(),
+            })
+            .collect()
+    }
+}
+
+impl TryFrom<String> for NeuronChoice {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text).map_err(|m| format!("grid.neurons: {m}"))
+    }
+}
+
+impl From<NeuronChoice> for String {
+    fn from(c: NeuronChoice) -> Self {
+        c.text
+    }
+}
+
+/// A test-time intervention on a language's neurons as written: `none`, `zero`, `mean` or a
+/// number; parsed when the file is read, kept with its text (results and run ids show it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InterventionSpec {
+    text: String,
+    value: Option<InterventionValue>,
+}
+
+impl InterventionSpec {
+    /// What the neurons become; `None` for `none`.
+    pub fn value(&self) -> Option<&InterventionValue> {
+        self.value.as_ref()
+    }
+
+    /// The value as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl TryFrom<String> for InterventionSpec {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let value = match text.as_str() {
+            "none" => None,
+            v => Some(InterventionValue::parse(v).ok_or_else(|| {
+                format!(
+                    "intervention: expected \"none\", \"zero\", \"mean\" or a number, got {v:?}"
+                )
+            })?),
+        };
+        Ok(Self { text, value })
+    }
+}
+
+impl From<InterventionSpec> for String {
+    fn from(i: InterventionSpec) -> Self {
+        i.text
+    }
+}
+
+/// How a LoRA adapter's `A` is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoraInitSpec {
+    /// `N(0, 0.01²)`, as Mondal et al.
+    Normal,
+    /// Kaiming-uniform, PEFT's default.
+    Kaiming,
+}
+
+/// The token a decoder classifier reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassifierPosition {
+    /// The last non-padding token of each row.
+    LastNonPadding,
+    /// The padded batch's last position, as Mondal et al.'s XNLI code.
+    Last,
 }
 
 /// A cross-lingual classification task: a decoder with a linear head on one token, fine-tuned
@@ -1048,11 +1205,11 @@ pub struct LoraSpec {
     pub alpha: Option<f64>,
     /// How `A` is drawn: `normal` (N(0, 0.01²), Mondal et al.) or `kaiming` (PEFT's default).
     #[serde(default = "default_lora_init")]
-    pub init: String,
+    pub init: LoraInitSpec,
     /// The token the classifier reads: `last-non-padding` (default) or `last` (the padded
     /// batch's last position, as Mondal et al.'s XNLI code).
     #[serde(default = "default_position")]
-    pub position: String,
+    pub position: ClassifierPosition,
     /// Where language neuron sets come from: a study of this file (run in this grid, before
     /// the fine-tuning cells).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1065,7 +1222,7 @@ pub struct LoraSpec {
     /// a number, or `mean` (needs `neurons_from`). Each language is then evaluated twice:
     /// as trained, and with the intervention.
     #[serde(default = "default_none")]
-    pub intervention: String,
+    pub intervention: InterventionSpec,
 }
 
 impl Default for LoraSpec {
@@ -1089,14 +1246,17 @@ fn default_lora_targets() -> Vec<String> {
 fn default_rank() -> usize {
     8
 }
-fn default_lora_init() -> String {
-    "normal".into()
+fn default_lora_init() -> LoraInitSpec {
+    LoraInitSpec::Normal
 }
-fn default_position() -> String {
-    "last-non-padding".into()
+fn default_position() -> ClassifierPosition {
+    ClassifierPosition::LastNonPadding
 }
-fn default_none() -> String {
-    "none".into()
+fn default_none() -> InterventionSpec {
+    InterventionSpec {
+        text: "none".into(),
+        value: None,
+    }
 }
 
 /// A model paired with a dataset (instead of the cross product).
@@ -1144,7 +1304,7 @@ pub struct GridSpec {
     /// with it (`en+target`), or any of these prefixed by `random:` (random neurons with the
     /// same per-layer counts, drawn with the cell's seed). Default: `["none"]`.
     #[serde(default)]
-    pub neurons: Vec<String>,
+    pub neurons: Vec<NeuronChoice>,
     /// Training settings as axes: each key a setting, each value the list of its values.
     #[serde(default)]
     pub train: BTreeMap<String, toml::Value>,

@@ -1,5 +1,5 @@
 //! The LoRA fine-tuning cell ([`LoraCell`]): its expansion from `[grid]` (with `grid.neurons`,
-//! [`NeuronChoice`]), its checks (its run is in
+//! [`crate::harness::experiment::NeuronChoice`]), its checks (its run is in
 //! [`super::kind`]).
 
 use std::collections::BTreeMap;
@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use neurons::InterventionValue;
+
 use crate::harness::experiment::{
-    ExperimentFile, LoraSpec, ModelSpec, TaskFormat, TaskSpec, TrainConfig,
+    ExperimentFile, LoraSpec, ModelSpec, NeuronChoice, TaskFormat, TaskSpec, TrainConfig,
 };
 use crate::harness::grid::{Cell, cartesian, check_decoder_models, names, train_axes};
 
@@ -23,8 +25,8 @@ pub struct LoraCell {
     pub model_name: String,
     /// Task name.
     pub task_name: String,
-    /// The neuron-set spec as written in `grid.neurons` (see [`NeuronChoice`]).
-    pub neurons: String,
+    /// The neuron sets, as `grid.neurons` gives them.
+    pub neurons: NeuronChoice,
     /// For a spec with `target`: the one evaluation language it stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -50,63 +52,6 @@ pub struct LoraCell {
     pub lora: LoraSpec,
     /// Training settings.
     pub train: TrainConfig,
-}
-
-/// A parsed `grid.neurons` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NeuronChoice {
-    /// The union's languages (`target` included as written); empty for `none`.
-    pub languages: Vec<String>,
-    /// Random neurons with the union's per-layer counts.
-    pub random: bool,
-}
-
-impl NeuronChoice {
-    /// Parse `none`, `en`, `en+vi`, `target`, `en+target`, each optionally `random:`-prefixed.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (random, rest) = match text.strip_prefix("random:") {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        if rest == "none" {
-            if random {
-                return Err("`random:none` selects nothing; write `none`".into());
-            }
-            return Ok(Self {
-                languages: Vec::new(),
-                random: false,
-            });
-        }
-        let languages: Vec<String> = rest.split('+').map(|l| l.trim().to_owned()).collect();
-        if languages.iter().any(|l| {
-            l.is_empty()
-                || !l
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-        }) {
-            return Err(format!(
-                "{text:?}: expected none, a language, a union like en+vi, target, or one of \
-                 these after `random:`"
-            ));
-        }
-        Ok(Self { languages, random })
-    }
-
-    /// Whether the spec names the evaluation language.
-    pub fn has_target(&self) -> bool {
-        self.languages.iter().any(|l| l == "target")
-    }
-
-    /// The languages with `target` replaced.
-    pub fn resolve(&self, target: Option<&str>) -> Vec<String> {
-        self.languages
-            .iter()
-            .map(|l| match (l.as_str(), target) {
-                ("target", Some(t)) => t.to_owned(),
-                _ => l.clone(),
-            })
-            .collect()
-    }
 }
 
 /// A grid of fine-tuning tasks has no encoder axes (checked before its studies expand).
@@ -154,26 +99,23 @@ pub fn expand(
         check_task(file, name, task)?;
     }
     check_lora(file, &e.lora)?;
-    let neuron_values: Vec<String> = if g.neurons.is_empty() {
-        vec!["none".into()]
+    let choices: Vec<NeuronChoice> = if g.neurons.is_empty() {
+        vec![NeuronChoice::none()]
     } else {
         g.neurons.clone()
     };
-    let mut choices = Vec::new();
-    for (i, value) in neuron_values.iter().enumerate() {
-        let at = || file.locate(&["grid", "neurons", &i.to_string()]);
-        let choice = NeuronChoice::parse(value).map_err(|m| anyhow::anyhow!("{}: {m}", at()))?;
+    for (i, choice) in choices.iter().enumerate() {
         if !choice.languages.is_empty()
             && e.lora.neurons_from.is_none()
             && e.lora.neurons_file.is_none()
         {
             bail!(
-                "{}: {value:?} needs neuron sets: set `neurons_from` (a study) or \
-                 `neurons_file` in [lora]",
-                at()
+                "{}: {:?} needs neuron sets: set `neurons_from` (a study) or `neurons_file` in \
+                 [lora]",
+                file.locate(&["grid", "neurons", &i.to_string()]),
+                choice.as_str()
             );
         }
-        choices.push((value.clone(), choice));
     }
     let axes = train_axes(file)?;
     let seeds = if g.seed.is_empty() {
@@ -203,8 +145,13 @@ pub fn expand(
             model.lora.apply_to(&mut lora);
             task.lora.apply_to(&mut lora);
             lora.alpha = Some(lora.alpha());
-            let (train_lang, train_path) = task.train.iter().next().expect("checked");
-            for (value, choice) in &choices {
+            let Some((train_lang, train_path)) = task.train.iter().next() else {
+                bail!(
+                    "{}: a task trains on one language",
+                    file.locate(&["tasks", task_name, "train"])
+                );
+            };
+            for choice in &choices {
                 let targets: Vec<Option<&String>> = if choice.has_target() {
                     task.eval.keys().map(Some).collect()
                 } else {
@@ -235,7 +182,7 @@ pub fn expand(
                                 grid: e.name.clone(),
                                 model_name: model_name.clone(),
                                 task_name: task_name.clone(),
-                                neurons: value.clone(),
+                                neurons: choice.clone(),
                                 target: target.cloned(),
                                 seed,
                                 neurons_study: neurons_study.clone(),
@@ -251,7 +198,7 @@ pub fn expand(
                             let mut params = params.clone();
                             params.insert("model".into(), model_name.clone());
                             params.insert("task".into(), task_name.clone());
-                            params.insert("neurons".into(), value.clone());
+                            params.insert("neurons".into(), choice.as_str().to_owned());
                             params.insert(
                                 "eval".into(),
                                 target.cloned().unwrap_or_else(|| "all".into()),
@@ -420,20 +367,6 @@ fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
             );
         }
     }
-    if !matches!(l.init.as_str(), "normal" | "kaiming") {
-        bail!(
-            "{}: expected \"normal\" or \"kaiming\", got {:?}",
-            at("init"),
-            l.init
-        );
-    }
-    if !matches!(l.position.as_str(), "last-non-padding" | "last") {
-        bail!(
-            "{}: expected \"last-non-padding\" or \"last\", got {:?}",
-            at("position"),
-            l.position
-        );
-    }
     if l.neurons_from.is_some() && l.neurons_file.is_some() {
         bail!(
             "{}: give `neurons_from` or `neurons_file`, not both",
@@ -449,22 +382,18 @@ fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
             names(e.studies.keys())
         );
     }
-    match l.intervention.as_str() {
-        "none" => {}
-        "mean" if l.neurons_from.is_none() => bail!(
+    match l.intervention.value() {
+        None => {}
+        Some(InterventionValue::Mean) if l.neurons_from.is_none() => bail!(
             "{}: a mean intervention needs the study's statistics: set `neurons_from`",
             at("intervention")
         ),
-        v if neurons::InterventionValue::parse(v).is_none() => bail!(
-            "{}: expected \"none\", \"zero\", \"mean\" or a number, got {v:?}",
-            at("intervention")
-        ),
-        _ if l.neurons_from.is_none() && l.neurons_file.is_none() => bail!(
+        Some(_) if l.neurons_from.is_none() && l.neurons_file.is_none() => bail!(
             "{}: an intervention acts on the evaluation language's neurons: set `neurons_from` \
              or `neurons_file`",
             at("intervention")
         ),
-        _ => {}
+        Some(_) => {}
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{DecoderTokenizer, ForwardContext, TokenPosition};
 
-use crate::harness::experiment::{TaskFormat, TaskSpec};
+use crate::harness::experiment::{ClassifierPosition, TaskFormat, TaskSpec};
 use crate::harness::log::{Outcome, RunLog};
 use crate::lora::cell::LoraCell;
 use crate::training::seeds::{Purpose, derive_seed};
@@ -87,7 +87,10 @@ pub fn read_task(
                         None => bail!("{}: no field `{key}`", at()),
                     }
                 };
-                let label_key = task.label.as_deref().expect("checked: jsonl has `label`");
+                let label_key = task
+                    .label
+                    .as_deref()
+                    .context("format = \"jsonl\" needs `label`")?;
                 let raw = match v.get(label_key) {
                     Some(serde_json::Value::String(s)) => s.clone(),
                     Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -120,7 +123,11 @@ pub fn read_task(
                     },
                 };
                 out.push(TaskExample {
-                    text: field(task.text.as_deref().expect("checked: jsonl has `text`"))?,
+                    text: field(
+                        task.text
+                            .as_deref()
+                            .context("format = \"jsonl\" needs `text`")?,
+                    )?,
                     text_pair: task.text_pair.as_deref().map(field).transpose()?,
                     label,
                 });
@@ -208,9 +215,9 @@ pub fn run_classifier<B: AutodiffBackend>(
     }
 
     // Model and adapters.
-    let position = match cell.lora.position.as_str() {
-        "last" => TokenPosition::Last,
-        _ => TokenPosition::LastNonPadding,
+    let position = match cell.lora.position {
+        ClassifierPosition::Last => TokenPosition::Last,
+        ClassifierPosition::LastNonPadding => TokenPosition::LastNonPadding,
     };
     let (mut model, _) = checkpoint
         .load_classifier::<B>(
@@ -290,7 +297,7 @@ pub fn run_classifier<B: AutodiffBackend>(
             table.push_str(&format!(",{acc_i:.6}"));
             line.push_str(&format!(
                 ", with {size} neurons {:?}: {acc_i:.4}",
-                cell.lora.intervention
+                cell.lora.intervention.as_str()
             ));
         }
         table.push('\n');

@@ -280,7 +280,8 @@ pub fn run_qa<B: AutodiffBackend>(
             let _ = write!(
                 line,
                 "; with {size} neurons {:?}: token F1 {:.4}",
-                cell.lora.intervention, scores_i[0]
+                cell.lora.intervention.as_str(),
+                scores_i[0]
             );
         }
         table.push('\n');

@@ -18,9 +18,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use crate::harness::experiment::{LoraInitSpec, NeuronChoice};
 use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::harness::results::write_atomic;
-use crate::lora::cell::{LoraCell, NeuronChoice};
+use crate::lora::cell::LoraCell;
 use crate::training::seeds::{Purpose, derive_seed};
 use crate::training::{AdamW, clip_global_norm, linear_schedule};
 
@@ -129,7 +130,7 @@ pub(crate) fn attach_lora<B: Backend>(
     device: &B::Device,
 ) -> Result<(models::LlamaModel<B>, Adapters)> {
     let (n_layers, width) = (model.num_layers(), model.intermediate_size());
-    let choice = NeuronChoice::parse(&cell.neurons).map_err(anyhow::Error::msg)?;
+    let choice = &cell.neurons;
     let sets = source_sets(cell, grid_dir)?;
     let trained_set = match (&sets, choice.languages.is_empty()) {
         (_, true) => None,
@@ -144,7 +145,7 @@ pub(crate) fn attach_lora<B: Backend>(
                 derive_seed(cell.seed, Purpose::LoraRandomSet, 0),
             ),
         )?),
-        (None, false) => bail!("neurons = {:?} needs neuron sets", cell.neurons),
+        (None, false) => bail!("neurons = {:?} needs neuron sets", choice.as_str()),
     };
     let mut targets: Vec<&str> = cell.lora.targets.iter().map(String::as_str).collect();
     if trained_set.is_some() && !targets.contains(&"gate_proj") {
@@ -153,9 +154,9 @@ pub(crate) fn attach_lora<B: Backend>(
     let config = LoraConfig {
         rank: cell.lora.rank,
         alpha: cell.lora.alpha(),
-        init: match cell.lora.init.as_str() {
-            "kaiming" => LoraInit::Kaiming,
-            _ => LoraInit::Normal { std: 0.01 },
+        init: match cell.lora.init {
+            LoraInitSpec::Kaiming => LoraInit::Kaiming,
+            LoraInitSpec::Normal => LoraInit::Normal { std: 0.01 },
         },
     };
     let model = model
@@ -166,7 +167,7 @@ pub(crate) fn attach_lora<B: Backend>(
             derive_seed(cell.seed, Purpose::LoraAdapters, 0),
             device,
         )
-        .with_context(|| format!("neurons = {:?}", cell.neurons))?;
+        .with_context(|| format!("neurons = {:?}", choice.as_str()))?;
     log.line(&format!(
         "LoRA r={} alpha={} on {}; {}",
         config.rank,
@@ -297,9 +298,8 @@ pub(crate) struct Intervention {
 impl Intervention {
     /// The cell's intervention, or `None` for `intervention = "none"`.
     pub(crate) fn of(cell: &LoraCell, grid_dir: &Path) -> Result<Option<Self>> {
-        let value = match cell.lora.intervention.as_str() {
-            "none" => return Ok(None),
-            v => InterventionValue::parse(v).context("checked when the grid was read")?,
+        let Some(value) = cell.lora.intervention.value().cloned() else {
+            return Ok(None);
         };
         let stats = match (&value, &cell.neurons_study) {
             (InterventionValue::Mean, Some(id)) => Some(study_statistics(grid_dir, id)?),

@@ -242,14 +242,7 @@ fn check_study(file: &ExperimentFile, name: &str, s: &StudySpec) -> Result<()> {
             bail!("{}: must be at least 1", at(key));
         }
     }
-    if s.intervention != "none" && neurons::InterventionValue::parse(&s.intervention).is_none() {
-        bail!(
-            "{}: expected \"zero\", \"mean\", a number or \"none\", got {:?}",
-            at("intervention"),
-            s.intervention
-        );
-    }
-    if s.intervention != "none" && s.held_out_fraction == 0.0 {
+    if s.intervention.value().is_some() && s.held_out_fraction == 0.0 {
         bail!(
             "{}: the perplexity matrices need held-out text (held_out_fraction > 0), or set \
              intervention = \"none\"",

@@ -282,13 +282,7 @@ pub fn run_study<B: Backend>(
     ));
     let texts = language_texts(cell, &tokenizer, log)?;
     let languages: Vec<String> = texts.iter().map(|t| t.language.clone()).collect();
-    let intervention = match s.intervention.as_str() {
-        "none" => None,
-        v => Some(
-            InterventionValue::parse(v)
-                .with_context(|| format!("intervention {v:?}: expected zero, mean or a number"))?,
-        ),
-    };
+    let intervention = s.intervention.value().cloned();
     let need_stats = matches!(s.method, StudyMethod::Lape | StudyMethod::Percentile)
         || intervention == Some(InterventionValue::Mean);
     let stats = if need_stats {
@@ -369,7 +363,10 @@ pub fn run_study<B: Backend>(
             average_precision_sets(&languages, &responses, n_layers, width, top_n)?
         }
         StudyMethod::File => {
-            let path = cell.neurons_file.as_ref().expect("checked with the grid");
+            let path = cell
+                .neurons_file
+                .as_ref()
+                .context("method = \"file\" needs `neurons`")?;
             let sets = LanguageSets::read(path)?;
             sets.check(n_layers, width).with_context(|| {
                 format!("{}: the neuron sets do not fit the model", path.display())
@@ -462,7 +459,7 @@ pub fn run_study<B: Backend>(
                     }
                 },
             )?;
-            write_matrices(dir, prefix, &m, &s.intervention)?;
+            write_matrices(dir, prefix, &m, s.intervention.as_str())?;
             let (diag, off) = diagonal_means(&m.nll_change());
             metrics.insert(format!("{prefix}nll_change_diagonal"), diag);
             metrics.insert(format!("{prefix}nll_change_off_diagonal"), off);
