@@ -29,27 +29,25 @@
 //! ```
 
 pub mod bert;
-pub mod config;
 pub mod context;
 pub mod error;
 pub mod gguf;
-pub mod heads;
 pub mod llama;
-pub mod loader;
 pub mod lora;
-pub mod tokenizer;
+pub mod params;
 pub mod views;
 pub mod weights;
 
+pub use bert::config::{Activation, EncoderConfig, EncoderFamily};
+pub use bert::heads::{
+    Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, load_bare_encoder,
+};
+pub use bert::text::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
-pub use config::{Activation, EncoderConfig, EncoderFamily};
 pub use context::{
     ForwardContext, GateStatistics, HostGateStatistics, NeuronReplacement, ReplaceWith,
 };
 pub use error::{ModelError, Result};
-pub use heads::{
-    Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, load_bare_encoder,
-};
 pub use llama::load::{DecoderCheckpoint, is_decoder, load_llama, save_llama};
 pub use llama::text::{
     DecoderTokenizer, Perplexity, generate_greedy, lm_loss, perplexity, token_ids, windows_nll,
@@ -58,8 +56,7 @@ pub use llama::{
     DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LORA_TARGETS, LayerLora, LlamaModel,
     RopeScaling, TokenPosition, load_lora, save_lora,
 };
-pub use loader::LoadReport;
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
-pub use tokenizer::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
+pub use params::LoadReport;
 pub use views::{RowBatch, ViewExecution, view_losses};
 pub use weights::{HostTensor, TensorMap};

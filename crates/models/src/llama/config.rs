@@ -111,7 +111,7 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     /// Read `config.json` (a file, or a directory holding one).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let (text, path) = crate::config::read_config_json(path.as_ref())?;
+        let (text, path) = crate::bert::config::read_config_json(path.as_ref())?;
         Self::from_json(&text, &path)
     }
 

@@ -32,7 +32,7 @@ use super::{
 };
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::loader::{LoadReport, embedding, fresh_linear, save_linear, tensor, to_host};
+use crate::params::{LoadReport, embedding, fresh_linear, save_linear, tensor, to_host};
 use crate::weights::TensorMap;
 
 /// A decoder read from disk: its config, tensors and tokenizer.

@@ -16,7 +16,7 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, EncodeInput, Tokenizer, TruncationParams};
 
 use crate::bert::EncoderInput;
-use crate::config::EncoderConfig;
+use crate::bert::config::EncoderConfig;
 use crate::error::{ModelError, Result};
 
 /// A tokenizer checked against a model config.

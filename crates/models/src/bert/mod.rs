@@ -11,13 +11,18 @@
 //!   linear `embeddings_project`; ELECTRA has no pooler.
 //!
 //! Field names follow the checkpoint keys (`encoder.layer.{i}.attention.self.query`), except
-//! `self` → `self_attn` and `LayerNorm` → `layer_norm`; [`crate::loader`] does the mapping.
+//! `self` → `self_attn` and `LayerNorm` → `layer_norm`; [`crate::bert::load`] does the mapping.
+
+pub mod config;
+pub mod heads;
+pub mod load;
+pub mod text;
 
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation;
 
-use crate::config::{Activation, EncoderConfig, EncoderFamily};
+use crate::bert::config::{Activation, EncoderConfig, EncoderFamily};
 use crate::context::ForwardContext;
 
 /// A tokenized batch, padded to its longest sequence.

@@ -18,14 +18,12 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::bert::config::{Activation, EncoderConfig, EncoderFamily};
+use crate::bert::load::{drop_unused, encoder_prefix, load_encoder, save_encoder};
 use crate::bert::{BertModel, EncoderInput, Pooler, activate, first_token, mean_pool};
-use crate::config::{Activation, EncoderConfig, EncoderFamily};
 use crate::context::ForwardContext;
 use crate::error::{ModelError, Result};
-use crate::loader::{
-    LoadReport, drop_unused, encoder_prefix, fresh_linear, linear, load_encoder, save_encoder,
-    save_linear,
-};
+use crate::params::{LoadReport, fresh_linear, linear, save_linear};
 use crate::weights::TensorMap;
 
 /// How a sequence is reduced to one vector before a classification head.
