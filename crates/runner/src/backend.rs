@@ -1,23 +1,29 @@
 //! Backend chosen by cargo feature, device chosen at run time.
 //!
-//! `--device cpu` runs on the CPU backend this binary was built with (`flex` if that feature is
-//! on, else `ndarray`); `--device cuda:N` needs a build with `--features cuda` and a machine with
-//! an NVIDIA driver and GPU. Asking for what is not there is an error, not a panic.
+//! `--device cpu` runs on the CPU backend this binary was built with (`tch`: LibTorch, else
+//! `flex` if that feature is on, else `ndarray`); `--device cuda:N` needs a build with
+//! `--features cuda` (burn-cuda) or `--features tch` on a CUDA build of LibTorch, and a machine
+//! with an NVIDIA driver and GPU. Asking for what is not there is an error, not a panic.
 
 use std::str::FromStr;
 
 use anyhow::{Result, bail};
 
 /// The CPU backend of this build.
-#[cfg(feature = "flex")]
+#[cfg(feature = "tch")]
+pub type CpuBackend = burn::backend::LibTorch<f32>;
+/// The CPU backend of this build.
+#[cfg(all(feature = "flex", not(feature = "tch")))]
 pub type CpuBackend = burn::backend::Flex;
 /// The CPU backend of this build.
-#[cfg(not(feature = "flex"))]
+#[cfg(not(any(feature = "flex", feature = "tch")))]
 pub type CpuBackend = burn::backend::NdArray<f32>;
 
 /// Name of the CPU backend of this build, for logs and benchmark tables.
 pub fn cpu_backend_name() -> &'static str {
-    if cfg!(feature = "flex") {
+    if cfg!(feature = "tch") {
+        "libtorch"
+    } else if cfg!(feature = "flex") {
         "flex"
     } else if cfg!(feature = "blas") {
         "ndarray+openblas"
@@ -110,11 +116,37 @@ fn run_cuda<T: BackendJob>(index: usize, job: T) -> Result<T::Output> {
     job.run::<Cuda>(device)
 }
 
-#[cfg(not(feature = "cuda"))]
+/// LibTorch's CUDA, when this build has LibTorch and not burn-cuda.
+#[cfg(all(feature = "tch", not(feature = "cuda")))]
+fn run_cuda<T: BackendJob>(index: usize, job: T) -> Result<T::Output> {
+    use burn::backend::LibTorch;
+    use burn::backend::libtorch::LibTorchDevice;
+    use burn::tensor::Tensor;
+    let device = LibTorchDevice::Cuda(index);
+    // LibTorch panics when it has no CUDA or the GPU is missing; turn that into an error.
+    let probe_device = device;
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(move || {
+        Tensor::<LibTorch<f32>, 1>::zeros([1], &probe_device).into_data();
+    });
+    std::panic::set_hook(previous_hook);
+    if let Err(panic) = probe {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown error".into());
+        bail!("--device cuda:{index}: LibTorch cannot use this GPU: {why}");
+    }
+    job.run::<LibTorch<f32>>(device)
+}
+
+#[cfg(not(any(feature = "cuda", feature = "tch")))]
 fn run_cuda<T: BackendJob>(index: usize, _job: T) -> Result<T::Output> {
     bail!(
         "--device cuda:{index} needs a CUDA build of neuronlab: \
-         cargo build --release -p runner --features cuda"
+         cargo build --release -p runner --features cuda (or --features tch)"
     )
 }
 
@@ -136,7 +168,7 @@ mod tests {
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
 
-    #[cfg(not(feature = "cuda"))]
+    #[cfg(not(any(feature = "cuda", feature = "tch")))]
     #[test]
     fn cuda_without_cuda_build_is_a_clear_error() {
         struct Nothing;

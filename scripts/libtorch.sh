@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install LibTorch for the `tch` backend: PyTorch 2.9.0 (the version burn-tch 0.21's tch 0.22
+# expects) from the package registry into a git-ignored venv, idempotently. The registry's
+# Linux wheel is a CUDA build and needs its nvidia-* dependencies even on CPU (about 2.5 GB of
+# downloads the first time).
+#
+# Prints the venv's python on success. Build against it with
+#   LIBTORCH_USE_PYTORCH=1 PYTHON_SYS_EXECUTABLE=$(bash scripts/libtorch.sh) \
+#     cargo build --release -p runner --features tch
+# Exit status 1, with one line saying why, when the registry or the install fails.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${NEURONLAB_LIBTORCH_VENV:-$ROOT/.venv-libtorch}"
+VERSION="2.9.0"
+PY="$VENV/bin/python"
+
+installed() {
+    [ -x "$PY" ] && "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$VERSION' else 1)" 2>/dev/null
+}
+
+if ! installed; then
+    echo "libtorch: installing torch==$VERSION into $VENV (about 2.5 GB the first time)..." >&2
+    python3 -m venv "$VENV" >&2
+    if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$VERSION" >&2 2>"$VENV/pip.err"; then
+        echo "libtorch: could not install torch==$VERSION with pip (is the package registry reachable?); see $VENV/pip.err" >&2
+        exit 1
+    fi
+    installed || { echo "libtorch: torch==$VERSION installed but does not import; see $VENV/pip.err" >&2; exit 1; }
+fi
+echo "$PY"
