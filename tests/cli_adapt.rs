@@ -461,28 +461,12 @@ fn the_lsn_paper_grid_validates_on_fixture_data() {
     );
 }
 
-#[test]
-fn a_study_of_the_grid_feeds_the_fine_tuning_cells() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let [aa, bb, cc] = crate::cli_study::texts(root);
-    // The study runs first, once (the first seed); its sets and statistics serve the cells.
-    let study = format!(
+/// The texts, a percentile study `p90` of them, and `[lora]` taking its sets and statistics
+/// (`neurons_from`, a mean intervention).
+pub(crate) fn p90_study(root: &Path) -> String {
+    format!(
         r#"
-[texts.plain]
-format = "lines"
-files = {{ aa = "{aa}" }}
-
-[texts.json]
-format = "jsonl"
-field = "body"
-files = {{ bb = "{bb}" }}
-
-[texts.columns]
-format = "parquet"
-field = "body"
-files = {{ cc = "{cc}" }}
-
+{texts}
 [studies.p90]
 texts = ["plain", "json", "columns"]
 method = "percentile"
@@ -497,10 +481,16 @@ rank = 2
 neurons_from = "p90"
 intervention = "mean"
 "#,
-        aa = aa.display(),
-        bb = bb.display(),
-        cc = cc.display(),
-    );
+        texts = crate::cli_study::text_sections(root),
+    )
+}
+
+#[test]
+fn a_study_of_the_grid_feeds_the_fine_tuning_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // The study runs first, once (the first seed); its sets and statistics serve the cells.
+    let study = p90_study(root);
     let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"p90\"]\ntask = [\"topics\"]\n\
                 neurons = [\"target\"]\nseed = [3, 4]\n";
     let exp = experiment(root, &study, grid);

@@ -89,17 +89,11 @@ pub(crate) fn texts(root: &Path) -> [PathBuf; 3] {
     [aa, bb, cc]
 }
 
-pub(crate) fn experiment(root: &Path, studies: &str, grid: &str) -> PathBuf {
-    let model = tiny_decoder(root);
+/// The `[texts.*]` sections over the files of [`texts`]: `plain` (aa), `json` (bb), `columns` (cc).
+pub(crate) fn text_sections(root: &Path) -> String {
     let [aa, bb, cc] = texts(root);
-    let text = format!(
-        r#"name = "study"
-
-[models.tiny]
-path = "{model}"
-kind = "decoder"
-
-[texts.plain]
+    format!(
+        r#"[texts.plain]
 format = "lines"
 files = {{ aa = "{aa}" }}
 
@@ -112,13 +106,27 @@ files = {{ bb = "{bb}" }}
 format = "parquet"
 field = "body"
 files = {{ cc = "{cc}" }}
-
-{studies}
-{grid}"#,
-        model = model.display(),
+"#,
         aa = aa.display(),
         bb = bb.display(),
         cc = cc.display(),
+    )
+}
+
+pub(crate) fn experiment(root: &Path, studies: &str, grid: &str) -> PathBuf {
+    let model = tiny_decoder(root);
+    let text = format!(
+        r#"name = "study"
+
+[models.tiny]
+path = "{model}"
+kind = "decoder"
+
+{texts}
+{studies}
+{grid}"#,
+        model = model.display(),
+        texts = text_sections(root),
     );
     let path = root.join("study.toml");
     std::fs::write(&path, text).unwrap();

@@ -222,41 +222,7 @@ fn golden_lora_classification() {
 fn golden_study_feeding_lora_cells() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let [aa, bb, cc] = crate::cli_study::texts(root);
-    let study = format!(
-        r#"
-[texts.plain]
-format = "lines"
-files = {{ aa = "{aa}" }}
-
-[texts.json]
-format = "jsonl"
-field = "body"
-files = {{ bb = "{bb}" }}
-
-[texts.columns]
-format = "parquet"
-field = "body"
-files = {{ cc = "{cc}" }}
-
-[studies.p90]
-texts = ["plain", "json", "columns"]
-method = "percentile"
-rate = 0.05
-window = 16
-batch_size = 3
-intervention = "none"
-
-[lora]
-targets = ["q_proj"]
-rank = 2
-neurons_from = "p90"
-intervention = "mean"
-"#,
-        aa = aa.display(),
-        bb = bb.display(),
-        cc = cc.display(),
-    );
+    let study = crate::cli_adapt::p90_study(root);
     let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"p90\"]\ntask = [\"topics\"]\n\
                 neurons = [\"target\"]\nseed = [3]\n";
     let exp = crate::cli_adapt::experiment(root, &study, grid);

@@ -23,7 +23,7 @@ use std::time::Instant;
 use ablation::DropoutMasks;
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{BertModel, Checkpoint, ForwardContext};
@@ -37,7 +37,7 @@ use crate::harness::experiment::LossSpec;
 use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::metrics::Scores;
 use crate::training::seeds::{Purpose, derive_seed};
-use crate::training::{AdamW, Objective, clip_global_norm, linear_schedule};
+use crate::training::{AdamW, Objective, accumulated_step, linear_schedule};
 
 /// The checkpoint folder inside a run folder.
 pub const CHECKPOINT: &str = "checkpoint";
@@ -331,44 +331,29 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
     let mut order = epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
     for step in first_step..total {
         let lr = linear_schedule(t.learning_rate, step, warmup, total);
-        let mut accumulator = GradientsAccumulator::<L::Model>::new();
-        let mut step_loss = 0.0;
-        for micro in 0..accum {
-            if cursor >= order.len() {
-                epoch += 1;
-                order = epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
-                cursor = 0;
-            }
-            let end = (cursor + t.batch_size).min(order.len());
-            let batch = &order[cursor..end];
-            cursor = end;
-            let index = (step * accum + micro) as u64;
-            let mut masks = Some(DropoutMasks::new(derive_seed(
-                cell.seed,
-                Purpose::EncoderDropout,
-                index,
-            )));
-            let mut rng =
-                StdRng::seed_from_u64(derive_seed(cell.seed, Purpose::EncoderViews, index));
-            let loss =
-                learner.batch_loss(&model, batch, objective, &mut masks, &mut rng, device)?;
-            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
-            if !value.is_finite() {
-                bail!(
-                    "step {step}: the training loss is {value} (learning rate {lr:.3e}); \
-                     lower the learning rate or check the labels"
-                );
-            }
-            step_loss += value / accum as f64;
-            let loss = if accum > 1 { loss / accum as f32 } else { loss };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-        }
-        let mut grads = accumulator.grads();
-        if t.max_grad_norm > 0.0 {
-            clip_global_norm(&model, &mut grads, t.max_grad_norm);
-        }
-        model = optimizer.step(lr, model, grads);
+        let step_loss;
+        (model, step_loss) = accumulated_step(
+            model,
+            &mut optimizer,
+            (step, lr),
+            accum,
+            t.max_grad_norm,
+            |model, micro| {
+                if cursor >= order.len() {
+                    epoch += 1;
+                    order = epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
+                    cursor = 0;
+                }
+                let end = (cursor + t.batch_size).min(order.len());
+                let batch = &order[cursor..end];
+                cursor = end;
+                let index = (step * accum + micro) as u64;
+                let seed = |purpose| derive_seed(cell.seed, purpose, index);
+                let mut masks = Some(DropoutMasks::new(seed(Purpose::EncoderDropout)));
+                let mut rng = StdRng::seed_from_u64(seed(Purpose::EncoderViews));
+                learner.batch_loss(model, batch, objective, &mut masks, &mut rng, device)
+            },
+        )?;
         loss_sum += step_loss;
         loss_count += 1;
         log.progress(step + 1, total, step_loss, started);

@@ -9,7 +9,6 @@ use std::time::Instant;
 use ablation::{LanguageSets, NeuronSet};
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{ForwardContext, LoraConfig, LoraInit};
@@ -23,7 +22,7 @@ use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::lora::cell::LoraCell;
 use crate::training::seeds::{Purpose, derive_seed};
-use crate::training::{AdamW, clip_global_norm, linear_schedule};
+use crate::training::{AdamW, accumulated_step, linear_schedule};
 
 /// Right-padded ids and the attention mask of some rows.
 pub(crate) fn batch<B: Backend>(
@@ -244,33 +243,25 @@ pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut lr = 0.0;
     for step in 0..total {
         lr = linear_schedule(t.learning_rate, step, warmup, total);
-        let mut accumulator = burn::optim::GradientsAccumulator::<M>::new();
-        let mut step_loss = 0.0;
-        for _ in 0..accum {
-            if cursor >= order.len() {
-                epoch += 1;
-                order = order_of(epoch);
-                cursor = 0;
-            }
-            let end = (cursor + t.batch_size).min(order.len());
-            let loss = loss_of(&model, &order[cursor..end]);
-            cursor = end;
-            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
-            if !value.is_finite() {
-                bail!(
-                    "step {step}: the training loss is {value} (learning rate {lr:.3e}); lower \
-                     the learning rate"
-                );
-            }
-            step_loss += value / accum as f64;
-            let loss = if accum > 1 { loss / accum as f32 } else { loss };
-            accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
-        }
-        let mut grads = accumulator.grads();
-        if t.max_grad_norm > 0.0 {
-            clip_global_norm(&model, &mut grads, t.max_grad_norm);
-        }
-        model = optimizer.step(lr, model, grads);
+        let step_loss;
+        (model, step_loss) = accumulated_step(
+            model,
+            &mut optimizer,
+            (step, lr),
+            accum,
+            t.max_grad_norm,
+            |model, _| {
+                if cursor >= order.len() {
+                    epoch += 1;
+                    order = order_of(epoch);
+                    cursor = 0;
+                }
+                let end = (cursor + t.batch_size).min(order.len());
+                let loss = loss_of(model, &order[cursor..end]);
+                cursor = end;
+                Ok(loss)
+            },
+        )?;
         loss_sum += step_loss;
         log.progress(step + 1, total, step_loss, started);
     }

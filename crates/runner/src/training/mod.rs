@@ -17,7 +17,9 @@ use ablation::{DropoutMasks, View, ViewSchedule};
 use anyhow::{Result, bail};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamWConfig, AdamWState, GradientsParams, SimpleOptimizer};
+use burn::optim::{
+    AdamWConfig, AdamWState, GradientsAccumulator, GradientsParams, Optimizer, SimpleOptimizer,
+};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use losses::{ComparativeLoss, DummyTarget, Primary, cross_entropy, mse};
@@ -124,6 +126,47 @@ pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     visitor
         .total
         .map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
+}
+
+/// One optimiser step of every training loop (encoder cells and LoRA cells): `accum`
+/// micro-batches, each `micro(model, k)`'s loss checked finite and its gradients accumulated at
+/// weight `1 / accum`, then global-norm clipping to `max_grad_norm` (none at 0) and `optimizer`
+/// at learning rate `lr`. Returns the model and the step's loss (the mean of the micro-batches').
+/// A non-finite loss is an error naming the step and the learning rate.
+pub fn accumulated_step<B, M, O>(
+    model: M,
+    optimizer: &mut O,
+    (step, lr): (usize, f64),
+    accum: usize,
+    max_grad_norm: f64,
+    mut micro: impl FnMut(&M, usize) -> Result<Tensor<B, 1>>,
+) -> Result<(M, f64)>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let accum = accum.max(1);
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut step_loss = 0.0;
+    for k in 0..accum {
+        let loss = micro(&model, k)?;
+        let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+        if !value.is_finite() {
+            bail!(
+                "step {step}: the training loss is {value} (learning rate {lr:.3e}); lower the \
+                 learning rate or check the labels"
+            );
+        }
+        step_loss += value / accum as f64;
+        let loss = if accum > 1 { loss / accum as f32 } else { loss };
+        accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+    }
+    let mut grads = accumulator.grads();
+    if max_grad_norm > 0.0 {
+        clip_global_norm(&model, &mut grads, max_grad_norm);
+    }
+    Ok((optimizer.step(lr, model, grads), step_loss))
 }
 
 /// Clip the gradients of `model` to global norm `max_norm` as `clip_grad_norm_` does (scale by
