@@ -4,9 +4,14 @@
 # Linux wheel is a CUDA build and needs its nvidia-* dependencies even on CPU (about 2.5 GB of
 # downloads the first time).
 #
-# Prints the venv's python on success. Build against it with
-#   LIBTORCH_USE_PYTORCH=1 PYTHON_SYS_EXECUTABLE=$(bash scripts/libtorch.sh) \
-#     cargo build --release -p runner --features tch
+#   bash scripts/libtorch.sh                 install (if needed) and print the venv's folder
+#   bash scripts/libtorch.sh COMMAND ARGS... install (if needed), then run COMMAND with the venv
+#                                            active and LIBTORCH_USE_PYTORCH=1, as torch-sys
+#                                            (tch's build) needs to find LibTorch, e.g.
+#   bash scripts/libtorch.sh cargo build --release -p runner --features tch
+#
+# The built binary carries an rpath to the venv's torch/lib (crates/runner/build.rs), so it runs
+# without LD_LIBRARY_PATH as long as the venv stays where it is.
 # Exit status 1, with one line saying why, when the registry or the install fails.
 set -euo pipefail
 
@@ -28,4 +33,9 @@ if ! installed; then
     fi
     installed || { echo "libtorch: torch==$VERSION installed but does not import; see $VENV/pip.err" >&2; exit 1; }
 fi
-echo "$PY"
+if [ "$#" -eq 0 ]; then
+    echo "$VENV"
+    exit 0
+fi
+export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1
+exec "$@"
