@@ -23,7 +23,7 @@ fn main() {
         } else {
             "python3"
         };
-        let out = Command::new(&python)
+        let out = Command::new(python)
             .args([
                 "-c",
                 "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",

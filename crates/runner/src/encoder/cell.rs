@@ -8,12 +8,11 @@
 //! then the seeds.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::data;
 use crate::harness::experiment::{
     CmpMode, DatasetFormat, DatasetSpec, ExperimentFile, LossSpec, ModelSpec, RankingFiles, Task,
     TrainConfig,
@@ -343,43 +342,15 @@ pub(crate) fn check_encoder(c: &TrainCell) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn check_dataset(c: &TrainCell) -> Result<()> {
-    let exists = |p: PathBuf| -> Result<()> {
-        if p.is_file() {
-            Ok(())
-        } else {
-            bail!(
-                "dataset `{}`: {} does not exist",
-                c.dataset_name,
-                p.display()
-            )
-        }
-    };
-    match (&c.dataset.task, &c.ranking_files) {
-        (Task::ExtractiveQa, _) => {
-            let (train, eval) = data::split_files(&c.dataset, &c.dataset_dir)?;
-            return exists(train).and(exists(eval));
-        }
-        (Task::Ranking, Some(files)) => {
-            for f in files.all() {
-                exists(f.to_owned())?;
-            }
-            return Ok(());
-        }
-        _ => {}
-    }
-    let d = data::load(&c.dataset, &c.dataset_dir)
-        .with_context(|| format!("dataset `{}`", c.dataset_name))?;
-    match c.dataset.task {
-        Task::Classification if d.labels.len() < 2 => bail!(
-            "dataset `{}`: a classification task needs at least 2 labels, found {}",
+/// `path`, a file of the cell's dataset, exists.
+pub(crate) fn dataset_file(c: &TrainCell, path: &Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        bail!(
+            "dataset `{}`: {} does not exist",
             c.dataset_name,
-            d.labels.len()
-        ),
-        Task::Regression if !d.labels.is_empty() => bail!(
-            "dataset `{}`: task = \"regression\" but the labels are classes",
-            c.dataset_name
-        ),
-        _ => Ok(()),
+            path.display()
+        )
     }
 }

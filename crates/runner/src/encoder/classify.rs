@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ablation::DropoutMasks;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{BertModel, EncodedBatch, SequenceClassifier, TextTokenizer};
@@ -308,6 +308,24 @@ fn targets<B: Backend>(examples: &[&Encoded], task: Task, device: &B::Device) ->
                 .collect();
             Targets::Classes(Tensor::from_data(TensorData::new(v, [n]), device))
         }
+    }
+}
+
+/// The dataset reads, and its labels fit the task (before any cell runs).
+pub(crate) fn check_inputs(c: &TrainCell) -> Result<()> {
+    let d = data::load(&c.dataset, &c.dataset_dir)
+        .with_context(|| format!("dataset `{}`", c.dataset_name))?;
+    match c.dataset.task {
+        Task::Classification if d.labels.len() < 2 => bail!(
+            "dataset `{}`: a classification task needs at least 2 labels, found {}",
+            c.dataset_name,
+            d.labels.len()
+        ),
+        Task::Regression if !d.labels.is_empty() => bail!(
+            "dataset `{}`: task = \"regression\" but the labels are classes",
+            c.dataset_name
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -1,16 +1,13 @@
 //! The encoder cell as the harness sees it: identity, inputs, checks, resumption and its run
-//! (one learner per task family).
+//! (one learner per task family, [`super::tasks`]).
 
 use std::path::Path;
 
 use anyhow::Result;
-use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
-use super::cell::{TrainCell, check_dataset, check_encoder};
-use super::classify::{TokenCache, train_cell};
+use super::cell::{TrainCell, check_encoder};
 use super::fit::ResumeState;
-use crate::harness::experiment::Task;
 use crate::harness::grid::{CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
 
@@ -47,7 +44,7 @@ impl CellKind for TrainCell {
     }
 
     fn check(&self) -> Vec<anyhow::Error> {
-        [check_encoder(self), check_dataset(self)]
+        [check_encoder(self), super::tasks::check_inputs(self)]
             .into_iter()
             .filter_map(Result::err)
             .collect()
@@ -58,20 +55,6 @@ impl CellKind for TrainCell {
     }
 
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
-        let (dir, log, device) = (ctx.dir, &mut *ctx.log, ctx.device);
-        match self.dataset.task {
-            Task::ExtractiveQa => {
-                super::extractive::train_span_cell::<Autodiff<B>>(self, dir, log, device)
-            }
-            Task::Ranking => super::rerank::train_rank_cell::<Autodiff<B>>(self, dir, log, device),
-            Task::Classification | Task::Regression => {
-                let tokens = ctx.output.join(".tokens");
-                let cache = ctx
-                    .shared
-                    .get_or_insert_with(|| TokenCache::on_disk(tokens));
-                let data = cache.get(self)?;
-                train_cell::<Autodiff<B>>(self, &data, dir, log, device)
-            }
-        }
+        super::tasks::train(self, ctx)
     }
 }

@@ -1,7 +1,7 @@
 //! Fine-tuning an encoder, with the plain task loss or the comparative loss over nested
 //! ablations: one training loop ([`fit`]) and one learner per task family (sentence
 //! classification and regression in [`classify`], extractive QA in [`extractive`], re-ranking in
-//! [`rerank`]).
+//! [`rerank`]); [`tasks`] is the one list of which family serves which task.
 
 pub mod cell;
 pub mod classify;
@@ -9,3 +9,4 @@ pub mod extractive;
 pub mod fit;
 pub mod kind;
 pub mod rerank;
+pub mod tasks;

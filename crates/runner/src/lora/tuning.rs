@@ -134,7 +134,7 @@ pub(crate) fn attach_lora<B: Backend>(
     let trained_set = match (&sets, choice.languages.is_empty()) {
         (_, true) => None,
         (Some((sets, source)), false) => Some(choose_set(
-            &choice,
+            choice,
             cell.target.as_deref(),
             sets,
             source,

@@ -43,7 +43,7 @@ use rand::rngs::StdRng;
 use tokenizers::Tokenizer;
 
 use crate::data::crosslingual::{QaExample, read_squad_json};
-use crate::encoder::cell::TrainCell;
+use crate::encoder::cell::{TrainCell, dataset_file};
 use crate::encoder::extractive::squad::{
     QaWindow, predict_answers, predictions_json, squad_windows,
 };
@@ -496,6 +496,13 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
     fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()> {
         Ok(model.save_pretrained(&self.config, out)?)
     }
+}
+
+/// The dataset's training and evaluation files exist (before any cell runs).
+pub(crate) fn check_inputs(cell: &TrainCell) -> Result<()> {
+    let (train, eval) = crate::data::split_files(&cell.dataset, &cell.dataset_dir)?;
+    dataset_file(cell, &train)?;
+    dataset_file(cell, &eval)
 }
 
 /// Train and evaluate one extractive-QA cell (see the module docs).

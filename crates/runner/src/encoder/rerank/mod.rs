@@ -49,7 +49,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 
-use crate::encoder::cell::TrainCell;
+use crate::encoder::cell::{TrainCell, dataset_file};
 use crate::encoder::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
 use crate::encoder::rerank::trec::{
     Qrels, Run, each_tsv_row, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run,
@@ -505,6 +505,15 @@ impl<B: AutodiffBackend> Learner<B> for RankLearner {
             .classifier
             .save_pretrained(&self.config, &["relevance".to_string()], out)?)
     }
+}
+
+/// Every file the ranking dataset names exists (before any cell runs).
+pub(crate) fn check_inputs(cell: &TrainCell) -> Result<()> {
+    let files = cell
+        .ranking_files
+        .as_ref()
+        .context("format = \"ranking\" needs `ranking = { … }`")?;
+    files.all().try_for_each(|f| dataset_file(cell, f))
 }
 
 /// Train and evaluate one ranking cell (see the module docs).
