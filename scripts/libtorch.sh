@@ -37,5 +37,9 @@ if [ "$#" -eq 0 ]; then
     echo "$VENV"
     exit 0
 fi
+# neuronlab itself finds LibTorch by its rpath; LD_LIBRARY_PATH serves the test binaries of the
+# library crates (`cargo test -p models --features tch`), which have none.
+TORCH_LIB="$("$PY" -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")"
 export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$@"

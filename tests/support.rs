@@ -7,11 +7,17 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
 use burn::prelude::*;
 use serde_json::Value;
 
-pub type B = NdArray<f32>;
+/// The backend the parity tests run on: ndarray, or LibTorch in a crate's `tch` test build
+/// (`bash scripts/libtorch.sh cargo test -p models --features tch`).
+#[cfg(not(feature = "tch"))]
+pub type B = burn::backend::NdArray<f32>;
+/// The backend the parity tests run on: ndarray, or LibTorch in a crate's `tch` test build
+/// (`bash scripts/libtorch.sh cargo test -p models --features tch`).
+#[cfg(feature = "tch")]
+pub type B = burn::backend::LibTorch<f32>;
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
