@@ -37,7 +37,7 @@ use crate::harness::experiment::LossSpec;
 use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::metrics::Scores;
 use crate::training::seeds::{Purpose, derive_seed};
-use crate::training::{AdamW, Objective, accumulated_step, linear_schedule};
+use crate::training::{AdamW, EpochCursor, Objective, accumulated_step, linear_schedule};
 
 /// The checkpoint folder inside a run folder.
 pub const CHECKPOINT: &str = "checkpoint";
@@ -328,7 +328,8 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         last_metrics = state.last_metrics;
         log.line(&format!("resumed from the checkpoint at step {first_step}"));
     }
-    let mut order = epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
+    let order_of = |epoch| epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
+    let mut data = EpochCursor::new(order_of, epoch, cursor);
     for step in first_step..total {
         let lr = linear_schedule(t.learning_rate, step, warmup, total);
         let step_loss;
@@ -339,14 +340,7 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             accum,
             t.max_grad_norm,
             |model, micro| {
-                if cursor >= order.len() {
-                    epoch += 1;
-                    order = epoch_order(&lens, cell.seed, epoch, t.batch_size, t.group_by_length);
-                    cursor = 0;
-                }
-                let end = (cursor + t.batch_size).min(order.len());
-                let batch = &order[cursor..end];
-                cursor = end;
+                let batch = data.next_batch(t.batch_size);
                 let index = (step * accum + micro) as u64;
                 let seed = |purpose| derive_seed(cell.seed, purpose, index);
                 let mut masks = Some(DropoutMasks::new(seed(Purpose::EncoderDropout)));
@@ -399,8 +393,8 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             if t.checkpoints && done < total {
                 let state = ResumeState {
                     step: done,
-                    epoch,
-                    cursor,
+                    epoch: data.epoch,
+                    cursor: data.cursor,
                     seconds: record.seconds,
                     best: best.as_ref().map(|b| (b.0, b.1, b.2.clone())),
                     last_metrics: last_metrics.clone(),

@@ -22,7 +22,7 @@ use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::lora::cell::LoraCell;
 use crate::training::seeds::{Purpose, derive_seed};
-use crate::training::{AdamW, accumulated_step, linear_schedule};
+use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 
 /// Right-padded ids and the attention mask of some rows.
 pub(crate) fn batch<B: Backend>(
@@ -238,7 +238,7 @@ pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
         order
     };
     let started = Instant::now();
-    let (mut epoch, mut cursor, mut order) = (0, 0, order_of(0));
+    let mut data = EpochCursor::new(order_of, 0, 0);
     let mut loss_sum = 0.0;
     let mut lr = 0.0;
     for step in 0..total {
@@ -250,17 +250,7 @@ pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
             (step, lr),
             accum,
             t.max_grad_norm,
-            |model, _| {
-                if cursor >= order.len() {
-                    epoch += 1;
-                    order = order_of(epoch);
-                    cursor = 0;
-                }
-                let end = (cursor + t.batch_size).min(order.len());
-                let loss = loss_of(model, &order[cursor..end]);
-                cursor = end;
-                Ok(loss)
-            },
+            |model, _| Ok(loss_of(model, data.next_batch(t.batch_size))),
         )?;
         loss_sum += step_loss;
         log.progress(step + 1, total, step_loss, started);

@@ -128,6 +128,42 @@ pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         .map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
 }
 
+/// Where a training loop is in its data: a seeded order of the training units per epoch
+/// (`order_of(epoch)`), read one batch after another; an epoch's last batch may be smaller, and
+/// the next batch starts the next epoch's order.
+pub struct EpochCursor<F: Fn(usize) -> Vec<usize>> {
+    order_of: F,
+    order: Vec<usize>,
+    /// The epoch being read.
+    pub epoch: usize,
+    /// The position in its order.
+    pub cursor: usize,
+}
+
+impl<F: Fn(usize) -> Vec<usize>> EpochCursor<F> {
+    /// At `cursor` in epoch `epoch` (0, 0 for a fresh run; a checkpoint's for a resumed one).
+    pub fn new(order_of: F, epoch: usize, cursor: usize) -> Self {
+        Self {
+            order: order_of(epoch),
+            order_of,
+            epoch,
+            cursor,
+        }
+    }
+
+    /// The next batch of at most `size` units.
+    pub fn next_batch(&mut self, size: usize) -> &[usize] {
+        if self.cursor >= self.order.len() {
+            self.epoch += 1;
+            self.order = (self.order_of)(self.epoch);
+            self.cursor = 0;
+        }
+        let start = self.cursor;
+        self.cursor = (start + size).min(self.order.len());
+        &self.order[start..self.cursor]
+    }
+}
+
 /// One optimiser step of every training loop (encoder cells and LoRA cells): `accum`
 /// micro-batches, each `micro(model, k)`'s loss checked finite and its gradients accumulated at
 /// weight `1 / accum`, then global-norm clipping to `max_grad_norm` (none at 0) and `optimizer`
