@@ -14,8 +14,7 @@ use serde_json::Value;
 /// (`bash scripts/libtorch.sh cargo test -p models --features tch`).
 #[cfg(not(feature = "tch"))]
 pub type B = burn::backend::NdArray<f32>;
-/// The backend the parity tests run on: ndarray, or LibTorch in a crate's `tch` test build
-/// (`bash scripts/libtorch.sh cargo test -p models --features tch`).
+/// LibTorch, in a crate's `tch` test build.
 #[cfg(feature = "tch")]
 pub type B = burn::backend::LibTorch<f32>;
 

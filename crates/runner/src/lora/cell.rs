@@ -399,7 +399,7 @@ fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
 }
 
 /// The files a fine-tuning cell reads exist, and the model is a decoder with a tokenizer.
-pub(crate) fn check_adapt_inputs(a: &LoraCell) -> Result<()> {
+pub(crate) fn check_lora_inputs(a: &LoraCell) -> Result<()> {
     let (lang, path) = &a.train_file;
     if !path.is_file() {
         bail!(

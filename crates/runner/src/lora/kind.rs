@@ -7,7 +7,7 @@ use anyhow::Result;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
-use super::cell::{LoraCell, check_adapt_inputs};
+use super::cell::{LoraCell, check_lora_inputs};
 use crate::harness::experiment::TaskFormat;
 use crate::harness::grid::{CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
@@ -58,7 +58,7 @@ impl CellKind for LoraCell {
     }
 
     fn check(&self) -> Vec<anyhow::Error> {
-        check_adapt_inputs(self).err().into_iter().collect()
+        check_lora_inputs(self).err().into_iter().collect()
     }
 
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
