@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use runner::data::{Label, load};
-use runner::harness::experiment::{Columns, DatasetFormat, DatasetSpec, Task, TrainOverrides};
+use runner::encoder::data::{Label, load};
+use runner::encoder::spec::{Columns, DatasetFormat, DatasetSpec, Task};
+use runner::harness::experiment::TrainOverrides;
 
 use crate::util::fixture;
 

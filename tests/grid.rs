@@ -151,6 +151,36 @@ fn bad_files_name_file_line_and_key() {
         err.contains("/exp/test.toml, line 11") && err.contains("colour"),
         "{err}"
     );
+    // A key no kind reads: at the top, among the grid axes, in a model table a kind reads
+    // more of (the LoRA cells read `lora`), inside a kind's own section.
+    let err = error(&format!("colour = 3\n{BASE}{grid}"));
+    assert!(
+        err.contains("/exp/test.toml, line 1: colour: unknown key `colour`"),
+        "{err}"
+    );
+    let err = error(&format!("{BASE}{grid}studdy = [\"lape\"]\n"));
+    assert!(
+        err.contains("line 38: grid.studdy: unknown key `studdy` in `grid`"),
+        "{err}"
+    );
+    let text = BASE.replace(
+        "kind = \"encoder\"\ntrain",
+        "kind = \"encoder\"\nlora = { rnk = 4 }\ntrain",
+    );
+    let err = error(&format!("{text}{grid}"));
+    assert!(
+        err.contains("/exp/test.toml, line 11") && err.contains("unknown field `rnk`"),
+        "{err}"
+    );
+    // An axis of another kind.
+    let err = error(&format!("{BASE}{grid}neurons = [\"en\"]\n"));
+    assert!(
+        err.contains("grid.neurons")
+            && err.contains(
+                "a grid of encoder fine-tuning (`dataset` or `pairs`) has no `neurons` axis"
+            ),
+        "{err}"
+    );
     // Malformed TOML.
     let err = error(&format!("{BASE}{grid}\nepochs = = 3\n"));
     assert!(err.contains("/exp/test.toml, line"), "{err}");

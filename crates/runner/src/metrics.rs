@@ -119,15 +119,6 @@ impl Scores {
     }
 }
 
-/// The name of the main metric of a task (see [`Scores`]).
-pub fn main_metric(task: crate::harness::experiment::Task, glue: Option<&str>) -> &'static str {
-    match (task, glue.map(str::to_ascii_uppercase).as_deref()) {
-        (crate::harness::experiment::Task::Regression, _) => "pearson",
-        (_, Some("COLA")) => "matthews",
-        _ => "accuracy",
-    }
-}
-
 /// Classification scores; `glue` is the GLUE task name when the dataset is one.
 pub fn classification_scores(pred: &[usize], gold: &[usize], glue: Option<&str>) -> Scores {
     let mut values = BTreeMap::new();

@@ -1,23 +1,60 @@
-//! The kinds of cell, and the only place that lists them with the `[grid]` axes that choose
-//! them:
+//! The kinds of cell, and the only place that lists them with the TOML sections they own and
+//! the `[grid]` axes that choose them:
 //!
-//! | kind | folder | chosen by | its TOML sections |
+//! | kind | folder | chosen by | its sections |
 //! |---|---|---|---|
-//! | encoder fine-tuning | [`crate::encoder`] | `grid.model` × `grid.dataset` or `grid.pairs` | `[datasets.*]`, `[losses.*]` |
-//! | neuron study | [`crate::study`] | `grid.study` (without `grid.task`) | `[texts.*]`, `[studies.*]` |
-//! | LoRA fine-tuning | [`crate::lora`] | `grid.task` (its `grid.study` cells run first and feed it) | `[tasks.*]`, `[lora]`, `[texts.*]`, `[studies.*]` |
+//! | encoder fine-tuning | [`crate::encoder`] | `grid.dataset` or `grid.pairs` | `[datasets.*]`, `[losses.*]`, `grid.loss` ([`crate::encoder::spec`]) |
+//! | neuron study | [`crate::study`] | `grid.study` (without `grid.task`) | `[texts.*]`, `[studies.*]` ([`crate::study::spec`]) |
+//! | LoRA fine-tuning | [`crate::lora`] | `grid.task` (its `grid.study` cells run first and feed it) | `[tasks.*]`, `[lora]`, a model's `lora`, `grid.neurons` ([`crate::lora::spec`]) |
 //!
-//! `[models.*]`, `[train]` and `grid.seed` / `grid.train` are shared. A new kind is a folder with
-//! a type implementing [`CellKind`] and a line here.
+//! `name`, `description`, `[train]`, `[models.*]` and `grid.model` / `grid.seed` /
+//! `grid.train` are shared ([`crate::harness::experiment`]). Each kind reads its sections as its
+//! own view of the file; a key no view reads is an error naming its line. A new kind is a
+//! folder with a type implementing [`CellKind`], its sections, and a line in each match here.
+//!
+//! An encoder grid:
+//!
+//! ```toml
+//! name = "quickstart"                      # results go to DIR/<name>/
+//!
+//! [train]                                  # settings for every cell (defaults below)
+//! epochs = 1
+//! batch_size = 16
+//!
+//! [models.minilm]
+//! path = "${ARTEFACTS}/all-MiniLM-L6-v2"   # ${ARTEFACTS}: the fetched-artefact cache
+//! kind = "encoder"
+//! train = { learning_rate = 5e-5 }        # per-model overrides
+//!
+//! [datasets.polarity]
+//! path = "${ARTEFACTS}/rt-polarity"
+//! format = "jsonl"
+//! task = "classification"
+//! columns = { text = "sentence", label = "label" }
+//!
+//! [losses.cmp2]
+//! kind = "comparative"
+//! n_drop = 2
+//!
+//! [grid]
+//! model = ["minilm"]
+//! dataset = ["polarity"]
+//! loss = ["baseline", "cmp2"]
+//! seed = [1, 2, 3]
+//! train = { learning_rate = [2e-5, 5e-5] } # any training setting as an axis
+//! ```
+//!
+//! Neuron studies and LoRA grids: see [`crate::study::spec`] and [`crate::lora::spec`]. A pair
+//! in `grid.pairs` may name its own losses (`{ model, dataset, loss = [...] }`).
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::cell::TrainCell;
-use crate::harness::experiment::ExperimentFile;
+use crate::harness::experiment::{ExperimentFile, Views};
 use crate::harness::grid::{self, CellKind, Expand, Input, RunContext};
 use crate::harness::log::Outcome;
 use crate::lora::cell::LoraCell;
@@ -116,39 +153,97 @@ impl CellKind for CellConfig {
     }
 }
 
+/// Which kind a grid expands to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GridKind {
+    Encoder,
+    Study,
+    Lora,
+}
+
 impl Expand for CellConfig {
     /// A grid with `task` fine-tunes decoders with LoRA (its studies first), one with `study`
-    /// studies neurons, any other fine-tunes encoders.
+    /// studies neurons, any other fine-tunes encoders. An axis of another kind is an error.
     fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
-        let g = &file.experiment.grid;
+        let mut views = Views::new(file);
+        let encoder: crate::encoder::spec::Sections = views.read()?;
+        let study: crate::study::spec::Sections = views.read()?;
+        let lora: crate::lora::spec::Sections = views.read()?;
+        views.finish()?;
+
+        let kind = if !lora.grid.task.is_empty() {
+            GridKind::Lora
+        } else if !study.grid.study.is_empty() {
+            GridKind::Study
+        } else {
+            GridKind::Encoder
+        };
+        let training = if file.experiment.grid.train.is_empty() {
+            vec![]
+        } else {
+            vec!["train"]
+        };
+        let (what, elsewhere, foreign) = match kind {
+            GridKind::Lora => (
+                "fine-tuning tasks (`task`)",
+                "encoder training runs",
+                encoder.grid.used(),
+            ),
+            GridKind::Study => (
+                "neuron studies (`study`)",
+                "training runs",
+                [encoder.grid.used(), lora.grid.used(), training].concat(),
+            ),
+            GridKind::Encoder => (
+                "encoder fine-tuning (`dataset` or `pairs`)",
+                "LoRA fine-tuning (`task`)",
+                lora.grid.used(),
+            ),
+        };
+        if let Some(axis) = foreign.first() {
+            bail!(
+                "{}: a grid of {what} has no `{axis}` axis; put {elsewhere} in another file",
+                file.locate(&["grid", axis])
+            );
+        }
+
         fn wrap<K>(cells: Vec<grid::Cell<K>>, kind: fn(K) -> CellConfig) -> Vec<Cell> {
             cells.into_iter().map(|c| c.map(kind)).collect()
         }
-        if !g.task.is_empty() {
-            crate::lora::cell::check_axes(file)?;
-            let studies = if g.study.is_empty() {
-                Vec::new()
-            } else {
-                crate::study::cell::expand(file, true)?
-            };
-            let study_run = |model: &str, study: &str| {
-                studies
-                    .iter()
-                    .find(|c| c.config.model_name == model && c.config.study_name == study)
-                    .map(|c| c.run_id.clone())
-            };
-            let tuned = crate::lora::cell::expand(file, studies.len(), &study_run)?;
-            let mut cells = wrap(studies, CellConfig::Study);
-            cells.extend(wrap(tuned, CellConfig::Lora));
-            grid::check_unique(file, &cells)?;
-            return Ok(cells);
+        match kind {
+            GridKind::Lora => {
+                let studies = if study.grid.study.is_empty() {
+                    Vec::new()
+                } else {
+                    crate::study::cell::expand(file, &study, true)?
+                };
+                let run = |model: &str, name: &str| {
+                    studies
+                        .iter()
+                        .find(|c| c.config.model_name == model && c.config.study_name == name)
+                        .map(|c| c.run_id.clone())
+                };
+                let grid_studies = crate::lora::cell::GridStudies {
+                    first: studies.len(),
+                    in_grid: &study.grid.study,
+                    defined: study.studies.keys().cloned().collect(),
+                    run: &run,
+                };
+                let tuned = crate::lora::cell::expand(file, &lora, &grid_studies)?;
+                let mut cells = wrap(studies, CellConfig::Study);
+                cells.extend(wrap(tuned, CellConfig::Lora));
+                grid::check_unique(file, &cells)?;
+                Ok(cells)
+            }
+            GridKind::Study => Ok(wrap(
+                crate::study::cell::expand(file, &study, false)?,
+                CellConfig::Study,
+            )),
+            GridKind::Encoder => Ok(wrap(
+                crate::encoder::cell::expand(file, &encoder)?,
+                CellConfig::Train,
+            )),
         }
-        if !g.study.is_empty() {
-            let studies = crate::study::cell::expand(file, false)?;
-            return Ok(wrap(studies, CellConfig::Study));
-        }
-        let trained = crate::encoder::cell::expand(file)?;
-        Ok(wrap(trained, CellConfig::Train))
     }
 }
 

@@ -275,8 +275,9 @@ impl BackendJob for BenchStep {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<StepReport> {
         use crate::encoder::extractive::SpanInput;
-        use crate::harness::experiment::LossSpec;
-        use crate::training::{AdamW, Objective, Targets};
+        use crate::encoder::objective::{Objective, Targets};
+        use crate::encoder::spec::LossSpec;
+        use crate::training::AdamW;
         use ablation::DropoutMasks;
         use burn::backend::Autodiff;
         use models::{SequenceClassifier, SpanExtractor};
@@ -291,8 +292,8 @@ impl BackendJob for BenchStep {
                 n_drop: self.n_drop,
                 n_crop: 0,
                 p: None,
-                target: crate::harness::experiment::Target::Ultra,
-                mode: crate::harness::experiment::CmpMode::Comparative,
+                target: crate::encoder::spec::Target::Ultra,
+                mode: crate::encoder::spec::CmpMode::Comparative,
                 primary: None,
                 weight: None,
                 temperature: 1.0,

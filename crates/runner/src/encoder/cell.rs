@@ -13,10 +13,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::experiment::{
-    CmpMode, DatasetFormat, DatasetSpec, ExperimentFile, LossSpec, ModelSpec, RankingFiles, Task,
-    TrainConfig,
-};
+use super::spec::{CmpMode, DatasetFormat, DatasetSpec, LossSpec, RankingFiles, Sections, Task};
+use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
 use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
 
 /// A training cell, resolved.
@@ -53,23 +51,23 @@ pub struct TrainCell {
 /// The training cells of `file`, in the order of the module docs. Names that the grid uses but
 /// the file does not define, empty axes, unknown settings and out-of-range values are errors
 /// naming file, line and key.
-pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell<TrainCell>>> {
+pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCell>>> {
     let e = &file.experiment;
-    let g = &e.grid;
+    let (g, a) = (&e.grid, &own.grid);
     // (model, dataset) pairs.
-    let pairs: Vec<(String, String, Vec<String>)> = if !g.pairs.is_empty() {
-        if !g.model.is_empty() || !g.dataset.is_empty() {
+    let pairs: Vec<(String, String, Vec<String>)> = if !a.pairs.is_empty() {
+        if !g.model.is_empty() || !a.dataset.is_empty() {
             bail!(
                 "{}: use either `pairs` or `model` × `dataset`, not both",
                 file.locate(&["grid", "pairs"])
             );
         }
-        g.pairs
+        a.pairs
             .iter()
             .map(|p| (p.model.clone(), p.dataset.clone(), p.loss.clone()))
             .collect()
     } else {
-        for (axis, values) in [("model", &g.model), ("dataset", &g.dataset)] {
+        for (axis, values) in [("model", &g.model), ("dataset", &a.dataset)] {
             if values.is_empty() {
                 bail!(
                     "{}: the grid needs at least one {axis} (or `pairs`)",
@@ -80,14 +78,14 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell<TrainCell>>> {
         g.model
             .iter()
             .flat_map(|m| {
-                g.dataset
+                a.dataset
                     .iter()
                     .map(move |d| (m.clone(), d.clone(), Vec::new()))
             })
             .collect()
     };
     for (i, (m, d, _)) in pairs.iter().enumerate() {
-        let (mkey, dkey) = if g.pairs.is_empty() {
+        let (mkey, dkey) = if a.pairs.is_empty() {
             (
                 vec!["grid".to_owned(), "model".to_owned()],
                 vec!["grid".to_owned(), "dataset".to_owned()],
@@ -103,11 +101,11 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell<TrainCell>>> {
                 names(e.models.keys())
             );
         }
-        if !e.datasets.contains_key(d) {
+        if !own.datasets.contains_key(d) {
             bail!(
                 "{}: unknown dataset `{d}`; the file defines {}",
                 file.locate(&dkey.iter().map(String::as_str).collect::<Vec<_>>()),
-                names(e.datasets.keys())
+                names(own.datasets.keys())
             );
         }
     }
@@ -115,12 +113,12 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell<TrainCell>>> {
     let mut used: Vec<&String> = pairs.iter().map(|p| &p.1).collect();
     used.dedup();
     for name in used {
-        check_dataset_spec(&e.datasets[name])
+        check_dataset_spec(&own.datasets[name])
             .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["datasets", name])))?;
     }
 
     // Losses.
-    let mut losses = e.losses.clone();
+    let mut losses = own.losses.clone();
     if let Some(spec) = losses.get("baseline")
         && *spec != LossSpec::Baseline
     {
@@ -134,10 +132,10 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell<TrainCell>>> {
         check_loss(spec)
             .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["losses", name])))?;
     }
-    let loss_names: Vec<String> = if g.loss.is_empty() {
+    let loss_names: Vec<String> = if a.loss.is_empty() {
         vec!["baseline".into()]
     } else {
-        g.loss.clone()
+        a.loss.clone()
     };
     let check_names = |names_: &[String], key: &[&str]| -> Result<()> {
         for name in names_ {
@@ -166,7 +164,7 @@ pub fn expand(file: &ExperimentFile) -> Result<Vec<Cell<TrainCell>>> {
     let mut cells = Vec::new();
     for (model_name, dataset_name, own_losses) in &pairs {
         let model = &e.models[model_name];
-        let dataset = &e.datasets[dataset_name];
+        let dataset = &own.datasets[dataset_name];
         let mut base = TrainConfig::default();
         base.apply(&e.train);
         base.apply(&dataset.train);

@@ -1,5 +1,5 @@
 //! Sentence classification and regression cells: a [`SequenceClassifier`] over a tokenised
-//! GLUE / JSONL / CSV / Parquet dataset ([`crate::data`]), trained by [`super::fit`].
+//! GLUE / JSONL / CSV / Parquet dataset ([`super::data`]), trained by [`super::fit`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,13 +14,13 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 use super::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
-use crate::data::{self, Label};
 use crate::encoder::cell::TrainCell;
-use crate::harness::experiment::Task;
+use crate::encoder::data::{self, Label};
+use crate::encoder::objective::{Objective, Targets};
+use crate::encoder::spec::Task;
 use crate::harness::log::{Outcome, RunLog};
 use crate::metrics::{classification_scores, regression_scores};
 use crate::training::seeds::{Purpose, derive_seed};
-use crate::training::{Objective, Targets};
 
 /// One tokenised example.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -332,7 +332,7 @@ pub(crate) fn check_inputs(c: &TrainCell) -> Result<()> {
 /// Train and evaluate one classification or regression cell on backend `B`, writing progress
 /// into `log`.
 ///
-/// `dir` is the run folder: the checkpoint of [`save_checkpoint`] lives there, and a run that
+/// `dir` is the run folder: the checkpoint of [`super::fit::save_checkpoint`] lives there, and a run that
 /// finds one continues from it.
 pub fn train_cell<B: AutodiffBackend>(
     cell: &TrainCell,

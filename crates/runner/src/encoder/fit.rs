@@ -33,11 +33,12 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::encoder::cell::TrainCell;
-use crate::harness::experiment::LossSpec;
+use crate::encoder::objective::Objective;
+use crate::encoder::spec::LossSpec;
 use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::metrics::Scores;
 use crate::training::seeds::{Purpose, derive_seed};
-use crate::training::{AdamW, EpochCursor, Objective, accumulated_step, linear_schedule};
+use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 
 /// The checkpoint folder inside a run folder.
 pub const CHECKPOINT: &str = "checkpoint";

@@ -5,8 +5,11 @@
 
 pub mod cell;
 pub mod classify;
+pub mod data;
 pub mod extractive;
 pub mod fit;
 pub mod kind;
+pub mod objective;
 pub mod rerank;
+pub mod spec;
 pub mod tasks;

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 
 use super::cell::TrainCell;
 use super::{classify, extractive, rerank};
-use crate::harness::experiment::Task;
+use crate::encoder::spec::Task;
 use crate::harness::grid::RunContext;
 use crate::harness::log::Outcome;
 

@@ -1,5 +1,5 @@
 //! The LoRA fine-tuning cell ([`LoraCell`]): its expansion from `[grid]` (with `grid.neurons`,
-//! [`crate::harness::experiment::NeuronChoice`]), its checks (its run is in
+//! [`super::spec::NeuronChoice`]), its checks (its run is in
 //! [`super::kind`]).
 
 use std::collections::BTreeMap;
@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use neurons::InterventionValue;
 
-use crate::harness::experiment::{
-    ExperimentFile, LoraSpec, ModelSpec, NeuronChoice, TaskFormat, TaskSpec, TrainConfig,
-};
+use super::spec::{LoraSpec, NeuronChoice, Sections, TaskFormat, TaskSpec};
+use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
 use crate::harness::grid::{Cell, cartesian, check_decoder_models, names, train_axes};
 
 /// A LoRA fine-tuning cell, resolved: train on the task's training language, evaluate on
@@ -54,60 +53,52 @@ pub struct LoraCell {
     pub train: TrainConfig,
 }
 
-/// A grid of fine-tuning tasks has no encoder axes (checked before its studies expand).
-pub fn check_axes(file: &ExperimentFile) -> Result<()> {
-    let g = &file.experiment.grid;
-    for (axis, empty) in [
-        ("dataset", g.dataset.is_empty()),
-        ("pairs", g.pairs.is_empty()),
-        ("loss", g.loss.is_empty()),
-    ] {
-        if !empty {
-            bail!(
-                "{}: a grid of fine-tuning tasks (`task`) has no `{axis}` axis; put encoder \
-                 training runs in another file",
-                file.locate(&["grid", axis])
-            );
-        }
-    }
-    Ok(())
+/// The grid's neuron studies, as the LoRA cells see them (the registry expands them first).
+pub struct GridStudies<'a> {
+    /// How many cells come before the LoRA cells (the studies'): the first LoRA cell's number.
+    pub first: usize,
+    /// `grid.study`.
+    pub in_grid: &'a [String],
+    /// The studies the file defines.
+    pub defined: Vec<String>,
+    /// `run(model, study)`: the run id of the grid's cell of that study of that model.
+    pub run: &'a dyn Fn(&str, &str) -> Option<String>,
 }
 
 /// The fine-tuning cells of `file`: every model × task × `grid.neurons` value (a value with
 /// `target` once per evaluation language) × training-axis combination × seed, in that order
-/// (outermost first), numbered from `first` (the grid's studies come before them: their sets
-/// feed these cells). `study_run(model, study)` is the run id of the grid's study cell that
+/// (outermost first), numbered from `studies.first` (the grid's studies come before them: their
+/// sets feed these cells). `studies.run(model, study)` is the run id of the grid's study cell that
 /// `lora.neurons_from` names for that model.
 pub fn expand(
     file: &ExperimentFile,
-    first: usize,
-    study_run: &dyn Fn(&str, &str) -> Option<String>,
+    own: &Sections,
+    studies: &GridStudies<'_>,
 ) -> Result<Vec<Cell<LoraCell>>> {
-    check_axes(file)?;
     let e = &file.experiment;
     let g = &e.grid;
     let mut cells = Vec::new();
     check_decoder_models(file, "LoRA fine-tuning tasks")?;
-    for (i, name) in g.task.iter().enumerate() {
-        let Some(task) = e.tasks.get(name) else {
+    for (i, name) in own.grid.task.iter().enumerate() {
+        let Some(task) = own.tasks.get(name) else {
             bail!(
                 "{}: unknown task `{name}`; the file defines {}",
                 file.locate(&["grid", "task", &i.to_string()]),
-                names(e.tasks.keys())
+                names(own.tasks.keys())
             );
         };
         check_task(file, name, task)?;
     }
-    check_lora(file, &e.lora)?;
-    let choices: Vec<NeuronChoice> = if g.neurons.is_empty() {
+    check_lora(file, own, studies)?;
+    let choices: Vec<NeuronChoice> = if own.grid.neurons.is_empty() {
         vec![NeuronChoice::none()]
     } else {
-        g.neurons.clone()
+        own.grid.neurons.clone()
     };
     for (i, choice) in choices.iter().enumerate() {
         if !choice.languages.is_empty()
-            && e.lora.neurons_from.is_none()
-            && e.lora.neurons_file.is_none()
+            && own.lora.neurons_from.is_none()
+            && own.lora.neurons_file.is_none()
         {
             bail!(
                 "{}: {:?} needs neuron sets: set `neurons_from` (a study) or `neurons_file` in \
@@ -126,8 +117,8 @@ pub fn expand(
     for model_name in &g.model {
         let model = &e.models[model_name];
         // The sets of `neurons_from`: that study's cell for this model, first seed.
-        let neurons_study = match &e.lora.neurons_from {
-            Some(study) => Some(study_run(model_name, study).with_context(|| {
+        let neurons_study = match &own.lora.neurons_from {
+            Some(study) => Some((studies.run)(model_name, study).with_context(|| {
                 format!(
                     "{}: the grid runs no study {study:?} of model `{model_name}`",
                     file.locate(&["lora", "neurons_from"])
@@ -135,14 +126,16 @@ pub fn expand(
             })?),
             None => None,
         };
-        for task_name in &g.task {
-            let task = &e.tasks[task_name];
+        for task_name in &own.grid.task {
+            let task = &own.tasks[task_name];
             let mut base = TrainConfig::default();
             base.apply(&e.train);
             base.apply(&model.train);
             base.apply(&task.settings);
-            let mut lora = e.lora.clone();
-            model.lora.apply_to(&mut lora);
+            let mut lora = own.lora.clone();
+            if let Some(m) = own.models.get(model_name) {
+                m.lora.apply_to(&mut lora);
+            }
             task.lora.apply_to(&mut lora);
             lora.alpha = Some(lora.alpha());
             let Some((train_lang, train_path)) = task.train.iter().next() else {
@@ -204,7 +197,7 @@ pub fn expand(
                                 target.cloned().unwrap_or_else(|| "all".into()),
                             );
                             params.insert("seed".into(), seed.to_string());
-                            cells.push(Cell::new(first + cells.len(), params, config));
+                            cells.push(Cell::new(studies.first + cells.len(), params, config));
                         }
                     }
                 }
@@ -344,8 +337,8 @@ fn check_targets(file: &ExperimentFile, key: &[&str], targets: &[String]) -> Res
 }
 
 /// Check `[lora]`, naming the file, line and key.
-fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
-    let e = &file.experiment;
+fn check_lora(file: &ExperimentFile, own: &Sections, studies: &GridStudies<'_>) -> Result<()> {
+    let l = &own.lora;
     let at = |key: &str| file.locate(&["lora", key]);
     check_targets(file, &["lora", "targets"], &l.targets)?;
     if l.rank == 0 {
@@ -356,7 +349,7 @@ fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
     {
         bail!("{}: alpha must be a positive number, got {a}", at("alpha"));
     }
-    for (m, spec) in &e.models {
+    for (m, spec) in &own.models {
         if let Some(targets) = &spec.lora.targets {
             check_targets(file, &["models", m, "lora", "targets"], targets)?;
         }
@@ -374,12 +367,12 @@ fn check_lora(file: &ExperimentFile, l: &LoraSpec) -> Result<()> {
         );
     }
     if let Some(study) = &l.neurons_from
-        && !e.grid.study.contains(study)
+        && !studies.in_grid.contains(study)
     {
         bail!(
             "{}: {study:?} is not a study of this grid; add it to grid.study (defined: {})",
             at("neurons_from"),
-            names(e.studies.keys())
+            names(studies.defined.iter())
         );
     }
     match l.intervention.value() {

@@ -1,24 +1,22 @@
 //! Cross-lingual classification cells (XNLI, JSONL topic tasks): a decoder with a linear head
 //! on one token, its adapters from [`super::tuning`]; see [`crate::lora`] for the protocol.
 
-use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use models::{DecoderTokenizer, ForwardContext, TokenPosition};
-
-use crate::harness::experiment::{ClassifierPosition, TaskFormat, TaskSpec};
-use crate::harness::log::{Outcome, RunLog};
-use crate::lora::cell::LoraCell;
-use crate::training::seeds::{Purpose, derive_seed};
-
-use super::tuning::{
-    Intervention, attach_lora, batch, finish_cell, pad_id, split_part, train_adapters,
+use models::{
+    DecoderCheckpoint, DecoderClassifier, DecoderTokenizer, ForwardContext, LlamaModel,
+    TokenPosition,
 };
+
+use super::cell::LoraCell;
+use super::spec::{ClassifierPosition, TaskFormat, TaskSpec};
+use super::task::{Evaluation, LoraTask};
+use super::tuning::{Adapters, pad_id, split_part};
+use crate::training::seeds::{Purpose, derive_seed};
 
 /// One labelled input of a cross-lingual classification task.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,150 +170,160 @@ pub fn encode_examples(
         .collect()
 }
 
-/// Fine-tune and evaluate one classification cell into `dir` (see [`crate::lora`]).
-pub fn run_classifier<B: AutodiffBackend>(
-    cell: &LoraCell,
-    grid_dir: &Path,
-    dir: &Path,
-    log: &mut RunLog,
-    device: &B::Device,
-) -> Result<Outcome> {
-    let t = &cell.train;
-    let classes = task_classes(&cell.task);
-    let (checkpoint, tokenizer) = models::DecoderCheckpoint::open_with_tokenizer(&cell.model_dir)
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let pad = pad_id(&checkpoint.config);
+/// Classification: a linear head on one token of the decoder ([`ClassifierPosition`]), the
+/// cross-entropy of the batch, accuracy per language.
+pub struct Classification {
+    tokenizer: DecoderTokenizer,
+    classes: Vec<String>,
+    pad: u32,
+    /// Twice the training batch: no activations are kept for a backward pass.
+    eval_batch: usize,
+}
 
-    // Data.
-    let (train_lang, train_path) = &cell.train_file;
-    let (mut train, dropped) = read_task(&cell.task, train_lang, train_path)?;
-    split_part(&mut train, cell.task.split, true);
-    if t.max_train_examples > 0 {
-        train.truncate(t.max_train_examples);
-    }
-    let train_ids = encode_examples(&tokenizer, &train, t.max_seq_len)?;
-    log.line(&format!(
-        "train {train_lang}: {} examples ({dropped} left out by drop_labels), {} classes",
-        train.len(),
-        classes.len()
-    ));
-    let mut evals = Vec::new();
-    for (lang, path) in &cell.eval_files {
-        let (mut examples, dropped) = read_task(&cell.task, lang, path)?;
-        split_part(&mut examples, cell.task.split, false);
-        if t.max_eval_examples > 0 {
-            examples.truncate(t.max_eval_examples);
+/// An example with its token ids.
+pub struct Encoded {
+    example: TaskExample,
+    ids: Vec<u32>,
+}
+
+impl LoraTask for Classification {
+    type Example = Encoded;
+    type Model<B: AutodiffBackend> = DecoderClassifier<B>;
+    type Valid<B: Backend> = DecoderClassifier<B>;
+    const SCORES: &'static [&'static str] = &["accuracy"];
+    const NOUN: &'static str = "examples";
+
+    fn new(cell: &LoraCell, checkpoint: &DecoderCheckpoint, tokenizer: DecoderTokenizer) -> Self {
+        Self {
+            tokenizer,
+            classes: task_classes(&cell.task),
+            pad: pad_id(&checkpoint.config),
+            eval_batch: cell.train.batch_size * 2,
         }
-        let ids = encode_examples(&tokenizer, &examples, t.max_seq_len)?;
-        log.line(&format!(
-            "eval {lang}: {} examples ({dropped} left out)",
-            examples.len()
-        ));
-        evals.push((lang.clone(), examples, ids));
     }
 
-    // Model and adapters.
-    let position = match cell.lora.position {
-        ClassifierPosition::Last => TokenPosition::Last,
-        ClassifierPosition::LastNonPadding => TokenPosition::LastNonPadding,
-    };
-    let (mut model, _) = checkpoint
-        .load_classifier::<B>(
-            classes.len(),
-            position,
-            derive_seed(cell.seed, Purpose::Head, 0),
-            device,
-        )
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let adapters;
-    (model.model, adapters) = attach_lora(model.model, cell, grid_dir, log, device)?;
+    fn predictions_header() -> String {
+        "language,index,label,prediction,intervened".into()
+    }
 
-    // Training.
-    let (model, trained) = train_adapters(model, train.len(), cell, log, |model, indices| {
-        let rows: Vec<&[u32]> = indices.iter().map(|&i| train_ids[i].as_slice()).collect();
-        let labels: Vec<i64> = indices.iter().map(|&i| train[i].label as i64).collect();
-        let (ids, mask) = batch::<B>(&rows, pad, device);
+    fn examples(
+        &self,
+        cell: &LoraCell,
+        language: &str,
+        path: &Path,
+        train: bool,
+    ) -> Result<(Vec<Encoded>, String)> {
+        let t = &cell.train;
+        let (mut examples, dropped) = read_task(&cell.task, language, path)?;
+        split_part(&mut examples, cell.task.split, train);
+        let max = if train {
+            t.max_train_examples
+        } else {
+            t.max_eval_examples
+        };
+        if max > 0 {
+            examples.truncate(max);
+        }
+        let ids = encode_examples(&self.tokenizer, &examples, t.max_seq_len)?;
+        let line = if train {
+            format!(
+                "{} examples ({dropped} left out by drop_labels), {} classes",
+                examples.len(),
+                self.classes.len()
+            )
+        } else {
+            format!("{} examples ({dropped} left out)", examples.len())
+        };
+        let encoded = examples
+            .into_iter()
+            .zip(ids)
+            .map(|(example, ids)| Encoded { example, ids })
+            .collect();
+        Ok((encoded, line))
+    }
+
+    fn load<B: AutodiffBackend>(
+        &self,
+        checkpoint: DecoderCheckpoint,
+        cell: &LoraCell,
+        device: &B::Device,
+    ) -> Result<DecoderClassifier<B>> {
+        let position = match cell.lora.position {
+            ClassifierPosition::Last => TokenPosition::Last,
+            ClassifierPosition::LastNonPadding => TokenPosition::LastNonPadding,
+        };
+        let (model, _) = checkpoint
+            .load_classifier::<B>(
+                self.classes.len(),
+                position,
+                derive_seed(cell.seed, Purpose::Head, 0),
+                device,
+            )
+            .with_context(|| format!("model `{}`", cell.model_name))?;
+        Ok(model)
+    }
+
+    fn with_decoder<B: AutodiffBackend>(
+        mut model: DecoderClassifier<B>,
+        attach: impl FnOnce(LlamaModel<B>) -> Result<(LlamaModel<B>, Adapters)>,
+    ) -> Result<(DecoderClassifier<B>, Adapters)> {
+        let adapters;
+        (model.model, adapters) = attach(model.model)?;
+        Ok((model, adapters))
+    }
+
+    fn decoder<B: AutodiffBackend>(model: &DecoderClassifier<B>) -> &LlamaModel<B> {
+        &model.model
+    }
+
+    fn loss<B: AutodiffBackend>(
+        &self,
+        model: &DecoderClassifier<B>,
+        batch: &[&Encoded],
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let rows: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
+        let labels: Vec<i64> = batch.iter().map(|e| e.example.label as i64).collect();
+        let (ids, mask) = super::tuning::batch::<B>(&rows, self.pad, device);
         let labels = Tensor::<B, 1, Int>::from_ints(labels.as_slice(), device);
         let logits = model.forward(ids, mask, &mut ForwardContext::eval());
         losses::cross_entropy(logits, labels).mean()
-    })?;
-    if t.save_model {
-        models::save_lora(&model.model, &dir.join("adapter.safetensors"))?;
     }
 
-    // Evaluation, adapters merged.
-    let mut valid = model.valid();
-    valid.model = valid.model.merge_lora();
-    let intervention = Intervention::of(cell, grid_dir)?;
-    let eval_batch = t.batch_size * 2;
-    let mut metrics = BTreeMap::new();
-    let mut table = String::from("language,examples,accuracy");
-    if intervention.is_some() {
-        table.push_str(",accuracy_intervened");
+    fn merged<B: Backend>(mut model: DecoderClassifier<B>) -> DecoderClassifier<B> {
+        model.model = model.model.merge_lora();
+        model
     }
-    table.push('\n');
-    let mut predictions = String::from("language,index,label,prediction,intervened\n");
-    let mut accuracies = Vec::new();
-    for (lang, examples, ids) in &evals {
-        let clock = Instant::now();
-        // One context per evaluation (an intervention's replacement tensors are built once).
-        let predict = |ctx: &mut ForwardContext<B::InnerBackend>| -> Vec<usize> {
-            let mut out = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(eval_batch) {
-                let rows: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-                let (x, mask) = batch::<B::InnerBackend>(&rows, pad, device);
-                let logits = valid.forward(x, mask, ctx);
-                let argmax = logits.argmax(1).into_data();
-                out.extend(argmax.iter::<i64>().map(|k| k as usize));
+
+    fn evaluate<B: Backend>(
+        &self,
+        model: &DecoderClassifier<B>,
+        examples: &[Encoded],
+        eval: Evaluation<'_, B>,
+    ) -> Result<Vec<f64>> {
+        let eval_batch = self.eval_batch.max(1);
+        let mut correct = 0;
+        let mut index = 0;
+        for chunk in examples.chunks(eval_batch) {
+            let rows: Vec<&[u32]> = chunk.iter().map(|e| e.ids.as_slice()).collect();
+            let (x, mask) = super::tuning::batch::<B>(&rows, self.pad, eval.device);
+            let logits = model.forward(x, mask, eval.ctx);
+            let argmax = logits.argmax(1).into_data();
+            for (p, e) in argmax.iter::<i64>().zip(chunk) {
+                let p = p as usize;
+                correct += usize::from(p == e.example.label);
+                let _ = writeln!(
+                    eval.predictions,
+                    "{},{index},{},{p},{}",
+                    eval.language, e.example.label, eval.intervened
+                );
+                index += 1;
             }
-            out
-        };
-        let accuracy = |pred: &[usize]| {
-            pred.iter()
-                .zip(examples)
-                .filter(|(p, e)| **p == e.label)
-                .count() as f64
-                / examples.len() as f64
-        };
-        let pred = predict(&mut ForwardContext::eval());
-        let acc = accuracy(&pred);
-        accuracies.push(acc);
-        metrics.insert(format!("accuracy/{lang}"), acc);
-        for (i, (p, e)) in pred.iter().zip(examples).enumerate() {
-            predictions.push_str(&format!("{lang},{i},{},{},false\n", e.label, p));
         }
-        table.push_str(&format!("{lang},{},{acc:.6}", examples.len()));
-        let mut line = format!("{lang}: accuracy {acc:.4}");
-        if let Some(intervention) = &intervention {
-            let (mut ctx, size) = intervention.context(&adapters, lang, device)?;
-            let pred_i = predict(&mut ctx);
-            let acc_i = accuracy(&pred_i);
-            metrics.insert(format!("accuracy_intervened/{lang}"), acc_i);
-            for (i, (p, e)) in pred_i.iter().zip(examples).enumerate() {
-                predictions.push_str(&format!("{lang},{i},{},{},true\n", e.label, p));
-            }
-            table.push_str(&format!(",{acc_i:.6}"));
-            line.push_str(&format!(
-                ", with {size} neurons {:?}: {acc_i:.4}",
-                cell.lora.intervention.as_str()
-            ));
-        }
-        table.push('\n');
-        log.line(&format!(
-            "{line} ({} examples, {:.0}s)",
-            examples.len(),
-            clock.elapsed().as_secs_f64()
-        ));
+        Ok(vec![correct as f64 / examples.len() as f64])
     }
-    let mean = accuracies.iter().sum::<f64>() / accuracies.len().max(1) as f64;
-    metrics.insert("accuracy".into(), mean);
-    finish_cell(
-        dir,
-        log,
-        (&table, &predictions),
-        &adapters,
-        &trained,
-        "accuracy",
-        metrics,
-    )
+
+    fn describe(scores: &[f64]) -> String {
+        format!("accuracy {:.4}", scores[0])
+    }
 }

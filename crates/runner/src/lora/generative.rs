@@ -27,23 +27,21 @@
 //! the model's context length instead of sliding a `max_seq_len` window; evaluation texts of
 //! `max_seq_len − 1` tokens or more are left out as in training.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
+use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use models::{DecoderTokenizer, ForwardContext, generate_greedy, lm_loss};
+use models::{
+    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LlamaModel, generate_greedy, lm_loss,
+};
 
 use crate::data::crosslingual::{QaExample, read_squad_json};
-use crate::harness::log::{Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::lora::cell::LoraCell;
-use crate::lora::tuning::{
-    Intervention, attach_lora, batch, finish_cell, pad_id, split_part, train_adapters,
-};
+use crate::lora::task::{Evaluation, LoraTask};
+use crate::lora::tuning::{Adapters, pad_id, split_part};
 use crate::metrics::{squad_em_f1, token_id_scores};
 
 /// The score names of a QA cell, in table order; the first is the main metric.
@@ -143,172 +141,176 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Fine-tune and evaluate one `xquad` cell into `dir` (see the module docs).
-pub fn run_qa<B: AutodiffBackend>(
-    cell: &LoraCell,
-    grid_dir: &Path,
-    dir: &Path,
-    log: &mut RunLog,
-    device: &B::Device,
-) -> Result<Outcome> {
-    let t = &cell.train;
-    let (checkpoint, tokenizer) = models::DecoderCheckpoint::open_with_tokenizer(&cell.model_dir)
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let pad = pad_id(&checkpoint.config);
-    let stop: Vec<u32> = match tokenizer.eos_id() {
-        Some(id) => vec![id],
-        None => checkpoint.config.eos_token_ids.clone(),
-    };
-    let max_new = cell.task.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS);
+/// Generative QA: the decoder's LM loss over prompt, answer and EOS; greedy decoding, scored
+/// by [`QA_SCORES`] per language (see the module docs).
+pub struct GenerativeQa {
+    tokenizer: DecoderTokenizer,
+    pad: u32,
+    stop: Vec<u32>,
+    max_new: usize,
+}
 
-    // Data.
-    let (train_lang, train_path) = &cell.train_file;
-    let mut questions = read_squad_json(train_path)?;
-    split_part(&mut questions, cell.task.split, true);
-    if t.max_train_examples > 0 {
-        questions.truncate(t.max_train_examples);
-    }
-    let (train, left_out) = encode_questions(&tokenizer, questions, t.max_seq_len, true)?;
-    log.line(&format!(
-        "train {train_lang}: {} questions ({left_out} left out: {} tokens or more)",
-        train.len(),
-        t.max_seq_len - 1
-    ));
-    anyhow::ensure!(
-        !train.is_empty(),
-        "{}: no training question fits in max_seq_len = {}",
-        train_path.display(),
-        t.max_seq_len
-    );
-    let mut evals = Vec::new();
-    for (lang, path) in &cell.eval_files {
-        let mut questions = read_squad_json(path)?;
-        split_part(&mut questions, cell.task.split, false);
-        if t.max_eval_examples > 0 {
-            questions.truncate(t.max_eval_examples);
+impl LoraTask for GenerativeQa {
+    type Example = QaItem;
+    type Model<B: AutodiffBackend> = LlamaModel<B>;
+    type Valid<B: Backend> = LlamaModel<B>;
+    const SCORES: &'static [&'static str] = &QA_SCORES;
+    const NOUN: &'static str = "questions";
+
+    fn new(cell: &LoraCell, checkpoint: &DecoderCheckpoint, tokenizer: DecoderTokenizer) -> Self {
+        let stop = match tokenizer.eos_id() {
+            Some(id) => vec![id],
+            None => checkpoint.config.eos_token_ids.clone(),
+        };
+        Self {
+            tokenizer,
+            pad: pad_id(&checkpoint.config),
+            stop,
+            max_new: cell.task.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
         }
-        let (items, left_out) = encode_questions(&tokenizer, questions, t.max_seq_len, false)?;
-        log.line(&format!(
-            "eval {lang}: {} questions ({left_out} left out)",
-            items.len()
-        ));
+    }
+
+    fn predictions_header() -> String {
+        format!(
+            "language,id,intervened,prediction,gold,generated_ids,{}",
+            QA_SCORES.join(",")
+        )
+    }
+
+    fn examples(
+        &self,
+        cell: &LoraCell,
+        language: &str,
+        path: &Path,
+        train: bool,
+    ) -> Result<(Vec<QaItem>, String)> {
+        let t = &cell.train;
+        let mut questions = read_squad_json(path)?;
+        split_part(&mut questions, cell.task.split, train);
+        let max = if train {
+            t.max_train_examples
+        } else {
+            t.max_eval_examples
+        };
+        if max > 0 {
+            questions.truncate(max);
+        }
+        let (items, left_out) = encode_questions(&self.tokenizer, questions, t.max_seq_len, train)?;
+        if train {
+            anyhow::ensure!(
+                !items.is_empty(),
+                "{}: no training question fits in max_seq_len = {}",
+                path.display(),
+                t.max_seq_len
+            );
+            let line = format!(
+                "{} questions ({left_out} left out: {} tokens or more)",
+                items.len(),
+                t.max_seq_len - 1
+            );
+            return Ok((items, line));
+        }
         anyhow::ensure!(
             !items.is_empty(),
-            "language {lang}: no evaluation question left in {} (split {:?}, max_seq_len {})",
+            "language {language}: no evaluation question left in {} (split {:?}, max_seq_len {})",
             path.display(),
             cell.task.split,
             t.max_seq_len
         );
-        evals.push((lang.clone(), items));
+        let line = format!("{} questions ({left_out} left out)", items.len());
+        Ok((items, line))
     }
 
-    // Model, adapters, training.
-    let (model, _) = checkpoint
-        .load::<B>(device)
-        .with_context(|| format!("model `{}`", cell.model_name))?;
-    let (model, adapters) = attach_lora(model, cell, grid_dir, log, device)?;
-    let (model, trained) = train_adapters(model, train.len(), cell, log, |model, indices| {
-        let rows: Vec<&[u32]> = indices.iter().map(|&i| train[i].ids.as_slice()).collect();
-        let (ids, mask) = batch::<B>(&rows, pad, device);
+    fn load<B: AutodiffBackend>(
+        &self,
+        checkpoint: DecoderCheckpoint,
+        cell: &LoraCell,
+        device: &B::Device,
+    ) -> Result<LlamaModel<B>> {
+        let (model, _) = checkpoint
+            .load::<B>(device)
+            .with_context(|| format!("model `{}`", cell.model_name))?;
+        Ok(model)
+    }
+
+    fn with_decoder<B: AutodiffBackend>(
+        model: LlamaModel<B>,
+        attach: impl FnOnce(LlamaModel<B>) -> Result<(LlamaModel<B>, Adapters)>,
+    ) -> Result<(LlamaModel<B>, Adapters)> {
+        attach(model)
+    }
+
+    fn decoder<B: AutodiffBackend>(model: &LlamaModel<B>) -> &LlamaModel<B> {
+        model
+    }
+
+    fn loss<B: AutodiffBackend>(
+        &self,
+        model: &LlamaModel<B>,
+        batch: &[&QaItem],
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let rows: Vec<&[u32]> = batch.iter().map(|q| q.ids.as_slice()).collect();
+        let (ids, mask) = super::tuning::batch::<B>(&rows, self.pad, device);
         lm_loss(model, ids, mask, &mut ForwardContext::eval())
-    })?;
-    if t.save_model {
-        models::save_lora(&model, &dir.join("adapter.safetensors"))?;
     }
 
-    // Evaluation: greedy decoding with the adapters merged.
-    let valid = model.valid().merge_lora();
-    let intervention = Intervention::of(cell, grid_dir)?;
-    let mut metrics = BTreeMap::new();
-    let mut table = format!("language,questions,{}", QA_SCORES.join(","));
-    if intervention.is_some() {
-        for s in QA_SCORES {
-            let _ = write!(table, ",{s}_intervened");
-        }
+    fn merged<B: Backend>(model: LlamaModel<B>) -> LlamaModel<B> {
+        model.merge_lora()
     }
-    table.push('\n');
-    let mut predictions = format!(
-        "language,id,intervened,prediction,gold,generated_ids,{}\n",
-        QA_SCORES.join(",")
-    );
-    let mut per_language = Vec::new();
-    for (lang, items) in &evals {
-        let clock = Instant::now();
+
+    fn evaluate<B: Backend>(
+        &self,
+        model: &LlamaModel<B>,
+        items: &[QaItem],
+        eval: Evaluation<'_, B>,
+    ) -> Result<Vec<f64>> {
+        let lang = eval.language;
         let mut official = serde_json::Map::new();
-        let mut decode =
-            |ctx: &mut ForwardContext<B::InnerBackend>, intervened: bool| -> Result<[f64; 4]> {
-                let mut sums = [0.0; 4];
-                for item in items {
-                    let generated = generate_greedy(&valid, &item.ids, max_new, &stop, ctx, device);
-                    let (scores, text) = qa_scores(&tokenizer, item, &generated)?;
-                    for (s, v) in sums.iter_mut().zip(scores) {
-                        *s += v;
-                    }
-                    let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
-                    let _ = writeln!(
-                        predictions,
-                        "{lang},{},{intervened},{},{},{},{}",
-                        csv_field(&item.example.id),
-                        csv_field(&text),
-                        csv_field(&item.example.answers[0].1),
-                        ids.join(" "),
-                        scores.map(|v| v.to_string()).join(",")
-                    );
-                    if !intervened {
-                        official.insert(item.example.id.clone(), text.into());
-                    }
-                }
-                Ok(sums.map(|s| s / items.len() as f64))
-            };
-        let scores = decode(&mut ForwardContext::eval(), false)?;
-        let _ = write!(table, "{lang},{}", items.len());
-        for (name, v) in QA_SCORES.iter().zip(scores) {
-            metrics.insert(format!("{name}/{lang}"), v);
-            let _ = write!(table, ",{v:.6}");
-        }
-        let mut line = format!(
-            "{lang}: token F1 {:.4}, EM {:.4}; SQuAD F1 {:.4}, EM {:.4}",
-            scores[0], scores[1], scores[2], scores[3]
-        );
-        if let Some(intervention) = &intervention {
-            let (mut ctx, size) = intervention.context(&adapters, lang, device)?;
-            let scores_i = decode(&mut ctx, true)?;
-            for (name, v) in QA_SCORES.iter().zip(scores_i) {
-                metrics.insert(format!("{name}_intervened/{lang}"), v);
-                let _ = write!(table, ",{v:.6}");
-            }
-            let _ = write!(
-                line,
-                "; with {size} neurons {:?}: token F1 {:.4}",
-                cell.lora.intervention.as_str(),
-                scores_i[0]
+        let mut sums = [0.0; 4];
+        for item in items {
+            let generated = generate_greedy(
+                model,
+                &item.ids,
+                self.max_new,
+                &self.stop,
+                eval.ctx,
+                eval.device,
             );
+            let (scores, text) = qa_scores(&self.tokenizer, item, &generated)?;
+            for (s, v) in sums.iter_mut().zip(scores) {
+                *s += v;
+            }
+            let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                eval.predictions,
+                "{lang},{},{},{},{},{},{}",
+                csv_field(&item.example.id),
+                eval.intervened,
+                csv_field(&text),
+                csv_field(&item.example.answers[0].1),
+                ids.join(" "),
+                scores.map(|v| v.to_string()).join(",")
+            );
+            if !eval.intervened {
+                official.insert(item.example.id.clone(), text.into());
+            }
         }
-        table.push('\n');
-        write_atomic(
-            &dir.join(format!("predictions.{lang}.json")),
-            serde_json::to_string_pretty(&official)?.as_bytes(),
-        )?;
-        log.line(&format!(
-            "{line} ({} questions, {:.0}s)",
-            items.len(),
-            clock.elapsed().as_secs_f64()
-        ));
-        per_language.push(scores);
+        if !eval.intervened {
+            write_atomic(
+                &eval.dir.join(format!("predictions.{lang}.json")),
+                serde_json::to_string_pretty(&official)?.as_bytes(),
+            )?;
+        }
+        Ok(sums.map(|s| s / items.len() as f64).to_vec())
     }
-    for (k, name) in QA_SCORES.iter().enumerate() {
-        let mean = per_language.iter().map(|s| s[k]).sum::<f64>() / per_language.len() as f64;
-        metrics.insert((*name).into(), mean);
+
+    fn describe(s: &[f64]) -> String {
+        format!(
+            "token F1 {:.4}, EM {:.4}; SQuAD F1 {:.4}, EM {:.4}",
+            s[0], s[1], s[2], s[3]
+        )
     }
-    finish_cell(
-        dir,
-        log,
-        (&table, &predictions),
-        &adapters,
-        &trained,
-        QA_SCORES[0],
-        metrics,
-    )
 }
 
 #[cfg(test)]

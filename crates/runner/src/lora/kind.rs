@@ -1,5 +1,5 @@
-//! The LoRA cell as the harness sees it: identity, inputs, checks and its run (classification
-//! or generative QA, by the task's format).
+//! The LoRA cell as the harness sees it: identity, inputs, checks and its run: the shared loop
+//! ([`super::task::run`]) with the task format's family (classification or generative QA).
 
 use std::path::Path;
 
@@ -8,9 +8,12 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
 use super::cell::{LoraCell, check_lora_inputs};
-use crate::harness::experiment::TaskFormat;
+use super::classify::Classification;
+use super::generative::GenerativeQa;
+use super::task::run;
 use crate::harness::grid::{CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
+use crate::lora::spec::TaskFormat;
 
 impl CellKind for LoraCell {
     fn identity(&self) -> Self {
@@ -63,12 +66,11 @@ impl CellKind for LoraCell {
 
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
         let (grid_dir, dir, log, device) = (ctx.grid_dir, ctx.dir, &mut *ctx.log, ctx.device);
+        // The one list of which family serves which task format.
         match self.task.format {
-            TaskFormat::Xquad => {
-                super::generative::run_qa::<Autodiff<B>>(self, grid_dir, dir, log, device)
-            }
+            TaskFormat::Xquad => run::<GenerativeQa, Autodiff<B>>(self, grid_dir, dir, log, device),
             TaskFormat::Jsonl | TaskFormat::Xnli => {
-                super::classify::run_classifier::<Autodiff<B>>(self, grid_dir, dir, log, device)
+                run::<Classification, Autodiff<B>>(self, grid_dir, dir, log, device)
             }
         }
     }

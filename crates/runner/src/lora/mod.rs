@@ -1,8 +1,9 @@
 //! Neuron-specific LoRA fine-tuning of a decoder, trained on one language and evaluated on others
-//! (Mondal et al.'s zero-shot cross-lingual protocol): the cell ([`cell`]), the adapters, the
-//! training loop and the interventions every task shares ([`tuning`]), and two tasks:
-//! classification ([`classify`]: XNLI and JSONL topic tasks, described below) and generative
-//! QA ([`generative`]: XQuAD).
+//! (Mondal et al.'s zero-shot cross-lingual protocol): its TOML sections ([`spec`]), the cell
+//! ([`cell`]), the one cell loop ([`task::run`]) with the adapters, training loop and
+//! interventions every task shares ([`tuning`]), and two task families implementing
+//! [`task::LoraTask`]: classification ([`classify`]: XNLI and JSONL topic tasks, described
+//! below) and generative QA ([`generative`]: XQuAD).
 //!
 //! 1. **Data.** The task's training file and this cell's evaluation files are read
 //!    ([`classify::read_task`]); each input is `text` or `text <eos> text_pair` (the tokenizer's EOS token
@@ -34,4 +35,6 @@ pub mod cell;
 pub mod classify;
 pub mod generative;
 pub mod kind;
+pub mod spec;
+pub mod task;
 pub mod tuning;

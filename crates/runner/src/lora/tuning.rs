@@ -17,10 +17,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::harness::experiment::{LoraInitSpec, NeuronChoice};
 use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::lora::cell::LoraCell;
+use crate::lora::spec::{LoraInitSpec, NeuronChoice};
 use crate::training::seeds::{Purpose, derive_seed};
 use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 
@@ -108,7 +108,7 @@ pub(crate) fn pad_id(config: &models::DecoderConfig) -> u32 {
 }
 
 /// A cell's adapters: what was attached and the neuron sets they came from.
-pub(crate) struct Adapters {
+pub struct Adapters {
     /// The neurons the masked `gate_proj` adapter trains, if any.
     pub trained_set: Option<NeuronSet>,
     /// The language sets and their file, if the cell has a source.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::experiment::{ExperimentFile, ModelSpec, StudyMethod, StudySpec, TextSpec};
+use super::spec::{Sections, StudyMethod, StudySpec, TextFileFormat, TextSpec};
+use crate::harness::experiment::{ExperimentFile, ModelSpec};
 use crate::harness::grid::{Cell, check_decoder_models, names};
 
 /// A neuron-study cell, resolved.
@@ -42,34 +43,23 @@ pub struct StudyCell {
 /// The cells of a neuron-study grid: every model of `grid.model` × every study of
 /// `grid.study` × every seed, in that order (outermost first). `with_tasks`: the grid also
 /// fine-tunes (its training axes belong to those cells).
-pub fn expand(file: &ExperimentFile, with_tasks: bool) -> Result<Vec<Cell<StudyCell>>> {
+pub fn expand(
+    file: &ExperimentFile,
+    own: &Sections,
+    with_tasks: bool,
+) -> Result<Vec<Cell<StudyCell>>> {
     let e = &file.experiment;
     let g = &e.grid;
-    for (axis, empty) in [
-        ("dataset", g.dataset.is_empty()),
-        ("pairs", g.pairs.is_empty()),
-        ("loss", g.loss.is_empty()),
-        ("train", g.train.is_empty() || with_tasks),
-        ("neurons", g.neurons.is_empty() || with_tasks),
-    ] {
-        if !empty {
-            bail!(
-                "{}: a grid of neuron studies (`study`) has no `{axis}` axis; put training runs \
-                 in another file",
-                file.locate(&["grid", axis])
-            );
-        }
-    }
     check_decoder_models(file, "neuron studies")?;
-    for (i, name) in g.study.iter().enumerate() {
-        let Some(study) = e.studies.get(name) else {
+    for (i, name) in own.grid.study.iter().enumerate() {
+        let Some(study) = own.studies.get(name) else {
             bail!(
                 "{}: unknown study `{name}`; the file defines {}",
                 file.locate(&["grid", "study", &i.to_string()]),
-                names(e.studies.keys())
+                names(own.studies.keys())
             );
         };
-        check_study(file, name, study)?;
+        check_study(file, own, name, study)?;
     }
     // Beside fine-tuning cells a study runs once, with the first seed: the seeds are the
     // fine-tuning cells' (a study's seed only draws its random control).
@@ -80,16 +70,16 @@ pub fn expand(file: &ExperimentFile, with_tasks: bool) -> Result<Vec<Cell<StudyC
     };
     let mut cells = Vec::new();
     for model_name in &g.model {
-        for study_name in &g.study {
-            let study = &e.studies[study_name];
+        for study_name in &own.grid.study {
+            let study = &own.studies[study_name];
             let texts: BTreeMap<String, TextSpec> = study
                 .texts
                 .iter()
-                .map(|t| (t.clone(), e.texts[t].clone()))
+                .map(|t| (t.clone(), own.texts[t].clone()))
                 .collect();
             let mut files: BTreeMap<String, Vec<(String, std::path::PathBuf)>> = BTreeMap::new();
             for t in &study.texts {
-                for (lang, path) in &e.texts[t].files {
+                for (lang, path) in &own.texts[t].files {
                     if study.languages.is_empty() || study.languages.contains(lang) {
                         files
                             .entry(lang.clone())
@@ -125,22 +115,20 @@ pub fn expand(file: &ExperimentFile, with_tasks: bool) -> Result<Vec<Cell<StudyC
 }
 
 /// Check a study's settings against its method, naming the file, line and key.
-fn check_study(file: &ExperimentFile, name: &str, s: &StudySpec) -> Result<()> {
-    let e = &file.experiment;
+fn check_study(file: &ExperimentFile, own: &Sections, name: &str, s: &StudySpec) -> Result<()> {
     let at = |key: &str| file.locate(&["studies", name, key]);
     if s.texts.is_empty() && s.method != StudyMethod::File {
         bail!("{}: a study needs at least one text", at("texts"));
     }
     let mut languages = std::collections::BTreeSet::new();
     for (i, t) in s.texts.iter().enumerate() {
-        let Some(text) = e.texts.get(t) else {
+        let Some(text) = own.texts.get(t) else {
             bail!(
                 "{}: unknown text `{t}`; the file defines {}",
                 file.locate(&["studies", name, "texts", &i.to_string()]),
-                names(e.texts.keys())
+                names(own.texts.keys())
             );
         };
-        use crate::harness::experiment::TextFileFormat;
         let needs_field = matches!(text.format, TextFileFormat::Jsonl | TextFileFormat::Parquet);
         if needs_field != text.field.is_some() {
             bail!(
@@ -199,7 +187,7 @@ fn check_study(file: &ExperimentFile, name: &str, s: &StudySpec) -> Result<()> {
             bail!(
                 "{}: `{key}` does not apply to method = {:?}",
                 at(key),
-                crate::harness::experiment::method_name(s.method)
+                super::spec::method_name(s.method)
             );
         }
     }

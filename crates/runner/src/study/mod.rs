@@ -28,6 +28,7 @@
 
 pub mod cell;
 pub mod kind;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,12 +44,12 @@ use neurons::{
     pack, read_documents, window_responses,
 };
 
-use crate::harness::experiment::{LapeVariantSpec, StudyMethod, TextFileFormat};
 use crate::harness::ids::Fnv1a;
 use crate::harness::log::{Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::plot::Heatmap;
 use crate::study::cell::StudyCell;
+use crate::study::spec::{LapeVariantSpec, StudyMethod, TextFileFormat};
 
 /// One language's windows.
 #[derive(Debug, Clone)]
@@ -308,7 +309,7 @@ pub fn run_study<B: Backend>(
     };
 
     let mut details = serde_json::json!({
-        "method": crate::harness::experiment::method_name(s.method),
+        "method": spec::method_name(s.method),
         "languages": languages,
         "n_layers": n_layers,
         "width": width,

@@ -13,7 +13,7 @@
 //! over the first two words (the official code adds `[YES]`/`[NO]` tokens at positions 1 and 2,
 //! which a vocabulary-bound tokenizer cannot). A training question is read in a fresh random
 //! paragraph order each time, and CmpCrop (`n_crop`) drops distractor paragraphs in nested views
-//! that keep the supporting ones ([`ablation::segment_views`], as the official
+//! that keep the supporting ones ([`ablation::crop::segment_views`], as the official
 //! `MultiDocQADataset`). The paper reads all ten paragraphs at once with Longformer (4,096
 //! tokens); this encoder holds `max_seq_len` tokens, so each view is windowed as SQuAD is and
 //! **trains on the first window that holds the answer** (each view then has exactly one row, as
@@ -48,10 +48,10 @@ use crate::encoder::extractive::squad::{
     QaWindow, predict_answers, predictions_json, squad_windows,
 };
 use crate::encoder::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
-use crate::harness::experiment::{DatasetFormat, QaSettings};
+use crate::encoder::objective::Objective;
+use crate::encoder::spec::{DatasetFormat, QaSettings};
 use crate::harness::log::{Outcome, RunLog};
 use crate::metrics::{Scores, squad_em_f1};
-use crate::training::Objective;
 use crate::training::seeds::{Purpose, derive_seed};
 
 /// One HotpotQA question (distractor setting).
@@ -292,7 +292,8 @@ impl SpanLearner {
         let text_tokenizer = TextTokenizer::from_dir(&cell.model_dir, config)?;
         let pad_id = text_tokenizer.encode_texts(&["a"])?.pad_id;
         let tokenizer = text_tokenizer.inner().clone();
-        let (train_path, eval_path) = crate::data::split_files(&cell.dataset, &cell.dataset_dir)?;
+        let (train_path, eval_path) =
+            crate::encoder::data::split_files(&cell.dataset, &cell.dataset_dir)?;
         let cap = |n: usize, cap: usize| if cap == 0 { n } else { n.min(cap) };
         let mut note = String::new();
         let (train, eval_examples) = match cell.dataset.format {
@@ -500,7 +501,7 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
 
 /// The dataset's training and evaluation files exist (before any cell runs).
 pub(crate) fn check_inputs(cell: &TrainCell) -> Result<()> {
-    let (train, eval) = crate::data::split_files(&cell.dataset, &cell.dataset_dir)?;
+    let (train, eval) = crate::encoder::data::split_files(&cell.dataset, &cell.dataset_dir)?;
     dataset_file(cell, &train)?;
     dataset_file(cell, &eval)
 }

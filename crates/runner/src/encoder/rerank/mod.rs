@@ -16,7 +16,7 @@
 //!
 //! **Input ablation (CmpCrop).** Here the comparative loss's input views drop *candidates*: view
 //! `k` keeps the relevant passage and a nested random subset of the negatives
-//! ([`ablation::segment_views`], the negatives as the droppable segments), and its loss is the
+//! ([`ablation::crop::segment_views`], the negatives as the droppable segments), and its loss is the
 //! listwise cross-entropy over the kept candidates only. A cross-encoder scores each candidate
 //! alone, so a crop needs no extra forward pass: the scores of one pass per dropout power are
 //! masked. Note the direction: fewer negatives make the listwise loss smaller, so the hinge
@@ -51,14 +51,14 @@ use rand::seq::index::sample;
 
 use crate::encoder::cell::{TrainCell, dataset_file};
 use crate::encoder::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
+use crate::encoder::objective::Objective;
 use crate::encoder::rerank::trec::{
     Qrels, Run, each_tsv_row, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run,
     run_to_trec,
 };
-use crate::harness::experiment::{RankingFiles, RankingSpec};
+use crate::encoder::spec::{RankingFiles, RankingSpec};
 use crate::harness::log::{Outcome, RunLog};
 use crate::metrics::Scores;
-use crate::training::Objective;
 use crate::training::seeds::{Purpose, derive_seed};
 
 /// One training query: its text, relevant passages and negatives (texts).
