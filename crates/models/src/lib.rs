@@ -31,6 +31,7 @@
 pub mod bert;
 pub mod context;
 pub mod error;
+pub mod fused;
 pub mod gguf;
 pub mod llama;
 pub mod lora;

@@ -150,7 +150,7 @@ impl<B: Backend> LoraAdapter<B> {
 
     /// `linear(x) + delta(x)`, the adapted linear's output.
     pub fn forward<const D: usize>(&self, linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-        linear.forward(x.clone()) + self.delta(x)
+        crate::fused::linear(linear, x.clone()) + self.delta(x)
     }
 
     /// The weight update `A · (B ⊙ M) · scale`, `[d_in, d_out]` (Burn's `Linear` layout).

@@ -15,5 +15,7 @@ mod smollm2;
 mod lora;
 // The GGUF reader against llama.cpp's Python writer.
 mod gguf;
+// The fused ops (layer and RMS norm, softmax, log-softmax) against PyTorch, on both paths.
+mod fused;
 // Bad checkpoints, configs, tokenizers and inputs: each a clear error.
 mod errors;

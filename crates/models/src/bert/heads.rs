@@ -305,7 +305,7 @@ impl<B: Backend> SpanExtractor<B> {
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let hidden = self.encoder.forward(input, ctx);
         let [batch, seq, _] = hidden.dims();
-        let logits = self.qa_outputs.forward(hidden); // [batch, seq, 2]
+        let logits = crate::fused::linear(&self.qa_outputs, hidden); // [batch, seq, 2]
         let start = logits
             .clone()
             .slice([0..batch, 0..seq, 0..1])

@@ -24,6 +24,7 @@ use burn::tensor::activation;
 
 use crate::bert::config::{Activation, EncoderConfig, EncoderFamily};
 use crate::context::ForwardContext;
+use crate::fused;
 
 /// A tokenized batch, padded to its longest sequence.
 #[derive(Debug, Clone)]
@@ -135,6 +136,7 @@ pub(crate) struct Hyper {
     pub attention_dropout: f64,
     pub pad_token_id: usize,
     pub max_input_len: usize,
+    pub layer_norm_eps: f64,
 }
 
 impl Hyper {
@@ -147,6 +149,7 @@ impl Hyper {
             attention_dropout: config.attention_probs_dropout_prob,
             pad_token_id: config.pad_token_id,
             max_input_len: config.max_input_len(),
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 }
@@ -213,10 +216,10 @@ impl<B: Backend> BertModel<B> {
             + emb
                 .token_type_embeddings
                 .forward(input.token_type_ids.clone());
-        let x = emb.layer_norm.forward(x);
+        let x = fused::layer_norm(&emb.layer_norm, self.hp.layer_norm_eps, x);
         let mut x = ctx.dropout(x, self.hp.hidden_dropout);
         if let Some(project) = &self.embeddings_project {
-            x = project.forward(x);
+            x = fused::linear(project, x);
         }
 
         // Additive mask as in HF: 0 where attended, the most negative float elsewhere.
@@ -249,11 +252,11 @@ impl<B: Backend> BertModel<B> {
         let heads = |t: Tensor<B, 3>| t.reshape([batch, seq, n_heads, head_dim]).swap_dims(1, 2);
 
         let qkv = &layer.attention.self_attn;
-        let q = heads(qkv.query.forward(x.clone())); // [batch, heads, seq, head_dim]
-        let k = heads(qkv.key.forward(x.clone()));
-        let v = heads(qkv.value.forward(x.clone()));
+        let q = heads(fused::linear(&qkv.query, x.clone())); // [batch, heads, seq, head_dim]
+        let k = heads(fused::linear(&qkv.key, x.clone()));
+        let v = heads(fused::linear(&qkv.value, x.clone()));
         let scores = q.matmul(k.transpose()).div_scalar((head_dim as f64).sqrt()) + bias;
-        let probs = activation::softmax(scores, 3); // [batch, heads, seq, seq]
+        let probs = fused::softmax(scores, 3); // [batch, heads, seq, seq]
         let mut probs = ctx.dropout(probs, self.hp.attention_dropout);
         if let Some(mask) = ctx.head_mask(layer_idx) {
             assert_eq!(mask.dims(), [n_heads], "head mask of layer {layer_idx}");
@@ -264,14 +267,17 @@ impl<B: Backend> BertModel<B> {
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden]);
         let out = &layer.attention.output;
-        let attended = ctx.dropout(out.dense.forward(context), self.hp.hidden_dropout);
-        let x = out.layer_norm.forward(attended + x);
+        let attended = ctx.dropout(fused::linear(&out.dense, context), self.hp.hidden_dropout);
+        let x = fused::layer_norm(&out.layer_norm, self.hp.layer_norm_eps, attended + x);
 
-        let h = activate(self.hp.act, layer.intermediate.dense.forward(x.clone()));
+        let h = activate(
+            self.hp.act,
+            fused::linear(&layer.intermediate.dense, x.clone()),
+        );
         let h = ctx.intervene(layer_idx, h);
         let out = &layer.output;
-        let y = ctx.dropout(out.dense.forward(h), self.hp.hidden_dropout);
-        out.layer_norm.forward(y + x)
+        let y = ctx.dropout(fused::linear(&out.dense, h), self.hp.hidden_dropout);
+        fused::layer_norm(&out.layer_norm, self.hp.layer_norm_eps, y + x)
     }
 }
 

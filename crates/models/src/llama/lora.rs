@@ -59,7 +59,7 @@ pub(crate) fn apply<B: Backend>(
 ) -> Tensor<B, 3> {
     match adapter {
         Some(a) => a.forward(linear, x),
-        None => linear.forward(x),
+        None => crate::fused::linear(linear, x),
     }
 }
 

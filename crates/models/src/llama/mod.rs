@@ -36,6 +36,7 @@ use lora::apply;
 pub use lora::{LORA_TARGETS, LayerLora, load_lora, save_lora};
 
 use crate::context::ForwardContext;
+use crate::fused;
 
 /// Query, key, value and output projections (HF `self_attn`).
 #[derive(Module, Debug)]
@@ -216,7 +217,7 @@ impl<B: Backend> LlamaModel<B> {
     /// The LM head: `[batch, seq, hidden]` → `[batch, seq, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => fused::linear(head, hidden),
             None => {
                 let [batch, seq, width] = hidden.dims();
                 let vocab = self.vocab_size();
@@ -264,7 +265,7 @@ impl<B: Backend> LlamaModel<B> {
         if let Some(c) = cache {
             c.mask = Some(full_mask);
         }
-        self.norm.forward(x)
+        fused::rms_norm(&self.norm, x)
     }
 
     /// Additive attention bias `[batch, 1, seq, past + seq]`: 0 where a query may attend, the
@@ -335,7 +336,7 @@ impl<B: Backend> LlamaModel<B> {
         let rep = h / kv;
         let attn = &layer.self_attn;
 
-        let normed = layer.input_layernorm.forward(x.clone());
+        let normed = fused::rms_norm(&layer.input_layernorm, x.clone());
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
         let lora = &layer.lora;
         let q = rope(
@@ -369,7 +370,7 @@ impl<B: Backend> LlamaModel<B> {
             .div_scalar((d as f64).sqrt())
             .reshape([batch, h, seq, total])
             + bias.clone();
-        let mut probs = ctx.dropout(activation::softmax(scores, 3), self.hp.attention_dropout);
+        let mut probs = ctx.dropout(fused::softmax(scores, 3), self.hp.attention_dropout);
         if let Some(head_mask) = ctx.head_mask(layer_idx) {
             assert_eq!(head_mask.dims(), [h], "head mask of layer {layer_idx}");
             probs = probs * head_mask.reshape([1, h, 1, 1]);
@@ -383,7 +384,7 @@ impl<B: Backend> LlamaModel<B> {
         let x = x + apply(&lora.o_proj, &attn.o_proj, context);
 
         let mlp = &layer.mlp;
-        let normed = layer.post_attention_layernorm.forward(x.clone());
+        let normed = fused::rms_norm(&layer.post_attention_layernorm, x.clone());
         let gate = apply(&lora.gate_proj, &mlp.gate_proj, normed.clone());
         ctx.observe_gate(layer_idx, &gate, mask);
         let a = ctx.intervene(layer_idx, activation::silu(gate));

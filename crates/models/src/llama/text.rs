@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::activation;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
@@ -326,7 +325,7 @@ pub fn windows_nll<B: Backend, W: AsRef<[u32]>>(
     let hidden = model.hidden(input, None, None, ctx);
     let width = hidden.dims()[2];
     let hidden = hidden.slice([0..batch, 0..n - 1, 0..width]);
-    let log_probs = activation::log_softmax(model.logits(hidden), 2);
+    let log_probs = crate::fused::log_softmax(model.logits(hidden), 2);
     let targets: Vec<i64> = windows
         .iter()
         .flat_map(|w| w.as_ref()[1..].iter().map(|&i| i as i64))
@@ -363,7 +362,7 @@ pub fn lm_loss<B: Backend>(
     let hidden = model.hidden(input_ids.clone(), Some(attention_mask.clone()), None, ctx);
     let width = hidden.dims()[2];
     let logits = model.logits(hidden.slice([0..batch, 0..n - 1, 0..width]));
-    let log_probs = activation::log_softmax(logits, 2);
+    let log_probs = crate::fused::log_softmax(logits, 2);
     let targets = input_ids.slice([0..batch, 1..n]).reshape([batch, n - 1, 1]);
     let picked = log_probs.gather(2, targets).reshape([batch, n - 1]);
     let weights = attention_mask.slice([0..batch, 1..n]);

@@ -1,0 +1,382 @@
+//! Fused ops: layer norm, RMS norm, softmax and log-softmax as one LibTorch kernel each, with
+//! torch's own backward, where the backend is LibTorch; Burn's composed ops elsewhere.
+//!
+//! Under `Autodiff`, Burn composes these ops from elementwise primitives and differentiates each
+//! of them (a layer norm is nine ops forward and about twenty backward); PyTorch runs one kernel
+//! each way. With the `tch` feature, a tensor of `Autodiff<LibTorch>` (the training backend) or
+//! of `LibTorch` (evaluation) is recognised at run time by its type and handed to torch's fused
+//! kernels: under autodiff the op becomes one node of Burn's graph whose backward asks torch's
+//! autograd for the input gradients (the op runs on detached inputs that require grad, and its
+//! graph is kept until Burn's backward reaches it). Every other backend, and LibTorch with any
+//! element type but `f32`, takes the composed path, so the numbers of a build without `tch` do
+//! not change.
+//!
+//! The model code calls these functions instead of `LayerNorm::forward`, `RmsNorm::forward`,
+//! `activation::softmax` and `activation::log_softmax`; `tests/parity.rs` checks values and
+//! gradients of both paths against each other on LibTorch, and the encoder and decoder parity
+//! tests check the models against transformers on every backend.
+
+use burn::nn::{LayerNorm, Linear, RmsNorm};
+use burn::prelude::*;
+use burn::tensor::activation;
+
+/// `linear.forward(x)` on the rows of `x`: its leading dimensions flattened into one, so that
+/// the weight's gradient is one matrix product over all rows, as `torch.nn.functional.linear`
+/// computes it. Burn's `Linear` broadcasts the weight over the leading dimensions instead, and
+/// its backward then multiplies batch by batch and sums the products (for a `[32, 64, 384]`
+/// input into 1536 outputs: 32 products and a `[32, 384, 1536]` temporary). Every backend.
+pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    if D <= 2 {
+        return linear.forward(x);
+    }
+    let dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let mut out = dims;
+    out[D - 1] = linear.weight.dims()[1];
+    linear.forward(x.reshape([rows, dims[D - 1]])).reshape(out)
+}
+
+/// `norm.forward(x)`; `eps` is the norm's ε (Burn keeps it private), the checkpoint's
+/// `layer_norm_eps`.
+pub fn layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    eps: f64,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::layer_norm(norm, eps, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    norm.forward(x)
+}
+
+/// `norm.forward(x)` (torch's `rms_norm`: `x · rsqrt(mean(x²) + ε) · γ`, as HF's
+/// `LlamaRMSNorm`; Burn's divides by the square root, which differs in the last bit).
+pub fn rms_norm<B: Backend, const D: usize>(norm: &RmsNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::rms_norm(norm, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    norm.forward(x)
+}
+
+/// `activation::softmax(x, dim)`.
+pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::softmax(x, dim, false) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    activation::softmax(x, dim)
+}
+
+/// `activation::log_softmax(x, dim)`.
+pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::softmax(x, dim, true) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    activation::log_softmax(x, dim)
+}
+
+/// Whether `B` takes the fused path (LibTorch `f32`, plain or under `Autodiff`, in a `tch`
+/// build, unless the environment sets `NEURONLAB_COMPOSED_OPS=1`).
+pub fn is_fused<B: Backend>() -> bool {
+    #[cfg(feature = "tch")]
+    {
+        use std::any::TypeId;
+        type Plain = burn::backend::libtorch::LibTorch<f32>;
+        let b = TypeId::of::<B>();
+        libtorch::enabled()
+            && (b == TypeId::of::<Plain>() || b == TypeId::of::<burn::backend::Autodiff<Plain>>())
+    }
+    #[cfg(not(feature = "tch"))]
+    false
+}
+
+/// The composed versions, whatever the backend (for tests that compare the two paths).
+pub mod composed {
+    use super::*;
+
+    /// Burn's `LayerNorm::forward`.
+    pub fn layer_norm<B: Backend, const D: usize>(
+        norm: &LayerNorm<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        norm.forward(x)
+    }
+
+    /// Burn's `RmsNorm::forward`.
+    pub fn rms_norm<B: Backend, const D: usize>(
+        norm: &RmsNorm<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        norm.forward(x)
+    }
+
+    /// Burn's softmax.
+    pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+        activation::softmax(x, dim)
+    }
+
+    /// Burn's log-softmax.
+    pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+        activation::log_softmax(x, dim)
+    }
+}
+
+#[cfg(feature = "tch")]
+mod libtorch {
+    use std::any::Any;
+
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::libtorch::{LibTorch, TchTensor};
+    use burn::nn::{LayerNorm, RmsNorm};
+    use burn::prelude::*;
+    use burn::tensor::TensorPrimitive;
+
+    type Ad = Autodiff<LibTorch<f32>>;
+    type Plain = LibTorch<f32>;
+
+    /// Whether the fused path is on: unless `NEURONLAB_COMPOSED_OPS=1` (for benchmarks and
+    /// bisecting), read once.
+    pub(super) fn enabled() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("NEURONLAB_COMPOSED_OPS").map_or(true, |v| v != "1"))
+    }
+
+    /// `a` as a `T` if it is one, else `a` back.
+    fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+        let boxed: Box<dyn Any> = Box::new(a);
+        match boxed.downcast::<T>() {
+            Ok(t) => Ok(*t),
+            Err(boxed) => Err(*boxed
+                .downcast::<A>()
+                .unwrap_or_else(|_| unreachable!("a box holds its own type"))),
+        }
+    }
+
+    /// Torch's gradients for the op's inputs, by Burn's backward.
+    #[derive(Debug)]
+    struct TorchBackward;
+
+    /// The op's output with its torch graph, and its inputs as torch saw them (the ones that
+    /// need a gradient as leaves that require one). They share Burn's storage count of the
+    /// tensors they view, so burn-tch never writes in place into memory torch has saved.
+    #[derive(Debug, Clone)]
+    struct Graph {
+        output: TchTensor,
+        inputs: Vec<TchTensor>,
+        wanted: Vec<bool>,
+    }
+
+    impl<const N: usize> Backward<Plain, N> for TorchBackward {
+        type State = Graph;
+
+        fn backward(self, ops: Ops<Graph, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<Plain>(&ops.node);
+            let Graph {
+                output,
+                inputs,
+                wanted,
+            } = ops.state;
+            let leaves: Vec<&tch::Tensor> = inputs
+                .iter()
+                .zip(&wanted)
+                .filter(|(_, w)| **w)
+                .map(|(t, _)| &t.tensor)
+                .collect();
+            if leaves.is_empty() {
+                return;
+            }
+            // ∂(Σ output · grad)/∂input is the vector-Jacobian product torch's backward gives.
+            let surrogate = (&output.tensor * &grad.tensor).sum(None::<tch::Kind>);
+            let mut computed =
+                tch::Tensor::run_backward(&[surrogate], &leaves, false, false).into_iter();
+            for (parent, want) in ops.parents.iter().zip(&wanted) {
+                if !want {
+                    continue;
+                }
+                let g = computed.next().expect("one gradient per leaf");
+                if let Some(node) = parent {
+                    grads.register::<Plain>(node.id, TchTensor::new(g));
+                }
+            }
+        }
+    }
+
+    /// `f` on the raw tensors, as one node of Burn's graph differentiated by torch.
+    fn torch_op<const N: usize>(
+        inputs: [FloatTensorOf; N],
+        f: impl Fn(&[tch::Tensor]) -> tch::Tensor,
+    ) -> FloatTensorOf {
+        let nodes = inputs.each_ref().map(|t| t.node.clone());
+        match TorchBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let wanted: Vec<bool> = inputs
+                    .iter()
+                    .map(|t| !t.node.requirement.is_none())
+                    .collect();
+                let inputs: Vec<TchTensor> = inputs
+                    .iter()
+                    .zip(&wanted)
+                    .map(|(t, want)| {
+                        let raw = if *want {
+                            t.primitive.tensor.detach().set_requires_grad(true)
+                        } else {
+                            t.primitive.tensor.shallow_clone()
+                        };
+                        TchTensor::from_existing(raw, t.primitive.storage.clone())
+                    })
+                    .collect();
+                let raw: Vec<tch::Tensor> =
+                    inputs.iter().map(|t| t.tensor.shallow_clone()).collect();
+                let output = TchTensor::new(f(&raw));
+                let detached =
+                    TchTensor::from_existing(output.tensor.detach(), output.storage.clone());
+                let state = Graph {
+                    output,
+                    inputs,
+                    wanted,
+                };
+                prep.finish(state, detached)
+            }
+            OpsKind::UnTracked(prep) => {
+                let raw: Vec<tch::Tensor> = inputs
+                    .iter()
+                    .map(|t| t.primitive.tensor.shallow_clone())
+                    .collect();
+                prep.finish(TchTensor::new(tch::no_grad(|| f(&raw))))
+            }
+        }
+    }
+
+    /// The float primitive of `Autodiff<LibTorch>`.
+    type FloatTensorOf = burn::tensor::ops::FloatTensor<Ad>;
+
+    fn ad<const D: usize>(t: Tensor<Ad, D>) -> FloatTensorOf {
+        t.into_primitive().tensor()
+    }
+
+    fn from_ad<const D: usize>(t: FloatTensorOf) -> Tensor<Ad, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+
+    fn plain<const D: usize>(t: Tensor<Plain, D>) -> tch::Tensor {
+        t.into_primitive().tensor().tensor
+    }
+
+    fn from_plain<const D: usize>(t: tch::Tensor) -> Tensor<Plain, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(t)))
+    }
+
+    /// Run `on_ad` or `on_plain` if `B` is `Autodiff<LibTorch>` or `LibTorch`.
+    fn dispatch<B: Backend, const D: usize, P: 'static>(
+        x: Tensor<B, D>,
+        params: P,
+        on_ad: impl FnOnce(Tensor<Ad, D>, P) -> Tensor<Ad, D>,
+        on_plain: impl FnOnce(Tensor<Plain, D>, P) -> Tensor<Plain, D>,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        if !enabled() {
+            return Err(x);
+        }
+        let x = match cast::<_, Tensor<Ad, D>>(x) {
+            Ok(x) => {
+                return Ok(cast(on_ad(x, params)).unwrap_or_else(|_| unreachable!("same type")));
+            }
+            Err(x) => x,
+        };
+        match cast::<_, Tensor<Plain, D>>(x) {
+            Ok(x) => Ok(cast(on_plain(x, params)).unwrap_or_else(|_| unreachable!("same type"))),
+            Err(x) => Err(x),
+        }
+    }
+
+    pub(super) fn layer_norm<B: Backend, const D: usize>(
+        norm: &LayerNorm<B>,
+        eps: f64,
+        x: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        let [d] = norm.gamma.dims();
+        let (gamma, beta) = (norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()));
+        dispatch(
+            x,
+            (gamma, beta),
+            |x, (gamma, beta)| {
+                let gamma = cast::<_, Tensor<Ad, 1>>(gamma).unwrap_or_else(|_| unreachable!());
+                let f = move |t: &[tch::Tensor]| {
+                    t[0].layer_norm([d as i64], Some(&t[1]), t.get(2), eps, true)
+                };
+                match beta {
+                    Some(beta) => {
+                        let beta =
+                            cast::<_, Tensor<Ad, 1>>(beta).unwrap_or_else(|_| unreachable!());
+                        from_ad(torch_op([ad(x), ad(gamma), ad(beta)], f))
+                    }
+                    None => from_ad(torch_op([ad(x), ad(gamma)], f)),
+                }
+            },
+            |x, (gamma, beta)| {
+                let gamma = cast::<_, Tensor<Plain, 1>>(gamma).unwrap_or_else(|_| unreachable!());
+                let beta =
+                    beta.map(|b| cast::<_, Tensor<Plain, 1>>(b).unwrap_or_else(|_| unreachable!()));
+                let gamma = plain(gamma);
+                let beta = beta.map(plain);
+                from_plain(plain(x).layer_norm([d as i64], Some(&gamma), beta.as_ref(), eps, true))
+            },
+        )
+    }
+
+    pub(super) fn rms_norm<B: Backend, const D: usize>(
+        norm: &RmsNorm<B>,
+        x: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        let [d] = norm.gamma.dims();
+        let eps = norm.epsilon;
+        dispatch(
+            x,
+            norm.gamma.val(),
+            |x, gamma| {
+                let gamma = cast::<_, Tensor<Ad, 1>>(gamma).unwrap_or_else(|_| unreachable!());
+                from_ad(torch_op([ad(x), ad(gamma)], move |t| {
+                    t[0].rms_norm([d as i64], Some(&t[1]), eps)
+                }))
+            },
+            |x, gamma| {
+                let gamma = cast::<_, Tensor<Plain, 1>>(gamma).unwrap_or_else(|_| unreachable!());
+                from_plain(plain(x).rms_norm([d as i64], Some(&plain(gamma)), eps))
+            },
+        )
+    }
+
+    pub(super) fn softmax<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        dim: usize,
+        log: bool,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        let f = move |t: &tch::Tensor| {
+            if log {
+                t.log_softmax(dim as i64, None::<tch::Kind>)
+            } else {
+                t.softmax(dim as i64, None::<tch::Kind>)
+            }
+        };
+        dispatch(
+            x,
+            (),
+            |x, ()| from_ad(torch_op([ad(x)], |t| f(&t[0]))),
+            |x, ()| from_plain(f(&plain(x))),
+        )
+    }
+}
