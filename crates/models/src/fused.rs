@@ -48,6 +48,8 @@ pub fn layer_norm<B: Backend, const D: usize>(
         Ok(y) => return y,
         Err(x) => x,
     };
+    #[cfg(not(feature = "tch"))]
+    let _ = eps;
     norm.forward(x)
 }
 
