@@ -1,24 +1,36 @@
-//! Fused ops: layer norm, RMS norm, softmax and log-softmax as one LibTorch kernel each, with
-//! torch's own backward, where the backend is LibTorch; Burn's composed ops elsewhere.
+//! Ops that PyTorch runs in one kernel and Burn composes, shaped or fused as PyTorch has them:
 //!
-//! Under `Autodiff`, Burn composes these ops from elementwise primitives and differentiates each
-//! of them (a layer norm is nine ops forward and about twenty backward); PyTorch runs one kernel
-//! each way. With the `tch` feature, a tensor of `Autodiff<LibTorch>` (the training backend) or
-//! of `LibTorch` (evaluation) is recognised at run time by its type and handed to torch's fused
-//! kernels: under autodiff the op becomes one node of Burn's graph whose backward asks torch's
-//! autograd for the input gradients (the op runs on detached inputs that require grad, and its
-//! graph is kept until Burn's backward reaches it). Every other backend, and LibTorch with any
-//! element type but `f32`, takes the composed path, so the numbers of a build without `tch` do
-//! not change.
+//! - [`linear`] flattens the leading dimensions (every backend): the weight's gradient is one
+//!   matrix product, as in `torch.nn.functional.linear`.
+//! - [`layer_norm`], [`rms_norm`], [`softmax`], [`log_softmax`]: with the `tch` feature, one
+//!   LibTorch kernel each, with torch's own backward.
 //!
-//! The model code calls these functions instead of `LayerNorm::forward`, `RmsNorm::forward`,
-//! `activation::softmax` and `activation::log_softmax`; `tests/parity.rs` checks values and
-//! gradients of both paths against each other on LibTorch, and the encoder and decoder parity
-//! tests check the models against transformers on every backend.
+//! Under `Autodiff`, Burn composes the norms and softmaxes from elementwise primitives and
+//! differentiates each of them (a layer norm is nine ops forward and about twenty backward);
+//! PyTorch runs one kernel each way. With `tch`, a tensor of `Autodiff<LibTorch>` (the training
+//! backend) or of `LibTorch` (evaluation) is recognised at run time by its type and handed to
+//! torch's fused kernels: under autodiff the op becomes one node of Burn's graph whose backward
+//! asks torch's autograd for the input gradients (the op runs on detached inputs that require
+//! grad, and its graph is kept until Burn's backward reaches it). Every other backend, and
+//! LibTorch with any element type but `f32`, takes the composed path.
+//!
+//! `NEURONLAB_COMPOSED_OPS=1` in the environment turns all of this off (Burn's own ops
+//! everywhere), for benchmarks and bisecting. The model code calls these functions instead of
+//! `Linear::forward`, `LayerNorm::forward`, `RmsNorm::forward`, `activation::softmax` and
+//! `activation::log_softmax`; `tests/fused.rs` checks values and gradients of both paths
+//! against PyTorch, and the encoder and decoder parity tests check the models against
+//! transformers on every backend.
 
 use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::activation;
+
+/// Whether the fused ops are on: unless the environment sets `NEURONLAB_COMPOSED_OPS=1` (for
+/// benchmarks and bisecting: every op then runs as Burn composes it), read once.
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NEURONLAB_COMPOSED_OPS").map_or(true, |v| v != "1"))
+}
 
 /// `linear.forward(x)` on the rows of `x`: its leading dimensions flattened into one, so that
 /// the weight's gradient is one matrix product over all rows, as `torch.nn.functional.linear`
@@ -26,7 +38,7 @@ use burn::tensor::activation;
 /// its backward then multiplies batch by batch and sums the products (for a `[32, 64, 384]`
 /// input into 1536 outputs: 32 products and a `[32, 384, 1536]` temporary). Every backend.
 pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    if D <= 2 {
+    if D <= 2 || !enabled() {
         return linear.forward(x);
     }
     let dims = x.dims();
@@ -92,11 +104,56 @@ pub fn is_fused<B: Backend>() -> bool {
         use std::any::TypeId;
         type Plain = burn::backend::libtorch::LibTorch<f32>;
         let b = TypeId::of::<B>();
-        libtorch::enabled()
+        enabled()
             && (b == TypeId::of::<Plain>() || b == TypeId::of::<burn::backend::Autodiff<Plain>>())
     }
     #[cfg(not(feature = "tch"))]
     false
+}
+
+/// One AdamW step on one parameter (PyTorch's `_single_tensor_adamw`: decoupled decay
+/// `p ← p·(1 − lr·wd)`, `m ← lerp(m, g, 1 − β₁)`, `v ← β₂·v + (1 − β₂)·g²`, then
+/// `p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)`), in place in torch's kernels, on a plain
+/// LibTorch `f32` tensor; `Err` hands the inputs back on any other backend (and with
+/// `NEURONLAB_COMPOSED_OPS=1`), for Burn's `AdamW`, which computes the same in about twice as
+/// many passes over the parameter. `moments` are `(m, v)` after `time − 1` steps (`None` before
+/// the first); `time` counts this step from 1.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub fn adamw_step<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    time: usize,
+    lr: f64,
+    (beta_1, beta_2): (f32, f32),
+    epsilon: f32,
+    weight_decay: f32,
+) -> Result<
+    (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>),
+    (
+        Tensor<B, D>,
+        Tensor<B, D>,
+        Option<(Tensor<B, D>, Tensor<B, D>)>,
+    ),
+> {
+    #[cfg(feature = "tch")]
+    {
+        libtorch::adamw_step(
+            param,
+            grad,
+            moments,
+            time,
+            lr,
+            (beta_1, beta_2),
+            epsilon,
+            weight_decay,
+        )
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = (time, lr, beta_1, beta_2, epsilon, weight_decay);
+        Err((param, grad, moments))
+    }
 }
 
 /// The composed versions, whatever the backend (for tests that compare the two paths).
@@ -146,13 +203,6 @@ mod libtorch {
 
     type Ad = Autodiff<LibTorch<f32>>;
     type Plain = LibTorch<f32>;
-
-    /// Whether the fused path is on: unless `NEURONLAB_COMPOSED_OPS=1` (for benchmarks and
-    /// bisecting), read once.
-    pub(super) fn enabled() -> bool {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| std::env::var("NEURONLAB_COMPOSED_OPS").map_or(true, |v| v != "1"))
-    }
 
     /// `a` as a `T` if it is one, else `a` back.
     fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
@@ -290,7 +340,7 @@ mod libtorch {
         on_ad: impl FnOnce(Tensor<Ad, D>, P) -> Tensor<Ad, D>,
         on_plain: impl FnOnce(Tensor<Plain, D>, P) -> Tensor<Plain, D>,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-        if !enabled() {
+        if !super::enabled() {
             return Err(x);
         }
         let x = match cast::<_, Tensor<Ad, D>>(x) {
@@ -303,6 +353,76 @@ mod libtorch {
             Ok(x) => Ok(cast(on_plain(x, params)).unwrap_or_else(|_| unreachable!("same type"))),
             Err(x) => Err(x),
         }
+    }
+
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    pub(super) fn adamw_step<B: Backend, const D: usize>(
+        param: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+        time: usize,
+        lr: f64,
+        (beta_1, beta_2): (f32, f32),
+        epsilon: f32,
+        weight_decay: f32,
+    ) -> Result<
+        (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>),
+        (
+            Tensor<B, D>,
+            Tensor<B, D>,
+            Option<(Tensor<B, D>, Tensor<B, D>)>,
+        ),
+    > {
+        if !super::enabled() || std::any::TypeId::of::<B>() != std::any::TypeId::of::<Plain>() {
+            return Err((param, grad, moments));
+        }
+        let back = |t: Tensor<B, D>| -> Tensor<Plain, D> {
+            cast(t).unwrap_or_else(|_| unreachable!("checked: B is LibTorch"))
+        };
+        let out = |t: TchTensor| -> Tensor<B, D> {
+            cast(Tensor::<Plain, D>::from_primitive(TensorPrimitive::Float(
+                t,
+            )))
+            .unwrap_or_else(|_| unreachable!("checked: B is LibTorch"))
+        };
+        // A tensor to write into: the storage itself when nothing else holds it, else a copy.
+        let owned = |t: Tensor<B, D>| -> TchTensor {
+            let t = back(t).into_primitive().tensor();
+            if t.can_mut() {
+                t
+            } else {
+                TchTensor::new(t.tensor.g_mul_scalar(1.0))
+            }
+        };
+        let g = back(grad).into_primitive().tensor();
+        let mut p = owned(param);
+        let (mut m, mut v) = match moments {
+            Some((m, v)) => (owned(m), owned(v)),
+            None => (
+                TchTensor::new(g.tensor.zeros_like()),
+                TchTensor::new(g.tensor.zeros_like()),
+            ),
+        };
+        let t = time as i32;
+        let bias_1 = 1.0 - beta_1.powi(t);
+        let bias_2 = 1.0 - beta_2.powi(t);
+        tch::no_grad(|| {
+            let _ = m.tensor.lerp_(&g.tensor, f64::from(1.0 - beta_1));
+            let _ = v.tensor.g_mul_scalar_(f64::from(beta_2));
+            let _ = v
+                .tensor
+                .addcmul_(&g.tensor, &g.tensor.g_mul_scalar(f64::from(1.0 - beta_2)));
+            let mut denom = v.tensor.sqrt();
+            let _ = denom.g_div_scalar_(f64::from(bias_2.sqrt()));
+            let _ = denom.g_add_scalar_(f64::from(epsilon));
+            if weight_decay != 0.0 {
+                let _ = p.tensor.g_mul_scalar_(1.0 - lr * f64::from(weight_decay));
+            }
+            let _ = p
+                .tensor
+                .addcdiv_(&m.tensor.g_mul_scalar(-lr / f64::from(bias_1)), &denom);
+        });
+        Ok((out(p), out(m), out(v)))
     }
 
     pub(super) fn layer_norm<B: Backend, const D: usize>(

@@ -8,6 +8,10 @@
 //! - LoRA adapters ([`lora`]) for any linear, with Mondal et al.'s neuron-specific variant on a
 //!   decoder's `gate_proj` ([`LlamaModel::with_lora`]), merging and PEFT-named files.
 //!
+//! - [`fused`]: linears over flattened rows (one matrix product for the weight's gradient, as
+//!   PyTorch), and with the `tch` feature layer and RMS norm, softmax and log-softmax as one
+//!   LibTorch kernel each with torch's own backward; Burn's composed ops elsewhere.
+//!
 //! Every forward pass takes a [`ForwardContext`] that the caller owns: it supplies dropout masks
 //! (from a seeded RNG, with the nested views of CmpDrop), FFN neuron masks and head masks, and
 //! records FFN activations. Burn has no forward hooks; this is how the research code reaches

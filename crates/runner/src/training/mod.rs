@@ -4,6 +4,8 @@
 //!   parameter groups: no decay for biases and LayerNorm weights. Burn's `AdamW` decays every
 //!   parameter and has no groups; here every tensor of rank < 2 (biases, norm weights and biases)
 //!   is not decayed, which for the encoders is exactly HF's `["bias", "LayerNorm.weight"]` rule.
+//!   On LibTorch each parameter's update is torch's in-place `_single_tensor_adamw` arithmetic
+//!   ([`models::fused::adamw_step`], half the passes of Burn's); elsewhere Burn's `AdamW`.
 //! - [`clip_global_norm`]: `torch.nn.utils.clip_grad_norm_` over all parameters at once (Burn's
 //!   clipping is per tensor).
 //! - [`linear_schedule`]: `get_linear_schedule_with_warmup` (the learning rate of optimiser step
@@ -15,7 +17,8 @@ use anyhow::{Result, bail};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{
-    AdamWConfig, AdamWState, GradientsAccumulator, GradientsParams, Optimizer, SimpleOptimizer,
+    AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsAccumulator, GradientsParams,
+    Optimizer, SimpleOptimizer,
 };
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -25,7 +28,13 @@ use burn::tensor::backend::AutodiffBackend;
 pub struct AdamW {
     decay: burn::optim::AdamW,
     no_decay: burn::optim::AdamW,
+    weight_decay: f32,
+    beta_1: f32,
 }
+
+/// β₂ and ε of [`AdamW`] (PyTorch's defaults).
+const BETA_2: f32 = 0.999;
+const EPSILON: f32 = 1e-8;
 
 impl AdamW {
     /// β = (0.9, 0.999), eps = 1e-8 (PyTorch's and HF's defaults), decay `weight_decay`.
@@ -36,14 +45,17 @@ impl AdamW {
     /// As [`Self::new`] with β₁ = `beta1` (Mondal et al.: 0.95).
     pub fn with_beta1(weight_decay: f64, beta1: f64) -> Self {
         let config = AdamWConfig::new()
-            .with_epsilon(1e-8)
-            .with_beta_1(beta1 as f32);
+            .with_epsilon(EPSILON)
+            .with_beta_1(beta1 as f32)
+            .with_beta_2(BETA_2);
         Self {
             decay: config
                 .clone()
                 .with_weight_decay(weight_decay as f32)
                 .build(),
             no_decay: config.with_weight_decay(0.0).build(),
+            weight_decay: weight_decay as f32,
+            beta_1: beta1 as f32,
         }
     }
 
@@ -63,10 +75,37 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        if D >= 2 {
-            self.decay.step(lr, tensor, grad, state)
-        } else {
-            self.no_decay.step(lr, tensor, grad, state)
+        let weight_decay = if D >= 2 { self.weight_decay } else { 0.0 };
+        // LibTorch: torch's in-place update (models::fused::adamw_step); elsewhere Burn's.
+        let (time, moments) = match state {
+            Some(s) => (
+                s.momentum.time + 1,
+                Some((s.momentum.moment_1, s.momentum.moment_2)),
+            ),
+            None => (1, None),
+        };
+        let betas = (self.beta_1, BETA_2);
+        match models::fused::adamw_step(
+            tensor,
+            grad,
+            moments,
+            time,
+            lr,
+            betas,
+            EPSILON,
+            weight_decay,
+        ) {
+            Ok((tensor, moment_1, moment_2)) => {
+                let momentum = AdaptiveMomentumState::new(time, moment_1, moment_2);
+                (tensor, Some(AdamWState { momentum }))
+            }
+            Err((tensor, grad, moments)) => {
+                let state = moments.map(|(moment_1, moment_2)| AdamWState {
+                    momentum: AdaptiveMomentumState::new(time - 1, moment_1, moment_2),
+                });
+                let optimizer = if D >= 2 { &self.decay } else { &self.no_decay };
+                optimizer.step(lr, tensor, grad, state)
+            }
         }
     }
 
