@@ -8,8 +8,9 @@
 //! Under `Autodiff`, Burn composes the norms and softmaxes from elementwise primitives and
 //! differentiates each of them (a layer norm is nine ops forward and about twenty backward);
 //! PyTorch runs one kernel each way. With `tch`, a tensor of `Autodiff<LibTorch>` (the training
-//! backend) or of `LibTorch` (evaluation) is recognised at run time by its type and handed to
-//! torch's fused kernels: under autodiff the op becomes one node of Burn's graph whose backward
+//! backend) is recognised at run time by its type and handed to torch's fused kernels (outside
+//! autodiff burn-tch already runs layer norm and the softmaxes as torch's; RMS norm, composed in
+//! Burn, gets torch's `rms_norm` there too): under autodiff the op becomes one node of Burn's graph whose backward
 //! asks torch's autograd for the input gradients (the op runs on detached inputs that require
 //! grad, and its graph is kept until Burn's backward reaches it). Every other backend, and
 //! LibTorch with any element type but `f32`, takes the composed path.
@@ -111,48 +112,53 @@ pub fn is_fused<B: Backend>() -> bool {
     false
 }
 
+/// The settings of one AdamW step ([`adamw_step`]); `time` counts this step from 1.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    /// The learning rate.
+    pub lr: f64,
+    /// β₁.
+    pub beta_1: f32,
+    /// β₂.
+    pub beta_2: f32,
+    /// ε.
+    pub epsilon: f32,
+    /// Decoupled weight decay.
+    pub weight_decay: f32,
+    /// This step's number, from 1.
+    pub time: usize,
+}
+
+/// A parameter, its gradient, and its moments `(m, v)` after `time − 1` steps (`None` before
+/// the first).
+pub struct AdamWTensors<B: Backend, const D: usize> {
+    /// The parameter.
+    pub param: Tensor<B, D>,
+    /// Its gradient.
+    pub grad: Tensor<B, D>,
+    /// `(m, v)`.
+    pub moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+}
+
 /// One AdamW step on one parameter (PyTorch's `_single_tensor_adamw`: decoupled decay
 /// `p ← p·(1 − lr·wd)`, `m ← lerp(m, g, 1 − β₁)`, `v ← β₂·v + (1 − β₂)·g²`, then
 /// `p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)`), in place in torch's kernels, on a plain
-/// LibTorch `f32` tensor; `Err` hands the inputs back on any other backend (and with
-/// `NEURONLAB_COMPOSED_OPS=1`), for Burn's `AdamW`, which computes the same in about twice as
-/// many passes over the parameter. `moments` are `(m, v)` after `time − 1` steps (`None` before
-/// the first); `time` counts this step from 1.
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+/// LibTorch `f32` tensor: the new `(param, m, v)`. `Err` hands the tensors back on any other
+/// backend (and with `NEURONLAB_COMPOSED_OPS=1`), for Burn's `AdamW`, which computes the same in
+/// about twice as many passes over the parameter.
+#[allow(clippy::type_complexity)]
 pub fn adamw_step<B: Backend, const D: usize>(
-    param: Tensor<B, D>,
-    grad: Tensor<B, D>,
-    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
-    time: usize,
-    lr: f64,
-    (beta_1, beta_2): (f32, f32),
-    epsilon: f32,
-    weight_decay: f32,
-) -> Result<
-    (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>),
-    (
-        Tensor<B, D>,
-        Tensor<B, D>,
-        Option<(Tensor<B, D>, Tensor<B, D>)>,
-    ),
-> {
+    tensors: AdamWTensors<B, D>,
+    step: AdamWStep,
+) -> Result<(Tensor<B, D>, Tensor<B, D>, Tensor<B, D>), AdamWTensors<B, D>> {
     #[cfg(feature = "tch")]
     {
-        libtorch::adamw_step(
-            param,
-            grad,
-            moments,
-            time,
-            lr,
-            (beta_1, beta_2),
-            epsilon,
-            weight_decay,
-        )
+        libtorch::adamw_step(tensors, step)
     }
     #[cfg(not(feature = "tch"))]
     {
-        let _ = (time, lr, beta_1, beta_2, epsilon, weight_decay);
-        Err((param, grad, moments))
+        let _ = step;
+        Err(tensors)
     }
 }
 
@@ -189,7 +195,7 @@ pub mod composed {
 
 #[cfg(feature = "tch")]
 mod libtorch {
-    use std::any::Any;
+    use std::any::{Any, TypeId};
 
     use burn::backend::Autodiff;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -200,6 +206,8 @@ mod libtorch {
     use burn::nn::{LayerNorm, RmsNorm};
     use burn::prelude::*;
     use burn::tensor::TensorPrimitive;
+
+    use super::{AdamWStep, AdamWTensors};
 
     type Ad = Autodiff<LibTorch<f32>>;
     type Plain = LibTorch<f32>;
@@ -317,6 +325,16 @@ mod libtorch {
     /// The float primitive of `Autodiff<LibTorch>`.
     type FloatTensorOf = burn::tensor::ops::FloatTensor<Ad>;
 
+    /// `a` as the type it was checked to be.
+    fn same<A: 'static, T: 'static>(a: A) -> T {
+        cast(a).unwrap_or_else(|_| unreachable!("checked to be the same type"))
+    }
+
+    /// `x` as an `Autodiff<LibTorch>` tensor, if it is one and the fused ops are on.
+    fn tracked<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<Ad, D>, Tensor<B, D>> {
+        if super::enabled() { cast(x) } else { Err(x) }
+    }
+
     fn ad<const D: usize>(t: Tensor<Ad, D>) -> FloatTensorOf {
         t.into_primitive().tensor()
     }
@@ -325,87 +343,50 @@ mod libtorch {
         Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
-    fn plain<const D: usize>(t: Tensor<Plain, D>) -> tch::Tensor {
-        t.into_primitive().tensor().tensor
+    fn plain<const D: usize>(t: Tensor<Plain, D>) -> TchTensor {
+        t.into_primitive().tensor()
     }
 
-    fn from_plain<const D: usize>(t: tch::Tensor) -> Tensor<Plain, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(t)))
+    fn from_plain<const D: usize>(t: TchTensor) -> Tensor<Plain, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
-    /// Run `on_ad` or `on_plain` if `B` is `Autodiff<LibTorch>` or `LibTorch`.
-    fn dispatch<B: Backend, const D: usize, P: 'static>(
-        x: Tensor<B, D>,
-        params: P,
-        on_ad: impl FnOnce(Tensor<Ad, D>, P) -> Tensor<Ad, D>,
-        on_plain: impl FnOnce(Tensor<Plain, D>, P) -> Tensor<Plain, D>,
-    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-        if !super::enabled() {
-            return Err(x);
-        }
-        let x = match cast::<_, Tensor<Ad, D>>(x) {
-            Ok(x) => {
-                return Ok(cast(on_ad(x, params)).unwrap_or_else(|_| unreachable!("same type")));
-            }
-            Err(x) => x,
-        };
-        match cast::<_, Tensor<Plain, D>>(x) {
-            Ok(x) => Ok(cast(on_plain(x, params)).unwrap_or_else(|_| unreachable!("same type"))),
-            Err(x) => Err(x),
-        }
-    }
-
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[allow(clippy::type_complexity)]
     pub(super) fn adamw_step<B: Backend, const D: usize>(
-        param: Tensor<B, D>,
-        grad: Tensor<B, D>,
-        moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
-        time: usize,
-        lr: f64,
-        (beta_1, beta_2): (f32, f32),
-        epsilon: f32,
-        weight_decay: f32,
-    ) -> Result<
-        (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>),
-        (
-            Tensor<B, D>,
-            Tensor<B, D>,
-            Option<(Tensor<B, D>, Tensor<B, D>)>,
-        ),
-    > {
-        if !super::enabled() || std::any::TypeId::of::<B>() != std::any::TypeId::of::<Plain>() {
-            return Err((param, grad, moments));
+        tensors: AdamWTensors<B, D>,
+        step: AdamWStep,
+    ) -> Result<(Tensor<B, D>, Tensor<B, D>, Tensor<B, D>), AdamWTensors<B, D>> {
+        if !super::enabled() || TypeId::of::<B>() != TypeId::of::<Plain>() {
+            return Err(tensors);
         }
-        let back = |t: Tensor<B, D>| -> Tensor<Plain, D> {
-            cast(t).unwrap_or_else(|_| unreachable!("checked: B is LibTorch"))
-        };
-        let out = |t: TchTensor| -> Tensor<B, D> {
-            cast(Tensor::<Plain, D>::from_primitive(TensorPrimitive::Float(
-                t,
-            )))
-            .unwrap_or_else(|_| unreachable!("checked: B is LibTorch"))
-        };
         // A tensor to write into: the storage itself when nothing else holds it, else a copy.
         let owned = |t: Tensor<B, D>| -> TchTensor {
-            let t = back(t).into_primitive().tensor();
+            let t = plain(same::<_, Tensor<Plain, D>>(t));
             if t.can_mut() {
                 t
             } else {
                 TchTensor::new(t.tensor.g_mul_scalar(1.0))
             }
         };
-        let g = back(grad).into_primitive().tensor();
-        let mut p = owned(param);
-        let (mut m, mut v) = match moments {
+        let AdamWStep {
+            lr,
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+            time,
+        } = step;
+        let g = plain(same::<_, Tensor<Plain, D>>(tensors.grad));
+        let mut p = owned(tensors.param);
+        let (mut m, mut v) = match tensors.moments {
             Some((m, v)) => (owned(m), owned(v)),
             None => (
                 TchTensor::new(g.tensor.zeros_like()),
                 TchTensor::new(g.tensor.zeros_like()),
             ),
         };
-        let t = time as i32;
-        let bias_1 = 1.0 - beta_1.powi(t);
-        let bias_2 = 1.0 - beta_2.powi(t);
+        let bias_1 = 1.0 - beta_1.powi(time as i32);
+        let bias_2 = 1.0 - beta_2.powi(time as i32);
         tch::no_grad(|| {
             let _ = m.tensor.lerp_(&g.tensor, f64::from(1.0 - beta_1));
             let _ = v.tensor.g_mul_scalar_(f64::from(beta_2));
@@ -422,42 +403,28 @@ mod libtorch {
                 .tensor
                 .addcdiv_(&m.tensor.g_mul_scalar(-lr / f64::from(bias_1)), &denom);
         });
+        let out = |t: TchTensor| same::<_, Tensor<B, D>>(from_plain::<D>(t));
         Ok((out(p), out(m), out(v)))
     }
+
+    // Outside autodiff, burn-tch already runs layer norm and the softmaxes as torch's kernels;
+    // Burn's `RmsNorm` is composed on every backend, so plain LibTorch gets torch's `rms_norm`.
 
     pub(super) fn layer_norm<B: Backend, const D: usize>(
         norm: &LayerNorm<B>,
         eps: f64,
         x: Tensor<B, D>,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        let x = tracked(x)?;
         let [d] = norm.gamma.dims();
-        let (gamma, beta) = (norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()));
-        dispatch(
-            x,
-            (gamma, beta),
-            |x, (gamma, beta)| {
-                let gamma = cast::<_, Tensor<Ad, 1>>(gamma).unwrap_or_else(|_| unreachable!());
-                let f = move |t: &[tch::Tensor]| {
-                    t[0].layer_norm([d as i64], Some(&t[1]), t.get(2), eps, true)
-                };
-                match beta {
-                    Some(beta) => {
-                        let beta =
-                            cast::<_, Tensor<Ad, 1>>(beta).unwrap_or_else(|_| unreachable!());
-                        from_ad(torch_op([ad(x), ad(gamma), ad(beta)], f))
-                    }
-                    None => from_ad(torch_op([ad(x), ad(gamma)], f)),
-                }
-            },
-            |x, (gamma, beta)| {
-                let gamma = cast::<_, Tensor<Plain, 1>>(gamma).unwrap_or_else(|_| unreachable!());
-                let beta =
-                    beta.map(|b| cast::<_, Tensor<Plain, 1>>(b).unwrap_or_else(|_| unreachable!()));
-                let gamma = plain(gamma);
-                let beta = beta.map(plain);
-                from_plain(plain(x).layer_norm([d as i64], Some(&gamma), beta.as_ref(), eps, true))
-            },
-        )
+        let f =
+            move |t: &[tch::Tensor]| t[0].layer_norm([d as i64], Some(&t[1]), t.get(2), eps, true);
+        let gamma = ad(same::<_, Tensor<Ad, 1>>(norm.gamma.val()));
+        let y = match &norm.beta {
+            Some(beta) => torch_op([ad(x), gamma, ad(same::<_, Tensor<Ad, 1>>(beta.val()))], f),
+            None => torch_op([ad(x), gamma], f),
+        };
+        Ok(same(from_ad::<D>(y)))
     }
 
     pub(super) fn rms_norm<B: Backend, const D: usize>(
@@ -466,20 +433,25 @@ mod libtorch {
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
         let [d] = norm.gamma.dims();
         let eps = norm.epsilon;
-        dispatch(
-            x,
-            norm.gamma.val(),
-            |x, gamma| {
-                let gamma = cast::<_, Tensor<Ad, 1>>(gamma).unwrap_or_else(|_| unreachable!());
-                from_ad(torch_op([ad(x), ad(gamma)], move |t| {
+        let x = match tracked(x) {
+            Ok(x) => {
+                let gamma = ad(same::<_, Tensor<Ad, 1>>(norm.gamma.val()));
+                let y = torch_op([ad(x), gamma], move |t| {
                     t[0].rms_norm([d as i64], Some(&t[1]), eps)
-                }))
-            },
-            |x, gamma| {
-                let gamma = cast::<_, Tensor<Plain, 1>>(gamma).unwrap_or_else(|_| unreachable!());
-                from_plain(plain(x).rms_norm([d as i64], Some(&plain(gamma)), eps))
-            },
-        )
+                });
+                return Ok(same(from_ad::<D>(y)));
+            }
+            Err(x) => x,
+        };
+        if !super::enabled() {
+            return Err(x);
+        }
+        let x = cast::<_, Tensor<Plain, D>>(x)?;
+        let gamma = plain(same::<_, Tensor<Plain, 1>>(norm.gamma.val()));
+        let y = plain(x)
+            .tensor
+            .rms_norm([d as i64], Some(&gamma.tensor), eps);
+        Ok(same(from_plain::<D>(TchTensor::new(y))))
     }
 
     pub(super) fn softmax<B: Backend, const D: usize>(
@@ -487,18 +459,14 @@ mod libtorch {
         dim: usize,
         log: bool,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-        let f = move |t: &tch::Tensor| {
+        let x = tracked(x)?;
+        let y = torch_op([ad(x)], move |t| {
             if log {
-                t.log_softmax(dim as i64, None::<tch::Kind>)
+                t[0].log_softmax(dim as i64, None::<tch::Kind>)
             } else {
-                t.softmax(dim as i64, None::<tch::Kind>)
+                t[0].softmax(dim as i64, None::<tch::Kind>)
             }
-        };
-        dispatch(
-            x,
-            (),
-            |x, ()| from_ad(torch_op([ad(x)], |t| f(&t[0]))),
-            |x, ()| from_plain(f(&plain(x))),
-        )
+        });
+        Ok(same(from_ad::<D>(y)))
     }
 }

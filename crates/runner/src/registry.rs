@@ -54,7 +54,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::cell::TrainCell;
-use crate::harness::experiment::{ExperimentFile, Views};
+use crate::harness::experiment::{ExperimentFile, Views, set_axes};
 use crate::harness::grid::{self, CellKind, Expand, Input, RunContext};
 use crate::harness::log::Outcome;
 use crate::lora::cell::LoraCell;
@@ -178,11 +178,7 @@ impl Expand for CellConfig {
         } else {
             GridKind::Encoder
         };
-        let training = if file.experiment.grid.train.is_empty() {
-            vec![]
-        } else {
-            vec!["train"]
-        };
+        let training = set_axes(&[("train", !file.experiment.grid.train.is_empty())]);
         let (what, elsewhere, foreign) = match kind {
             GridKind::Lora => (
                 "fine-tuning tasks (`task`)",

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::experiment::{TrainOverrides, expand_vars};
+use crate::harness::experiment::{TrainOverrides, expand_vars, set_axes};
 
 /// The sections encoder fine-tuning reads from an experiment file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -61,15 +61,11 @@ pub struct Axes {
 impl Axes {
     /// The axes that are set.
     pub fn used(&self) -> Vec<&'static str> {
-        [
-            ("dataset", self.dataset.is_empty()),
-            ("pairs", self.pairs.is_empty()),
-            ("loss", self.loss.is_empty()),
-        ]
-        .into_iter()
-        .filter(|(_, empty)| !empty)
-        .map(|(axis, _)| axis)
-        .collect()
+        set_axes(&[
+            ("dataset", !self.dataset.is_empty()),
+            ("pairs", !self.pairs.is_empty()),
+            ("loss", !self.loss.is_empty()),
+        ])
     }
 }
 

@@ -71,6 +71,15 @@ pub struct ModelSpec {
     pub train: TrainOverrides,
 }
 
+/// The names of the axes that are set, from `(name, is set)` pairs (for the registry's check
+/// that a grid has no axis of another kind).
+pub fn set_axes(axes: &[(&'static str, bool)]) -> Vec<&'static str> {
+    axes.iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 /// `${ARTEFACTS}` and every set `${VAR}` of `text` replaced by their values (unset variables
 /// stay as written, for the dry run to name).
 pub fn expand_vars(text: &str, artefacts: &Path) -> String {

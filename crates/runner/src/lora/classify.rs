@@ -15,7 +15,7 @@ use models::{
 use super::cell::LoraCell;
 use super::spec::{ClassifierPosition, TaskFormat, TaskSpec};
 use super::task::{Evaluation, LoraTask};
-use super::tuning::{Adapters, pad_id, split_part};
+use super::tuning::{Adapters, cell_part, pad_id};
 use crate::training::seeds::{Purpose, derive_seed};
 
 /// One labelled input of a cross-lingual classification task.
@@ -215,15 +215,7 @@ impl LoraTask for Classification {
     ) -> Result<(Vec<Encoded>, String)> {
         let t = &cell.train;
         let (mut examples, dropped) = read_task(&cell.task, language, path)?;
-        split_part(&mut examples, cell.task.split, train);
-        let max = if train {
-            t.max_train_examples
-        } else {
-            t.max_eval_examples
-        };
-        if max > 0 {
-            examples.truncate(max);
-        }
+        cell_part(&mut examples, cell, train);
         let ids = encode_examples(&self.tokenizer, &examples, t.max_seq_len)?;
         let line = if train {
             format!(

@@ -41,7 +41,7 @@ use crate::data::crosslingual::{QaExample, read_squad_json};
 use crate::harness::results::write_atomic;
 use crate::lora::cell::LoraCell;
 use crate::lora::task::{Evaluation, LoraTask};
-use crate::lora::tuning::{Adapters, pad_id, split_part};
+use crate::lora::tuning::{Adapters, cell_part, pad_id};
 use crate::metrics::{squad_em_f1, token_id_scores};
 
 /// The score names of a QA cell, in table order; the first is the main metric.
@@ -186,15 +186,7 @@ impl LoraTask for GenerativeQa {
     ) -> Result<(Vec<QaItem>, String)> {
         let t = &cell.train;
         let mut questions = read_squad_json(path)?;
-        split_part(&mut questions, cell.task.split, train);
-        let max = if train {
-            t.max_train_examples
-        } else {
-            t.max_eval_examples
-        };
-        if max > 0 {
-            questions.truncate(max);
-        }
+        cell_part(&mut questions, cell, train);
         let (items, left_out) = encode_questions(&self.tokenizer, questions, t.max_seq_len, train)?;
         if train {
             anyhow::ensure!(

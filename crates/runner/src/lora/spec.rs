@@ -38,7 +38,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::experiment::{InterventionSpec, TrainOverrides};
+use crate::harness::experiment::{InterventionSpec, TrainOverrides, set_axes};
 
 /// The sections LoRA fine-tuning reads from an experiment file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,14 +84,10 @@ pub struct Axes {
 impl Axes {
     /// The axes that are set.
     pub fn used(&self) -> Vec<&'static str> {
-        [
-            ("task", self.task.is_empty()),
-            ("neurons", self.neurons.is_empty()),
-        ]
-        .into_iter()
-        .filter(|(_, empty)| !empty)
-        .map(|(axis, _)| axis)
-        .collect()
+        set_axes(&[
+            ("task", !self.task.is_empty()),
+            ("neurons", !self.neurons.is_empty()),
+        ])
     }
 }
 

@@ -362,16 +362,26 @@ pub(crate) fn finish_cell(
     })
 }
 
-/// Keep the training part (the first `split` fraction, rounded down as Mondal et al.'s
-/// `int(len · 0.8)`) or the evaluation part (the rest) of parallel examples; `None` keeps all.
-pub(crate) fn split_part<T>(examples: &mut Vec<T>, split: Option<f64>, train: bool) {
-    if let Some(f) = split {
+/// The cell's part of one file's parallel examples: with `task.split`, the training part (the
+/// first `split` fraction, rounded down as Mondal et al.'s `int(len · 0.8)`) or the evaluation
+/// part (the rest); then at most `max_train_examples` / `max_eval_examples` (0: all).
+pub(crate) fn cell_part<T>(examples: &mut Vec<T>, cell: &LoraCell, train: bool) {
+    if let Some(f) = cell.task.split {
         let cut = (examples.len() as f64 * f) as usize;
         if train {
             examples.truncate(cut);
         } else {
             examples.drain(..cut);
         }
+    }
+    let t = &cell.train;
+    let max = if train {
+        t.max_train_examples
+    } else {
+        t.max_eval_examples
+    };
+    if max > 0 {
+        examples.truncate(max);
     }
 }
 

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::experiment::InterventionSpec;
+use crate::harness::experiment::{InterventionSpec, set_axes};
 
 /// The sections neuron studies read from an experiment file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -51,11 +51,7 @@ pub struct Axes {
 impl Axes {
     /// The axes that are set.
     pub fn used(&self) -> Vec<&'static str> {
-        if self.study.is_empty() {
-            vec![]
-        } else {
-            vec!["study"]
-        }
+        set_axes(&[("study", !self.study.is_empty())])
     }
 }
 

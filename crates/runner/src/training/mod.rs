@@ -22,6 +22,7 @@ use burn::optim::{
 };
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use models::fused::{AdamWStep, AdamWTensors};
 
 /// AdamW as `torch.optim.AdamW`, with no decay on tensors of rank < 2 (see the module docs).
 #[derive(Clone)]
@@ -75,7 +76,6 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let weight_decay = if D >= 2 { self.weight_decay } else { 0.0 };
         // LibTorch: torch's in-place update (models::fused::adamw_step); elsewhere Burn's.
         let (time, moments) = match state {
             Some(s) => (
@@ -84,27 +84,34 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
             ),
             None => (1, None),
         };
-        let betas = (self.beta_1, BETA_2);
-        match models::fused::adamw_step(
-            tensor,
+        let step = AdamWStep {
+            lr,
+            beta_1: self.beta_1,
+            beta_2: BETA_2,
+            epsilon: EPSILON,
+            weight_decay: if D >= 2 { self.weight_decay } else { 0.0 },
+            time,
+        };
+        let tensors = AdamWTensors {
+            param: tensor,
             grad,
             moments,
-            time,
-            lr,
-            betas,
-            EPSILON,
-            weight_decay,
-        ) {
+        };
+        match models::fused::adamw_step(tensors, step) {
             Ok((tensor, moment_1, moment_2)) => {
                 let momentum = AdaptiveMomentumState::new(time, moment_1, moment_2);
                 (tensor, Some(AdamWState { momentum }))
             }
-            Err((tensor, grad, moments)) => {
+            Err(AdamWTensors {
+                param,
+                grad,
+                moments,
+            }) => {
                 let state = moments.map(|(moment_1, moment_2)| AdamWState {
                     momentum: AdaptiveMomentumState::new(time - 1, moment_1, moment_2),
                 });
                 let optimizer = if D >= 2 { &self.decay } else { &self.no_decay };
-                optimizer.step(lr, tensor, grad, state)
+                optimizer.step(lr, param, grad, state)
             }
         }
     }
