@@ -12,7 +12,7 @@ head) runs with a forward hook on every layer's gate_proj that adds the count of
 the sum and the sum of squares per neuron, as the official language-neuron codes collect them
 (Mondal et al. hook gate_proj; Tang et al. count SiLU > 0, the same event); one warm-up batch.
 
-Eval mode, no_grad, f32, random token ids >= 1000 without padding, two warm-up iterations, the
+Eval mode, no_grad, f32, eager attention unless --attn sdpa, random token ids >= 1000 without padding, two warm-up iterations, the
 median of --iters timed ones. Prints one JSON line in the format of the Rust command.
 """
 
@@ -54,23 +54,25 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--collect", action="store_true", help="activation statistics with forward hooks")
+    ap.add_argument("--attn", default="eager", choices=["eager", "sdpa"],
+                    help="transformers' attention implementation (sdpa: torch's fused attention)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     path = pathlib.Path(args.model)
     if path.suffix == ".gguf":
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                     attn_implementation="eager")
+                                                     attn_implementation=args.attn)
     elif AutoConfig.from_pretrained(path).model_type in ("llama", "mistral"):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=args.attn)
     else:
-        model = AutoModel.from_pretrained(path, attn_implementation="eager")
+        model = AutoModel.from_pretrained(path, attn_implementation=args.attn)
     model = model.eval().to(args.device)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, model.config.vocab_size, (args.batch, args.seq), generator=gen)
     ids = ids.to(args.device)
     mask = torch.ones_like(ids)
-    warmup, label = 2, "eager attention"
+    warmup, label = 2, f"{args.attn} attention"
     if args.collect:
         model, warmup, label = model.model, 1, "forward hooks"
         add_counting_hooks(model)

@@ -20,6 +20,6 @@ mod dropout;
 mod neuron_set;
 mod views;
 
-pub use dropout::{DropoutMasks, nested_rate};
+pub use dropout::{DropoutMasks, MaskDraw, nested_rate};
 pub use neuron_set::{LanguageSets, NeuronRow, NeuronSet, NeuronSetError, head_masks};
 pub use views::{CropOnlyDropout, View, ViewSchedule};

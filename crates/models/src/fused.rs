@@ -2,8 +2,9 @@
 //!
 //! - [`linear`] flattens the leading dimensions (every backend): the weight's gradient is one
 //!   matrix product, as in `torch.nn.functional.linear`.
-//! - [`layer_norm`], [`rms_norm`], [`softmax`], [`log_softmax`]: with the `tch` feature, one
-//!   LibTorch kernel each, with torch's own backward.
+//! - [`layer_norm`], [`rms_norm`], [`softmax`], [`log_softmax`], [`silu`]: with the `tch`
+//!   feature, one LibTorch kernel each, with torch's own backward; [`squared_sum`] (the clipping
+//!   norm) one reduction.
 //!
 //! Under `Autodiff`, Burn composes the norms and softmaxes from elementwise primitives and
 //! differentiates each of them (a layer norm is nine ops forward and about twenty backward);
@@ -97,6 +98,17 @@ pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> T
     activation::log_softmax(x, dim)
 }
 
+/// `activation::silu(x)` (`x · sigmoid(x)`: two ops and their backward in Burn, one kernel each
+/// way in torch; on plain LibTorch too).
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::silu(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    activation::silu(x)
+}
+
 /// Whether `B` takes the fused path (LibTorch `f32`, plain or under `Autodiff`, in a `tch`
 /// build, unless the environment sets `NEURONLAB_COMPOSED_OPS=1`).
 pub fn is_fused<B: Backend>() -> bool {
@@ -162,6 +174,18 @@ pub fn adamw_step<B: Backend, const D: usize>(
     }
 }
 
+/// `Σ x²` over every element of `x`, as a one-element tensor (the gradient norm of clipping).
+/// On plain LibTorch `f32`, torch's `norm` squared (one reduction, no temporary the size of
+/// `x`); elsewhere `x.square().sum()`.
+pub fn squared_sum<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 1> {
+    #[cfg(feature = "tch")]
+    let x = match libtorch::squared_sum(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    composed::squared_sum(x)
+}
+
 /// The composed versions, whatever the backend (for tests that compare the two paths).
 pub mod composed {
     use super::*;
@@ -185,6 +209,16 @@ pub mod composed {
     /// Burn's softmax.
     pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
         activation::softmax(x, dim)
+    }
+
+    /// `x.square().sum()`.
+    pub fn squared_sum<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 1> {
+        x.square().sum()
+    }
+
+    /// Burn's SiLU.
+    pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        activation::silu(x)
     }
 
     /// Burn's log-softmax.
@@ -376,6 +410,7 @@ mod libtorch {
             weight_decay,
             time,
         } = step;
+        let (beta_1, beta_2, epsilon) = (f64::from(beta_1), f64::from(beta_2), f64::from(epsilon));
         let g = plain(same::<_, Tensor<Plain, D>>(tensors.grad));
         let mut p = owned(tensors.param);
         let (mut m, mut v) = match tensors.moments {
@@ -386,25 +421,46 @@ mod libtorch {
             ),
         };
         let bias_1 = 1.0 - beta_1.powi(time as i32);
-        let bias_2 = 1.0 - beta_2.powi(time as i32);
+        let bias_2_sqrt = (1.0 - beta_2.powi(time as i32)).sqrt();
         tch::no_grad(|| {
-            let _ = m.tensor.lerp_(&g.tensor, f64::from(1.0 - beta_1));
-            let _ = v.tensor.g_mul_scalar_(f64::from(beta_2));
-            let _ = v
-                .tensor
-                .addcmul_(&g.tensor, &g.tensor.g_mul_scalar(f64::from(1.0 - beta_2)));
-            let mut denom = v.tensor.sqrt();
-            let _ = denom.g_div_scalar_(f64::from(bias_2.sqrt()));
-            let _ = denom.g_add_scalar_(f64::from(epsilon));
+            // torch's single-tensor AdamW: m ← lerp(m, g, 1 − β₁), v ← β₂ v + (1 − β₂) g²,
+            // p ← p (1 − lr λ) − (lr / c₁) m / (√v / √c₂ + ε), in an order that needs no
+            // temporary but the denominator, which goes into the gradient's own storage when
+            // nothing else holds it (the step consumes the gradient).
+            let _ = m.tensor.lerp_(&g.tensor, 1.0 - beta_1);
+            let _ = v.tensor.g_mul_scalar_(beta_2 / (1.0 - beta_2));
+            let _ = v.tensor.addcmul_(&g.tensor, &g.tensor);
+            let _ = v.tensor.g_mul_scalar_(1.0 - beta_2);
+            if lr == 0.0 {
+                return;
+            }
             if weight_decay != 0.0 {
                 let _ = p.tensor.g_mul_scalar_(1.0 - lr * f64::from(weight_decay));
             }
-            let _ = p
-                .tensor
-                .addcdiv_(&m.tensor.g_mul_scalar(-lr / f64::from(bias_1)), &denom);
+            // −(lr / c₁) / (√v / √c₂ + ε) = 1 / ((√v + ε √c₂) · (−c₁ / (lr √c₂))).
+            let mut denom = if g.can_mut() {
+                let _ = v.tensor.sqrt_out(&g.tensor);
+                g.tensor.shallow_clone()
+            } else {
+                v.tensor.sqrt()
+            };
+            let _ = denom.g_add_scalar_(epsilon * bias_2_sqrt);
+            let _ = denom.g_mul_scalar_(-bias_1 / (lr * bias_2_sqrt));
+            let _ = p.tensor.addcdiv_(&m.tensor, &denom);
         });
         let out = |t: TchTensor| same::<_, Tensor<B, D>>(from_plain::<D>(t));
         Ok((out(p), out(m), out(v)))
+    }
+
+    pub(super) fn squared_sum<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+    ) -> Result<Tensor<B, 1>, Tensor<B, D>> {
+        if !super::enabled() || TypeId::of::<B>() != TypeId::of::<Plain>() {
+            return Err(x);
+        }
+        let x = plain(same::<_, Tensor<Plain, D>>(x));
+        let y = tch::no_grad(|| x.tensor.norm().square().reshape([1]));
+        Ok(same::<_, Tensor<B, 1>>(from_plain::<1>(TchTensor::new(y))))
     }
 
     // Outside autodiff, burn-tch already runs layer norm and the softmaxes as torch's kernels;
@@ -467,6 +523,18 @@ mod libtorch {
                 t[0].softmax(dim as i64, None::<tch::Kind>)
             }
         });
+        Ok(same(from_ad::<D>(y)))
+    }
+
+    pub(super) fn silu<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        if super::enabled() && TypeId::of::<B>() == TypeId::of::<Plain>() {
+            let x = plain(same::<_, Tensor<Plain, D>>(x));
+            return Ok(same(from_plain::<D>(TchTensor::new(x.tensor.silu()))));
+        }
+        let x = tracked(x)?;
+        let y = torch_op([ad(x)], |t| t[0].silu());
         Ok(same(from_ad::<D>(y)))
     }
 }

@@ -1,7 +1,7 @@
 //! Parity with `transformers` on tiny random BERT, RoBERTa and ELECTRA models, and the forward
 //! context (masks, recording, dropout) on them.
 
-use ablation::DropoutMasks;
+use ablation::{DropoutMasks, MaskDraw};
 use burn::prelude::*;
 use models::{Checkpoint, EncoderInput, ForwardContext, SequenceClassifier, SpanExtractor};
 use serde_json::Value;
@@ -195,6 +195,25 @@ fn dropout_comes_from_the_callers_seed() {
     assert_eq!(run(3, 1), run(3, 1));
     assert_ne!(run(3, 1), run(4, 1));
     assert_ne!(run(3, 1), full);
+}
+
+#[test]
+fn dropout_masks_are_the_same_computed_on_the_host_or_the_device() {
+    let device = Default::default();
+    let (model, expected) = classifier("bert");
+    let input = input(&expected, &device);
+    let run = |draw: MaskDraw| {
+        let mut masks = DropoutMasks::new(9).with_draw(draw);
+        masks.set_view_powers(&[1]);
+        let first = values(model.forward(&input, &mut ForwardContext::with_dropout(masks))).0;
+        let mut masks = DropoutMasks::new(9).with_draw(draw);
+        masks.next_step();
+        masks.set_power(2);
+        let second = values(model.forward(&input, &mut ForwardContext::with_dropout(masks))).0;
+        (first, second)
+    };
+    // On this backend's own integer ops (LibTorch in the tch build) as on the host.
+    assert_eq!(run(MaskDraw::Host), run(MaskDraw::Device));
 }
 
 #[test]

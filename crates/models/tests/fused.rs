@@ -107,6 +107,28 @@ fn softmaxes_match_pytorch_with_gradients_on_both_paths() {
 }
 
 #[test]
+fn silu_matches_pytorch_with_gradients_on_both_paths() {
+    let e = read_json(&fixture("fused/expected.json"));
+    for fused_path in [true, false] {
+        let what = format!("silu ({})", if fused_path { "fused" } else { "composed" });
+        let x = tensor::<3>(&e["x"]).require_grad();
+        let out = if fused_path {
+            fused::silu(x.clone())
+        } else {
+            fused::composed::silu(x.clone())
+        };
+        let grads = (out.clone() * tensor::<3>(&e["g"])).sum().backward();
+        assert_close(&what, out.inner(), &e["silu"]["out"], TOL);
+        assert_close(
+            &format!("{what} ∂x"),
+            x.grad(&grads).unwrap(),
+            &e["silu"]["x"],
+            TOL,
+        );
+    }
+}
+
+#[test]
 fn fused_ops_without_autodiff_and_on_untracked_tensors_match() {
     // Evaluation: the plain backend, and an autodiff tensor that requires no gradient.
     let e = read_json(&fixture("fused/expected.json"));
@@ -119,6 +141,10 @@ fn fused_ops_without_autodiff_and_on_untracked_tensors_match() {
         &e["softmax"]["out"],
         TOL,
     );
+    let (data, shape) = flat(&e["x"]);
+    let shape: [usize; 3] = shape.try_into().unwrap();
+    let plain_x = Tensor::<B, 3>::from_data(TensorData::new(data, shape), &Default::default());
+    assert_close("silu (plain)", fused::silu(plain_x), &e["silu"]["out"], TOL);
     let untracked = tensor::<4>(&e["scores"]);
     let out = fused::log_softmax(untracked, 3);
     assert_close(
@@ -127,4 +153,23 @@ fn fused_ops_without_autodiff_and_on_untracked_tensors_match() {
         &e["log_softmax"]["out"],
         TOL,
     );
+}
+
+#[test]
+fn squared_sum_matches_pytorch_on_both_paths() {
+    let e = read_json(&fixture("fused/expected.json"));
+    let want = e["squared_sum"].as_f64().unwrap();
+    let (data, shape) = flat(&e["x"]);
+    let shape: [usize; 3] = shape.try_into().unwrap();
+    let x = Tensor::<B, 3>::from_data(TensorData::new(data, shape), &Default::default());
+    for (path, got) in [
+        ("fused", fused::squared_sum(x.clone())),
+        ("composed", fused::composed::squared_sum(x)),
+    ] {
+        let got = f64::from(got.into_scalar());
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "{path}: {got} against {want}"
+        );
+    }
 }

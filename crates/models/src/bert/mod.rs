@@ -310,6 +310,6 @@ pub(crate) fn activate<B: Backend, const D: usize>(
         Activation::Gelu => activation::gelu(x),
         Activation::GeluTanh => activation::gelu_approximate(x),
         Activation::Relu => activation::relu(x),
-        Activation::Silu => activation::silu(x),
+        Activation::Silu => crate::fused::silu(x),
     }
 }

@@ -29,7 +29,6 @@ pub mod text;
 
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
-use burn::tensor::activation;
 
 pub use config::{DecoderConfig, DecoderFamily, RopeScaling};
 use lora::apply;
@@ -387,7 +386,7 @@ impl<B: Backend> LlamaModel<B> {
         let normed = fused::rms_norm(&layer.post_attention_layernorm, x.clone());
         let gate = apply(&lora.gate_proj, &mlp.gate_proj, normed.clone());
         ctx.observe_gate(layer_idx, &gate, mask);
-        let a = ctx.intervene(layer_idx, activation::silu(gate));
+        let a = ctx.intervene(layer_idx, crate::fused::silu(gate));
         let y = apply(
             &lora.down_proj,
             &mlp.down_proj,

@@ -130,7 +130,7 @@ struct SquaredNorm<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s = g.square().sum();
+            let s = models::fused::squared_sum(g);
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
                 None => s,
