@@ -139,16 +139,17 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     }
 }
 
-/// Multiply every gradient by a factor.
-struct Scale<'a> {
+/// Multiply every gradient by a one-element factor that stays on the device.
+struct Scale<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    factor: f64,
+    factor: Tensor<B::InnerBackend, 1>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register(param.id, g.mul_scalar(self.factor));
+            let factor = self.factor.clone().reshape([1; D]);
+            self.grads.register(param.id, g.mul(factor));
         }
     }
 }
@@ -242,20 +243,29 @@ where
     Ok((optimizer.step(lr, model, grads), step_loss))
 }
 
-/// Clip the gradients of `model` to global norm `max_norm` as `clip_grad_norm_` does (scale by
-/// `max_norm / (norm + 1e-6)` when that is below 1); returns the norm before clipping.
-/// `max_norm = 0` only measures.
+/// Clip the gradients of `model` to global norm `max_norm` as `clip_grad_norm_` does: every
+/// gradient times `min(1, max_norm / (norm + 1e-6))`, computed on the device (no read-back, so a
+/// GPU step does not wait here). `max_norm <= 0` leaves the gradients alone.
 pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
-) -> f64 {
-    let norm = global_grad_norm(model, grads);
-    let factor = max_norm / (norm + 1e-6);
-    if max_norm > 0.0 && factor < 1.0 {
-        model.visit(&mut Scale { grads, factor });
+) {
+    if max_norm <= 0.0 {
+        return;
     }
-    norm
+    let mut visitor = SquaredNorm::<B> { grads, total: None };
+    model.visit(&mut visitor);
+    let Some(total) = visitor.total else {
+        return;
+    };
+    let factor = total
+        .sqrt()
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    model.visit(&mut Scale::<B> { grads, factor });
 }
 
 /// The learning rate of optimiser step `step` (0-based) of `total`, with `warmup` warmup steps
