@@ -474,7 +474,7 @@ fn a_run_killed_mid_cell_resumes_from_its_checkpoint_with_identical_results() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let grid = "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"cmp2\"]\n\
-                train = { max_steps = [240], eval_every = [40] }\n";
+                train = { max_steps = [240], eval_every = [40], checkpoint_every_s = [0.0] }\n";
     let exp = experiment(root, grid);
     let exp = exp.to_str().unwrap();
     let evaluations = |out: &str| -> Vec<(u64, String, String)> {

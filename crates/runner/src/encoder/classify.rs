@@ -219,19 +219,28 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
         neuron_masks: &[Tensor<B::InnerBackend, 1>],
         device: &B::Device,
     ) -> Result<Evaluation> {
-        let mut pred_classes = Vec::new();
-        let mut pred_values = Vec::new();
         let data = self.data;
-        for chunk in data.eval.chunks(self.eval_batch) {
-            let input = collate(chunk.iter(), data.pad_id).to_input(device);
+        let n = data.eval.len();
+        let (mut pred_classes, mut pred_values) = (vec![0usize; n], vec![0f64; n]);
+        // Batches of similar length (longest first), so that little of each batch is padding;
+        // the predictions go back to the examples' order. In evaluation padding changes nothing
+        // but the work.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(data.eval[i].ids.len()));
+        for chunk in order.chunks(self.eval_batch) {
+            let input = collate(chunk.iter().map(|&i| &data.eval[i]), data.pad_id).to_input(device);
             let out = model.forward(&input, &mut eval_context(neuron_masks));
             match self.task {
                 Task::Regression => {
-                    pred_values.extend(out.into_data().iter::<f32>().map(f64::from));
+                    for (&i, v) in chunk.iter().zip(out.into_data().iter::<f32>()) {
+                        pred_values[i] = f64::from(v);
+                    }
                 }
                 _ => {
                     let idx = out.argmax(1).into_data();
-                    pred_classes.extend(idx.iter::<i64>().map(|v| v as usize));
+                    for (&i, v) in chunk.iter().zip(idx.iter::<i64>()) {
+                        pred_classes[i] = v as usize;
+                    }
                 }
             }
         }

@@ -129,7 +129,12 @@ pub fn save_checkpoint<B: AutodiffBackend, M: AutodiffModule<B>>(
             .save_file(tmp.join("best"), &recorder)
             .with_context(ctx)?,
         None if state.best.is_some() => {
-            std::fs::copy(current.join("best.mpk"), tmp.join("best.mpk")).with_context(ctx)?;
+            // The previous checkpoint's file, linked rather than copied where the file system
+            // allows (the old folder is removed below; the link keeps the data).
+            let (from, to) = (current.join("best.mpk"), tmp.join("best.mpk"));
+            std::fs::hard_link(&from, &to)
+                .or_else(|_| std::fs::copy(&from, &to).map(drop))
+                .with_context(ctx)?;
         }
         None => {}
     }
@@ -307,6 +312,10 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
     type Best<M> = (f64, usize, BTreeMap<String, f64>, M);
     let mut best: Option<Best<Inner<B, L::Model>>> = None;
     let mut last_metrics = BTreeMap::new();
+    // When the last checkpoint was written (or the cell started), and whether the best model
+    // changed since (a checkpoint without it carries the previous one's best model over).
+    let mut last_checkpoint = Instant::now();
+    let mut best_unsaved = false;
     let mut main_metric = String::new();
     if let Some((state, ckpt)) = ResumeState::find(dir) {
         let recorder = recorder();
@@ -389,9 +398,11 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
                     crate::harness::results::write_atomic(&dir.join(name), contents.as_bytes())?;
                 }
                 best = Some((value, done, metrics.clone(), valid));
+                best_unsaved = true;
             }
             last_metrics = metrics;
-            if t.checkpoints && done < total {
+            let due = last_checkpoint.elapsed().as_secs_f64() >= t.checkpoint_every_s;
+            if t.checkpoints && done < total && due {
                 let state = ResumeState {
                     step: done,
                     epoch: data.epoch,
@@ -400,8 +411,9 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
                     best: best.as_ref().map(|b| (b.0, b.1, b.2.clone())),
                     last_metrics: last_metrics.clone(),
                 };
-                let best_model = best.as_ref().filter(|_| improved).map(|b| &b.3);
+                let best_model = best.as_ref().filter(|_| best_unsaved).map(|b| &b.3);
                 save_checkpoint(dir, &state, &model, &optimizer, best_model)?;
+                (last_checkpoint, best_unsaved) = (Instant::now(), false);
             }
         }
     }
