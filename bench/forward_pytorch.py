@@ -29,9 +29,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 def add_counting_hooks(model):
     """Per layer and neuron: positive count, sum and sum of squares of gate_proj's output."""
     n_layers, width = len(model.layers), model.config.intermediate_size
-    positive = torch.zeros(n_layers, width, dtype=torch.int64)
-    total = torch.zeros(n_layers, width, dtype=torch.float64)
-    total_sq = torch.zeros(n_layers, width, dtype=torch.float64)
+    on = next(model.parameters()).device
+    positive = torch.zeros(n_layers, width, dtype=torch.int64, device=on)
+    total = torch.zeros(n_layers, width, dtype=torch.float64, device=on)
+    total_sq = torch.zeros(n_layers, width, dtype=torch.float64, device=on)
 
     def hook(layer):
         def f(module, inputs, out):

@@ -36,7 +36,11 @@ def main():
     ap.add_argument("--gate-neurons", type=int, default=None)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    # The phases are timed after the device has finished their kernels.
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -61,7 +65,7 @@ def main():
                 mask[torch.randperm(width)[: args.gate_neurons]] = 1.0
                 # lora_B's output [.., width] times the mask: only those neurons change.
                 module.lora_B["default"].register_forward_hook(lambda m, i, o, mask=mask: o * mask)
-    model.train()
+    model = model.to(device).train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -74,18 +78,22 @@ def main():
     ids = torch.randint(1000, vocab, (args.batch, args.seq), generator=g)
     mask = torch.ones_like(ids)
     labels = torch.arange(args.batch) % 2
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
 
     phases = {"total": [], "forward": [], "backward": [], "optimizer": []}
     for i in range(args.iters + 1):
         t0 = time.perf_counter()
         logits = model(input_ids=ids, attention_mask=mask).logits
         loss = F.cross_entropy(logits, labels)
+        loss.item()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         t3 = time.perf_counter()
         if i >= 1:
             phases["total"].append((t3 - t0) * 1e3)
@@ -96,8 +104,8 @@ def main():
     if args.gate_neurons is not None:
         names.append(f"gate_proj[{args.gate_neurons}]")
     print(json.dumps({
-        "implementation": f"pytorch {torch.__version__} + peft (cpu, {args.threads} threads)",
-        "device": "cpu",
+        "implementation": f"pytorch {torch.__version__} + peft ({args.device}, {args.threads} threads)",
+        "device": args.device,
         "batch": args.batch,
         "seq": args.seq,
         "rank": args.rank,

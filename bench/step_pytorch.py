@@ -63,7 +63,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--p", type=float, default=0.1)
     ap.add_argument("--task", choices=["classification", "span"], default="classification")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    # The phases are timed after the device has finished their kernels; on CUDA the views
+    # replay the CUDA generator's state, as the official code does on a GPU.
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    get_rng = (lambda: torch.cuda.get_rng_state(device)) if cuda else torch.get_rng_state
+    set_rng = (lambda s: torch.cuda.set_rng_state(s, device)) if cuda else torch.set_rng_state
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -76,6 +84,7 @@ def main():
         model = AutoModelForSequenceClassification.from_pretrained(
             args.model, num_labels=2, attn_implementation="eager"
         ).train()
+    model = model.to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -89,6 +98,8 @@ def main():
     labels = torch.arange(args.batch) % 2
     starts = (torch.arange(args.batch) * 7 + 1) % args.seq
     ends = (torch.arange(args.batch) * 7 + 3) % args.seq
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+    starts, ends = starts.to(device), ends.to(device)
 
     def task_losses(reduction):
         """Per-example losses of one forward: [B] (classification) or ([B], [B]) (span)."""
@@ -111,11 +122,11 @@ def main():
                 loss = (loss[0] + loss[1]) / 2
         else:
             set_dropout(model, 0.0)
-            rng = torch.get_rng_state()
+            rng = get_rng()
             view_losses = [task_losses("none")]
             for k in range(1, c + 1):
                 set_dropout(model, 1.0 - (1.0 - args.p) ** k)
-                torch.set_rng_state(rng)
+                set_rng(rng)
                 view_losses.append(task_losses("none"))
             set_dropout(model, args.p)
             if span:
@@ -128,10 +139,12 @@ def main():
         loss.item()
         t_forward = time.perf_counter()
         loss.backward()
+        sync()
         t_backward = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         t_end = time.perf_counter()
         if it >= 1:
             phases["total"].append((t_end - start) * 1e3)
@@ -140,8 +153,8 @@ def main():
             phases["optimizer"].append((t_end - t_backward) * 1e3)
     med = {k: statistics.median(v) for k, v in phases.items()}
     print(json.dumps({
-        "implementation": f"pytorch {torch.__version__} (official algorithm, {args.threads} threads)",
-        "device": "cpu",
+        "implementation": f"pytorch {torch.__version__} (official algorithm, {args.device}, {args.threads} threads)",
+        "device": args.device,
         "task": args.task,
         "batch": args.batch,
         "seq": args.seq,
