@@ -11,15 +11,25 @@ use burn::prelude::*;
 use serde_json::Value;
 
 /// The backend the parity tests run on: ndarray, or LibTorch in a crate's `tch` test build
-/// (`bash scripts/libtorch.sh cargo test -p models --features tch`).
-#[cfg(not(feature = "tch"))]
+/// (`bash scripts/libtorch.sh cargo test -p models --features tch`), or burn-cuda in the models
+/// crate's `cuda-parity` build (`scripts/gpu-check.sh`, on a machine with a GPU).
+#[cfg(not(any(feature = "tch", feature = "cuda-parity")))]
 pub type B = burn::backend::NdArray<f32>;
 /// LibTorch, in a crate's `tch` test build.
 #[cfg(feature = "tch")]
 pub type B = burn::backend::LibTorch<f32>;
+/// burn-cuda, in the models crate's `cuda-parity` test build.
+#[cfg(all(feature = "cuda-parity", not(feature = "tch")))]
+pub type B = burn::backend::Cuda;
 
+/// The workspace root: where this file was compiled, unless `NEURONLAB_ROOT` names another
+/// checkout (a test binary built here and run on another machine, as `scripts/gpu-check.sh`
+/// does).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    match std::env::var_os("NEURONLAB_ROOT") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    }
 }
 
 pub fn fixture(name: &str) -> PathBuf {
