@@ -5,7 +5,7 @@
 //! 0.587 baseline, 0.580 comparative at lr 2e-4), which is the runner's job, not a test's.
 
 use ablation::{DropoutMasks, ViewSchedule};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -16,9 +16,9 @@ use models::{
 };
 use serde_json::Value;
 
-use crate::util::artefact;
+use crate::util::{B, artefact};
 
-type Ad = Autodiff<NdArray<f32>>;
+type Ad = Autodiff<B>;
 
 fn sentences(split: &str, n: usize) -> Vec<(String, i64)> {
     let path = artefact("rt-polarity").join(format!("{split}.jsonl"));
@@ -51,7 +51,7 @@ fn batch<Bk: Backend>(
 
 /// Mean cross-entropy of the full model (no dropout) on `rows`.
 fn eval_loss(
-    model: &SequenceClassifier<NdArray<f32>>,
+    model: &SequenceClassifier<B>,
     tokenizer: &TextTokenizer,
     rows: &[(String, i64)],
 ) -> f32 {

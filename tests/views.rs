@@ -2,16 +2,16 @@
 //! gradients, with dropout and crop views mixed as the official code mixes them.
 
 use ablation::{DropoutMasks, ViewSchedule};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::prelude::*;
 use losses::{ComparativeLoss, DummyTarget, cross_entropy};
 use models::{
     Checkpoint, EncoderInput, ForwardContext, SequenceClassifier, ViewExecution, view_losses,
 };
 
-use crate::util::fixture;
+use crate::util::{B, fixture};
 
-type Ad = Autodiff<NdArray<f32>>;
+type Ad = Autodiff<B>;
 
 fn ids(rows: &[[i64; 9]], device: &Device<Ad>) -> Tensor<Ad, 2, Int> {
     let flat: Vec<i64> = rows.iter().flatten().copied().collect();
