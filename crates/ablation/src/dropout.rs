@@ -112,7 +112,12 @@ fn mix_device<B: Backend>(x: Tensor<B, 1, Int>) -> Tensor<B, 1, Int> {
 
 /// [`uniform_host`] for units `0..n` in tensor ops on `device`.
 fn uniforms_device<B: Backend>(key: [u32; 2], n: usize, device: &B::Device) -> Tensor<B, 1> {
-    let index = Tensor::<B, 1, Int>::arange(0..n as i64, device).cast(IntDType::I64);
+    uniforms_of(key, Tensor::<B, 1, Int>::arange(0..n as i64, device))
+}
+
+/// [`uniform_host`] of each unit index in `index`, in tensor ops.
+fn uniforms_of<B: Backend>(key: [u32; 2], index: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let index = index.cast(IntDType::I64);
     let h = mix_device(
         mix_device(index.bitwise_xor_scalar(key[0].elem())).bitwise_xor_scalar(key[1].elem()),
     );
@@ -401,15 +406,8 @@ mod tests {
             assert_eq!(host.to_data(), on_device.to_data(), "key {key:?}");
         }
         let big = site_key(1, 2, 3);
-        let (host, on_device) = (uniform_host(big, u32::MAX), {
-            let i = Tensor::<B, 1, Int>::from_data([u32::MAX as i64], &device);
-            let h = mix_device(
-                mix_device(i.bitwise_xor_scalar(big[0].elem())).bitwise_xor_scalar(big[1].elem()),
-            );
-            h.bitwise_right_shift_scalar(8.elem())
-                .float()
-                .mul_scalar(1.0 / (1u32 << 24) as f32)
-        });
+        let index = Tensor::<B, 1, Int>::from_data([u32::MAX as i64], &device);
+        let (host, on_device) = (uniform_host(big, u32::MAX), uniforms_of(big, index));
         assert_eq!(on_device.into_scalar(), host);
         // And the whole mask source: the same masks, site by site and step by step.
         let mut a = DropoutMasks::<B>::new(5).with_draw(MaskDraw::Host);

@@ -369,6 +369,15 @@ mod libtorch {
         if super::enabled() { cast(x) } else { Err(x) }
     }
 
+    /// `x` as a plain LibTorch tensor, if it is one and the fused ops are on.
+    fn untracked<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<TchTensor, Tensor<B, D>> {
+        if super::enabled() {
+            cast::<_, Tensor<Plain, D>>(x).map(plain)
+        } else {
+            Err(x)
+        }
+    }
+
     fn ad<const D: usize>(t: Tensor<Ad, D>) -> FloatTensorOf {
         t.into_primitive().tensor()
     }
@@ -455,10 +464,7 @@ mod libtorch {
     pub(super) fn squared_sum<B: Backend, const D: usize>(
         x: Tensor<B, D>,
     ) -> Result<Tensor<B, 1>, Tensor<B, D>> {
-        if !super::enabled() || TypeId::of::<B>() != TypeId::of::<Plain>() {
-            return Err(x);
-        }
-        let x = plain(same::<_, Tensor<Plain, D>>(x));
+        let x = untracked(x)?;
         let y = tch::no_grad(|| x.tensor.norm().square().reshape([1]));
         Ok(same::<_, Tensor<B, 1>>(from_plain::<1>(TchTensor::new(y))))
     }
@@ -499,14 +505,9 @@ mod libtorch {
             }
             Err(x) => x,
         };
-        if !super::enabled() {
-            return Err(x);
-        }
-        let x = cast::<_, Tensor<Plain, D>>(x)?;
+        let x = untracked(x)?;
         let gamma = plain(same::<_, Tensor<Plain, 1>>(norm.gamma.val()));
-        let y = plain(x)
-            .tensor
-            .rms_norm([d as i64], Some(&gamma.tensor), eps);
+        let y = x.tensor.rms_norm([d as i64], Some(&gamma.tensor), eps);
         Ok(same(from_plain::<D>(TchTensor::new(y))))
     }
 
@@ -529,10 +530,10 @@ mod libtorch {
     pub(super) fn silu<B: Backend, const D: usize>(
         x: Tensor<B, D>,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-        if super::enabled() && TypeId::of::<B>() == TypeId::of::<Plain>() {
-            let x = plain(same::<_, Tensor<Plain, D>>(x));
-            return Ok(same(from_plain::<D>(TchTensor::new(x.tensor.silu()))));
-        }
+        let x = match untracked(x) {
+            Ok(x) => return Ok(same(from_plain::<D>(TchTensor::new(x.tensor.silu())))),
+            Err(x) => x,
+        };
         let x = tracked(x)?;
         let y = torch_op([ad(x)], |t| t[0].silu());
         Ok(same(from_ad::<D>(y)))
