@@ -118,7 +118,7 @@ impl ComparativeLoss {
     /// - `losses`: `[batch, c + 1]`
     /// - output: `[batch]`
     pub fn per_example<B: Backend>(&self, losses: Tensor<B, 2>) -> Tensor<B, 1> {
-        let [batch, views] = losses.dims();
+        let [_, views] = losses.dims();
         assert!(
             views >= 2,
             "the comparative loss needs the full model and at least one ablation, got {views} view(s)"
@@ -130,27 +130,51 @@ impl ComparativeLoss {
                 pairwise_hinge(with_dummy, self.temperature)
             }
             Mode::Weighted { primary, weight } => {
-                let first_or_last =
-                    |k: usize| losses.clone().slice([0..batch, k..k + 1]).reshape([batch]);
-                let primary = match primary {
-                    Primary::Max => losses.clone().max_dim(1).reshape([batch]),
-                    Primary::Avg => losses.clone().mean_dim(1).reshape([batch]),
-                    Primary::First => first_or_last(0),
-                    Primary::Last => first_or_last(views - 1),
-                };
-                primary + pairwise_hinge(losses, self.temperature).mul_scalar(weight)
+                primary_loss(losses.clone(), primary)
+                    + pairwise_hinge(losses, self.temperature).mul_scalar(weight)
             }
         }
     }
 
-    /// Span extraction: the loss of start positions and of end positions, averaged (official
-    /// `CmpQA`).
+    /// Span extraction from the start and end losses of each view, as the official `CmpQA`
+    /// computes it:
+    ///
+    /// - comparative alone: the loss of start positions and of end positions, averaged,
+    ///   `(L(start) + L(end)) / 2`;
+    /// - weighted: the primary is taken over the per-view average `(s_i + e_i) / 2` (the
+    ///   official `all_rc_losses`, then `get_primary`), and the pairwise term is
+    ///   `(hinge(start) + hinge(end)) / 2`. With `Primary::Max` that is not the average of a
+    ///   weighted loss on starts and one on ends (`(max s + max e) / 2`); the other primaries
+    ///   agree either way.
     ///
     /// # Shapes
     /// - `start`, `end`: `[batch, c + 1]`
     /// - output: `[1]`
     pub fn forward_span<B: Backend>(&self, start: Tensor<B, 2>, end: Tensor<B, 2>) -> Tensor<B, 1> {
-        (self.forward(start) + self.forward(end)).div_scalar(2.0)
+        match self.mode {
+            Mode::ComparativeOnly => (self.forward(start) + self.forward(end)).div_scalar(2.0),
+            Mode::Weighted { primary, weight } => {
+                assert_eq!(start.dims(), end.dims(), "start and end losses per view");
+                let reading = (start.clone() + end.clone()).div_scalar(2.0);
+                let hinge = (pairwise_hinge(start, self.temperature)
+                    + pairwise_hinge(end, self.temperature))
+                .div_scalar(2.0);
+                (primary_loss(reading, primary) + hinge.mul_scalar(weight)).mean()
+            }
+        }
+    }
+}
+
+/// The primary loss of each example over its views (official `get_primary`): `[batch, c + 1]`
+/// → `[batch]`.
+fn primary_loss<B: Backend>(losses: Tensor<B, 2>, primary: Primary) -> Tensor<B, 1> {
+    let [batch, views] = losses.dims();
+    let column = |k: usize| losses.clone().slice([0..batch, k..k + 1]).reshape([batch]);
+    match primary {
+        Primary::Max => losses.clone().max_dim(1).reshape([batch]),
+        Primary::Avg => losses.clone().mean_dim(1).reshape([batch]),
+        Primary::First => column(0),
+        Primary::Last => column(views - 1),
     }
 }
 
