@@ -285,3 +285,72 @@ fn pairs_name_their_own_losses_and_losses_carry_settings() {
         "{err}"
     );
 }
+
+/// Every GLUE cell of both paper grids against the official commands (zycdev/CmpLoss
+/// `scripts/GLUE.md`, bert-base-cased): `(dataset, loss) → (learning rate, batch, weight decay,
+/// max steps (0: by epochs), epochs, warmup steps, warmup ratio)`. An unset `--weight_decay` is
+/// HF's default 0; `--max_steps` and `--warmup_steps` win over epochs and the warmup ratio.
+#[test]
+fn the_paper_glue_cells_train_as_the_official_commands() {
+    type Row = (
+        &'static str,
+        &'static str,
+        f64,
+        usize,
+        f64,
+        usize,
+        f64,
+        usize,
+        f64,
+    );
+    #[rustfmt::skip]
+    let official: [Row; 16] = [
+        ("cola", "baseline", 1e-5, 16, 0.01, 5336, 10.0, 320, 0.06),
+        ("cola", "cola-cmp", 1e-5, 16, 0.01, 5336, 10.0, 320, 0.06),
+        ("sst2", "baseline", 1e-5, 32, 0.01, 20935, 10.0, 1256, 0.06),
+        ("sst2", "sst2-cmp", 2e-5, 32, 0.0, 0, 3.0, 0, 0.0),
+        ("mrpc", "baseline", 1e-5, 16, 0.01, 2296, 10.0, 137, 0.06),
+        ("mrpc", "mrpc-cmp", 2e-5, 16, 0.01, 2296, 10.0, 137, 0.06),
+        ("stsb", "baseline", 1e-5, 16, 0.01, 3598, 10.0, 214, 0.06),
+        ("stsb", "stsb-cmp", 1e-5, 16, 0.01, 3598, 10.0, 214, 0.06),
+        ("qqp", "baseline", 1e-5, 32, 0.01, 113272, 10.0, 28318, 0.25),
+        ("qqp", "qqp-cmp", 2e-5, 32, 0.0, 0, 3.0, 0, 0.0),
+        ("mnli", "baseline", 2e-5, 32, 0.0, 0, 3.0, 0, 0.0),
+        ("mnli", "mnli-cmp", 3e-5, 32, 0.0, 0, 3.0, 0, 0.0),
+        ("qnli", "baseline", 2e-5, 32, 0.0, 0, 3.0, 0, 0.1),
+        ("qnli", "qnli-cmp", 3e-5, 32, 0.0, 0, 3.0, 0, 0.1),
+        ("rte", "baseline", 1e-5, 8, 0.01, 2036, 7.0, 122, 0.06),
+        ("rte", "rte-cmp", 1e-5, 8, 0.01, 2036, 7.0, 122, 0.06),
+    ];
+    for file in [
+        "experiments/cmploss-paper.toml",
+        "experiments/cmploss-glue.toml",
+    ] {
+        let path = crate::util::root().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cells =
+            expand(&ExperimentFile::parse(&path, text, Path::new("/cache")).unwrap()).unwrap();
+        for &(dataset, loss, lr, batch, decay, max_steps, epochs, warmup, ratio) in &official {
+            let matching: Vec<_> = cells
+                .iter()
+                .filter(|c| c.params["dataset"] == dataset && c.params["loss"] == loss)
+                .collect();
+            assert!(!matching.is_empty(), "{file}: no cell {dataset} / {loss}");
+            for cell in matching {
+                let t = &cell.config.as_train().unwrap().train;
+                let what = format!("{file}: {dataset} / {loss}");
+                assert_eq!(t.learning_rate, lr, "{what}: learning rate");
+                assert_eq!(t.batch_size * t.grad_accum_steps, batch, "{what}: batch");
+                assert_eq!(t.weight_decay, decay, "{what}: weight decay");
+                assert_eq!(t.max_steps, max_steps, "{what}: max steps");
+                if max_steps == 0 {
+                    assert_eq!(t.epochs, epochs, "{what}: epochs");
+                }
+                assert_eq!(t.warmup_steps, warmup, "{what}: warmup steps");
+                if warmup == 0 {
+                    assert_eq!(t.warmup_ratio, ratio, "{what}: warmup ratio");
+                }
+            }
+        }
+    }
+}
