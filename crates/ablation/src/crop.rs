@@ -92,7 +92,8 @@ pub fn segment_views(
 /// Nested prefix lengths over `available` ordered passages (the LoL pseudo-relevance-feedback
 /// reader, `qr_dataset.py`): `1 + n_crop` distinct counts drawn from `0..=available`, in
 /// descending order. The first is the full view's passage count; view `k` keeps the first
-/// `counts[k]` passages of the same sequence, so the views are nested prefixes.
+/// `counts[k]` passages of the same sequence, so the views are nested prefixes. Not used by a
+/// cell yet: it is the view schedule of the pseudo-relevance-feedback task still to come.
 ///
 /// # Panics
 /// If `n_crop + 1 > available + 1` (not enough distinct counts).
@@ -105,34 +106,6 @@ pub fn nested_prefix_counts(available: usize, n_crop: usize, rng: &mut impl Rng)
     let mut counts = sample(rng, available + 1, n_crop + 1).into_vec();
     counts.sort_unstable_by(|a, b| b.cmp(a));
     counts
-}
-
-/// Nested random token deletion: `n_views + 1` views of a sequence of `protected.len()` tokens.
-///
-/// One uniform `u` is drawn per token; view `k` deletes the unprotected tokens with
-/// `u < rate_k`, `rate_k = 1 - (1 - rate)^k` (the nested rates of CmpDrop, see
-/// [`crate::nested_rate`]), so view `k + 1` keeps a subset of view `k`. Protected tokens
-/// (special tokens, the question, anything that must stay) are never deleted. View 0 keeps every
-/// token. This is an option the paper does not use (its CmpCrop drops whole paragraphs).
-pub fn token_deletion_views(
-    protected: &[bool],
-    rate: f64,
-    n_views: u32,
-    rng: &mut impl Rng,
-) -> Vec<Vec<usize>> {
-    assert!(
-        (0.0..1.0).contains(&rate),
-        "deletion rate must be in [0, 1), got {rate}"
-    );
-    let uniforms: Vec<f64> = protected.iter().map(|_| rng.random::<f64>()).collect();
-    (0..=n_views)
-        .map(|k| {
-            let rate_k = crate::nested_rate(rate, k);
-            (0..protected.len())
-                .filter(|&i| protected[i] || uniforms[i] >= rate_k)
-                .collect()
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -202,21 +175,5 @@ mod tests {
             assert!(counts[0] <= 5);
         }
         assert_eq!(nested_prefix_counts(2, 2, &mut rng), vec![2, 1, 0]);
-    }
-
-    #[test]
-    fn token_deletion_is_nested_and_spares_protected_tokens() {
-        let protected: Vec<bool> = (0..400).map(|i| i < 20).collect();
-        let mut rng = StdRng::seed_from_u64(9);
-        let views = token_deletion_views(&protected, 0.2, 3, &mut rng);
-        assert_eq!(views[0].len(), 400);
-        for k in 1..views.len() {
-            assert!(views[k][..20] == (0..20).collect::<Vec<_>>()[..]);
-            assert!(is_subsequence(&views[k], &views[k - 1]));
-            assert!(views[k].len() < views[k - 1].len());
-        }
-        // About 1 - 0.8^3 = 48.8 % of the 380 free tokens are gone in view 3.
-        let deleted = (400 - views[3].len()) as f64 / 380.0;
-        assert!((deleted - 0.488).abs() < 0.08, "deleted {deleted}");
     }
 }
