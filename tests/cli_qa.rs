@@ -6,9 +6,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use runner::encoder::extractive::{HotpotItem, read_hotpot_json};
-use runner::encoder::rerank::trec::{evaluate_run, read_qrels, read_run};
+use ablation::DropoutMasks;
+use burn::prelude::*;
+use models::EncoderInput;
+use runner::encoder::cell::TrainCell;
+use runner::encoder::extractive::{self, HotpotItem, read_hotpot_json};
+use runner::encoder::rerank::{
+    self,
+    trec::{evaluate_run, read_qrels, read_run},
+};
+use runner::encoder::spec::{CropDropout, DatasetFormat, LossSpec};
+use runner::harness::experiment::ExperimentFile;
 use runner::metrics::squad_em_f1;
+use runner::registry::expand;
 use serde_json::{Value, json};
 
 use crate::cli_grid::tiny_model;
@@ -259,6 +269,16 @@ n_crop = 1
 [losses.crop2]
 kind = "comparative"
 n_crop = 2
+
+[losses.crop2-ordinary]
+kind = "comparative"
+n_crop = 2
+crop_only_dropout = "ordinary"
+
+[losses.crop2-off]
+kind = "comparative"
+n_crop = 2
+crop_only_dropout = "off"
 
 {grid}"#,
         model = model.display(),
@@ -551,6 +571,88 @@ fn bad_qa_and_ranking_input_fails_the_cell_naming_file_and_line() {
     );
 }
 
+/// Whether the dropout masks seen by the views of one training step of `cell` drop anything,
+/// view by view (run one after another, as the task runs them).
+fn crop_step_drops(cell: &TrainCell) -> Vec<bool> {
+    type B = crate::util::B;
+    let mut objective = match cell.dataset.format {
+        DatasetFormat::Ranking => rerank::objective(cell),
+        _ => extractive::objective(cell),
+    }
+    .unwrap();
+    objective.execution_budget = Some(0);
+    let device = Default::default();
+    let input = EncoderInput::<B> {
+        input_ids: Tensor::zeros([2, 6], &device),
+        attention_mask: Tensor::ones([2, 6], &device),
+        token_type_ids: Tensor::zeros([2, 6], &device),
+    };
+    let inputs = vec![input; objective.input_views()];
+    let mut masks = Some(DropoutMasks::<B>::new(7));
+    let mut drops = Vec::new();
+    objective.run_views(&inputs, 6, &mut masks, |_, ctx, n| {
+        let dropout = ctx
+            .dropout
+            .as_mut()
+            .expect("a training step has dropout masks");
+        let mask = dropout.mask::<3>(0.1, [n * 2, 6, 8], &device);
+        drops.push(mask.is_some_and(|m| m.into_data().to_vec::<f32>().unwrap().contains(&0.0)));
+        Tensor::zeros([n * 2, 1], &device)
+    });
+    drops
+}
+
+#[test]
+fn crop_only_steps_keep_dropout_on_ranking_and_drop_it_on_hotpotqa_as_the_official_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(
+        root,
+        "[grid]\npairs = [{ model = \"tiny\", dataset = \"marco\", loss = [\"crop2\", \"crop2-off\"] }, \
+         { model = \"tiny\", dataset = \"hotpot\", loss = [\"crop2\", \"crop2-ordinary\"] }]\n",
+    );
+    let text = std::fs::read_to_string(&exp).unwrap();
+    let file = ExperimentFile::parse(&exp, text, root).unwrap();
+    let cells = expand(&file).unwrap();
+    let drops: Vec<(String, String, Option<CropDropout>, Vec<bool>)> = cells
+        .iter()
+        .map(|c| {
+            let cell = c.config.as_train().unwrap();
+            let LossSpec::Comparative {
+                crop_only_dropout, ..
+            } = cell.loss
+            else {
+                panic!("a comparative loss")
+            };
+            let key = |k: &str| c.params[k].clone();
+            (
+                key("dataset"),
+                key("loss"),
+                crop_only_dropout,
+                crop_step_drops(cell),
+            )
+        })
+        .collect();
+    use CropDropout::{Off, Ordinary};
+    let want = [
+        // LoL's trainer keeps ordinary dropout in every revision; "off" turns it off.
+        ("marco", "crop2", Some(Ordinary), [true; 3]),
+        ("marco", "crop2-off", Some(Off), [false; 3]),
+        // CmpQA's self.eval() quirk: no dropout; "ordinary" turns it on.
+        ("hotpot", "crop2", Some(Off), [false; 3]),
+        ("hotpot", "crop2-ordinary", Some(Ordinary), [true; 3]),
+    ];
+    assert_eq!(drops.len(), want.len());
+    for ((dataset, loss, recorded, got), (d, l, r, w)) in drops.iter().zip(want) {
+        assert_eq!((dataset.as_str(), loss.as_str()), (d, l));
+        assert_eq!(*recorded, r, "{d} / {l}: the value the cell records");
+        assert_eq!(
+            got, &w,
+            "{d} / {l}: do the views' dropout masks drop units?"
+        );
+    }
+}
+
 #[test]
 fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -573,6 +675,12 @@ fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
             "[grid]\nmodel = [\"tiny\"]\ndataset = [\"bad\"]\n",
             "[datasets.bad]\npath = \"marco\"\nformat = \"ranking\"\ntask = \"ranking\"\n",
             "needs `ranking = { eval_qrels",
+        ),
+        // The dropout of crop-only steps on a loss that also drops.
+        (
+            "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"bad\"]\n",
+            "[losses.bad]\nkind = \"comparative\"\nn_drop = 1\nn_crop = 1\ncrop_only_dropout = \"off\"\n",
+            "crop_only_dropout belongs to crop-only losses (n_drop = 0, n_crop > 0)",
         ),
         // An unknown ranking metric.
         (

@@ -11,17 +11,20 @@ pub struct View {
 }
 
 /// Dropout in the views of a crop-only comparative step (`n_drop = 0`, `n_crop > 0`).
+///
+/// The official codes differ here. CmpLoss's `CmpQA.forward` (HotpotQA) tests
+/// `elif self.eval() and …`; `eval()` switches the model to eval mode and returns it (truthy),
+/// so whenever `n_drop == 0` the whole step, and the HotpotQA baseline, run without dropout
+/// (`../shared/research/cmploss.md` §2.3). LoL's trainer (ranking) calls `model.train()` and
+/// keeps ordinary dropout in every revision, as `CmpCls` would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CropOnlyDropout {
-    /// No dropout in any view. This is what the official code does, through a bug: `CmpQA.forward`
-    /// tests `elif self.eval() and …`, and `eval()` switches the model to eval mode and returns
-    /// it (truthy), so whenever `n_drop == 0` the whole step, and the HotpotQA baseline, run
-    /// without dropout (`../shared/research/cmploss.md` §2.3).
+    /// No dropout in any view: CmpQA's quirk, what the official HotpotQA runs did.
     #[default]
-    Official,
-    /// Ordinary dropout (power 1) in every view, sharing the step's uniforms: what the code
-    /// intends (and what `CmpCls` does).
-    Shared,
+    Off,
+    /// Ordinary dropout (power 1) in every view. The views share the step's uniforms, so they
+    /// differ only by their input: the crop is the one ablation compared.
+    Ordinary,
 }
 
 /// The passes of one comparative step with `n_drop` dropout ablations and `n_crop` input
@@ -51,7 +54,8 @@ pub struct ViewSchedule {
 }
 
 impl ViewSchedule {
-    /// A schedule with the official crop-only behaviour.
+    /// A schedule whose crop-only steps run without dropout ([`CropOnlyDropout::Off`], the
+    /// official HotpotQA behaviour); see [`Self::with_crop_only_dropout`].
     pub fn new(n_drop: u32, n_crop: usize) -> Self {
         Self {
             n_drop,
@@ -77,8 +81,8 @@ impl ViewSchedule {
             return vec![View { crop: 0, power: 1 }];
         }
         let crop_only_power = match self.crop_only_dropout {
-            CropOnlyDropout::Official => 0,
-            CropOnlyDropout::Shared => 1,
+            CropOnlyDropout::Off => 0,
+            CropOnlyDropout::Ordinary => 1,
         };
         let mut views = vec![View {
             crop: 0,
@@ -133,7 +137,7 @@ mod tests {
         );
         assert_eq!(pairs(ViewSchedule::new(0, 2)), [(0, 0), (1, 0), (2, 0)]);
         assert_eq!(
-            pairs(ViewSchedule::new(0, 2).with_crop_only_dropout(CropOnlyDropout::Shared)),
+            pairs(ViewSchedule::new(0, 2).with_crop_only_dropout(CropOnlyDropout::Ordinary)),
             [(0, 1), (1, 1), (2, 1)]
         );
     }

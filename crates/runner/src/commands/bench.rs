@@ -297,6 +297,7 @@ impl BackendJob for BenchStep {
                 primary: None,
                 weight: None,
                 temperature: 1.0,
+                crop_only_dropout: None,
                 train: Default::default(),
             }
         };

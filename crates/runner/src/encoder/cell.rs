@@ -13,7 +13,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::spec::{CmpMode, DatasetFormat, DatasetSpec, LossSpec, RankingFiles, Sections, Task};
+use super::spec::{
+    CmpMode, CropDropout, DatasetFormat, DatasetSpec, LossSpec, RankingFiles, Sections, Task,
+};
 use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
 use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
 
@@ -193,6 +195,18 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
             if let LossSpec::Comparative { train, .. } = &losses[loss_name] {
                 with_loss.apply(train);
             }
+            // A crop-only loss records the dropout its views run with: the file's, or the
+            // task's official one.
+            let mut loss = losses[loss_name].clone();
+            if let LossSpec::Comparative {
+                n_drop: 0,
+                n_crop: 1..,
+                crop_only_dropout: d @ None,
+                ..
+            } = &mut loss
+            {
+                *d = CropDropout::task_default(dataset.format);
+            }
             for combo in cartesian(&axes) {
                 let mut train = with_loss.clone();
                 let mut params = BTreeMap::new();
@@ -217,7 +231,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
                         dataset_dir: file.resolve(&dataset.path),
                         model: model.clone(),
                         dataset: dataset.clone(),
-                        loss: losses[loss_name].clone(),
+                        loss: loss.clone(),
                         train: train.clone(),
                         ranking_files: dataset
                             .ranking
@@ -304,11 +318,18 @@ fn check_loss(spec: &LossSpec) -> Result<(), String> {
         primary,
         weight,
         temperature,
+        crop_only_dropout,
         ..
     } = spec
     else {
         return Ok(());
     };
+    if crop_only_dropout.is_some() && (*n_drop > 0 || *n_crop == 0) {
+        return Err(format!(
+            "crop_only_dropout belongs to crop-only losses (n_drop = 0, n_crop > 0); this one has \
+             n_drop = {n_drop}, n_crop = {n_crop}"
+        ));
+    }
     if *n_drop == 0 && *n_crop == 0 {
         return Err("a comparative loss needs n_drop > 0 or n_crop > 0".into());
     }

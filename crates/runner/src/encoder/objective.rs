@@ -76,6 +76,7 @@ impl Objective {
                 primary,
                 weight,
                 temperature,
+                crop_only_dropout,
                 ..
             } => {
                 if *n_crop > 0 && crops.is_none() {
@@ -106,8 +107,10 @@ impl Objective {
                         weight.unwrap_or(1.0),
                     ),
                 };
+                let schedule = ViewSchedule::new(*n_drop, *n_crop)
+                    .with_crop_only_dropout(crop_only_dropout.map(Into::into).unwrap_or_default());
                 Ok(Self {
-                    views: ViewSchedule::new(*n_drop, *n_crop).views(),
+                    views: schedule.views(),
                     comparative: Some(loss.with_temperature(*temperature)),
                     execution_budget: budget,
                 })
@@ -226,6 +229,7 @@ mod tests {
             primary: None,
             weight: None,
             temperature: 1.0,
+            crop_only_dropout: None,
             train: Box::default(),
         };
         let objective = Objective::new(&spec, 0).unwrap();

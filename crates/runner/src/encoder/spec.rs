@@ -432,11 +432,49 @@ pub enum LossSpec {
         /// Temperature T (the hinge acts on -l / T).
         #[serde(default = "default_temperature")]
         temperature: f64,
+        /// Dropout of a crop-only loss (`n_drop = 0`, `n_crop > 0`): `"off"` or `"ordinary"`.
+        /// Unset, the task's official behaviour: `off` on HotpotQA (CmpQA's quirk), `ordinary`
+        /// on ranking (LoL's trainer); expansion records the value used
+        /// ([`CropDropout::task_default`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        crop_only_dropout: Option<CropDropout>,
         /// Training settings of this loss's cells (the paper tunes the comparative runs
         /// separately from the baselines); they override the dataset's and the model's.
         #[serde(default, skip_serializing_if = "TrainOverrides::is_empty")]
         train: Box<TrainOverrides>,
     },
+}
+
+/// Dropout in the views of a crop-only comparative loss (see [`ablation::CropOnlyDropout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CropDropout {
+    /// No dropout in any view: the official HotpotQA runs, through CmpQA's `self.eval()` quirk.
+    Off,
+    /// Ordinary dropout in every view (the views share one draw of the step's masks).
+    Ordinary,
+}
+
+impl CropDropout {
+    /// What the official code of a task does: HotpotQA (CmpLoss's `CmpQA`) trains crop-only
+    /// steps without dropout, ranking (LoL's trainer, `model.train()`) with ordinary dropout.
+    /// `None` for a format without segments to crop.
+    pub fn task_default(format: DatasetFormat) -> Option<Self> {
+        match format {
+            DatasetFormat::Hotpot => Some(Self::Off),
+            DatasetFormat::Ranking => Some(Self::Ordinary),
+            _ => None,
+        }
+    }
+}
+
+impl From<CropDropout> for ablation::CropOnlyDropout {
+    fn from(d: CropDropout) -> Self {
+        match d {
+            CropDropout::Off => Self::Off,
+            CropDropout::Ordinary => Self::Ordinary,
+        }
+    }
 }
 
 fn default_target() -> Target {

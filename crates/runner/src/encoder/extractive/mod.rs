@@ -506,6 +506,21 @@ pub(crate) fn check_inputs(cell: &TrainCell) -> Result<()> {
     dataset_file(cell, &eval)
 }
 
+/// The loss of an extractive-QA cell's steps. HotpotQA's crop-only steps run without dropout
+/// unless the loss says `crop_only_dropout = "ordinary"`, as the official CmpQA's do (see
+/// [`crate::encoder::spec::CropDropout::task_default`]).
+pub fn objective(cell: &TrainCell) -> Result<Objective> {
+    match cell.dataset.format {
+        DatasetFormat::Hotpot => Objective::with_crops(
+            &cell.loss,
+            cell.train.view_budget_tokens,
+            "HotpotQA crops distractor paragraphs",
+        ),
+        _ => Objective::new(&cell.loss, cell.train.view_budget_tokens)
+            .context("SQuAD has no paragraphs to crop"),
+    }
+}
+
 /// Train and evaluate one extractive-QA cell (see the module docs).
 pub fn train_span_cell<B: AutodiffBackend>(
     cell: &TrainCell,
@@ -517,15 +532,7 @@ pub fn train_span_cell<B: AutodiffBackend>(
     let config = checkpoint.config.clone();
     let (learner, note) = SpanLearner::load(cell, &config)?;
     log.line(&note);
-    let objective = match cell.dataset.format {
-        DatasetFormat::Hotpot => Objective::with_crops(
-            &cell.loss,
-            cell.train.view_budget_tokens,
-            "HotpotQA crops distractor paragraphs",
-        )?,
-        _ => Objective::new(&cell.loss, cell.train.view_budget_tokens)
-            .context("SQuAD has no paragraphs to crop")?,
-    };
+    let objective = objective(cell)?;
     let (model, report) =
         SpanExtractor::<B>::load(checkpoint, derive_seed(cell.seed, Purpose::Head, 0), device)?;
     log.initialised(&report);

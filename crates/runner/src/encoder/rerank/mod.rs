@@ -19,7 +19,9 @@
 //! ([`ablation::crop::segment_views`], the negatives as the droppable segments), and its loss is the
 //! listwise cross-entropy over the kept candidates only. A cross-encoder scores each candidate
 //! alone, so a crop needs no extra forward pass: the scores of one pass per dropout power are
-//! masked. Note the direction: fewer negatives make the listwise loss smaller, so the hinge
+//! masked, so every view sees the same dropout. A crop-only loss (`n_drop = 0`) keeps ordinary
+//! dropout, as LoL's trainer does (`model.train()`; HotpotQA's official code turns it off, see
+//! [`crate::encoder::spec::CropDropout`]). Note the direction: fewer negatives make the listwise loss smaller, so the hinge
 //! pushes the full list's loss towards the cropped lists' (the hard negatives that only the full
 //! list holds), a different signal from the paper's ranking task.
 //!
@@ -516,6 +518,17 @@ pub(crate) fn check_inputs(cell: &TrainCell) -> Result<()> {
     files.all().try_for_each(|f| dataset_file(cell, f))
 }
 
+/// The loss of a ranking cell's steps. Its crop-only steps keep ordinary dropout unless the loss
+/// says `crop_only_dropout = "off"`: LoL's trainer calls `model.train()` (see
+/// [`crate::encoder::spec::CropDropout::task_default`]).
+pub fn objective(cell: &TrainCell) -> Result<Objective> {
+    Objective::with_crops(
+        &cell.loss,
+        cell.train.view_budget_tokens,
+        "ranking crops negative candidates",
+    )
+}
+
 /// Train and evaluate one ranking cell (see the module docs).
 pub fn train_rank_cell<B: AutodiffBackend>(
     cell: &TrainCell,
@@ -527,11 +540,7 @@ pub fn train_rank_cell<B: AutodiffBackend>(
     let config = checkpoint.config.clone();
     let (learner, note) = RankLearner::load(cell, &config)?;
     log.line(&note);
-    let objective = Objective::with_crops(
-        &cell.loss,
-        cell.train.view_budget_tokens,
-        "ranking crops negative candidates",
-    )?;
+    let objective = objective(cell)?;
     let (model, report) = RelevanceScorer::<B>::load(
         checkpoint,
         None,
