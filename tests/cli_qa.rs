@@ -10,7 +10,8 @@ use ablation::DropoutMasks;
 use burn::prelude::*;
 use models::EncoderInput;
 use runner::encoder::cell::TrainCell;
-use runner::encoder::extractive::{self, HotpotItem, read_hotpot_json};
+use runner::encoder::extractive::squad::QaWindow;
+use runner::encoder::extractive::{self, HotpotItem, hotpot_view_windows, read_hotpot_json};
 use runner::encoder::rerank::{
     self,
     trec::{evaluate_run, read_qrels, read_run},
@@ -426,6 +427,61 @@ fn hotpot_contexts_put_yes_no_and_answers_where_the_spans_say() {
     assert_eq!(yes.answer, "yes");
     assert_eq!(yes.context(&[0, 1, 2, 3]).1, Some(0));
     assert_eq!(items[1].context(&[3, 2, 1, 0]).1, Some(4));
+}
+
+#[test]
+fn hotpot_crop_views_of_a_step_are_nested_token_for_token() {
+    use ablation::crop::{CropMode, segment_views};
+    use rand::SeedableRng;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = tiny_qa_model(root);
+    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
+    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
+        .unwrap()
+        .inner()
+        .clone();
+    let items = read_hotpot_json(&hotpot_dir(root).join("hotpot_train_v1.1.json")).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let counts = |w: &QaWindow| {
+        let mut c = BTreeMap::new();
+        for id in &w.ids {
+            *c.entry(*id).or_insert(0usize) += 1;
+        }
+        c
+    };
+    let answer = |w: &QaWindow| w.ids[w.start..=w.end].to_vec();
+    let (mut pairs, mut shorter) = (0, 0);
+    for item in &items {
+        for _ in 0..10 {
+            // Four paragraphs of ~12 tokens in windows of 24: several windows per view.
+            let orders = segment_views(&item.supporting, 2, CropMode::Train, &mut rng);
+            let windows = hotpot_view_windows(&tokenizer, item, &orders, 24, 8).unwrap();
+            assert_eq!(windows.len(), 3);
+            for k in 1..windows.len() {
+                for j in 0..k {
+                    let (outer, inner) = (counts(&windows[j]), counts(&windows[k]));
+                    for (id, n) in &inner {
+                        let m = outer.get(id).copied().unwrap_or(0);
+                        assert!(
+                            *n <= m,
+                            "{}: view {k} holds token {id} {n} times, view {j} {m} times",
+                            item.id
+                        );
+                    }
+                    pairs += 1;
+                }
+                shorter += usize::from(windows[k].ids.len() < windows[0].ids.len());
+                // Every view holds the answer where the full view does.
+                assert_eq!(windows[k].start == 0, windows[0].start == 0, "{}", item.id);
+                if windows[0].start != 0 {
+                    assert_eq!(answer(&windows[k]), answer(&windows[0]), "{}", item.id);
+                }
+            }
+        }
+    }
+    assert_eq!(pairs, items.len() * 10 * 3);
+    assert!(shorter > 0, "the crops removed tokens");
 }
 
 #[test]

@@ -7,6 +7,12 @@
 //! [`view_losses`] does either, with the same result: each view's rows get exactly the dropout
 //! masks that view would get alone ([`ablation::DropoutMasks::set_view_powers`]), so the losses
 //! and gradients of the two paths agree up to float summation order.
+//!
+//! **Padding (a departure from the official code).** The input views of a step (crops) are
+//! padded to one length, the longest view's, so that a dropout site has the same shape in every
+//! view and the views' masks come from one draw of uniforms. The official `CmpQA` pads each view
+//! to its own length (HotpotQA: a multiple of 512). Padding positions are masked out of
+//! attention, so the padding changes no output; it costs compute on the shorter views.
 
 use ablation::View;
 use burn::prelude::*;

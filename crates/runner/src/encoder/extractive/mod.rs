@@ -15,12 +15,14 @@
 //! paragraph order each time, and CmpCrop (`n_crop`) drops distractor paragraphs in nested views
 //! that keep the supporting ones ([`ablation::crop::segment_views`], as the official
 //! `MultiDocQADataset`). The paper reads all ten paragraphs at once with Longformer (4,096
-//! tokens); this encoder holds `max_seq_len` tokens, so each view is windowed as SQuAD is and
-//! **trains on the first window that holds the answer** (each view then has exactly one row, as
-//! the comparison needs); evaluation decodes over every window of the full input in file order.
-//! The answer span is the first occurrence of the answer text in a supporting paragraph (else in
-//! any paragraph); training questions whose answer occurs in no supporting paragraph are left
-//! out and counted in the log, as span extraction cannot learn them. Supporting facts are not
+//! tokens); this encoder holds `max_seq_len` tokens, so the full view is windowed as SQuAD is and
+//! **trains on the first window that holds the answer**, and each cropped view on that window
+//! with the removed paragraphs' tokens taken out ([`hotpot_view_windows`]): each view has one
+//! row, as the comparison needs, and the views stay nested as whole inputs are. Evaluation
+//! decodes over every window of the full input in file order. The answer span is the first
+//! occurrence of the answer text in a supporting paragraph (else, in evaluation, in any
+//! paragraph); training questions whose answer occurs in no supporting paragraph are left out and
+//! counted in the log, as span extraction cannot learn them. Supporting facts are not
 //! predicted (neither does the paper's model). Answers are scored with the SQuAD metric, as the
 //! CmpLoss code scores HotpotQA; the official `hotpot_evaluate_v1.py` additionally gives F1 = 0
 //! when exactly one side is `yes` / `no`, which differs only when a span answer shares a word
@@ -136,6 +138,9 @@ pub fn read_hotpot_json(path: &Path) -> Result<Vec<HotpotItem>> {
     Ok(out)
 }
 
+/// Each paragraph of a context (index) with its character span there.
+type ParagraphSpans = Vec<(usize, std::ops::Range<usize>)>;
+
 /// The words before the paragraphs: yes/no answers are spans over them.
 const YES_NO: &str = "yes no ";
 
@@ -143,18 +148,28 @@ impl HotpotItem {
     /// The context of the paragraphs `order` (see the module docs) and the answer's character
     /// offset in it, if the answer is found.
     pub fn context(&self, order: &[usize]) -> (String, Option<usize>) {
+        let (context, answer, _) = self.context_spans(order);
+        (context, answer)
+    }
+
+    /// As [`Self::context`], with each paragraph's character span in the context (title to end
+    /// of text), in `order`.
+    fn context_spans(&self, order: &[usize]) -> (String, Option<usize>, ParagraphSpans) {
         let mut context = String::from(YES_NO);
         // (char offset of the paragraph text, paragraph index)
         let mut starts = Vec::with_capacity(order.len());
+        let mut spans = Vec::with_capacity(order.len());
         for (k, &p) in order.iter().enumerate() {
             if k > 0 {
                 context.push(' ');
             }
             let (title, text) = &self.paragraphs[p];
+            let title_at = context.chars().count();
             context.push_str(title);
             context.push_str(": ");
             starts.push((context.chars().count(), p));
             context.push_str(text);
+            spans.push((p, title_at..context.chars().count()));
         }
         let answer = match self.answer.as_str() {
             "yes" => Some(0),
@@ -174,7 +189,15 @@ impl HotpotItem {
                 find(true).or_else(|| find(false))
             }
         };
-        (context, answer)
+        (context, answer, spans)
+    }
+
+    /// Whether the answer is `yes`, `no` or found in a supporting paragraph, so that every crop
+    /// view (which keeps the supporting paragraphs) still holds it.
+    pub fn answer_in_support(&self) -> bool {
+        matches!(self.answer.as_str(), "yes" | "no")
+            || (0..self.paragraphs.len())
+                .any(|p| self.supporting[p] && self.paragraphs[p].1.contains(self.answer.as_str()))
     }
 
     /// As a SQuAD question over the paragraphs `order` (answer offset 0 when not found).
@@ -301,13 +324,10 @@ impl SpanLearner {
                 let mut train = read_hotpot_json(&train_path)?;
                 train.truncate(cap(train.len(), t.max_train_examples));
                 let before = train.len();
-                train.retain(|q| {
-                    let all: Vec<usize> = (0..q.paragraphs.len()).collect();
-                    q.as_squad(&all).1
-                });
+                train.retain(|q| q.answer_in_support() && !q.answer.is_empty());
                 if train.len() < before {
                     note = format!(
-                        "; {} training questions left out (answer not in their paragraphs)",
+                        "; {} training questions left out (answer not in a supporting paragraph)",
                         before - train.len()
                     );
                 }
@@ -353,19 +373,86 @@ impl SpanLearner {
         );
         Ok((learner, note))
     }
+}
 
-    /// The one training window of a HotpotQA view: the first that holds the answer.
-    fn hotpot_window(&self, item: &HotpotItem, order: &[usize]) -> Result<QaWindow> {
-        let (example, _) = item.as_squad(order);
-        let windows = squad_windows(
-            &self.tokenizer,
-            std::slice::from_ref(&example),
-            self.max_len,
-            self.qa.doc_stride,
-        )?;
-        let first = windows.iter().position(|w| w.start != 0).unwrap_or(0);
-        Ok(windows.into_iter().nth(first).expect("at least one window"))
+/// The training windows of one HotpotQA question's views `orders` (view 0 the full input, each
+/// later view a subsequence of its paragraphs, as [`segment_views`] returns them), one window per
+/// view, nested as the views are.
+///
+/// View 0 trains on its first window (`max_len` tokens, `stride` overlap) that holds the answer.
+/// A cropped view's window is that window with the removed paragraphs' tokens taken out, so its
+/// tokens are a subsequence of the full view's, as the official code's whole inputs are; the
+/// room it frees is not refilled with later paragraphs (the full view's window did not hold
+/// them either). The answer keeps its tokens when its paragraph is kept in every view (training
+/// questions have it in a supporting paragraph, see [`HotpotItem::answer_in_support`]); a view
+/// that lost it is labelled at CLS, as a window without the answer is.
+///
+/// # Errors
+/// If the tokenizer fails or `max_len` leaves no room for the context.
+pub fn hotpot_view_windows(
+    tokenizer: &Tokenizer,
+    item: &HotpotItem,
+    orders: &[Vec<usize>],
+    max_len: usize,
+    stride: usize,
+) -> Result<Vec<QaWindow>> {
+    let (context, _, spans) = item.context_spans(&orders[0]);
+    let (example, _) = item.as_squad(&orders[0]);
+    debug_assert_eq!(example.context, context);
+    let windows = squad_windows(tokenizer, std::slice::from_ref(&example), max_len, stride)?;
+    let first = windows.iter().position(|w| w.start != 0).unwrap_or(0);
+    let full = windows.into_iter().nth(first).expect("at least one window");
+    // The paragraph of each token: None for the question, the special tokens and the prefix.
+    let paragraph: Vec<Option<usize>> = full
+        .context_offsets
+        .iter()
+        .map(|o| {
+            let (at, _) = (*o)?;
+            spans
+                .iter()
+                .find(|(_, span)| span.contains(&at))
+                .map(|(p, _)| *p)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(orders.len());
+    for order in &orders[1..] {
+        let keep: Vec<bool> = paragraph
+            .iter()
+            .map(|p| p.is_none_or(|p| order.contains(&p)))
+            .collect();
+        let pick = |v: &[u32]| -> Vec<u32> {
+            v.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| *x)
+                .collect()
+        };
+        // The new index of a kept token: the kept tokens before it.
+        let moved = |i: usize| keep[i].then(|| keep[..i].iter().filter(|k| **k).count());
+        let (start, end) = match (full.start, full.end) {
+            (0, 0) => (0, 0),
+            (s, e) => match (moved(s), moved(e)) {
+                (Some(s), Some(e)) => (s, e),
+                _ => (0, 0),
+            },
+        };
+        out.push(QaWindow {
+            example: full.example,
+            ids: pick(&full.ids),
+            type_ids: pick(&full.type_ids),
+            context_offsets: full
+                .context_offsets
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(o, _)| *o)
+                .collect(),
+            start,
+            end,
+        });
     }
+    out.insert(0, full);
+    Ok(out)
 }
 
 impl<B: AutodiffBackend> Learner<B> for SpanLearner {
@@ -418,8 +505,15 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
                 for &i in batch {
                     let item = &items[i];
                     let orders = segment_views(&item.supporting, views - 1, CropMode::Train, rng);
-                    for (k, order) in orders.iter().enumerate() {
-                        rows[k].push(self.hotpot_window(item, order)?);
+                    let windows = hotpot_view_windows(
+                        &self.tokenizer,
+                        item,
+                        &orders,
+                        self.max_len,
+                        self.qa.doc_stride,
+                    )?;
+                    for (k, window) in windows.into_iter().enumerate() {
+                        rows[k].push(window);
                     }
                 }
                 rows.concat()
