@@ -354,3 +354,24 @@ fn the_paper_glue_cells_train_as_the_official_commands() {
         }
     }
 }
+
+#[test]
+fn the_lsn_paper_classifier_head_is_mondals_linear_with_a_bias() {
+    let path = crate::util::root().join("experiments/lsn-paper.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cells = expand(&ExperimentFile::parse(&path, text, Path::new("/cache")).unwrap()).unwrap();
+    let xnli: Vec<_> = cells
+        .iter()
+        .filter_map(|c| c.config.as_lora())
+        .filter(|c| c.task_name == "xnli")
+        .collect();
+    assert!(!xnli.is_empty());
+    for cell in xnli {
+        assert_eq!(
+            cell.lora.head,
+            runner::lora::spec::ClassifierHead::Linear,
+            "{}",
+            cell.model_name
+        );
+    }
+}

@@ -59,7 +59,7 @@ pub use llama::text::{
 };
 pub use llama::{
     DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LORA_TARGETS, LayerLora, LlamaModel,
-    RopeScaling, TokenPosition, load_lora, save_lora,
+    RopeScaling, ScoreHead, TokenPosition, load_lora, save_lora,
 };
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use params::LoadReport;

@@ -56,6 +56,32 @@ pub fn linear<B: Backend>(
     })
 }
 
+/// A `Linear` initialised as PyTorch's `nn.Linear(d_in, d_out)` is by default: weight and bias
+/// uniform in `±1/√d_in` (`kaiming_uniform_(a = √5)` gives that bound for the weight; the bias
+/// uses `1/√fan_in`).
+pub fn torch_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    rng: &mut StdRng,
+    device: &B::Device,
+) -> Linear<B> {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let mut uniform = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| ((2.0 * rng.random::<f64>() - 1.0) * bound) as f32)
+            .collect()
+    };
+    let weight = uniform(d_in * d_out);
+    let bias = uniform(d_out);
+    Linear {
+        weight: Param::from_tensor(tensor(HostTensor::new(vec![d_in, d_out], weight), device)),
+        bias: Some(Param::from_tensor(tensor(
+            HostTensor::new(vec![d_out], bias),
+            device,
+        ))),
+    }
+}
+
 /// A `Linear` initialised as HF does for a new head: weights `N(0, 0.02²)`, bias 0.
 pub fn fresh_linear<B: Backend>(
     d_in: usize,

@@ -4,8 +4,8 @@
 
 use burn::prelude::*;
 use models::{
-    DecoderCheckpoint, ForwardContext, KvCache, LlamaModel, ReplaceWith, TensorMap, TokenPosition,
-    generate_greedy, save_llama,
+    DecoderCheckpoint, ForwardContext, KvCache, LlamaModel, ReplaceWith, ScoreHead, TensorMap,
+    TokenPosition, generate_greedy, save_llama,
 };
 use serde_json::Value;
 
@@ -232,13 +232,96 @@ fn classifier_reads_the_last_non_padding_token_like_transformers() {
         .tensors
         .insert("score.weight", models::HostTensor::new(shape, w));
     let (clf, report) = checkpoint
-        .load_classifier::<B>(3, TokenPosition::LastNonPadding, 0, &device)
+        .load_classifier::<B>(3, TokenPosition::LastNonPadding, ScoreHead::Hf, 0, &device)
         .unwrap();
     assert_eq!(report.dropped, vec!["lm_head.weight".to_string()]);
     assert!(report.initialised.is_empty());
     let ids = int_tensor(&e["input_ids"], &device);
     let logits = clf.forward(ids, mask_tensor(&e), &mut ForwardContext::eval());
     assert_close("classifier logits", logits, &e["classifier_logits"], TOL);
+}
+
+#[test]
+fn a_torch_linear_head_adds_its_bias_and_is_drawn_as_pytorch_draws_one() {
+    let e = expected("tiny-llama");
+    let device = Default::default();
+    let with_score = |bias: Option<Vec<f32>>| {
+        let mut checkpoint = DecoderCheckpoint::open(fixture("decoders/tiny-llama")).unwrap();
+        let (w, shape) = flat(&e["classifier_score_weight"]);
+        checkpoint
+            .tensors
+            .insert("score.weight", models::HostTensor::new(shape, w));
+        if let Some(b) = bias {
+            checkpoint
+                .tensors
+                .insert("score.bias", models::HostTensor::new(vec![3], b));
+        }
+        checkpoint.load_classifier::<B>(
+            3,
+            TokenPosition::LastNonPadding,
+            ScoreHead::TorchLinear,
+            0,
+            &device,
+        )
+    };
+    // A saved bias is read and added to HF's logits (an affine layer: W h + b).
+    let bias = vec![0.5f32, -1.25, 2.0];
+    let (clf, _) = with_score(Some(bias.clone())).unwrap();
+    let ids = int_tensor(&e["input_ids"], &device);
+    let logits = clf.forward(ids, mask_tensor(&e), &mut ForwardContext::eval());
+    let (hf, shape) = flat(&e["classifier_logits"]);
+    let want: Vec<f32> = hf
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + bias[i % 3])
+        .collect();
+    let got = logits.into_data().to_vec::<f32>().unwrap();
+    assert_eq!(shape, vec![got.len() / 3, 3]);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < TOL, "{g} vs {w}");
+    }
+    // Strict: a head with a bias needs the checkpoint's bias.
+    let err = with_score(None).unwrap_err().to_string();
+    assert!(err.contains("score.bias"), "{err}");
+    // A fresh head: nn.Linear's default, uniform in ±1/√hidden for weight and bias.
+    let checkpoint = DecoderCheckpoint::open(fixture("decoders/tiny-llama")).unwrap();
+    let hidden = checkpoint.config.hidden_size;
+    let (clf, report) = checkpoint
+        .load_classifier::<B>(3, TokenPosition::Last, ScoreHead::TorchLinear, 7, &device)
+        .unwrap();
+    assert_eq!(report.initialised, vec!["score".to_string()]);
+    let bound = 1.0 / (hidden as f64).sqrt();
+    let w: Vec<f64> = clf
+        .score
+        .weight
+        .val()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let b = clf
+        .score
+        .bias
+        .as_ref()
+        .expect("a bias")
+        .val()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!((w.len(), b.len()), (3 * hidden, 3));
+    assert!(
+        w.iter()
+            .chain(b.iter().map(|x| f64::from(*x)).collect::<Vec<_>>().iter())
+            .all(|x| x.abs() <= bound)
+    );
+    // A uniform in ±bound has standard deviation bound/√3 (N(0, 0.02²) would have 0.02).
+    let sd = (w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64).sqrt();
+    assert!(
+        (sd / (bound / 3f64.sqrt()) - 1.0).abs() < 0.15,
+        "sd {sd}, bound {bound}"
+    );
 }
 
 #[test]

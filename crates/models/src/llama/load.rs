@@ -27,12 +27,14 @@ use rand::rngs::StdRng;
 
 use super::text::DecoderTokenizer;
 use super::{
-    DecoderClassifier, DecoderConfig, LlamaAttention, LlamaLayer, LlamaMlp, LlamaModel,
+    DecoderClassifier, DecoderConfig, LlamaAttention, LlamaLayer, LlamaMlp, LlamaModel, ScoreHead,
     TokenPosition,
 };
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::params::{LoadReport, embedding, fresh_linear, save_linear, tensor, to_host};
+use crate::params::{
+    LoadReport, embedding, fresh_linear, save_linear, tensor, to_host, torch_linear,
+};
 use crate::weights::TensorMap;
 
 /// A decoder read from disk: its config, tensors and tokenizer.
@@ -115,13 +117,15 @@ impl DecoderCheckpoint {
         Ok((model, report))
     }
 
-    /// Load a classifier: the decoder plus `score.weight` `[num_labels, hidden]` from the
-    /// checkpoint, or a fresh one (`N(0, 0.02²)`, seeded) when the checkpoint has none. The LM
-    /// head, if any, is dropped and reported.
+    /// Load a classifier: the decoder plus `score.weight` `[num_labels, hidden]` (and, for
+    /// [`ScoreHead::TorchLinear`], `score.bias` `[num_labels]`) from the checkpoint, or a fresh
+    /// head as `head` draws it (seeded) when the checkpoint has none. The LM head, if any, is
+    /// dropped and reported.
     pub fn load_classifier<B: Backend>(
         mut self,
         num_labels: usize,
         position: TokenPosition,
+        head: ScoreHead,
         seed: u64,
         device: &B::Device,
     ) -> Result<(DecoderClassifier<B>, LoadReport)> {
@@ -133,14 +137,25 @@ impl DecoderCheckpoint {
         {
             Some(w) => Linear {
                 weight: Param::from_tensor(tensor(w.transposed(), device)),
-                bias: None,
+                bias: match head {
+                    ScoreHead::Hf => None,
+                    ScoreHead::TorchLinear => Some(Param::from_tensor(tensor(
+                        self.tensors.take("score.bias", &[num_labels])?,
+                        device,
+                    ))),
+                },
             },
             None => {
                 report.initialised.push("score".into());
-                let mut fresh =
-                    fresh_linear(hidden, num_labels, &mut StdRng::seed_from_u64(seed), device);
-                fresh.bias = None;
-                fresh
+                let mut rng = StdRng::seed_from_u64(seed);
+                match head {
+                    ScoreHead::Hf => {
+                        let mut fresh = fresh_linear(hidden, num_labels, &mut rng, device);
+                        fresh.bias = None;
+                        fresh
+                    }
+                    ScoreHead::TorchLinear => torch_linear(hidden, num_labels, &mut rng, device),
+                }
             }
         };
         if !self.config.tie_word_embeddings {

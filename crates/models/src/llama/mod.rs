@@ -437,7 +437,7 @@ pub fn gather_positions<B: Backend>(
 }
 
 /// A linear classifier on the hidden state of one token per sequence (HF
-/// `LlamaForSequenceClassification`: `score`, no bias).
+/// `LlamaForSequenceClassification`: `score`, no bias; or with a bias, [`ScoreHead`]).
 ///
 /// The token is the last non-padding one, found from the attention mask; HF finds it from
 /// `pad_token_id` in the input ids, which gives the same position for right-padded batches whose
@@ -447,10 +447,21 @@ pub fn gather_positions<B: Backend>(
 pub struct DecoderClassifier<B: Backend> {
     /// The decoder (its LM head is not used).
     pub model: LlamaModel<B>,
-    /// `hidden → num_labels`, no bias.
+    /// `hidden → num_labels` (a bias with [`ScoreHead::TorchLinear`]).
     pub score: Linear<B>,
     #[module(skip)]
     position: TokenPosition,
+}
+
+/// The `score` layer of a [`DecoderClassifier`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScoreHead {
+    /// HF `LlamaForSequenceClassification`: no bias, a new head drawn `N(0, 0.02²)` (default).
+    #[default]
+    Hf,
+    /// PyTorch's `nn.Linear(hidden, num_labels)`: with a bias, a new head drawn uniform in
+    /// `±1/√hidden` (Mondal et al.'s `ModelForCLS`, soumenkm/LSN `code/models.py`).
+    TorchLinear,
 }
 
 /// Which token a [`DecoderClassifier`] reads.

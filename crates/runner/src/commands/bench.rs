@@ -475,7 +475,7 @@ impl BackendJob for BenchLoraStep {
     fn run<B: Backend>(self, device: B::Device) -> Result<LoraStepReport> {
         use crate::training::AdamW;
         use burn::backend::Autodiff;
-        use models::{LoraConfig, TokenPosition};
+        use models::{LoraConfig, ScoreHead, TokenPosition};
 
         let checkpoint = DecoderCheckpoint::open(&self.model)
             .with_context(|| format!("loading model {}", self.model.display()))?;
@@ -483,6 +483,7 @@ impl BackendJob for BenchLoraStep {
         let (mut model, _) = checkpoint.load_classifier::<Autodiff<B>>(
             2,
             TokenPosition::LastNonPadding,
+            ScoreHead::Hf,
             0,
             &device,
         )?;

@@ -8,12 +8,12 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{
-    DecoderCheckpoint, DecoderClassifier, DecoderTokenizer, ForwardContext, LlamaModel,
+    DecoderCheckpoint, DecoderClassifier, DecoderTokenizer, ForwardContext, LlamaModel, ScoreHead,
     TokenPosition,
 };
 
 use super::cell::LoraCell;
-use super::spec::{ClassifierPosition, TaskFormat, TaskSpec};
+use super::spec::{ClassifierHead, ClassifierPosition, TaskFormat, TaskSpec};
 use super::task::{Evaluation, LoraTask};
 use super::tuning::{Adapters, cell_part, pad_id};
 use crate::training::seeds::{Purpose, derive_seed};
@@ -248,6 +248,10 @@ impl LoraTask for Classification {
             .load_classifier::<B>(
                 self.classes.len(),
                 position,
+                match cell.lora.head {
+                    ClassifierHead::Hf => ScoreHead::Hf,
+                    ClassifierHead::Linear => ScoreHead::TorchLinear,
+                },
                 derive_seed(cell.seed, Purpose::Head, 0),
                 device,
             )

@@ -252,6 +252,23 @@ pub enum ClassifierPosition {
     Last,
 }
 
+/// The linear layer of a decoder classifier (see [`LoraSpec::head`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassifierHead {
+    /// HF's `score`: no bias, `N(0, 0.02²)`.
+    #[default]
+    Hf,
+    /// PyTorch's `nn.Linear`: a bias, uniform in `±1/√hidden`.
+    Linear,
+}
+
+impl ClassifierHead {
+    fn is_hf(&self) -> bool {
+        *self == Self::Hf
+    }
+}
+
 /// A cross-lingual classification task: a decoder with a linear head on one token, fine-tuned
 /// with LoRA on one language's training file and evaluated on every evaluation file (the
 /// zero-shot cross-lingual protocol of Mondal et al.).
@@ -325,6 +342,12 @@ pub struct LoraSpec {
     /// batch's last position, as Mondal et al.'s XNLI code).
     #[serde(default = "default_position")]
     pub position: ClassifierPosition,
+    /// The classifier's linear layer: `hf` (default: HF `LlamaForSequenceClassification`'s
+    /// `score`, no bias, a new one drawn `N(0, 0.02²)`) or `linear` (PyTorch's
+    /// `nn.Linear(hidden, classes)`: a bias, drawn uniform in `±1/√hidden`, as Mondal et al.'s
+    /// `ModelForCLS`).
+    #[serde(default, skip_serializing_if = "ClassifierHead::is_hf")]
+    pub head: ClassifierHead,
     /// Where language neuron sets come from: a study of this file (run in this grid, before
     /// the fine-tuning cells).
     #[serde(default, skip_serializing_if = "Option::is_none")]
