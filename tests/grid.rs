@@ -375,3 +375,55 @@ fn the_lsn_paper_classifier_head_is_mondals_linear_with_a_bias() {
         );
     }
 }
+
+#[test]
+fn the_paper_hotpot_cells_train_as_the_official_commands() {
+    // (loss, per-step batch, accumulation, n_drop, n_crop): scripts/HotpotQA.md, Main Experiments.
+    let official = [
+        ("baseline", 6, 1, None),
+        ("hotpot-drop", 3, 2, Some((1, 0))),
+        ("hotpot-crop", 3, 2, Some((0, 1))),
+        ("hotpot-drop-crop", 3, 2, Some((1, 1))),
+    ];
+    let path = crate::util::root().join("experiments/cmploss-paper.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cells = expand(&ExperimentFile::parse(&path, text, Path::new("/cache")).unwrap()).unwrap();
+    for (loss, batch, accum, views) in official {
+        let matching: Vec<_> = cells
+            .iter()
+            .filter(|c| c.params.get("dataset").is_some_and(|d| d == "hotpot"))
+            .filter(|c| c.params["loss"] == loss)
+            .collect();
+        assert_eq!(matching.len(), 3, "{loss}: one cell per seed");
+        for cell in matching {
+            let c = cell.config.as_train().unwrap();
+            let t = &c.train;
+            assert_eq!(t.learning_rate, 3e-5, "{loss}");
+            assert_eq!((t.batch_size, t.grad_accum_steps), (batch, accum), "{loss}");
+            assert_eq!(t.weight_decay, 0.0, "{loss}");
+            assert_eq!((t.epochs, t.max_steps), (3.0, 0), "{loss}");
+            assert_eq!((t.warmup_ratio, t.warmup_steps), (0.1, 0), "{loss}");
+            assert_eq!(t.eval_every, 1000, "{loss}");
+            let qa = c.dataset.qa.clone().unwrap();
+            assert_eq!((qa.max_answer_length, qa.n_best), (64, 5), "{loss}");
+            match (&c.loss, views) {
+                (runner::encoder::spec::LossSpec::Baseline, None) => {}
+                (
+                    runner::encoder::spec::LossSpec::Comparative {
+                        n_drop,
+                        n_crop,
+                        target,
+                        mode,
+                        ..
+                    },
+                    Some((d, k)),
+                ) => {
+                    assert_eq!((*n_drop, *n_crop), (d, k), "{loss}");
+                    assert_eq!(*target, runner::encoder::spec::Target::Ultra, "{loss}");
+                    assert_eq!(*mode, runner::encoder::spec::CmpMode::Comparative, "{loss}");
+                }
+                (other, _) => panic!("{loss}: {other:?}"),
+            }
+        }
+    }
+}
