@@ -21,6 +21,11 @@
 //! detached. The official runs train on this loss alone (`--just_cmp`); the weighted mode adds the
 //! hinge without dummy, normalised by c(c+1)/2, to a primary loss (`--cr_weight`,
 //! `--loss_primary`), as in the paper's weighting-strategy ablation.
+//!
+//! Two official options change the comparison ([`Comparison`], [`ComparativeLoss::with_schedule`]):
+//! `--listwise` ranks the effects with ListMLE (`utils/ranking.py` `list_mle`) instead of the
+//! pairwise hinge, in both modes, and `--cr_schedule` adds the weighted mode's regulariser only
+//! on batches whose mean primary loss is at most [`SCHEDULE_THRESHOLD`].
 
 use burn::prelude::*;
 
@@ -59,8 +64,29 @@ pub enum Mode {
         primary: Primary,
         /// Weight of the pairwise term.
         weight: f64,
+        /// The official `--cr_schedule`: leave the regulariser out of a batch whose mean primary
+        /// loss exceeds [`SCHEDULE_THRESHOLD`].
+        schedule: bool,
     },
 }
+
+/// How the views' effects `−l_i / T` are ranked against their order (official `--listwise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Comparison {
+    /// Mean over pairs i < j of `max(0, (l_i − l_j) / T)` (`pairwise_hinge`, the default).
+    #[default]
+    Pairwise,
+    /// ListMLE of the effects in view order (`list_mle`): with `x_i = −l_i / T` and
+    /// `m = max_i x_i`, `Σ_{i < n−1} [ln(Σ_{j ≥ i} e^{x_j − m} + 1e-10) − (x_i − m)]`, summed
+    /// over positions, not averaged. The official code shuffles the views before sorting them
+    /// by label to break ties at random; its labels (n, n−1, …, 1) never tie, so the order is
+    /// always the view order and nothing here is random.
+    ListMle,
+}
+
+/// The batch mean primary loss above which `--cr_schedule` drops the regulariser: the official
+/// code's constant (`loss['rc'].mean() > 1.1`, `loss['cls'].mean() > 1.1`).
+pub const SCHEDULE_THRESHOLD: f64 = 1.1;
 
 /// The comparative loss with its settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,6 +97,8 @@ pub struct ComparativeLoss {
     pub temperature: f64,
     /// Comparative alone or weighted.
     pub mode: Mode,
+    /// Pairwise hinge or ListMLE.
+    pub comparison: Comparison,
 }
 
 impl ComparativeLoss {
@@ -80,6 +108,7 @@ impl ComparativeLoss {
             target,
             temperature: 1.0,
             mode: Mode::ComparativeOnly,
+            comparison: Comparison::Pairwise,
         }
     }
 
@@ -88,7 +117,12 @@ impl ComparativeLoss {
         Self {
             target: DummyTarget::Ultra,
             temperature: 1.0,
-            mode: Mode::Weighted { primary, weight },
+            mode: Mode::Weighted {
+                primary,
+                weight,
+                schedule: false,
+            },
+            comparison: Comparison::Pairwise,
         }
     }
 
@@ -102,6 +136,23 @@ impl ComparativeLoss {
         self
     }
 
+    /// Rank the views with ListMLE instead of the pairwise hinge (official `--listwise`).
+    pub fn listwise(mut self) -> Self {
+        self.comparison = Comparison::ListMle;
+        self
+    }
+
+    /// The official `--cr_schedule` (weighted mode only): the regulariser is added to a batch
+    /// only while the batch mean of the primary loss is at most [`SCHEDULE_THRESHOLD`]. This
+    /// reads one number back from the device per step.
+    pub fn with_schedule(mut self) -> Self {
+        match &mut self.mode {
+            Mode::Weighted { schedule, .. } => *schedule = true,
+            Mode::ComparativeOnly => panic!("cr_schedule belongs to the weighted mode"),
+        }
+        self
+    }
+
     /// The batch loss (a scalar tensor of one element).
     ///
     /// # Shapes
@@ -109,10 +160,21 @@ impl ComparativeLoss {
     ///   the k-th nested ablation.
     /// - output: `[1]`
     pub fn forward<B: Backend>(&self, losses: Tensor<B, 2>) -> Tensor<B, 1> {
-        self.per_example(losses).mean()
+        match self.mode {
+            Mode::Weighted {
+                primary,
+                weight,
+                schedule: true,
+            } => {
+                let primary = primary_loss(losses.clone(), primary);
+                weighted_batch(primary, || self.rank(losses), weight)
+            }
+            _ => self.per_example(losses).mean(),
+        }
     }
 
-    /// The loss of each example, before the batch mean.
+    /// The loss of each example, before the batch mean. With `--cr_schedule` the regulariser
+    /// depends on the whole batch, so this is the unscheduled loss: use [`Self::forward`].
     ///
     /// # Shapes
     /// - `losses`: `[batch, c + 1]`
@@ -127,12 +189,19 @@ impl ComparativeLoss {
             Mode::ComparativeOnly => {
                 let b = dummy(losses.clone(), self.target).detach();
                 let with_dummy = Tensor::cat(vec![losses, b], 1); // [batch, c + 2]
-                pairwise_hinge(with_dummy, self.temperature)
+                self.rank(with_dummy)
             }
-            Mode::Weighted { primary, weight } => {
-                primary_loss(losses.clone(), primary)
-                    + pairwise_hinge(losses, self.temperature).mul_scalar(weight)
-            }
+            Mode::Weighted {
+                primary, weight, ..
+            } => primary_loss(losses.clone(), primary) + self.rank(losses).mul_scalar(weight),
+        }
+    }
+
+    /// The comparison of each row's views, `[batch, n]` → `[batch]`.
+    fn rank<B: Backend>(&self, losses: Tensor<B, 2>) -> Tensor<B, 1> {
+        match self.comparison {
+            Comparison::Pairwise => pairwise_hinge(losses, self.temperature),
+            Comparison::ListMle => list_mle(losses.neg().div_scalar(self.temperature)),
         }
     }
 
@@ -153,16 +222,57 @@ impl ComparativeLoss {
     pub fn forward_span<B: Backend>(&self, start: Tensor<B, 2>, end: Tensor<B, 2>) -> Tensor<B, 1> {
         match self.mode {
             Mode::ComparativeOnly => (self.forward(start) + self.forward(end)).div_scalar(2.0),
-            Mode::Weighted { primary, weight } => {
+            Mode::Weighted {
+                primary,
+                weight,
+                schedule,
+            } => {
                 assert_eq!(start.dims(), end.dims(), "start and end losses per view");
-                let reading = (start.clone() + end.clone()).div_scalar(2.0);
-                let hinge = (pairwise_hinge(start, self.temperature)
-                    + pairwise_hinge(end, self.temperature))
-                .div_scalar(2.0);
-                (primary_loss(reading, primary) + hinge.mul_scalar(weight)).mean()
+                let reading = primary_loss((start.clone() + end.clone()).div_scalar(2.0), primary);
+                let regulariser = || (self.rank(start) + self.rank(end)).div_scalar(2.0);
+                if schedule {
+                    weighted_batch(reading, regulariser, weight)
+                } else {
+                    (reading + regulariser().mul_scalar(weight)).mean()
+                }
             }
         }
     }
+}
+
+/// The scheduled weighted batch loss: `mean(primary)`, plus `weight · mean(regulariser)` unless
+/// the mean primary exceeds [`SCHEDULE_THRESHOLD`] (then the regulariser is not computed).
+fn weighted_batch<B: Backend>(
+    primary: Tensor<B, 1>,
+    regulariser: impl FnOnce() -> Tensor<B, 1>,
+    weight: f64,
+) -> Tensor<B, 1> {
+    let mean = primary.mean();
+    let value: f64 = mean.clone().into_scalar().elem();
+    if value > SCHEDULE_THRESHOLD {
+        mean
+    } else {
+        mean + regulariser().mean().mul_scalar(weight)
+    }
+}
+
+/// ListMLE of each row in column order (official `list_mle` with labels n, n−1, …, 1 and no
+/// mask): `[batch, n]` effects → `[batch]`.
+fn list_mle<B: Backend>(effects: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [batch, n] = effects.dims();
+    let shifted = effects.clone() - effects.max_dim(1); // [batch, n]
+    let exp = shifted.clone().exp();
+    let mut total: Option<Tensor<B, 1>> = None;
+    for i in 0..n - 1 {
+        let tail = exp.clone().slice([0..batch, i..n]).sum_dim(1); // Σ_{j ≥ i}
+        let term = (tail.add_scalar(1e-10).log() - shifted.clone().slice([0..batch, i..i + 1]))
+            .reshape([batch]);
+        total = Some(match total {
+            Some(t) => t + term,
+            None => term,
+        });
+    }
+    total.expect("at least two views")
 }
 
 /// The primary loss of each example over its views (official `get_primary`): `[batch, c + 1]`

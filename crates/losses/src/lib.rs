@@ -23,5 +23,5 @@
 pub mod comparative;
 pub mod task;
 
-pub use comparative::{ComparativeLoss, DummyTarget, Mode, Primary};
+pub use comparative::{ComparativeLoss, Comparison, DummyTarget, Mode, Primary};
 pub use task::{cross_entropy, listwise_cross_entropy, mse, span_cross_entropy};

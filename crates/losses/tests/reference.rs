@@ -143,6 +143,72 @@ fn span_comparative_loss_matches_the_official_computation() {
 }
 
 #[test]
+fn listwise_and_scheduled_losses_match_the_official_computation() {
+    // --listwise (ListMLE over the effects, in both modes) and --cr_schedule (the weighted
+    // regulariser only on batches whose mean primary is at most 1.1), on plain and span losses.
+    let fx = fixtures();
+    let cases = fx["comparative_variants"].as_array().unwrap();
+    assert_eq!(cases.len(), 120);
+    let skipped = cases
+        .iter()
+        .filter(|c| c["skips_regulariser"].as_bool().unwrap())
+        .count();
+    assert!(
+        skipped > 0 && skipped < 48,
+        "{skipped} scheduled cases skip"
+    );
+    for case in cases {
+        let what = format!(
+            "c={} target={} T={} mode={} listwise={} schedule={} span={} ties={}",
+            case["c"],
+            case["target"],
+            case["temp"],
+            case["mode"],
+            case["listwise"],
+            case["schedule"],
+            case["span"],
+            case["ties"]
+        );
+        let mut loss = loss_of(case);
+        if case["listwise"].as_bool().unwrap() {
+            loss = loss.listwise();
+        }
+        if case["schedule"].as_bool().unwrap() {
+            loss = loss.with_schedule();
+        }
+        let inputs: Vec<(&str, &str)> = if case["span"].as_bool().unwrap() {
+            vec![("start", "start_grad"), ("end", "end_grad")]
+        } else {
+            vec![("losses", "grad")]
+        };
+        let tensors: Vec<Tensor<B, 2>> = inputs
+            .iter()
+            .map(|(k, _)| matrix(&case[*k]).require_grad())
+            .collect();
+        let value = match tensors.as_slice() {
+            [l] => loss.forward(l.clone()),
+            [s, e] => loss.forward_span(s.clone(), e.clone()),
+            _ => unreachable!(),
+        };
+        close(
+            &format!("{what} value"),
+            value.clone(),
+            &case["value"],
+            1e-6,
+        );
+        let grads = value.backward();
+        for ((_, g), t) in inputs.iter().zip(&tensors) {
+            close(
+                &format!("{what} {g}"),
+                t.grad(&grads).unwrap(),
+                &case[*g],
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
 fn worked_examples_from_the_notes() {
     let device = Default::default();
     let ultra = ComparativeLoss::new(DummyTarget::Ultra);
@@ -181,6 +247,11 @@ fn finite_differences_agree_away_from_ties() {
         // design not the derivative of the value; the PyTorch reference covers them.
         ComparativeLoss::new(DummyTarget::Ultra).with_temperature(0.7),
         ComparativeLoss::weighted(Primary::Avg, 0.3),
+        // ListMLE is smooth everywhere.
+        ComparativeLoss::new(DummyTarget::Ultra).listwise(),
+        ComparativeLoss::weighted(Primary::Max, 0.3)
+            .listwise()
+            .with_temperature(0.7),
     ] {
         let x = Tensor::<B, 2>::from_data(TensorData::from(base), &device).require_grad();
         let analytic: Vec<f64> = x
