@@ -252,6 +252,63 @@ fn a_tiny_grid_runs_resumes_and_reports() {
 }
 
 #[test]
+fn eval_dropout_powers_score_the_best_model_with_dropout_on_as_force_dropout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let grid = r#"[grid]
+model = ["tiny"]
+dataset = ["words"]
+loss = ["baseline"]
+train = { eval_dropout_powers = [[1, 8]] }
+"#;
+    let exp = experiment(root, grid);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = csv_rows(&root.join("runs/tiny/results.csv"));
+    for col in ["accuracy", "accuracy@dropout1", "accuracy@dropout8"] {
+        assert!(rows[0].contains(&col.to_string()), "{col} in {:?}", rows[0]);
+    }
+    let run = root.join("runs/tiny").join(&rows[1][0]);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(
+        log.contains("dropout power 1: accuracy") && log.contains("dropout power 8: accuracy"),
+        "{log}"
+    );
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    for k in [1, 8] {
+        let v = result["metrics"][format!("accuracy@dropout{k}")]
+            .as_f64()
+            .unwrap();
+        assert!((0.0..=1.0).contains(&v), "{v}");
+    }
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("eval_dropout_powers = [1, 8]"), "{config}");
+    // A power of 0 is no dropout at all: an error, not a silent plain evaluation.
+    let exp = experiment(root, &grid.replace("[[1, 8]]", "[[0]]"));
+    let out = neuronlab(
+        &[
+            "grid",
+            "run",
+            exp.to_str().unwrap(),
+            "--output",
+            "bad",
+            "--dry-run",
+        ],
+        root,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("eval_dropout_powers must be at least 1"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn a_failing_cell_is_recorded_and_the_grid_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

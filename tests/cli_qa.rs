@@ -16,7 +16,7 @@ use runner::encoder::rerank::{
     self,
     trec::{evaluate_run, read_qrels, read_run},
 };
-use runner::encoder::spec::{CropDropout, DatasetFormat, LossSpec};
+use runner::encoder::spec::{DatasetFormat, LossSpec, StepDropout};
 use runner::harness::experiment::ExperimentFile;
 use runner::metrics::squad_em_f1;
 use runner::registry::expand;
@@ -274,12 +274,16 @@ n_crop = 2
 [losses.crop2-ordinary]
 kind = "comparative"
 n_crop = 2
-crop_only_dropout = "ordinary"
+dropout = "ordinary"
 
 [losses.crop2-off]
 kind = "comparative"
 n_crop = 2
-crop_only_dropout = "off"
+dropout = "off"
+
+[losses.baseline-ordinary]
+kind = "baseline"
+dropout = "ordinary"
 
 {grid}"#,
         model = model.display(),
@@ -427,6 +431,34 @@ fn hotpot_contexts_put_yes_no_and_answers_where_the_spans_say() {
     assert_eq!(yes.answer, "yes");
     assert_eq!(yes.context(&[0, 1, 2, 3]).1, Some(0));
     assert_eq!(items[1].context(&[3, 2, 1, 0]).1, Some(4));
+}
+
+#[test]
+fn max_p_num_drops_distractors_in_file_order_as_the_official_reader() {
+    let item = HotpotItem {
+        id: "q".into(),
+        question: "q".into(),
+        answer: "yes".into(),
+        paragraphs: (0..10).map(|p| (format!("p{p}"), "text".into())).collect(),
+        supporting: (0..10).map(|p| p == 2 || p == 7).collect(),
+    };
+    // The official loop: for title in list(context): if len(context) <= n: break; if title not
+    // in sp_facts: context.pop(title). Worked by hand for these ten paragraphs.
+    for (n, want) in [
+        (10, (0..10).collect::<Vec<usize>>()),
+        (4, vec![2, 7, 8, 9]),
+        (3, vec![2, 7, 9]),
+        (2, vec![2, 7]),
+        (1, vec![2, 7]),
+    ] {
+        let mut kept = item.clone();
+        kept.keep_at_most(n);
+        let titles: Vec<String> = kept.paragraphs.iter().map(|p| p.0.clone()).collect();
+        let want_titles: Vec<String> = want.iter().map(|p| format!("p{p}")).collect();
+        assert_eq!(titles, want_titles, "max_p_num = {n}");
+        let supporting: Vec<bool> = want.iter().map(|&p| p == 2 || p == 7).collect();
+        assert_eq!(kept.supporting, supporting, "max_p_num = {n}");
+    }
 }
 
 #[test]
@@ -659,44 +691,40 @@ fn crop_step_drops(cell: &TrainCell) -> Vec<bool> {
 }
 
 #[test]
-fn crop_only_steps_keep_dropout_on_ranking_and_drop_it_on_hotpotqa_as_the_official_codes() {
+fn steps_without_dropout_views_keep_dropout_on_ranking_and_drop_it_on_hotpotqa_as_the_official_codes()
+ {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let exp = experiment(
         root,
-        "[grid]\npairs = [{ model = \"tiny\", dataset = \"marco\", loss = [\"crop2\", \"crop2-off\"] }, \
-         { model = \"tiny\", dataset = \"hotpot\", loss = [\"crop2\", \"crop2-ordinary\"] }]\n",
+        "[grid]\npairs = [{ model = \"tiny\", dataset = \"marco\", loss = [\"baseline\", \"crop2\", \"crop2-off\"] }, \
+         { model = \"tiny\", dataset = \"hotpot\", loss = [\"baseline\", \"baseline-ordinary\", \"crop2\", \"crop2-ordinary\"] }]\n",
     );
     let text = std::fs::read_to_string(&exp).unwrap();
     let file = ExperimentFile::parse(&exp, text, root).unwrap();
     let cells = expand(&file).unwrap();
-    let drops: Vec<(String, String, Option<CropDropout>, Vec<bool>)> = cells
+    let drops: Vec<(String, String, Option<StepDropout>, Vec<bool>)> = cells
         .iter()
         .map(|c| {
             let cell = c.config.as_train().unwrap();
-            let LossSpec::Comparative {
-                crop_only_dropout, ..
-            } = cell.loss
-            else {
-                panic!("a comparative loss")
-            };
+            let (LossSpec::Comparative { dropout, .. } | LossSpec::Baseline { dropout }) =
+                cell.loss;
             let key = |k: &str| c.params[k].clone();
-            (
-                key("dataset"),
-                key("loss"),
-                crop_only_dropout,
-                crop_step_drops(cell),
-            )
+            (key("dataset"), key("loss"), dropout, crop_step_drops(cell))
         })
         .collect();
-    use CropDropout::{Off, Ordinary};
+    use StepDropout::{Off, Ordinary};
     let want = [
         // LoL's trainer keeps ordinary dropout in every revision; "off" turns it off.
-        ("marco", "crop2", Some(Ordinary), [true; 3]),
-        ("marco", "crop2-off", Some(Off), [false; 3]),
-        // CmpQA's self.eval() quirk: no dropout; "ordinary" turns it on.
-        ("hotpot", "crop2", Some(Off), [false; 3]),
-        ("hotpot", "crop2-ordinary", Some(Ordinary), [true; 3]),
+        ("marco", "baseline", None, vec![true]),
+        ("marco", "crop2", Some(Ordinary), vec![true; 3]),
+        ("marco", "crop2-off", Some(Off), vec![false; 3]),
+        // CmpQA's self.eval() quirk (every step with n_drop = 0): no dropout, in the baseline
+        // too; "ordinary" turns it on.
+        ("hotpot", "baseline", Some(Off), vec![false]),
+        ("hotpot", "baseline-ordinary", Some(Ordinary), vec![true]),
+        ("hotpot", "crop2", Some(Off), vec![false; 3]),
+        ("hotpot", "crop2-ordinary", Some(Ordinary), vec![true; 3]),
     ];
     assert_eq!(drops.len(), want.len());
     for ((dataset, loss, recorded, got), (d, l, r, w)) in drops.iter().zip(want) {
@@ -735,8 +763,14 @@ fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
         // The dropout of crop-only steps on a loss that also drops.
         (
             "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"bad\"]\n",
-            "[losses.bad]\nkind = \"comparative\"\nn_drop = 1\nn_crop = 1\ncrop_only_dropout = \"off\"\n",
-            "crop_only_dropout belongs to crop-only losses (n_drop = 0, n_crop > 0)",
+            "[losses.bad]\nkind = \"comparative\"\nn_drop = 1\nn_crop = 1\ndropout = \"off\"\n",
+            "belongs to losses without dropout views (the baseline, or a crop-only loss with n_drop = 0)",
+        ),
+        // A paragraph count on a dataset without paragraphs.
+        (
+            "[grid]\nmodel = [\"tiny\"]\ndataset = [\"bad\"]\n",
+            "[datasets.bad]\npath = \"squad\"\nformat = \"squad\"\ntask = \"extractive-qa\"\nqa = { max_p_num = 2 }\n",
+            "qa.max_p_num counts HotpotQA paragraphs",
         ),
         // An unknown ranking metric.
         (

@@ -231,6 +231,14 @@ fn bad_files_name_file_line_and_key() {
     );
     let err = error(&format!(
         "{}{grid}",
+        BASE.replace("n_drop = 2", "n_drop = 2\ncr_schedule = true")
+    ));
+    assert!(
+        err.contains("losses.cmp2") && err.contains("cr_schedule belongs to mode = \"weighted\""),
+        "{err}"
+    );
+    let err = error(&format!(
+        "{}{grid}",
         BASE.replace("n_drop = 2", "n_drop = 0")
     ));
     assert!(err.contains("n_drop > 0 or n_crop > 0"), "{err}");
@@ -407,18 +415,27 @@ fn the_paper_hotpot_cells_train_as_the_official_commands() {
             let qa = c.dataset.qa.clone().unwrap();
             assert_eq!((qa.max_answer_length, qa.n_best), (64, 5), "{loss}");
             match (&c.loss, views) {
-                (runner::encoder::spec::LossSpec::Baseline, None) => {}
+                // CmpQA calls self.eval() whenever n_drop = 0: the official baseline trained
+                // without dropout.
+                (runner::encoder::spec::LossSpec::Baseline { dropout }, None) => assert_eq!(
+                    *dropout,
+                    Some(runner::encoder::spec::StepDropout::Off),
+                    "{loss}"
+                ),
                 (
                     runner::encoder::spec::LossSpec::Comparative {
                         n_drop,
                         n_crop,
                         target,
                         mode,
+                        dropout,
                         ..
                     },
                     Some((d, k)),
                 ) => {
                     assert_eq!((*n_drop, *n_crop), (d, k), "{loss}");
+                    let off = (d == 0).then_some(runner::encoder::spec::StepDropout::Off);
+                    assert_eq!(*dropout, off, "{loss}");
                     assert_eq!(*target, runner::encoder::spec::Target::Ultra, "{loss}");
                     assert_eq!(*mode, runner::encoder::spec::CmpMode::Comparative, "{loss}");
                 }

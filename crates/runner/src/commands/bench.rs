@@ -286,7 +286,7 @@ impl BackendJob for BenchStep {
             .with_context(|| format!("loading model {}", self.model.display()))?;
         let vocab = checkpoint.config.vocab_size;
         let spec = if self.n_drop == 0 {
-            LossSpec::Baseline
+            LossSpec::Baseline { dropout: None }
         } else {
             LossSpec::Comparative {
                 n_drop: self.n_drop,
@@ -297,7 +297,9 @@ impl BackendJob for BenchStep {
                 primary: None,
                 weight: None,
                 temperature: 1.0,
-                crop_only_dropout: None,
+                listwise: false,
+                cr_schedule: false,
+                dropout: None,
                 train: Default::default(),
             }
         };

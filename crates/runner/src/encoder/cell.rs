@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{
-    CmpMode, CropDropout, DatasetFormat, DatasetSpec, LossSpec, RankingFiles, Sections, Task,
+    CmpMode, DatasetFormat, DatasetSpec, LossSpec, RankingFiles, Sections, StepDropout, Task,
 };
 use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
 use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
@@ -122,14 +122,14 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
     // Losses.
     let mut losses = own.losses.clone();
     if let Some(spec) = losses.get("baseline")
-        && *spec != LossSpec::Baseline
+        && !matches!(spec, LossSpec::Baseline { dropout: None })
     {
         bail!(
             "{}: `baseline` is predefined as the plain task loss; name this loss otherwise",
             file.locate(&["losses", "baseline"])
         );
     }
-    losses.insert("baseline".into(), LossSpec::Baseline);
+    losses.insert("baseline".into(), LossSpec::Baseline { dropout: None });
     for (name, spec) in &losses {
         check_loss(spec)
             .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["losses", name])))?;
@@ -195,17 +195,20 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
             if let LossSpec::Comparative { train, .. } = &losses[loss_name] {
                 with_loss.apply(train);
             }
-            // A crop-only loss records the dropout its views run with: the file's, or the
-            // task's official one.
+            // A loss without dropout views records the dropout its steps run with: the
+            // file's, or the task's official one.
             let mut loss = losses[loss_name].clone();
-            if let LossSpec::Comparative {
-                n_drop: 0,
-                n_crop: 1..,
-                crop_only_dropout: d @ None,
-                ..
-            } = &mut loss
-            {
-                *d = CropDropout::task_default(dataset.format);
+            match &mut loss {
+                LossSpec::Baseline { dropout: d @ None } => {
+                    *d = StepDropout::baseline_default(dataset.format);
+                }
+                LossSpec::Comparative {
+                    n_drop: 0,
+                    n_crop: 1..,
+                    dropout: d @ None,
+                    ..
+                } => *d = StepDropout::crop_only_default(dataset.format),
+                _ => {}
             }
             for combo in cartesian(&axes) {
                 let mut train = with_loss.clone();
@@ -280,6 +283,9 @@ fn check_dataset_spec(d: &DatasetSpec) -> Result<(), String> {
     {
         return Err("qa.n_best and qa.max_answer_length must be at least 1".into());
     }
+    if d.qa.as_ref().is_some_and(|qa| qa.max_p_num.is_some()) && d.format != F::Hotpot {
+        return Err("qa.max_p_num counts HotpotQA paragraphs (format = \"hotpot\")".into());
+    }
     match (&d.ranking, d.format) {
         (None, F::Ranking) => Err(
             "format = \"ranking\" needs `ranking = { eval_qrels = …, eval_candidates = … }`".into(),
@@ -318,16 +324,24 @@ fn check_loss(spec: &LossSpec) -> Result<(), String> {
         primary,
         weight,
         temperature,
-        crop_only_dropout,
+        dropout,
+        cr_schedule,
         ..
     } = spec
     else {
         return Ok(());
     };
-    if crop_only_dropout.is_some() && (*n_drop > 0 || *n_crop == 0) {
+    if *cr_schedule && *mode != CmpMode::Weighted {
+        return Err(
+            "cr_schedule belongs to mode = \"weighted\" (it schedules the regulariser \
+                    added to the primary loss)"
+                .into(),
+        );
+    }
+    if dropout.is_some() && *n_drop > 0 {
         return Err(format!(
-            "crop_only_dropout belongs to crop-only losses (n_drop = 0, n_crop > 0); this one has \
-             n_drop = {n_drop}, n_crop = {n_crop}"
+            "dropout = \"off\" | \"ordinary\" belongs to losses without dropout views (the \
+             baseline, or a crop-only loss with n_drop = 0); this one has n_drop = {n_drop}"
         ));
     }
     if *n_drop == 0 && *n_crop == 0 {

@@ -13,7 +13,7 @@ use models::{BertModel, EncodedBatch, SequenceClassifier, TextTokenizer};
 use rand::rngs::StdRng;
 use serde::Serialize;
 
-use super::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
+use super::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
 use crate::encoder::cell::TrainCell;
 use crate::encoder::data::{self, Label};
 use crate::encoder::objective::{Objective, Targets};
@@ -216,7 +216,7 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
     fn evaluate(
         &self,
         model: &Inner<B, Self::Model>,
-        neuron_masks: &[Tensor<B::InnerBackend, 1>],
+        ablation: &EvalAblation<B::InnerBackend>,
         device: &B::Device,
     ) -> Result<Evaluation> {
         let data = self.data;
@@ -227,9 +227,9 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
         // but the work.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(data.eval[i].ids.len()));
-        for chunk in order.chunks(self.eval_batch) {
+        for (pass, chunk) in order.chunks(self.eval_batch).enumerate() {
             let input = collate(chunk.iter().map(|&i| &data.eval[i]), data.pad_id).to_input(device);
-            let out = model.forward(&input, &mut eval_context(neuron_masks));
+            let out = model.forward(&input, &mut ablation.context(pass));
             match self.task {
                 Task::Regression => {
                     for (&i, v) in chunk.iter().zip(out.into_data().iter::<f32>()) {

@@ -14,7 +14,9 @@
 //! fraction `r` of every layer's FFN neurons ablated for each `ablation_rates` entry (the paper's
 //! robustness claim: a model trained with the comparative loss degrades more gracefully). The
 //! ablation is dropout-style: a fixed random mask per rate (seeded), kept neurons scaled by
-//! `1 / (1 - r)`.
+//! `1 / (1 - r)`. Each `eval_dropout_powers` entry `k` evaluates the best model once more with
+//! dropout on at rate `1 − (1 − p)^k` (the official `--force_dropout k`, the paper's "effect of
+//! dropout rate"), recorded as the metric `<main>@dropout<k>`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -185,12 +187,12 @@ pub trait Learner<B: AutodiffBackend> {
         rng: &mut StdRng,
         device: &B::Device,
     ) -> Result<Tensor<B, 1>>;
-    /// Evaluate the full model with dropout off; `neuron_masks[l]` (when given) scales layer
-    /// `l`'s FFN neurons.
+    /// Evaluate the full model, with what `ablation` ablates (nothing: dropout off); the
+    /// `i`-th forward pass runs in `ablation.context(i)`.
     fn evaluate(
         &self,
         model: &Inner<B, Self::Model>,
-        neuron_masks: &[Tensor<B::InnerBackend, 1>],
+        ablation: &EvalAblation<B::InnerBackend>,
         device: &B::Device,
     ) -> Result<Evaluation>;
     /// The encoder of a model (for the neuron-ablation masks).
@@ -199,13 +201,41 @@ pub trait Learner<B: AutodiffBackend> {
     fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()>;
 }
 
-/// A forward context for evaluation with the given FFN neuron masks.
-pub fn eval_context<B: Backend>(neuron_masks: &[Tensor<B, 1>]) -> ForwardContext<B> {
-    let mut ctx = ForwardContext::eval();
-    for (l, m) in neuron_masks.iter().enumerate() {
-        ctx.set_neuron_mask(l, m.clone());
+/// What an evaluation ablates: FFN neurons (fixed masks), dropout, or nothing.
+#[derive(Debug, Clone)]
+pub struct EvalAblation<B: Backend> {
+    /// `neuron_masks[l]` scales layer `l`'s FFN neurons (empty: none).
+    pub neuron_masks: Vec<Tensor<B, 1>>,
+    /// `(seed, power)`: dropout on at every site at rate `1 − (1 − p)^power`, with fresh masks
+    /// for each forward pass drawn from the seed (as the official `--force_dropout`).
+    pub dropout: Option<(u64, u32)>,
+}
+
+impl<B: Backend> EvalAblation<B> {
+    /// The full model, dropout off.
+    pub fn none() -> Self {
+        Self {
+            neuron_masks: Vec::new(),
+            dropout: None,
+        }
     }
-    ctx
+
+    /// The forward context of the evaluation's `pass`-th forward pass.
+    pub fn context(&self, pass: usize) -> ForwardContext<B> {
+        let mut ctx = match self.dropout {
+            Some((seed, power)) => {
+                let seed = derive_seed(seed, Purpose::EncoderEvalDropout, pass as u64);
+                let mut masks = DropoutMasks::new(seed);
+                masks.set_power(power);
+                ForwardContext::with_dropout(masks)
+            }
+            None => ForwardContext::eval(),
+        };
+        for (l, m) in self.neuron_masks.iter().enumerate() {
+            ctx.set_neuron_mask(l, m.clone());
+        }
+        ctx
+    }
 }
 
 /// Fixed random masks that ablate a fraction `rate` of every layer's `width` FFN neurons
@@ -365,7 +395,7 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         let done = step + 1;
         if done % eval_every == 0 || done == total {
             let valid = model.valid();
-            let evaluation = learner.evaluate(&valid, &[], device)?;
+            let evaluation = learner.evaluate(&valid, &EvalAblation::none(), device)?;
             let scores = &evaluation.scores;
             main_metric = scores.main.to_string();
             let metrics: BTreeMap<String, f64> = scores
@@ -443,7 +473,11 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         } else {
             Vec::new()
         };
-        let scores = learner.evaluate(&best_model, &masks, device)?.scores;
+        let ablated = EvalAblation {
+            neuron_masks: masks,
+            dropout: None,
+        };
+        let scores = learner.evaluate(&best_model, &ablated, device)?.scores;
         log.line(&format!(
             "ablation rate {rate}: {} {:.4}",
             scores.main,
@@ -451,6 +485,26 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         ));
         main_metric = scores.main.to_string();
         ablation.push((rate, scores.main_value()));
+    }
+    let mut best_metrics = best_metrics;
+    for &power in &t.eval_dropout_powers {
+        let dropped = EvalAblation {
+            neuron_masks: Vec::new(),
+            dropout: Some((
+                derive_seed(cell.seed, Purpose::EncoderEvalDropout, u64::from(power)),
+                power,
+            )),
+        };
+        let scores = learner.evaluate(&best_model, &dropped, device)?.scores;
+        log.line(&format!(
+            "dropout power {power}: {} {:.4}",
+            scores.main,
+            scores.main_value()
+        ));
+        best_metrics.insert(
+            format!("{}@dropout{power}", scores.main),
+            scores.main_value(),
+        );
     }
     let _ = std::fs::remove_dir_all(dir.join(CHECKPOINT));
     Ok(Outcome {
@@ -461,4 +515,47 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         steps: Some(total),
         ablation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn eval_dropout_drops_at_the_nested_rate_with_fresh_masks_per_pass() {
+        type B = NdArray<f32>;
+        let device = Default::default();
+        let dropped_fraction = |ablation: &EvalAblation<B>, pass: usize| {
+            let mut ctx = ablation.context(pass);
+            let mask = ctx
+                .dropout
+                .as_mut()
+                .expect("dropout is on")
+                .mask::<1>(0.1, [20_000], &device)
+                .expect("a mask at rate > 0");
+            let kept: Vec<f32> = mask.into_data().to_vec().unwrap();
+            (
+                kept.iter().filter(|&&v| v == 0.0).count() as f64 / kept.len() as f64,
+                kept,
+            )
+        };
+        for power in [1u32, 3] {
+            let ablation = EvalAblation::<B> {
+                neuron_masks: Vec::new(),
+                dropout: Some((7, power)),
+            };
+            let want = ablation::nested_rate(0.1, power);
+            let (rate, first) = dropped_fraction(&ablation, 0);
+            assert!(
+                (rate - want).abs() < 0.01,
+                "power {power}: {rate} vs {want}"
+            );
+            let (_, again) = dropped_fraction(&ablation, 0);
+            let (_, second) = dropped_fraction(&ablation, 1);
+            assert_eq!(first, again, "a pass's masks are seeded");
+            assert_ne!(first, second, "each pass draws its own masks");
+        }
+        assert!(EvalAblation::<B>::none().context(0).dropout.is_none());
+    }
 }

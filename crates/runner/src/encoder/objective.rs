@@ -1,5 +1,5 @@
-//! [`Objective`]: the loss of one encoder training step: the task loss with ordinary dropout
-//! (baseline), or the comparative loss over the step's nested views
+//! [`Objective`]: the loss of one encoder training step: the task loss with ordinary dropout, or
+//! none where the task's official code trains so (baseline), or the comparative loss over the step's nested views
 //! ([`ablation::ViewSchedule`]), as the dataset's `[losses.*]` entry says.
 
 use ablation::{DropoutMasks, View, ViewSchedule};
@@ -10,7 +10,7 @@ use models::{
     EncoderInput, ForwardContext, RowBatch, SequenceClassifier, ViewExecution, view_losses,
 };
 
-use crate::encoder::spec::{CmpMode, LossSpec, PrimarySpec, Target};
+use crate::encoder::spec::{CmpMode, LossSpec, PrimarySpec, StepDropout, Target};
 
 /// Targets of a batch.
 #[derive(Debug, Clone)]
@@ -63,8 +63,11 @@ impl Objective {
     fn build(spec: &LossSpec, view_budget_tokens: usize, crops: Option<&str>) -> Result<Self> {
         let budget = (view_budget_tokens > 0).then_some(view_budget_tokens);
         match spec {
-            LossSpec::Baseline => Ok(Self {
-                views: ViewSchedule::new(0, 0).views(),
+            LossSpec::Baseline { dropout } => Ok(Self {
+                views: match dropout {
+                    Some(StepDropout::Off) => vec![View { crop: 0, power: 0 }],
+                    Some(StepDropout::Ordinary) | None => ViewSchedule::new(0, 0).views(),
+                },
                 comparative: None,
                 execution_budget: budget,
             }),
@@ -76,7 +79,9 @@ impl Objective {
                 primary,
                 weight,
                 temperature,
-                crop_only_dropout,
+                dropout,
+                listwise,
+                cr_schedule,
                 ..
             } => {
                 if *n_crop > 0 && crops.is_none() {
@@ -107,11 +112,18 @@ impl Objective {
                         weight.unwrap_or(1.0),
                     ),
                 };
+                let mut loss = loss.with_temperature(*temperature);
+                if *listwise {
+                    loss = loss.listwise();
+                }
+                if *cr_schedule {
+                    loss = loss.with_schedule();
+                }
                 let schedule = ViewSchedule::new(*n_drop, *n_crop)
-                    .with_crop_only_dropout(crop_only_dropout.map(Into::into).unwrap_or_default());
+                    .with_crop_only_dropout(dropout.map(Into::into).unwrap_or_default());
                 Ok(Self {
                     views: schedule.views(),
-                    comparative: Some(loss.with_temperature(*temperature)),
+                    comparative: Some(loss),
                     execution_budget: budget,
                 })
             }
@@ -229,7 +241,9 @@ mod tests {
             primary: None,
             weight: None,
             temperature: 1.0,
-            crop_only_dropout: None,
+            listwise: false,
+            cr_schedule: false,
+            dropout: None,
             train: Box::default(),
         };
         let objective = Objective::new(&spec, 0).unwrap();
@@ -242,9 +256,46 @@ mod tests {
             .forward_span(column(0), column(1))
             .into_scalar();
         assert!((got - want).abs() < 1e-7, "{got} vs {want}");
-        let baseline = Objective::new(&LossSpec::Baseline, 0).unwrap();
+        let baseline = Objective::new(&LossSpec::Baseline { dropout: None }, 0).unwrap();
         let mean = values.iter().sum::<f32>() / values.len() as f32;
         let got = baseline.combine(per_view).into_scalar();
         assert!((got - mean).abs() < 1e-6, "{got} vs {mean}");
+    }
+
+    #[test]
+    fn listwise_and_cr_schedule_reach_the_loss() {
+        use burn::backend::NdArray;
+        use losses::Comparison;
+        type B = NdArray<f32>;
+        let toml = "kind = \"comparative\"\nn_drop = 1\nmode = \"weighted\"\nprimary = \"max\"\n\
+                    weight = 0.5\nlistwise = true\ncr_schedule = true\n";
+        let spec: LossSpec = toml::from_str(toml).unwrap();
+        let cmp = Objective::new(&spec, 0).unwrap().comparative.unwrap();
+        assert_eq!(cmp.comparison, Comparison::ListMle);
+        assert!(matches!(
+            cmp.mode,
+            losses::Mode::Weighted { schedule: true, .. }
+        ));
+        // Below the schedule's 1.1 the regulariser counts; above it the loss is the primary.
+        let device = Default::default();
+        let step = |l: [[f32; 2]; 1]| {
+            cmp.forward(Tensor::<B, 2>::from_data(TensorData::from(l), &device))
+                .into_scalar()
+        };
+        let list_mle = |a: f32, b: f32| ((-a).exp() + (-b).exp()).ln() + a; // effects −l, m cancels
+        assert!((step([[0.9, 0.4]]) - (0.9 + 0.5 * list_mle(0.9, 0.4))).abs() < 1e-6);
+        assert!((step([[1.5, 0.4]]) - 1.5).abs() < 1e-6);
+        // Without the keys: the pairwise hinge, every batch.
+        let plain: LossSpec =
+            toml::from_str(&toml.replace("listwise = true\ncr_schedule = true\n", "")).unwrap();
+        let cmp = Objective::new(&plain, 0).unwrap().comparative.unwrap();
+        assert_eq!(cmp.comparison, Comparison::Pairwise);
+        assert!(matches!(
+            cmp.mode,
+            losses::Mode::Weighted {
+                schedule: false,
+                ..
+            }
+        ));
     }
 }

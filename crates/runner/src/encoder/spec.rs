@@ -120,6 +120,11 @@ pub struct QaSettings {
     /// Start and end candidates paired per window in decoding.
     #[serde(default = "default_n_best")]
     pub n_best: usize,
+    /// HotpotQA: read at most this many paragraphs per question, dropping distractors first in
+    /// file order (the official `--max_p_num`, the paper's "effect of context size" study;
+    /// [`crate::encoder::extractive::HotpotItem::keep_at_most`]). Unset: all ten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p_num: Option<usize>,
 }
 
 impl Default for QaSettings {
@@ -128,6 +133,7 @@ impl Default for QaSettings {
             doc_stride: default_doc_stride(),
             max_answer_length: default_max_answer_length(),
             n_best: default_n_best(),
+            max_p_num: None,
         }
     }
 }
@@ -405,7 +411,13 @@ pub enum PrimarySpec {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum LossSpec {
     /// The task loss of the full model with ordinary dropout.
-    Baseline,
+    Baseline {
+        /// `"off"` trains without dropout, as the official HotpotQA baseline (CmpQA's
+        /// `self.eval()` quirk); unset, the task's official behaviour, which expansion records
+        /// ([`StepDropout::baseline_default`]): `off` on HotpotQA, ordinary elsewhere.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dropout: Option<StepDropout>,
+    },
     /// The cross-model comparative loss (CmpLoss).
     Comparative {
         /// Nested dropout views.
@@ -432,12 +444,20 @@ pub enum LossSpec {
         /// Temperature T (the hinge acts on -l / T).
         #[serde(default = "default_temperature")]
         temperature: f64,
+        /// Rank the views with ListMLE instead of the pairwise hinge (the official
+        /// `--listwise`; [`losses::Comparison::ListMle`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        listwise: bool,
+        /// Weighted mode: add the regulariser only on batches whose mean primary loss is at
+        /// most 1.1 (the official `--cr_schedule`; [`losses::ComparativeLoss::with_schedule`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cr_schedule: bool,
         /// Dropout of a crop-only loss (`n_drop = 0`, `n_crop > 0`): `"off"` or `"ordinary"`.
         /// Unset, the task's official behaviour: `off` on HotpotQA (CmpQA's quirk), `ordinary`
         /// on ranking (LoL's trainer); expansion records the value used
-        /// ([`CropDropout::task_default`]).
+        /// ([`StepDropout::crop_only_default`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        crop_only_dropout: Option<CropDropout>,
+        dropout: Option<StepDropout>,
         /// Training settings of this loss's cells (the paper tunes the comparative runs
         /// separately from the baselines); they override the dataset's and the model's.
         #[serde(default, skip_serializing_if = "TrainOverrides::is_empty")]
@@ -445,34 +465,43 @@ pub enum LossSpec {
     },
 }
 
-/// Dropout in the views of a crop-only comparative loss (see [`ablation::CropOnlyDropout`]).
+/// Dropout of a training step that has no dropout views: the baseline, or a crop-only
+/// comparative loss (see [`ablation::CropOnlyDropout`]). The official `CmpQA.forward` calls
+/// `self.eval()` whenever `n_drop = 0`, so its HotpotQA baseline and crop-only runs trained
+/// without dropout; `CmpCls` (GLUE) and LoL's trainer (ranking) keep ordinary dropout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CropDropout {
+pub enum StepDropout {
     /// No dropout in any view: the official HotpotQA runs, through CmpQA's `self.eval()` quirk.
     Off,
     /// Ordinary dropout in every view (the views share one draw of the step's masks).
     Ordinary,
 }
 
-impl CropDropout {
-    /// What the official code of a task does: HotpotQA (CmpLoss's `CmpQA`) trains crop-only
-    /// steps without dropout, ranking (LoL's trainer, `model.train()`) with ordinary dropout.
-    /// `None` for a format without segments to crop.
-    pub fn task_default(format: DatasetFormat) -> Option<Self> {
+impl StepDropout {
+    /// What the official code of a task does for a crop-only loss: HotpotQA (CmpLoss's
+    /// `CmpQA`) trains without dropout, ranking (LoL's trainer, `model.train()`) with ordinary
+    /// dropout. `None` for a format without segments to crop.
+    pub fn crop_only_default(format: DatasetFormat) -> Option<Self> {
         match format {
             DatasetFormat::Hotpot => Some(Self::Off),
             DatasetFormat::Ranking => Some(Self::Ordinary),
             _ => None,
         }
     }
+
+    /// What the official code of a task does for the baseline: HotpotQA trains without dropout
+    /// (`CmpQA`), every other task with ordinary dropout (`None`: nothing to record).
+    pub fn baseline_default(format: DatasetFormat) -> Option<Self> {
+        (format == DatasetFormat::Hotpot).then_some(Self::Off)
+    }
 }
 
-impl From<CropDropout> for ablation::CropOnlyDropout {
-    fn from(d: CropDropout) -> Self {
+impl From<StepDropout> for ablation::CropOnlyDropout {
+    fn from(d: StepDropout) -> Self {
         match d {
-            CropDropout::Off => Self::Off,
-            CropDropout::Ordinary => Self::Ordinary,
+            StepDropout::Off => Self::Off,
+            StepDropout::Ordinary => Self::Ordinary,
         }
     }
 }

@@ -141,6 +141,11 @@ pub struct TrainOverrides {
     /// After training, evaluate with this fraction of FFN neurons ablated at random (the
     /// metric-versus-ablation-rate curve).
     pub ablation_rates: Option<Vec<f64>>,
+    /// After training, evaluate the best model with dropout on at rate `1 − (1 − p)^k` for
+    /// each power `k` here (`p` the model's dropout; fresh seeded masks per batch): the official
+    /// `--force_dropout k`, the paper's "effect of dropout rate" study. Each adds a metric
+    /// `<main metric>@dropout<k>` to the cell's results.
+    pub eval_dropout_powers: Option<Vec<u32>>,
     /// Write checkpoints at evaluations, so that a killed run resumes from the last one.
     pub checkpoints: Option<bool>,
     /// Write a checkpoint at an evaluation only when at least this many seconds of the cell
@@ -191,6 +196,9 @@ pub struct TrainConfig {
     pub view_budget_tokens: usize,
     /// See [`TrainOverrides::ablation_rates`].
     pub ablation_rates: Vec<f64>,
+    /// See [`TrainOverrides::eval_dropout_powers`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eval_dropout_powers: Vec<u32>,
     /// See [`TrainOverrides::checkpoints`].
     pub checkpoints: bool,
     /// See [`TrainOverrides::checkpoint_every_s`].
@@ -224,6 +232,7 @@ impl Default for TrainConfig {
             max_eval_examples: 0,
             view_budget_tokens: 0,
             ablation_rates: Vec::new(),
+            eval_dropout_powers: Vec::new(),
             checkpoints: true,
             checkpoint_every_s: default_checkpoint_every_s(),
             save_model: false,
@@ -280,6 +289,7 @@ impl TrainConfig {
             max_eval_examples,
             view_budget_tokens,
             ablation_rates,
+            eval_dropout_powers,
             checkpoints,
             checkpoint_every_s,
             save_model
@@ -308,7 +318,7 @@ impl TrainConfig {
 
     /// Check ranges; `what` names where the settings come from.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
             (
                 self.epochs > 0.0 || self.max_steps > 0,
                 "epochs must be > 0 (or max_steps set)",
@@ -333,6 +343,10 @@ impl TrainConfig {
             (
                 self.ablation_rates.iter().all(|r| (0.0..1.0).contains(r)),
                 "ablation_rates must lie in [0, 1)",
+            ),
+            (
+                self.eval_dropout_powers.iter().all(|&k| k >= 1),
+                "eval_dropout_powers must be at least 1 (power k drops at rate 1 - (1 - p)^k)",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

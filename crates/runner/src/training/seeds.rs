@@ -18,6 +18,9 @@ pub enum Purpose {
     EncoderAblation,
     /// Encoder cells: a micro-batch's own generator, for input views (index: the micro-batch).
     EncoderViews,
+    /// Encoder cells: the dropout uniforms of an evaluation with dropout on (index: the power),
+    /// then of each of its batches (index: the batch).
+    EncoderEvalDropout,
     /// LoRA cells: the adapters' initialisation, index 0.
     LoraAdapters,
     /// LoRA cells: the data order of an epoch (index: the epoch).
@@ -35,6 +38,7 @@ impl Purpose {
             Self::EncoderDropout => 2,
             Self::EncoderAblation => 3,
             Self::EncoderViews => 4,
+            Self::EncoderEvalDropout => 5,
             Self::LoraAdapters => 1,
             Self::LoraDataOrder => 3,
             Self::LoraRandomSet => 7,

@@ -49,7 +49,7 @@ use crate::encoder::cell::{TrainCell, dataset_file};
 use crate::encoder::extractive::squad::{
     QaWindow, predict_answers, predictions_json, squad_windows,
 };
-use crate::encoder::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
+use crate::encoder::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
 use crate::encoder::objective::Objective;
 use crate::encoder::spec::{DatasetFormat, QaSettings};
 use crate::harness::log::{Outcome, RunLog};
@@ -192,6 +192,23 @@ impl HotpotItem {
         (context, answer, spans)
     }
 
+    /// Keep at most `n` paragraphs, as the official reader's `max_p_num` does
+    /// (`MultiDocQADataset.__init__`, zycdev/CmpLoss `utils/data.py`): walk the paragraphs in
+    /// file order and drop each distractor met while more than `n` remain. So the *last*
+    /// distractors stay, and the supporting paragraphs always do (more than `n` of them if
+    /// there are).
+    pub fn keep_at_most(&mut self, n: usize) {
+        let mut p = 0;
+        while p < self.paragraphs.len() && self.paragraphs.len() > n {
+            if self.supporting[p] {
+                p += 1;
+            } else {
+                self.paragraphs.remove(p);
+                self.supporting.remove(p);
+            }
+        }
+    }
+
     /// Whether the answer is `yes`, `no` or found in a supporting paragraph, so that every crop
     /// view (which keeps the supporting paragraphs) still holds it.
     pub fn answer_in_support(&self) -> bool {
@@ -323,6 +340,10 @@ impl SpanLearner {
             DatasetFormat::Hotpot => {
                 let mut train = read_hotpot_json(&train_path)?;
                 train.truncate(cap(train.len(), t.max_train_examples));
+                // The official run_hotpot.py applies max_p_num to every split.
+                if let Some(n) = qa.max_p_num {
+                    train.iter_mut().for_each(|q| q.keep_at_most(n));
+                }
                 let before = train.len();
                 train.retain(|q| q.answer_in_support() && !q.answer.is_empty());
                 if train.len() < before {
@@ -333,6 +354,9 @@ impl SpanLearner {
                 }
                 let mut eval = read_hotpot_json(&eval_path)?;
                 eval.truncate(cap(eval.len(), t.max_eval_examples));
+                if let Some(n) = qa.max_p_num {
+                    eval.iter_mut().for_each(|q| q.keep_at_most(n));
+                }
                 let eval = eval
                     .iter()
                     .map(|q| q.as_squad(&(0..q.paragraphs.len()).collect::<Vec<_>>()).0)
@@ -538,17 +562,17 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
     fn evaluate(
         &self,
         model: &Inner<B, Self::Model>,
-        neuron_masks: &[Tensor<B::InnerBackend, 1>],
+        ablation: &EvalAblation<B::InnerBackend>,
         device: &B::Device,
     ) -> Result<Evaluation> {
         let mut starts = Vec::with_capacity(self.eval_windows.len());
         let mut ends = Vec::with_capacity(self.eval_windows.len());
-        for chunk in self.eval_windows.chunks(self.eval_batch) {
+        for (pass, chunk) in self.eval_windows.chunks(self.eval_batch).enumerate() {
             let refs: Vec<&QaWindow> = chunk.iter().collect();
             let input = span_inputs::<B::InnerBackend>(&refs, 1, self.pad_id, device)
                 .remove(0)
                 .input;
-            let (s, e) = model.forward(&input, &mut eval_context(neuron_masks));
+            let (s, e) = model.forward(&input, &mut ablation.context(pass));
             let seq = s.dims()[1];
             let (s, e) = (s.into_data(), e.into_data());
             let (s, e) = (s.as_slice::<f32>().unwrap(), e.as_slice::<f32>().unwrap());
@@ -600,9 +624,9 @@ pub(crate) fn check_inputs(cell: &TrainCell) -> Result<()> {
     dataset_file(cell, &eval)
 }
 
-/// The loss of an extractive-QA cell's steps. HotpotQA's crop-only steps run without dropout
-/// unless the loss says `crop_only_dropout = "ordinary"`, as the official CmpQA's do (see
-/// [`crate::encoder::spec::CropDropout::task_default`]).
+/// The loss of an extractive-QA cell's steps. HotpotQA's baseline and crop-only steps run
+/// without dropout unless the loss says `dropout = "ordinary"`, as the official CmpQA's do (see
+/// [`crate::encoder::spec::StepDropout`]).
 pub fn objective(cell: &TrainCell) -> Result<Objective> {
     match cell.dataset.format {
         DatasetFormat::Hotpot => Objective::with_crops(

@@ -21,7 +21,7 @@
 //! alone, so a crop needs no extra forward pass: the scores of one pass per dropout power are
 //! masked, so every view sees the same dropout. A crop-only loss (`n_drop = 0`) keeps ordinary
 //! dropout, as LoL's trainer does (`model.train()`; HotpotQA's official code turns it off, see
-//! [`crate::encoder::spec::CropDropout`]). Note the direction: fewer negatives make the listwise loss smaller, so the hinge
+//! [`crate::encoder::spec::StepDropout`]). Note the direction: fewer negatives make the listwise loss smaller, so the hinge
 //! pushes the full list's loss towards the cropped lists' (the hard negatives that only the full
 //! list holds), a different signal from the paper's ranking task.
 //!
@@ -52,7 +52,7 @@ use rand::rngs::StdRng;
 use rand::seq::index::sample;
 
 use crate::encoder::cell::{TrainCell, dataset_file};
-use crate::encoder::fit::{Evaluation, Inner, Learner, eval_context, fit, open_checkpoint};
+use crate::encoder::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
 use crate::encoder::objective::Objective;
 use crate::encoder::rerank::trec::{
     Qrels, Run, each_tsv_row, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run,
@@ -462,10 +462,11 @@ impl<B: AutodiffBackend> Learner<B> for RankLearner {
     fn evaluate(
         &self,
         model: &Inner<B, Self::Model>,
-        neuron_masks: &[Tensor<B::InnerBackend, 1>],
+        ablation: &EvalAblation<B::InnerBackend>,
         device: &B::Device,
     ) -> Result<Evaluation> {
         let mut run = Run::new();
+        let mut pass = 0;
         for query in &self.eval {
             let mut ranked = Vec::with_capacity(query.candidates.len());
             for chunk in query.candidates.chunks(self.eval_batch.max(1)) {
@@ -474,7 +475,8 @@ impl<B: AutodiffBackend> Learner<B> for RankLearner {
                     .map(|(_, p)| (query.text.as_str(), p.as_str()))
                     .collect();
                 let input = self.tokenizer.encode_pairs(&pairs)?.to_input(device);
-                let scores = model.forward(&input, &mut eval_context(neuron_masks));
+                let scores = model.forward(&input, &mut ablation.context(pass));
+                pass += 1;
                 let scores = scores.into_data();
                 for ((pid, _), s) in chunk.iter().zip(scores.iter::<f32>()) {
                     ranked.push((pid.clone(), f64::from(s)));
@@ -519,8 +521,8 @@ pub(crate) fn check_inputs(cell: &TrainCell) -> Result<()> {
 }
 
 /// The loss of a ranking cell's steps. Its crop-only steps keep ordinary dropout unless the loss
-/// says `crop_only_dropout = "off"`: LoL's trainer calls `model.train()` (see
-/// [`crate::encoder::spec::CropDropout::task_default`]).
+/// says `dropout = "off"`: LoL's trainer calls `model.train()` (see
+/// [`crate::encoder::spec::StepDropout::crop_only_default`]).
 pub fn objective(cell: &TrainCell) -> Result<Objective> {
     Objective::with_crops(
         &cell.loss,
