@@ -315,7 +315,7 @@ fn bad_lora_settings_and_missing_evaluation_data_are_named() {
         (
             LORA.replace("intervention = \"zero\"", "intervention = \"mean\""),
             grid.to_string(),
-            "lora.intervention: a mean intervention needs the study's statistics",
+            "lora.intervention: a mean or mean_p<NN> intervention needs the study's statistics",
         ),
     ];
     for (lora, grid, want) in &cases {

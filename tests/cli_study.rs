@@ -209,6 +209,11 @@ fn studies_write_sets_tables_plots_and_matrices() {
     assert_eq!(stats.len(), 1, "{stats:?}");
     let saved = neurons::ActivationStats::load(&stats[0]).unwrap();
     assert!(saved.languages["bb"].exceedance.is_some());
+    // One pass holds the selection's percentile and Mondal's intervention percentiles.
+    for lang in saved.languages.values() {
+        let qs: Vec<f64> = lang.percentiles.iter().map(|p| p.q).collect();
+        assert_eq!(qs, [0.75, 0.9, 0.95]);
+    }
     let logs: String = runs
         .values()
         .map(|(dir, _)| std::fs::read_to_string(dir.join("log.txt")).unwrap())
@@ -349,6 +354,70 @@ fn studies_write_sets_tables_plots_and_matrices() {
         "{}/nll_change.svg",
         lape_result["run_id"].as_str().unwrap()
     )));
+}
+
+#[test]
+fn mondals_percentile_interventions_write_their_statistic() {
+    // The same neurons (the percentile method), intervened on with the mean and with the mean
+    // per-batch 95th percentile: the two change matrices differ. (That the value written is the
+    // statistic is the neurons crate's test `several_percentiles_in_one_pass_…`.)
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let studies = STUDIES.to_string()
+        + r#"
+[studies.percentile-p95]
+texts = ["plain", "json", "columns"]
+method = "percentile"
+rate = 0.05
+window = 16
+batch_size = 3
+held_out_fraction = 0.25
+intervention = "mean_p95"
+random_control = false
+"#;
+    let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"percentile\", \"percentile-p95\"]\n";
+    let exp = experiment(root, &studies, grid);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = runs(&root.join("runs/study"));
+    let read = |study: &str| {
+        let dir = &runs[study].0;
+        (
+            std::fs::read_to_string(dir.join("neurons.json")).unwrap(),
+            csv_rows(&dir.join("nll_change.csv")),
+        )
+    };
+    let (mean_sets, mean_nll) = read("percentile");
+    let (p95_sets, p95_nll) = read("percentile-p95");
+    assert_eq!(mean_sets, p95_sets, "the same neurons");
+    assert_eq!(mean_nll[0], p95_nll[0], "the same languages");
+    assert_ne!(mean_nll[1..], p95_nll[1..], "the value written differs");
+    let config = std::fs::read_to_string(runs["percentile-p95"].0.join("config.toml")).unwrap();
+    assert!(config.contains("intervention = \"mean_p95\""), "{config}");
+
+    // A percentile that is not a percent is a clear error before anything runs.
+    let bad = studies.replace("\"mean_p95\"", "\"mean_p100\"");
+    let exp = experiment(root, &bad, grid);
+    let out = neuronlab(
+        &[
+            "grid",
+            "run",
+            exp.to_str().unwrap(),
+            "--output",
+            "bad",
+            "--dry-run",
+        ],
+        root,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("\"mean_p<NN>\" (NN in 1..=99") && text(&out).contains("mean_p100"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

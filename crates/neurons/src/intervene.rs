@@ -1,8 +1,9 @@
 //! Interventions on language-specific neurons and the perplexity-change matrices.
 //!
 //! A language's neurons are set, after SiLU and at every position, to zero, a constant, or a
-//! per-neuron statistic of that language (its mean gate pre-activation; Mondal et al. write
-//! these pre-activation statistics into the post-SiLU tensor, and so does this module). Then each
+//! per-neuron statistic of that language (its mean gate pre-activation, or the mean over batches
+//! of a per-batch percentile of it; Mondal et al. write these pre-activation statistics into the
+//! post-SiLU tensor, and so does this module). Then each
 //! language's held-out windows are scored:
 //!
 //! - `nll_change[i][j]` = mean NLL of language `j` with language `i`'s neurons replaced − the clean
@@ -29,21 +30,39 @@ pub enum InterventionValue {
     Constant(f32),
     /// The language's mean gate pre-activation per neuron (Mondal et al.'s `mean_mu_act`).
     Mean,
+    /// The language's mean over batches of the per-batch `q` quantile of each neuron's gate
+    /// pre-activation (Mondal et al.'s `mean_p75_act`, `mean_p90_act`, `mean_p95_act`;
+    /// [`ActivationStats::mean_percentile`]).
+    MeanPercentile(f64),
 }
 
 impl InterventionValue {
-    /// Parse `zero`, `mean` or a number.
+    /// Parse `zero`, `mean`, `mean_p<NN>` (NN a percent from 1 to 99: `mean_p90` is q = 0.9)
+    /// or a number.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "zero" => Some(Self::Zero),
             "mean" => Some(Self::Mean),
-            _ => text.parse().ok().map(Self::Constant),
+            _ => match text.strip_prefix("mean_p") {
+                Some(pct) if pct.bytes().all(|b| b.is_ascii_digit()) => match pct.parse::<u32>() {
+                    Ok(p @ 1..=99) => Some(Self::MeanPercentile(f64::from(p) / 100.0)),
+                    _ => None,
+                },
+                Some(_) => None,
+                None => text.parse().ok().map(Self::Constant),
+            },
         }
+    }
+
+    /// Whether the value is a statistic of the language's activations (needs statistics).
+    pub fn needs_statistics(&self) -> bool {
+        matches!(self, Self::Mean | Self::MeanPercentile(_))
     }
 }
 
 /// A forward context that replaces the neurons of `set` (every layer) with `value`; `stats` and
-/// `language` supply per-neuron values for [`InterventionValue::Mean`].
+/// `language` supply per-neuron values for [`InterventionValue::Mean`] and
+/// [`InterventionValue::MeanPercentile`].
 pub fn intervention_context<B: Backend>(
     set: &NeuronSet,
     n_layers: usize,
@@ -54,9 +73,12 @@ pub fn intervention_context<B: Backend>(
 ) -> Result<ForwardContext<B>, StatsError> {
     let mean = match (value, stats) {
         (InterventionValue::Mean, Some((stats, language))) => Some(stats.mean_std(language)?.0),
-        (InterventionValue::Mean, None) => {
+        (InterventionValue::MeanPercentile(q), Some((stats, language))) => {
+            Some(stats.mean_percentile(language, *q)?)
+        }
+        (InterventionValue::Mean | InterventionValue::MeanPercentile(_), None) => {
             return Err(StatsError::UnknownLanguage(
-                "(none given for a mean intervention)".into(),
+                "(none given for a statistic-valued intervention)".into(),
             ));
         }
         _ => None,
@@ -75,7 +97,7 @@ pub fn intervention_context<B: Backend>(
         let with = match value {
             InterventionValue::Zero => ReplaceWith::Zero,
             InterventionValue::Constant(c) => ReplaceWith::Constant(*c),
-            InterventionValue::Mean => {
+            InterventionValue::Mean | InterventionValue::MeanPercentile(_) => {
                 let mean = mean.as_ref().expect("computed above");
                 ReplaceWith::PerNeuron(
                     neurons

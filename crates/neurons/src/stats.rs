@@ -10,9 +10,11 @@
 //! Mondal et al.'s activation-probability-percentile method needs two more, both also on the
 //! gate pre-activation (before SiLU), as `soumenkm/LSN: code/activation.py` takes them:
 //!
-//! - [`BatchPercentile`] ([`ActivationStats::collect_with_percentile`]): per batch, the `q`
+//! - [`BatchPercentile`] ([`ActivationStats::collect_with_percentiles`]): per batch, the `q`
 //!   quantile of each neuron over the batch's tokens (`torch.quantile`, linear interpolation),
-//!   averaged over batches (`mean_p90_act` for q = 0.9). It depends on the batch: Mondal et al.
+//!   averaged over batches (`mean_p90_act` for q = 0.9), for as many `q` as asked in one pass
+//!   (Mondal et al.'s `act_stat` pass takes p75, p90 and p95 together, which their
+//!   `mean_p75_act` … `mean_p95_act` interventions use). It depends on the batch: Mondal et al.
 //!   take batches of 4 windows of 512 tokens.
 //! - [`Exceedance`] ([`ActivationStats::collect_exceedance`], a second pass): the tokens whose
 //!   gate pre-activation is above the language's own mean per-batch percentile
@@ -29,7 +31,7 @@ use std::path::Path;
 use burn::prelude::*;
 use models::{ForwardContext, LlamaModel};
 
-use crate::selection::{LanguageTable, SelectionError};
+use crate::selection::{LanguageTable, SelectionError, quantile_linear};
 
 /// Why statistics could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +83,8 @@ pub struct LanguageStats {
     pub sum: Vec<f64>,
     /// Per neuron: sum of its square.
     pub sum_sq: Vec<f64>,
-    /// Mean per-batch percentile, when collected.
-    pub percentile: Option<BatchPercentile>,
+    /// Mean per-batch percentiles, one per collected `q`, in ascending `q` (empty: none).
+    pub percentiles: Vec<BatchPercentile>,
     /// Tokens above that percentile, when counted.
     pub exceedance: Option<Exceedance>,
 }
@@ -96,6 +98,32 @@ pub struct BatchPercentile {
     pub sum: Vec<f64>,
     /// Batches seen.
     pub batches: u64,
+}
+
+impl LanguageStats {
+    /// The collected per-batch percentile at `q`, if any.
+    pub fn percentile(&self, q: f64) -> Option<&BatchPercentile> {
+        self.percentiles.iter().find(|p| same_q(p.q, q))
+    }
+
+    fn quantiles(&self) -> Vec<f64> {
+        self.percentiles.iter().map(|p| p.q).collect()
+    }
+}
+
+/// Two quantiles are the same setting (they come from files and TOML as decimals).
+fn same_q(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+fn list_q(qs: &[f64]) -> String {
+    if qs.is_empty() {
+        return "none".into();
+    }
+    qs.iter()
+        .map(|q| q.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl BatchPercentile {
@@ -184,7 +212,7 @@ impl ActivationStats {
         device: &B::Device,
         progress: impl FnMut(usize),
     ) -> Result<(), StatsError> {
-        self.collect_pass(model, language, windows, batch_size, None, device, progress)
+        self.collect_pass(model, language, windows, batch_size, &[], device, progress)
     }
 
     /// As [`Self::collect`], and also accumulate each batch's `q` quantile per neuron
@@ -200,20 +228,32 @@ impl ActivationStats {
         device: &B::Device,
         progress: impl FnMut(usize),
     ) -> Result<(), StatsError> {
-        if !(q > 0.0 && q < 1.0) {
+        self.collect_with_percentiles(model, language, windows, batch_size, &[q], device, progress)
+    }
+
+    /// As [`Self::collect`], and also accumulate each batch's quantile per neuron for every `q`
+    /// of `quantiles` (one sort of each neuron's values per batch serves them all). A language
+    /// collected before must be collected again with the same quantiles.
+    #[allow(clippy::too_many_arguments)]
+    pub fn collect_with_percentiles<B: Backend>(
+        &mut self,
+        model: &LlamaModel<B>,
+        language: &str,
+        windows: &[Vec<u32>],
+        batch_size: usize,
+        quantiles: &[f64],
+        device: &B::Device,
+        progress: impl FnMut(usize),
+    ) -> Result<(), StatsError> {
+        if let Some(q) = quantiles.iter().find(|q| !(**q > 0.0 && **q < 1.0)) {
             return Err(StatsError::Parameter(format!(
                 "the percentile's quantile must be in (0, 1), got {q}"
             )));
         }
-        self.collect_pass(
-            model,
-            language,
-            windows,
-            batch_size,
-            Some(q),
-            device,
-            progress,
-        )
+        let mut qs = quantiles.to_vec();
+        qs.sort_by(f64::total_cmp);
+        qs.dedup_by(|a, b| same_q(*a, *b));
+        self.collect_pass(model, language, windows, batch_size, &qs, device, progress)
     }
 
     fn check_model<B: Backend>(&self, model: &LlamaModel<B>) -> Result<(), StatsError> {
@@ -234,7 +274,7 @@ impl ActivationStats {
         language: &str,
         windows: &[Vec<u32>],
         batch_size: usize,
-        percentile: Option<f64>,
+        quantiles: &[f64],
         device: &B::Device,
         mut progress: impl FnMut(usize),
     ) -> Result<(), StatsError> {
@@ -250,16 +290,25 @@ impl ActivationStats {
                 sum_sq: vec![0.0; n],
                 ..LanguageStats::default()
             });
-        if let Some(q) = percentile {
-            let p = entry.percentile.get_or_insert_with(|| BatchPercentile {
-                q,
-                sum: vec![0.0; n],
-                batches: 0,
-            });
-            if p.q != q {
+        if !quantiles.is_empty() {
+            if entry.percentiles.is_empty() {
+                entry.percentiles = quantiles
+                    .iter()
+                    .map(|&q| BatchPercentile {
+                        q,
+                        sum: vec![0.0; n],
+                        batches: 0,
+                    })
+                    .collect();
+            }
+            let have = entry.quantiles();
+            if have.len() != quantiles.len()
+                || !have.iter().zip(quantiles).all(|(a, b)| same_q(*a, *b))
+            {
                 return Err(StatsError::Parameter(format!(
-                    "language {language}: percentile statistics of q = {} cannot take q = {q}",
-                    p.q
+                    "language {language}: percentile statistics of q = {} cannot take q = {}",
+                    list_q(&have),
+                    list_q(quantiles)
                 )));
             }
         }
@@ -268,7 +317,7 @@ impl ActivationStats {
         for batch in windows.chunks(batch_size.max(1)) {
             let input = models::token_ids::<B, _>(batch, device);
             let mut ctx = ForwardContext::eval().counting();
-            if percentile.is_some() {
+            if !quantiles.is_empty() {
                 ctx = ctx.recording_gate();
             }
             // Only the layers' statistics are needed: the final norm and LM head are skipped.
@@ -283,7 +332,7 @@ impl ActivationStats {
                     entry.sum_sq[i] += stats.sum_sq[l][j] as f64;
                 }
             }
-            if let (Some(q), Some(p)) = (percentile, entry.percentile.as_mut()) {
+            if !quantiles.is_empty() {
                 for (l, gate) in ctx.gate_preactivations.drain(..).enumerate() {
                     let [b, t, w] = gate.dims();
                     // Neuron-major: each neuron's values over the batch's tokens are contiguous.
@@ -297,10 +346,19 @@ impl ActivationStats {
                     for (j, row) in values.chunks_exact(b * t).enumerate() {
                         scratch.clear();
                         scratch.extend_from_slice(row);
-                        p.sum[l * width + j] += quantile_unsorted(&mut scratch, q);
+                        if let [p] = entry.percentiles.as_mut_slice() {
+                            p.sum[l * width + j] += quantile_unsorted(&mut scratch, p.q);
+                        } else {
+                            scratch.sort_unstable_by(f32::total_cmp);
+                            for p in &mut entry.percentiles {
+                                p.sum[l * width + j] += quantile_linear(&scratch, p.q);
+                            }
+                        }
                     }
                 }
-                p.batches += 1;
+                for p in &mut entry.percentiles {
+                    p.batches += 1;
+                }
             }
             done += batch.len();
             progress(done);
@@ -309,14 +367,16 @@ impl ActivationStats {
     }
 
     /// The second pass of the percentile method: run `windows` again and count, per neuron, the
-    /// tokens whose gate pre-activation is above `language`'s mean per-batch percentile (which
-    /// [`Self::collect_with_percentile`] must have collected).
+    /// tokens whose gate pre-activation is above `language`'s mean per-batch `q` percentile
+    /// (which [`Self::collect_with_percentiles`] must have collected).
+    #[allow(clippy::too_many_arguments)]
     pub fn collect_exceedance<B: Backend>(
         &mut self,
         model: &LlamaModel<B>,
         language: &str,
         windows: &[Vec<u32>],
         batch_size: usize,
+        q: f64,
         device: &B::Device,
         mut progress: impl FnMut(usize),
     ) -> Result<(), StatsError> {
@@ -326,13 +386,13 @@ impl ActivationStats {
             .languages
             .get_mut(language)
             .ok_or_else(|| StatsError::UnknownLanguage(language.into()))?;
-        let percentile = entry.percentile.as_ref().ok_or_else(|| {
+        let percentile = entry.percentile(q).ok_or_else(|| {
             StatsError::Parameter(format!(
-                "language {language}: no percentile statistics to count against (collect them \
-                 first with a percentile)"
+                "language {language}: no percentile statistics at q = {q} to count against \
+                 (collected: q = {}; collect them first with this percentile)",
+                list_q(&entry.quantiles())
             ))
         })?;
-        let q = percentile.q;
         let mean = percentile.mean();
         let thresholds: Vec<Tensor<B, 1>> = mean
             .chunks_exact(width)
@@ -346,6 +406,12 @@ impl ActivationStats {
             count: vec![0; n_layers * width],
             tokens: 0,
         });
+        if !same_q(ex.q, q) {
+            return Err(StatsError::Parameter(format!(
+                "language {language}: exceedance counts of q = {} cannot take q = {q}",
+                ex.q
+            )));
+        }
         let mut done = 0;
         for batch in windows.chunks(batch_size.max(1)) {
             let input = models::token_ids::<B, _>(batch, device);
@@ -432,13 +498,13 @@ impl ActivationStats {
                      none, or another quantile)"
                 ))
             };
-            match (&mut ours.percentile, &theirs.percentile) {
-                (None, None) => {}
-                (Some(a), Some(b)) if a.q == b.q => {
-                    add_all(&mut a.sum, &b.sum);
-                    a.batches += b.batches;
-                }
-                _ => return Err(mismatch("percentile")),
+            let (a, b) = (ours.quantiles(), theirs.quantiles());
+            if a.len() != b.len() || !a.iter().zip(&b).all(|(x, y)| same_q(*x, *y)) {
+                return Err(mismatch("percentile"));
+            }
+            for (a, b) in ours.percentiles.iter_mut().zip(&theirs.percentiles) {
+                add_all(&mut a.sum, &b.sum);
+                a.batches += b.batches;
             }
             match (&mut ours.exceedance, &theirs.exceedance) {
                 (None, None) => {}
@@ -488,6 +554,19 @@ impl ActivationStats {
         Ok((mean, std))
     }
 
+    /// Per-neuron mean over batches of the per-batch `q` quantile of the gate pre-activation for
+    /// `language` (Mondal et al.'s `mean_p90_act` for q = 0.9).
+    pub fn mean_percentile(&self, language: &str, q: f64) -> Result<Vec<f64>, StatsError> {
+        let s = self.language(language)?;
+        let p = s.percentile(q).ok_or_else(|| {
+            StatsError::Parameter(format!(
+                "language {language}: no mean per-batch percentile at q = {q} (collected: q = {})",
+                list_q(&s.quantiles())
+            ))
+        })?;
+        Ok(p.mean())
+    }
+
     /// Write to a JSON file (atomically: a temporary file, then a rename).
     pub fn save(&self, path: &Path) -> Result<(), StatsError> {
         let err = |message: String| StatsError::File {
@@ -501,9 +580,12 @@ impl ActivationStats {
                 let mut v = serde_json::json!({
                     "tokens": s.tokens, "positive": s.positive, "sum": s.sum, "sum_sq": s.sum_sq,
                 });
-                if let Some(p) = &s.percentile {
-                    v["percentile"] =
-                        serde_json::json!({"q": p.q, "sum": p.sum, "batches": p.batches});
+                if !s.percentiles.is_empty() {
+                    v["percentiles"] = s
+                        .percentiles
+                        .iter()
+                        .map(|p| serde_json::json!({"q": p.q, "sum": p.sum, "batches": p.batches}))
+                        .collect();
                 }
                 if let Some(e) = &s.exceedance {
                     v["exceedance"] =
@@ -563,14 +645,29 @@ impl ActivationStats {
                     .ok_or_else(|| err(format!("language {lang}: missing {k}")))
             };
             let counts = |values: Vec<f64>| values.iter().map(|&c| c as u64).collect();
-            let percentile = match s.get("percentile") {
-                None => None,
-                Some(p) => Some(BatchPercentile {
-                    q: number(p, "q")?,
-                    sum: field(p, "sum")?,
-                    batches: number(p, "batches")? as u64,
-                }),
+            // `percentiles` (a list); files written before several quantiles existed hold one
+            // `percentile`.
+            let listed: Vec<&serde_json::Value> = match (s.get("percentiles"), s.get("percentile"))
+            {
+                (Some(list), _) => list
+                    .as_array()
+                    .ok_or_else(|| err(format!("language {lang}: percentiles is not a list")))?
+                    .iter()
+                    .collect(),
+                (None, Some(one)) => vec![one],
+                (None, None) => Vec::new(),
             };
+            let mut percentiles = listed
+                .into_iter()
+                .map(|p| {
+                    Ok(BatchPercentile {
+                        q: number(p, "q")?,
+                        sum: field(p, "sum")?,
+                        batches: number(p, "batches")? as u64,
+                    })
+                })
+                .collect::<Result<Vec<_>, StatsError>>()?;
+            percentiles.sort_by(|a, b| a.q.total_cmp(&b.q));
             let exceedance = match s.get("exceedance") {
                 None => None,
                 Some(e) => Some(Exceedance {
@@ -586,7 +683,7 @@ impl ActivationStats {
                     positive: counts(field(s, "positive")?),
                     sum: field(s, "sum")?,
                     sum_sq: field(s, "sum_sq")?,
-                    percentile,
+                    percentiles,
                     exceedance,
                 },
             );

@@ -378,7 +378,7 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
             }
         }
     }
-    let p = stats.languages["en"].percentile.as_ref().unwrap();
+    let p = stats.languages["en"].percentile(0.9).unwrap();
     assert_eq!((p.q, p.batches), (0.9, 3));
     for (i, (got, want)) in p.mean().iter().zip(&want).enumerate() {
         assert!((got - want).abs() < 1e-5, "neuron {i}: {got} vs {want}");
@@ -386,7 +386,7 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
 
     // Second pass: tokens strictly above the mean percentile.
     stats
-        .collect_exceedance(&model, "en", &all, 4, &device, |_| {})
+        .collect_exceedance(&model, "en", &all, 4, 0.9, &device, |_| {})
         .unwrap();
     let mut above = vec![0u64; layers * width];
     for per_layer in &batches {
@@ -417,9 +417,9 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
         back.languages["en"].exceedance,
         stats.languages["en"].exceedance
     );
-    assert_eq!(back.languages["en"].percentile.as_ref().unwrap().batches, 3);
+    assert_eq!(back.languages["en"].percentile(0.9).unwrap().batches, 3);
     back.merge(&stats).unwrap();
-    assert_eq!(back.languages["en"].percentile.as_ref().unwrap().batches, 6);
+    assert_eq!(back.languages["en"].percentile(0.9).unwrap().batches, 6);
     assert_eq!(back.languages["en"].exceedance.as_ref().unwrap().tokens, 80);
 
     // Without a percentile there is nothing to count against; other quantiles do not mix.
@@ -428,7 +428,7 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
         .collect(&model, "fr", &all, 2, &device, |_| {})
         .unwrap();
     let err = plain
-        .collect_exceedance(&model, "fr", &all, 2, &device, |_| {})
+        .collect_exceedance(&model, "fr", &all, 2, 0.9, &device, |_| {})
         .unwrap_err()
         .to_string();
     assert!(
@@ -447,6 +447,140 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
     });
     let err = err.unwrap_err().to_string();
     assert!(err.contains("language en: cannot merge"), "{err}");
+}
+
+#[test]
+fn several_percentiles_in_one_pass_and_mondals_percentile_interventions() {
+    use ablation::NeuronSet;
+    use neurons::selection::quantile_linear;
+    use neurons::{InterventionValue, intervention_context};
+
+    let model = load("tiny-llama");
+    let device = Default::default();
+    let (layers, width) = (model.num_layers(), model.intermediate_size());
+    let all = windows(5, 8, 9);
+    let qs = [0.95, 0.75, 0.9]; // any order: kept ascending
+    let mut stats = ActivationStats::new(&model);
+    stats
+        .collect_with_percentiles(&model, "en", &all, 2, &qs, &device, |_| {})
+        .unwrap();
+    let got: Vec<f64> = stats.languages["en"]
+        .percentiles
+        .iter()
+        .map(|p| p.q)
+        .collect();
+    assert_eq!(got, [0.75, 0.9, 0.95]);
+    // Brute force, as Mondal et al.'s act_stat: per batch, torch.quantile of each neuron over
+    // the batch's tokens at every q, averaged over the batches.
+    let batches: Vec<Vec<Vec<f32>>> = all
+        .chunks(2)
+        .map(|batch| {
+            let input = models::token_ids::<B, _>(batch, &device);
+            let mut ctx = ForwardContext::eval().recording_gate();
+            model.forward(input, None, &mut ctx);
+            ctx.gate_preactivations
+                .iter()
+                .map(|g| values(g.clone()).0)
+                .collect()
+        })
+        .collect();
+    for q in qs {
+        let mut want = vec![0f64; layers * width];
+        for per_layer in &batches {
+            for (l, g) in per_layer.iter().enumerate() {
+                for j in 0..width {
+                    let mut column: Vec<f32> = g.iter().skip(j).step_by(width).copied().collect();
+                    column.sort_by(f32::total_cmp);
+                    want[l * width + j] += quantile_linear(&column, q) / batches.len() as f64;
+                }
+            }
+        }
+        let mean = stats.mean_percentile("en", q).unwrap();
+        for (i, (g, w)) in mean.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-5, "q {q} neuron {i}: {g} vs {w}");
+        }
+    }
+    // The one-quantile path (a selection instead of a sort) gives the same numbers.
+    let mut single = ActivationStats::new(&model);
+    single
+        .collect_with_percentile(&model, "en", &all, 2, 0.9, &device, |_| {})
+        .unwrap();
+    let (a, b) = (
+        single.mean_percentile("en", 0.9).unwrap(),
+        stats.mean_percentile("en", 0.9).unwrap(),
+    );
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-9));
+    // Shards with other quantiles do not merge; a quantile not collected is a clear error.
+    let err = stats.merge(&single).unwrap_err().to_string();
+    assert!(err.contains("language en: cannot merge"), "{err}");
+    let err = single.mean_percentile("en", 0.95).unwrap_err().to_string();
+    assert!(
+        err.contains("no mean per-batch percentile at q = 0.95 (collected: q = 0.9)"),
+        "{err}"
+    );
+
+    // mean_p95 writes the language's mean per-batch 95th percentile into the neurons.
+    assert_eq!(
+        InterventionValue::parse("mean_p95"),
+        Some(InterventionValue::MeanPercentile(0.95))
+    );
+    for bad in ["mean_p0", "mean_p100", "mean_p", "mean_p9x", "mean_p-5"] {
+        assert_eq!(InterventionValue::parse(bad), None, "{bad}");
+    }
+    let set = NeuronSet::from_pairs([(1, 3)]);
+    let mut ctx = intervention_context::<B>(
+        &set,
+        layers,
+        width,
+        &InterventionValue::MeanPercentile(0.95),
+        Some((&stats, "en")),
+        &device,
+    )
+    .unwrap();
+    ctx.record_ffn = true;
+    model.forward(
+        models::token_ids::<B, _>(&all[..1], &device),
+        None,
+        &mut ctx,
+    );
+    let (act, _) = values(ctx.ffn_activations[1].clone());
+    let p95 = stats.mean_percentile("en", 0.95).unwrap()[width + 3];
+    for pos in 0..8 {
+        assert!((act[pos * width + 3] as f64 - p95).abs() < 1e-6);
+    }
+
+    // Round trip; a file of the earlier layout (one `percentile`) still loads.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.json");
+    // (serde_json's default float reading may move a last bit, so values compare within 1e-12.)
+    let same_percentiles = |a: &ActivationStats, b: &ActivationStats| {
+        let (a, b) = (
+            &a.languages["en"].percentiles,
+            &b.languages["en"].percentiles,
+        );
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                x.q == y.q
+                    && x.batches == y.batches
+                    && x.sum.iter().zip(&y.sum).all(|(u, v)| (u - v).abs() < 1e-12)
+            })
+    };
+    stats.save(&path).unwrap();
+    assert!(same_percentiles(
+        &ActivationStats::load(&path).unwrap(),
+        &stats
+    ));
+    single.save(&path).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let en = v["languages"]["en"].as_object_mut().unwrap();
+    let list = en.remove("percentiles").unwrap();
+    en.insert("percentile".into(), list[0].clone());
+    std::fs::write(&path, v.to_string()).unwrap();
+    assert!(same_percentiles(
+        &ActivationStats::load(&path).unwrap(),
+        &single
+    ));
 }
 
 #[test]

@@ -356,8 +356,10 @@ impl TrainConfig {
     }
 }
 
-/// A test-time intervention on a language's neurons as written: `none`, `zero`, `mean` or a
-/// number; parsed when the file is read, kept with its text (results and run ids show it).
+/// A test-time intervention on a language's neurons as written: `none`, `zero`, `mean`,
+/// `mean_p<NN>` (Mondal et al.'s `mean_p75_act` … `mean_p95_act`: the mean per-batch NN-th
+/// percentile) or a number; parsed when the file is read, kept with its text (results and run
+/// ids show it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct InterventionSpec {
@@ -401,7 +403,8 @@ impl TryFrom<String> for InterventionSpec {
             "none" => None,
             v => Some(InterventionValue::parse(v).ok_or_else(|| {
                 format!(
-                    "intervention: expected \"none\", \"zero\", \"mean\" or a number, got {v:?}"
+                    "intervention: expected \"none\", \"zero\", \"mean\", \"mean_p<NN>\" \
+                     (NN in 1..=99: mean_p75, mean_p90, mean_p95) or a number, got {v:?}"
                 )
             })?),
         };

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use neurons::InterventionValue;
-
 use super::spec::{LoraSpec, NeuronChoice, Sections, TaskFormat, TaskSpec};
 use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
 use crate::harness::grid::{Cell, cartesian, check_decoder_models, names, train_axes};
@@ -377,8 +375,9 @@ fn check_lora(file: &ExperimentFile, own: &Sections, studies: &GridStudies<'_>) 
     }
     match l.intervention.value() {
         None => {}
-        Some(InterventionValue::Mean) if l.neurons_from.is_none() => bail!(
-            "{}: a mean intervention needs the study's statistics: set `neurons_from`",
+        Some(v) if v.needs_statistics() && l.neurons_from.is_none() => bail!(
+            "{}: a mean or mean_p<NN> intervention needs the study's statistics: set \
+             `neurons_from`",
             at("intervention")
         ),
         Some(_) if l.neurons_from.is_none() && l.neurons_file.is_none() => bail!(

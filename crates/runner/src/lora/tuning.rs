@@ -283,7 +283,7 @@ impl Intervention {
             return Ok(None);
         };
         let stats = match (&value, &cell.neurons_study) {
-            (InterventionValue::Mean, Some(id)) => Some(study_statistics(grid_dir, id)?),
+            (v, Some(id)) if v.needs_statistics() => Some(study_statistics(grid_dir, id)?),
             _ => None,
         };
         Ok(Some(Self { value, stats }))

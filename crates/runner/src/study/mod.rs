@@ -7,9 +7,11 @@
 //!    out. The windows of a language's files are interleaved file by file, then cut to
 //!    `budget_tokens` (statistics) and `eval_tokens` (held out).
 //! 2. **Statistics** ([`neurons::ActivationStats`]): positive counts, mean and standard deviation
-//!    of the gate pre-activation, and the mean per-batch `quantile` percentile, per language.
+//!    of the gate pre-activation, and the mean per-batch percentiles at `quantile` and at
+//!    Mondal et al.'s 0.75, 0.9 and 0.95 ([`INTERVENTION_QUANTILES`], for the `mean_p75` …
+//!    `mean_p95` interventions), per language, in one pass.
 //!    They are cached in `DIR/<grid>/statistics/<hash>.json` (the hash covers the model, every
-//!    window, the batch size and the quantile), so the studies of one grid share one pass, and a
+//!    window, the batch size and the quantiles), so the studies of one grid share one pass, and a
 //!    rerun after a kill starts from them. The percentile method adds its second pass to the
 //!    same file.
 //! 3. **Selection** by the study's method: LAPE (Tang or Mondal), the activation-probability
@@ -144,6 +146,21 @@ fn interleave(groups: Vec<Vec<Vec<u32>>>) -> Vec<Vec<u32>> {
     }
 }
 
+/// The per-batch percentiles every statistics pass collects besides the study's `quantile`: the
+/// ones Mondal et al.'s `act_stat` pass takes for their `mean_p75_act`, `mean_p90_act` and
+/// `mean_p95_act` interventions.
+pub const INTERVENTION_QUANTILES: [f64; 3] = [0.75, 0.9, 0.95];
+
+/// The quantiles a statistics pass of `quantile` collects, ascending.
+fn pass_quantiles(quantile: f64) -> Vec<f64> {
+    let mut qs = INTERVENTION_QUANTILES.to_vec();
+    if !qs.iter().any(|q| (q - quantile).abs() < 1e-9) {
+        qs.push(quantile);
+    }
+    qs.sort_by(f64::total_cmp);
+    qs
+}
+
 /// The statistics of the study's windows: from the grid's cache when a cell computed them
 /// before, collected (and cached) otherwise. `exceedance`: also the percentile method's
 /// second pass.
@@ -158,9 +175,10 @@ fn statistics<B: Backend>(
 ) -> Result<(ActivationStats, PathBuf)> {
     let s = &cell.study;
     let mut stats = ActivationStats::new(model);
-    // The key: model, batch, quantile, then every language's windows, token by token.
+    // The key: model, batch, quantiles, then every language's windows, token by token.
+    let quantiles = pass_quantiles(s.quantile);
     let mut key = Fnv1a::default();
-    key.write(format!("{}\n{}\n{}\n", stats.model, s.batch_size, s.quantile).as_bytes());
+    key.write(format!("{}\n{}\n{:?}\n", stats.model, s.batch_size, quantiles).as_bytes());
     for t in texts {
         key.write(t.language.as_bytes());
         for w in &t.train {
@@ -210,12 +228,12 @@ fn statistics<B: Backend>(
                 for t in texts {
                     let clock = Instant::now();
                     let tokens = t.train.len() * s.window;
-                    stats.collect_with_percentile(
+                    stats.collect_with_percentiles(
                         model,
                         &t.language,
                         &t.train,
                         s.batch_size,
-                        s.quantile,
+                        &quantiles,
                         device,
                         |_| {},
                     )?;
@@ -241,6 +259,7 @@ fn statistics<B: Backend>(
                     &t.language,
                     &t.train,
                     s.batch_size,
+                    s.quantile,
                     device,
                     |_| {},
                 )?;
@@ -285,7 +304,9 @@ pub fn run_study<B: Backend>(
     let languages: Vec<String> = texts.iter().map(|t| t.language.clone()).collect();
     let intervention = s.intervention.value().cloned();
     let need_stats = matches!(s.method, StudyMethod::Lape | StudyMethod::Percentile)
-        || intervention == Some(InterventionValue::Mean);
+        || intervention
+            .as_ref()
+            .is_some_and(InterventionValue::needs_statistics);
     let stats = if need_stats {
         let (stats, path) = statistics(
             &model,
