@@ -385,6 +385,152 @@ fn the_lsn_paper_classifier_head_is_mondals_linear_with_a_bias() {
 }
 
 #[test]
+fn the_paper_squad_cells_train_as_the_official_commands() {
+    use runner::encoder::spec::{CmpMode, LossSpec, Target};
+    // (model, lr, per-step batch, accumulation, epochs, max_seq_len, comparative loss, dummy):
+    // scripts/SQuAD.md, one block per model (the large ones on 3 GPUs, here accumulated).
+    let official = [
+        (
+            "bert-tiny",
+            2e-4,
+            12,
+            1,
+            3.0,
+            512,
+            "squad-cmp",
+            Target::Ultra,
+        ),
+        (
+            "bert-small",
+            1e-4,
+            12,
+            1,
+            2.0,
+            512,
+            "squad-cmp",
+            Target::Ultra,
+        ),
+        (
+            "electra-small",
+            1e-4,
+            12,
+            1,
+            2.0,
+            512,
+            "squad-cmp",
+            Target::Ultra,
+        ),
+        (
+            "bert-medium",
+            5e-5,
+            12,
+            1,
+            2.0,
+            512,
+            "squad-cmp",
+            Target::Ultra,
+        ),
+        (
+            "bert-base",
+            3e-5,
+            12,
+            1,
+            2.0,
+            512,
+            "squad-cmp",
+            Target::Ultra,
+        ),
+        (
+            "electra-base",
+            3e-5,
+            12,
+            1,
+            2.0,
+            512,
+            "squad-cmp",
+            Target::Ultra,
+        ),
+        (
+            "bert-large",
+            3e-5,
+            8,
+            3,
+            2.0,
+            384,
+            "squad-cmp-large",
+            Target::First,
+        ),
+        (
+            "electra-large",
+            1e-5,
+            4,
+            3,
+            2.0,
+            512,
+            "squad-cmp-large",
+            Target::First,
+        ),
+    ];
+    let path = crate::util::root().join("experiments/cmploss-paper.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cells = expand(&ExperimentFile::parse(&path, text, Path::new("/cache")).unwrap()).unwrap();
+    let squad: Vec<_> = cells
+        .iter()
+        .filter(|c| c.params.get("dataset").is_some_and(|d| d == "squad"))
+        .collect();
+    assert_eq!(
+        squad.len(),
+        official.len() * 2 * 3,
+        "two losses × three seeds per model"
+    );
+    for (model, lr, batch, accum, epochs, seq, cmp, target) in official {
+        for loss in ["baseline", cmp] {
+            let matching: Vec<_> = squad
+                .iter()
+                .filter(|c| c.params["model"] == model && c.params["loss"] == loss)
+                .collect();
+            assert_eq!(matching.len(), 3, "{model} {loss}: one cell per seed");
+            for cell in matching {
+                let c = cell.config.as_train().unwrap();
+                let t = &c.train;
+                let what = format!("{model} {loss}");
+                assert_eq!(t.learning_rate, lr, "{what}");
+                assert_eq!((t.batch_size, t.grad_accum_steps), (batch, accum), "{what}");
+                assert_eq!((t.epochs, t.max_steps), (epochs, 0), "{what}");
+                assert_eq!(t.max_seq_len, seq, "{what}");
+                assert_eq!(t.weight_decay, 0.0, "{what}");
+                assert_eq!((t.warmup_ratio, t.warmup_steps), (0.1, 0), "{what}");
+                assert_eq!(t.eval_every, 1000, "{what}");
+                let qa = c.dataset.qa.clone().unwrap();
+                assert_eq!(
+                    (qa.doc_stride, qa.max_answer_length, qa.n_best),
+                    (128, 30, 20),
+                    "{what}"
+                );
+                match &c.loss {
+                    // run_squad.py's baseline is AutoModelForQuestionAnswering: ordinary dropout.
+                    LossSpec::Baseline { dropout } => assert_eq!(*dropout, None, "{what}"),
+                    LossSpec::Comparative {
+                        n_drop,
+                        n_crop,
+                        target: t,
+                        mode,
+                        temperature,
+                        listwise,
+                        ..
+                    } => {
+                        assert_eq!((*n_drop, *n_crop), (2, 0), "{what}");
+                        assert_eq!(*t, target, "{what}");
+                        assert_eq!(*mode, CmpMode::Comparative, "{what}: --just_cmp");
+                        assert_eq!((*temperature, *listwise), (1.0, false), "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn the_paper_hotpot_cells_train_as_the_official_commands() {
     // (loss, per-step batch, accumulation, n_drop, n_crop): scripts/HotpotQA.md, Main Experiments.
     let official = [
