@@ -421,6 +421,72 @@ random_control = false
 }
 
 #[test]
+fn kojimas_on_p50_forces_the_median_response_at_the_gate() {
+    // Kojima et al.'s intervention: the median response over the language's own windows, forced
+    // at the gate's linear output; the same value after SiLU is another intervention.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let studies = r#"
+[studies.kojima]
+texts = ["plain", "json", "columns"]
+method = "average-precision"
+top_n = 4
+window = 16
+batch_size = 3
+held_out_fraction = 0.25
+intervention = "on_p50"
+intervention_point = "gate"
+random_control = false
+
+[studies.kojima-after]
+texts = ["plain", "json", "columns"]
+method = "average-precision"
+top_n = 4
+window = 16
+batch_size = 3
+held_out_fraction = 0.25
+intervention = "on_p50"
+random_control = false
+"#;
+    let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"kojima\", \"kojima-after\"]\n";
+    let exp = experiment(root, studies, grid);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let grid_dir = root.join("runs/study");
+    let runs = runs(&grid_dir);
+    let nll = |study: &str| csv_rows(&runs[study].0.join("nll_change.csv"));
+    assert_eq!(nll("kojima")[0], nll("kojima-after")[0]);
+    assert_ne!(
+        nll("kojima")[1..],
+        nll("kojima-after")[1..],
+        "gate vs activation"
+    );
+    let config = std::fs::read_to_string(runs["kojima"].0.join("config.toml")).unwrap();
+    assert!(config.contains("intervention_point = \"gate\""), "{config}");
+    // The medians went into the grid's statistics file, once for both studies.
+    let stats: Vec<_> = std::fs::read_dir(grid_dir.join("statistics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    let saved = neurons::ActivationStats::load(&stats[0]).unwrap();
+    assert!(
+        saved
+            .languages
+            .values()
+            .all(|l| l.response_median.is_some())
+    );
+    let logs: String = runs
+        .values()
+        .map(|(dir, _)| std::fs::read_to_string(dir.join("log.txt")).unwrap())
+        .collect();
+    assert_eq!(logs.matches("median responses aa").count(), 1, "{logs}");
+}
+
+#[test]
 fn bad_study_input_fails_the_cell_and_the_grid_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

@@ -14,7 +14,9 @@
 //!   probabilities as HF's `head_mask` does.
 //! - **Neuron replacements** per layer: chosen neurons of the FFN activation (`silu(gate)` in a
 //!   decoder) set to zero, a constant or a per-neuron value at every position
-//!   ([`ForwardContext::replace_neurons`]), after the neuron mask.
+//!   ([`ForwardContext::replace_neurons`]), after the neuron mask; in a decoder they may instead
+//!   replace the gate's linear output before SiLU ([`ReplaceAt::Gate`], where Kojima et al.
+//!   force their expert units).
 //! - **Recording** of the FFN intermediate activation per layer, `[batch, seq, intermediate]`,
 //!   after masks and replacements; in decoders also the gate pre-activation
 //!   ([`ForwardContext::record_gate`]), and, without storing anything per token, counts of positive
@@ -58,6 +60,21 @@ pub struct NeuronReplacement<B: Backend> {
     pub keep: Tensor<B, 1>,
     /// The replacement at replaced neurons, 0 elsewhere.
     pub value: Tensor<B, 1>,
+    /// Where in the FFN the neurons are replaced.
+    pub at: ReplaceAt,
+}
+
+/// Where a replacement acts in a layer's FFN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplaceAt {
+    /// The activation `act(W_in x)` (`silu(gate_proj(x))` in a decoder), after the neuron
+    /// mask: where Tang et al. and Mondal et al. intervene.
+    #[default]
+    Activation,
+    /// Decoders only: the gate's linear output `gate_proj(x)`, before SiLU (so the neuron's
+    /// activation becomes `silu(value)`), where Kojima et al.'s forward hook on `mlp.gate_proj`
+    /// forces a unit. Recording and counting see the replaced gate.
+    Gate,
 }
 
 /// What a replaced neuron's activation becomes.
@@ -204,6 +221,26 @@ impl<B: Backend> ForwardContext<B> {
         with: &ReplaceWith,
         device: &B::Device,
     ) {
+        self.replace_neurons_at(
+            layer_idx,
+            width,
+            neurons,
+            with,
+            ReplaceAt::Activation,
+            device,
+        );
+    }
+
+    /// As [`Self::replace_neurons`], at `at` in the FFN.
+    pub fn replace_neurons_at(
+        &mut self,
+        layer_idx: usize,
+        width: usize,
+        neurons: &[usize],
+        with: &ReplaceWith,
+        at: ReplaceAt,
+        device: &B::Device,
+    ) {
         let mut keep = vec![1f32; width];
         let mut value = vec![0f32; width];
         if let ReplaceWith::PerNeuron(values) = with {
@@ -227,6 +264,7 @@ impl<B: Backend> ForwardContext<B> {
         self.replacements[layer_idx] = Some(NeuronReplacement {
             keep: Tensor::from_data(TensorData::new(keep, [width]), device),
             value: Tensor::from_data(TensorData::new(value, [width]), device),
+            at,
         });
     }
 
@@ -276,16 +314,30 @@ impl<B: Backend> ForwardContext<B> {
             assert_eq!(mask.dims(), [width], "neuron mask of layer {layer_idx}");
             h = h * mask.reshape([1, 1, width]);
         }
-        if let Some(Some(r)) = self.replacements.get(layer_idx) {
-            assert_eq!(
-                r.keep.dims(),
-                [width],
-                "neuron replacement of layer {layer_idx}"
-            );
-            h = h * r.keep.clone().reshape([1, 1, width]) + r.value.clone().reshape([1, 1, width]);
-        }
+        h = self.replaced(layer_idx, h, ReplaceAt::Activation);
         self.record(&h);
         h
+    }
+
+    /// Decoders: apply layer `layer_idx`'s [`ReplaceAt::Gate`] replacement to its gate's linear
+    /// output `[batch, seq, width]`.
+    pub(crate) fn force_gate(&self, layer_idx: usize, gate: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.replaced(layer_idx, gate, ReplaceAt::Gate)
+    }
+
+    fn replaced(&self, layer_idx: usize, h: Tensor<B, 3>, at: ReplaceAt) -> Tensor<B, 3> {
+        match self.replacements.get(layer_idx) {
+            Some(Some(r)) if r.at == at => {
+                let width = h.dims()[2];
+                assert_eq!(
+                    r.keep.dims(),
+                    [width],
+                    "neuron replacement of layer {layer_idx}"
+                );
+                h * r.keep.clone().reshape([1, 1, width]) + r.value.clone().reshape([1, 1, width])
+            }
+            _ => h,
+        }
     }
 
     /// Record a gate pre-activation and count its positive values over the tokens where `mask`

@@ -50,7 +50,7 @@ pub use bert::heads::{
 pub use bert::text::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
 pub use context::{
-    ForwardContext, GateStatistics, HostGateStatistics, NeuronReplacement, ReplaceWith,
+    ForwardContext, GateStatistics, HostGateStatistics, NeuronReplacement, ReplaceAt, ReplaceWith,
 };
 pub use error::{ModelError, Result};
 pub use llama::load::{DecoderCheckpoint, is_decoder, load_llama, save_llama};

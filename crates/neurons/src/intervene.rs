@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use ablation::NeuronSet;
 use burn::prelude::*;
-use models::{ForwardContext, LlamaModel, ReplaceWith, windows_nll};
+use models::{ForwardContext, LlamaModel, ReplaceAt, ReplaceWith, windows_nll};
 
 use crate::stats::{ActivationStats, StatsError};
 
@@ -34,15 +34,21 @@ pub enum InterventionValue {
     /// pre-activation (Mondal et al.'s `mean_p75_act`, `mean_p90_act`, `mean_p95_act`;
     /// [`ActivationStats::mean_percentile`]).
     MeanPercentile(f64),
+    /// Kojima et al.'s `on_p50`: the median over the language's windows of each neuron's
+    /// response, its gate pre-activation averaged over the window's tokens
+    /// ([`ActivationStats::collect_response_median`]). Kojima et al. force it at the gate's
+    /// linear output ([`ReplaceAt::Gate`]).
+    OnMedian,
 }
 
 impl InterventionValue {
-    /// Parse `zero`, `mean`, `mean_p<NN>` (NN a percent from 1 to 99: `mean_p90` is q = 0.9)
-    /// or a number.
+    /// Parse `zero`, `mean`, `mean_p<NN>` (NN a percent from 1 to 99: `mean_p90` is q = 0.9),
+    /// `on_p50` or a number.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "zero" => Some(Self::Zero),
             "mean" => Some(Self::Mean),
+            "on_p50" => Some(Self::OnMedian),
             _ => match text.strip_prefix("mean_p") {
                 Some(pct) if pct.bytes().all(|b| b.is_ascii_digit()) => match pct.parse::<u32>() {
                     Ok(p @ 1..=99) => Some(Self::MeanPercentile(f64::from(p) / 100.0)),
@@ -56,7 +62,7 @@ impl InterventionValue {
 
     /// Whether the value is a statistic of the language's activations (needs statistics).
     pub fn needs_statistics(&self) -> bool {
-        matches!(self, Self::Mean | Self::MeanPercentile(_))
+        matches!(self, Self::Mean | Self::MeanPercentile(_) | Self::OnMedian)
     }
 }
 
@@ -71,12 +77,37 @@ pub fn intervention_context<B: Backend>(
     stats: Option<(&ActivationStats, &str)>,
     device: &B::Device,
 ) -> Result<ForwardContext<B>, StatsError> {
+    intervention_context_at(
+        set,
+        n_layers,
+        width,
+        value,
+        stats,
+        ReplaceAt::Activation,
+        device,
+    )
+}
+
+/// As [`intervention_context`], replacing the neurons at `at`: after the activation (Tang et
+/// al., Mondal et al.) or at the gate's linear output (Kojima et al.).
+pub fn intervention_context_at<B: Backend>(
+    set: &NeuronSet,
+    n_layers: usize,
+    width: usize,
+    value: &InterventionValue,
+    stats: Option<(&ActivationStats, &str)>,
+    at: ReplaceAt,
+    device: &B::Device,
+) -> Result<ForwardContext<B>, StatsError> {
     let mean = match (value, stats) {
         (InterventionValue::Mean, Some((stats, language))) => Some(stats.mean_std(language)?.0),
         (InterventionValue::MeanPercentile(q), Some((stats, language))) => {
             Some(stats.mean_percentile(language, *q)?)
         }
-        (InterventionValue::Mean | InterventionValue::MeanPercentile(_), None) => {
+        (InterventionValue::OnMedian, Some((stats, language))) => {
+            Some(stats.response_median(language)?)
+        }
+        (v, None) if v.needs_statistics() => {
             return Err(StatsError::UnknownLanguage(
                 "(none given for a statistic-valued intervention)".into(),
             ));
@@ -97,7 +128,9 @@ pub fn intervention_context<B: Backend>(
         let with = match value {
             InterventionValue::Zero => ReplaceWith::Zero,
             InterventionValue::Constant(c) => ReplaceWith::Constant(*c),
-            InterventionValue::Mean | InterventionValue::MeanPercentile(_) => {
+            InterventionValue::Mean
+            | InterventionValue::MeanPercentile(_)
+            | InterventionValue::OnMedian => {
                 let mean = mean.as_ref().expect("computed above");
                 ReplaceWith::PerNeuron(
                     neurons
@@ -107,7 +140,7 @@ pub fn intervention_context<B: Backend>(
                 )
             }
         };
-        ctx.replace_neurons(layer, width, &neurons, &with, device);
+        ctx.replace_neurons_at(layer, width, &neurons, &with, at, device);
     }
     Ok(ctx)
 }
@@ -186,6 +219,34 @@ impl ChangeMatrix {
         stats: Option<&ActivationStats>,
         batch_size: usize,
         device: &B::Device,
+        progress: impl FnMut(&str),
+    ) -> Result<Self, StatsError> {
+        Self::with_clean_at(
+            model,
+            held_out,
+            clean_nll,
+            sets,
+            value,
+            stats,
+            ReplaceAt::Activation,
+            batch_size,
+            device,
+            progress,
+        )
+    }
+
+    /// As [`Self::with_clean`], replacing the neurons at `at` ([`intervention_context_at`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_clean_at<B: Backend>(
+        model: &LlamaModel<B>,
+        held_out: &[(String, Vec<Vec<u32>>)],
+        clean_nll: Vec<f64>,
+        sets: &BTreeMap<String, NeuronSet>,
+        value: &InterventionValue,
+        stats: Option<&ActivationStats>,
+        at: ReplaceAt,
+        batch_size: usize,
+        device: &B::Device,
         mut progress: impl FnMut(&str),
     ) -> Result<Self, StatsError> {
         let (n_layers, width) = (model.num_layers(), model.intermediate_size());
@@ -195,12 +256,13 @@ impl ChangeMatrix {
             let row = match sets.get(ablated) {
                 Some(set) if !set.is_empty() => {
                     // One context serves every evaluated language (it only replaces neurons).
-                    let mut ctx = intervention_context::<B>(
+                    let mut ctx = intervention_context_at::<B>(
                         set,
                         n_layers,
                         width,
                         value,
                         stats.map(|s| (s, ablated.as_str())),
+                        at,
                         device,
                     )?;
                     held_out

@@ -34,7 +34,9 @@ pub mod selection;
 pub mod stats;
 
 pub use corpus::{CorpusError, PackedText, Packing, TextFormat, pack, read_documents};
-pub use intervene::{ChangeMatrix, InterventionValue, intervention_context, mean_nll};
+pub use intervene::{
+    ChangeMatrix, InterventionValue, intervention_context, intervention_context_at, mean_nll,
+};
 pub use selection::{
     LanguageTable, LapeConfig, LapeSelection, LapeVariant, SelectionError, average_precision,
     average_precision_sets, lape, top_and_bottom, top_per_language,

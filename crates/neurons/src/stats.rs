@@ -87,6 +87,9 @@ pub struct LanguageStats {
     pub percentiles: Vec<BatchPercentile>,
     /// Tokens above that percentile, when counted.
     pub exceedance: Option<Exceedance>,
+    /// Kojima et al.'s `on_p50` per neuron, when collected
+    /// ([`ActivationStats::collect_response_median`]).
+    pub response_median: Option<Vec<f64>>,
 }
 
 /// Per neuron, the sum over batches of the batch's `q` quantile of the gate pre-activation.
@@ -430,6 +433,57 @@ impl ActivationStats {
         Ok(())
     }
 
+    /// Kojima et al.'s `on_p50` for `language`: run `windows` (the language's own texts) and
+    /// keep, per neuron, the median over windows of its response, the window's mean gate
+    /// pre-activation ([`window_responses`]; `np.percentile(q=50)`, linear interpolation, as
+    /// `ExpertiseResult.build`). Replaces an earlier median of the language.
+    pub fn collect_response_median<B: Backend>(
+        &mut self,
+        model: &LlamaModel<B>,
+        language: &str,
+        windows: &[Vec<u32>],
+        batch_size: usize,
+        device: &B::Device,
+        progress: impl FnMut(usize),
+    ) -> Result<(), StatsError> {
+        self.check_model(model)?;
+        if windows.is_empty() {
+            return Err(StatsError::Parameter(format!(
+                "language {language}: no windows for the median response"
+            )));
+        }
+        let n = self.n_layers * self.width;
+        let responses = window_responses(model, windows, batch_size, device, progress);
+        let mut column = vec![0f32; responses.len()];
+        let median = (0..n)
+            .map(|i| {
+                for (c, r) in column.iter_mut().zip(&responses) {
+                    *c = r[i];
+                }
+                column.sort_unstable_by(f32::total_cmp);
+                quantile_linear(&column, 0.5)
+            })
+            .collect();
+        let entry = self
+            .languages
+            .get_mut(language)
+            .ok_or_else(|| StatsError::UnknownLanguage(language.into()))?;
+        entry.response_median = Some(median);
+        Ok(())
+    }
+
+    /// Kojima et al.'s `on_p50` of `language` (see [`Self::collect_response_median`]).
+    pub fn response_median(&self, language: &str) -> Result<Vec<f64>, StatsError> {
+        self.language(language)?
+            .response_median
+            .clone()
+            .ok_or_else(|| {
+                StatsError::Parameter(format!(
+                    "language {language}: no median responses (on_p50); collect them first"
+                ))
+            })
+    }
+
     /// Mondal et al.'s `act_prob_90p` (for q = 0.9) of `languages` (all, in name order, when
     /// empty): the fraction of tokens above the language's own mean per-batch percentile, for
     /// [`crate::selection::top_per_language`].
@@ -505,6 +559,12 @@ impl ActivationStats {
             for (a, b) in ours.percentiles.iter_mut().zip(&theirs.percentiles) {
                 add_all(&mut a.sum, &b.sum);
                 a.batches += b.batches;
+            }
+            if ours.response_median.is_some() || theirs.response_median.is_some() {
+                return Err(StatsError::Parameter(format!(
+                    "language {lang}: cannot merge median responses (medians do not add up); \
+                     merge the shards first, then collect them"
+                )));
             }
             match (&mut ours.exceedance, &theirs.exceedance) {
                 (None, None) => {}
@@ -590,6 +650,9 @@ impl ActivationStats {
                 if let Some(e) = &s.exceedance {
                     v["exceedance"] =
                         serde_json::json!({"q": e.q, "count": e.count, "tokens": e.tokens});
+                }
+                if let Some(m) = &s.response_median {
+                    v["response_median"] = serde_json::json!(m);
                 }
                 (k.clone(), v)
             })
@@ -685,6 +748,10 @@ impl ActivationStats {
                     sum_sq: field(s, "sum_sq")?,
                     percentiles,
                     exceedance,
+                    response_median: match s.get("response_median") {
+                        None => None,
+                        Some(_) => Some(field(s, "response_median")?),
+                    },
                 },
             );
         }

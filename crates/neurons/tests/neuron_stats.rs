@@ -584,6 +584,91 @@ fn several_percentiles_in_one_pass_and_mondals_percentile_interventions() {
 }
 
 #[test]
+fn kojimas_on_p50_is_forced_at_the_gate_before_silu() {
+    use models::ReplaceAt;
+    use neurons::selection::quantile_linear;
+    use neurons::{InterventionValue, intervention_context_at, window_responses};
+
+    let model = load("tiny-llama");
+    let device = Default::default();
+    let (layers, width) = (model.num_layers(), model.intermediate_size());
+    let en = windows(5, 8, 11);
+    let mut stats = ActivationStats::new(&model);
+    stats
+        .collect(&model, "en", &en, 2, &device, |_| {})
+        .unwrap();
+    let err = stats.response_median("en").unwrap_err().to_string();
+    assert!(err.contains("no median responses (on_p50)"), "{err}");
+    stats
+        .collect_response_median(&model, "en", &en, 2, &device, |_| {})
+        .unwrap();
+    // Brute force: each window's mean gate pre-activation per neuron, then the median over the
+    // five windows (the third smallest), as np.percentile(q=50).
+    let responses = window_responses(&model, &en, 1, &device, |_| {});
+    let median = stats.response_median("en").unwrap();
+    for i in 0..layers * width {
+        let mut column: Vec<f32> = responses.iter().map(|r| r[i]).collect();
+        column.sort_by(f32::total_cmp);
+        assert_eq!(column.len(), 5);
+        assert!((median[i] - column[2] as f64).abs() < 1e-6, "neuron {i}");
+        assert!((median[i] - quantile_linear(&column, 0.5)).abs() < 1e-12);
+    }
+    assert_eq!(
+        InterventionValue::parse("on_p50"),
+        Some(InterventionValue::OnMedian)
+    );
+
+    // Forced at the gate: the recorded gate pre-activation is the median at every position and
+    // the activation is silu of it; forced at the activation, the gate is untouched.
+    let set = ablation::NeuronSet::from_pairs([(1, 5)]);
+    let value = median[width + 5];
+    let input = || models::token_ids::<B, _>(&en[..1], &device);
+    for at in [ReplaceAt::Gate, ReplaceAt::Activation] {
+        let mut ctx = intervention_context_at::<B>(
+            &set,
+            layers,
+            width,
+            &InterventionValue::OnMedian,
+            Some((&stats, "en")),
+            at,
+            &device,
+        )
+        .unwrap();
+        ctx.record_ffn = true;
+        ctx.record_gate = true;
+        model.forward(input(), None, &mut ctx);
+        let (gate, _) = values(ctx.gate_preactivations[1].clone());
+        let (act, _) = values(ctx.ffn_activations[1].clone());
+        let silu = |x: f64| x / (1.0 + (-x).exp());
+        for pos in 0..8 {
+            let (g, a) = (gate[pos * width + 5] as f64, act[pos * width + 5] as f64);
+            match at {
+                ReplaceAt::Gate => {
+                    assert!((g - value).abs() < 1e-6, "{at:?} gate {g} vs {value}");
+                    assert!((a - silu(value)).abs() < 1e-6, "{at:?} act {a}");
+                }
+                ReplaceAt::Activation => {
+                    assert!((a - value).abs() < 1e-6, "{at:?} act {a} vs {value}");
+                    assert!((g - value).abs() > 1e-4, "{at:?}: the gate is the model's");
+                }
+            }
+        }
+    }
+
+    // Medians do not merge; they survive a save and load.
+    let err = stats.clone().merge(&stats).unwrap_err().to_string();
+    assert!(err.contains("cannot merge median responses"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.json");
+    stats.save(&path).unwrap();
+    let back = ActivationStats::load(&path)
+        .unwrap()
+        .response_median("en")
+        .unwrap();
+    assert!(back.iter().zip(&median).all(|(a, b)| (a - b).abs() < 1e-12));
+}
+
+#[test]
 fn window_responses_and_average_precision_sets() {
     use neurons::{average_precision, average_precision_sets, window_responses};
 

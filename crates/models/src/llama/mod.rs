@@ -384,7 +384,10 @@ impl<B: Backend> LlamaModel<B> {
 
         let mlp = &layer.mlp;
         let normed = fused::rms_norm(&layer.post_attention_layernorm, x.clone());
-        let gate = apply(&lora.gate_proj, &mlp.gate_proj, normed.clone());
+        let gate = ctx.force_gate(
+            layer_idx,
+            apply(&lora.gate_proj, &mlp.gate_proj, normed.clone()),
+        );
         ctx.observe_gate(layer_idx, &gate, mask);
         let a = ctx.intervene(layer_idx, crate::fused::silu(gate));
         let y = apply(

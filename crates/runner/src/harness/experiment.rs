@@ -404,7 +404,8 @@ impl TryFrom<String> for InterventionSpec {
             v => Some(InterventionValue::parse(v).ok_or_else(|| {
                 format!(
                     "intervention: expected \"none\", \"zero\", \"mean\", \"mean_p<NN>\" \
-                     (NN in 1..=99: mean_p75, mean_p90, mean_p95) or a number, got {v:?}"
+                     (NN in 1..=99: mean_p75, mean_p90, mean_p95), \"on_p50\" or a number, \
+                     got {v:?}"
                 )
             })?),
         };

@@ -375,6 +375,11 @@ fn check_lora(file: &ExperimentFile, own: &Sections, studies: &GridStudies<'_>) 
     }
     match l.intervention.value() {
         None => {}
+        Some(neurons::InterventionValue::OnMedian) => bail!(
+            "{}: on_p50 is a study's intervention (Kojima et al. force units at the gate of a \
+             model they do not fine-tune); use mean, mean_p<NN>, zero or a number here",
+            at("intervention")
+        ),
         Some(v) if v.needs_statistics() && l.neurons_from.is_none() => bail!(
             "{}: a mean or mean_p<NN> intervention needs the study's statistics: set \
              `neurons_from`",

@@ -163,12 +163,14 @@ fn pass_quantiles(quantile: f64) -> Vec<f64> {
 
 /// The statistics of the study's windows: from the grid's cache when a cell computed them
 /// before, collected (and cached) otherwise. `exceedance`: also the percentile method's
-/// second pass.
+/// second pass; `medians`: also Kojima et al.'s median responses (`on_p50`).
+#[allow(clippy::too_many_arguments)]
 fn statistics<B: Backend>(
     model: &LlamaModel<B>,
     texts: &[LanguageText],
     cell: &StudyCell,
     exceedance: bool,
+    medians: bool,
     stats_dir: &Path,
     log: &mut RunLog,
     device: &B::Device,
@@ -275,6 +277,31 @@ fn statistics<B: Backend>(
             stats.save(&path)?;
         }
     }
+    if medians {
+        let mut added = false;
+        for t in texts {
+            if stats.languages[&t.language].response_median.is_none() {
+                let clock = Instant::now();
+                stats.collect_response_median(
+                    model,
+                    &t.language,
+                    &t.train,
+                    s.batch_size,
+                    device,
+                    |_| {},
+                )?;
+                log.line(&format!(
+                    "median responses {}: {:.0}s",
+                    t.language,
+                    clock.elapsed().as_secs_f64()
+                ));
+                added = true;
+            }
+        }
+        if added {
+            stats.save(&path)?;
+        }
+    }
     if !path.exists() {
         stats.save(&path)?;
     }
@@ -313,6 +340,7 @@ pub fn run_study<B: Backend>(
             &texts,
             cell,
             s.method == StudyMethod::Percentile,
+            intervention == Some(InterventionValue::OnMedian),
             stats_dir,
             log,
             device,
@@ -463,13 +491,14 @@ pub fn run_study<B: Backend>(
         };
         for (prefix, chosen) in runs {
             let clock = Instant::now();
-            let m = ChangeMatrix::with_clean(
+            let m = ChangeMatrix::with_clean_at(
                 &model,
                 &held_out,
                 clean.clone(),
                 chosen,
                 &value,
                 stats.as_ref(),
+                s.intervention_point.into(),
                 s.batch_size,
                 device,
                 |l| {

@@ -163,12 +163,43 @@ pub struct StudySpec {
     /// At most this many held-out tokens per language for the matrices (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_tokens: Option<usize>,
-    /// What a language's neurons are set to: `zero`, `mean`, a number, or `none` (no matrices).
+    /// What a language's neurons are set to: `zero`, `mean`, `mean_p<NN>`, `on_p50` (Kojima et
+    /// al.'s median response over the language's statistics windows), a number, or `none` (no
+    /// matrices).
     #[serde(default = "default_intervention")]
     pub intervention: InterventionSpec,
+    /// Where the neurons are set: `activation` (after SiLU, as Tang et al. and Mondal et al.)
+    /// or `gate` (the gate's linear output before SiLU, where Kojima et al. force their units,
+    /// with `on_p50`).
+    #[serde(default, skip_serializing_if = "is_activation")]
+    pub intervention_point: InterventionPoint,
     /// Also run the matrices with random neurons of the same per-layer counts.
     #[serde(default = "default_true")]
     pub random_control: bool,
+}
+
+/// Where a study's intervention replaces the neurons ([`models::ReplaceAt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterventionPoint {
+    /// After the activation, `silu(gate_proj(x))`.
+    #[default]
+    Activation,
+    /// The gate's linear output `gate_proj(x)`, before SiLU.
+    Gate,
+}
+
+impl From<InterventionPoint> for models::ReplaceAt {
+    fn from(p: InterventionPoint) -> Self {
+        match p {
+            InterventionPoint::Activation => Self::Activation,
+            InterventionPoint::Gate => Self::Gate,
+        }
+    }
+}
+
+fn is_activation(p: &InterventionPoint) -> bool {
+    *p == InterventionPoint::Activation
 }
 
 /// The method's name as written in TOML.
