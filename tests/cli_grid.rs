@@ -309,6 +309,61 @@ train = { eval_dropout_powers = [[1, 8]] }
 }
 
 #[test]
+fn cmp_in_eval_reports_each_views_loss_and_how_often_the_full_model_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let extra = r#"[losses.cmp2-eval]
+kind = "comparative"
+n_drop = 2
+cmp_in_eval = true
+
+[grid]
+model = ["tiny"]
+dataset = ["words"]
+loss = ["cmp2", "cmp2-eval"]
+"#;
+    let exp = experiment(root, extra);
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = csv_rows(&root.join("runs/tiny/results.csv"));
+    let loss = rows[0].iter().position(|c| c == "param_loss").unwrap();
+    let evals = |row: &Vec<String>| -> Vec<Value> {
+        std::fs::read_to_string(root.join("runs/tiny").join(&row[0]).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let plain = rows[1..].iter().find(|r| r[loss] == "cmp2").unwrap();
+    let compared = rows[1..].iter().find(|r| r[loss] == "cmp2-eval").unwrap();
+    for e in evals(plain) {
+        assert!(e["metrics"].get("view_loss_0").is_none(), "{e}");
+    }
+    let (plain_evals, compared_evals) = (evals(plain), evals(compared));
+    assert_eq!(compared_evals.len(), 2);
+    for (p, e) in plain_evals.iter().zip(&compared_evals) {
+        let m = &e["metrics"];
+        // Reporting changes nothing: the same training and the same accuracy.
+        assert_eq!(p["train_loss"], e["train_loss"]);
+        assert_eq!(p["metrics"]["accuracy"], m["accuracy"]);
+        let views: Vec<f64> = (0..3)
+            .map(|k| m[format!("view_loss_{k}")].as_f64().unwrap())
+            .collect();
+        assert!(views.iter().all(|&l| l > 0.0 && l.is_finite()), "{m}");
+        for k in 1..3 {
+            // A fraction of the 12 evaluation examples.
+            let beats = m[format!("full_beats_view_{k}")].as_f64().unwrap();
+            assert!((beats * 12.0 - (beats * 12.0).round()).abs() < 1e-9, "{m}");
+            assert!((0.0..=1.0).contains(&beats), "{m}");
+        }
+        assert!(m.get("full_beats_view_0").is_none());
+    }
+}
+
+#[test]
 fn a_failing_cell_is_recorded_and_the_grid_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

@@ -766,6 +766,12 @@ fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
             "[losses.bad]\nkind = \"comparative\"\nn_drop = 1\nn_crop = 1\ndropout = \"off\"\n",
             "belongs to losses without dropout views (the baseline, or a crop-only loss with n_drop = 0)",
         ),
+        // Views compared at evaluation where evaluation has no labelled losses to compare.
+        (
+            "[grid]\nmodel = [\"tiny\"]\ndataset = [\"squad\"]\nloss = [\"cmp-eval\"]\n",
+            "[losses.cmp-eval]\nkind = \"comparative\"\nn_drop = 1\ncmp_in_eval = true\n",
+            "cmp_in_eval compares the views' losses on labelled evaluation examples",
+        ),
         // A paragraph count on a dataset without paragraphs.
         (
             "[grid]\nmodel = [\"tiny\"]\ndataset = [\"bad\"]\n",

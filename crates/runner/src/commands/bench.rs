@@ -299,6 +299,7 @@ impl BackendJob for BenchStep {
                 temperature: 1.0,
                 listwise: false,
                 cr_schedule: false,
+                cmp_in_eval: false,
                 dropout: None,
                 train: Default::default(),
             }

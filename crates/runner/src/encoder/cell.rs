@@ -177,6 +177,18 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
             own_losses
         };
         for loss_name in pair_losses {
+            if let LossSpec::Comparative {
+                cmp_in_eval: true, ..
+            } = &losses[loss_name]
+                && !matches!(dataset.task, Task::Classification | Task::Regression)
+            {
+                bail!(
+                    "{}: cmp_in_eval compares the views' losses on labelled evaluation examples, \
+                     which classification and regression have; dataset `{dataset_name}` is {}",
+                    file.locate(&["losses", loss_name]),
+                    kebab(&dataset.task)
+                );
+            }
             if let LossSpec::Comparative { n_crop, .. } = &losses[loss_name]
                 && *n_crop > 0
                 && !matches!(

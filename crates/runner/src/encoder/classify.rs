@@ -177,6 +177,57 @@ pub struct Classifier<'a> {
     glue: Option<&'a str>,
     eval_batch: usize,
     config: models::EncoderConfig,
+    /// `cmp_in_eval`: the loss's views, run at every evaluation.
+    compare: Option<EvalComparison>,
+}
+
+/// The official `cmp_in_eval` (CmpCls computes every view whenever labels are given, so its
+/// evaluations log each view's loss): at every evaluation the comparative loss's views run on
+/// the evaluation set (the full model without dropout, then the nested ablations, with seeded
+/// masks that are the same at every evaluation), and the evaluation reports each view's mean
+/// task loss (`view_loss_<k>`, the official `eval_loss_cls_<k>`) and, for each ablated view,
+/// the fraction of examples whose full-model loss is strictly lower (`full_beats_view_<k>`).
+struct EvalComparison {
+    objective: Objective,
+    seed: u64,
+    /// Metric names, one per view (`Scores` keys are static; a cell has a handful).
+    loss_names: Vec<&'static str>,
+    beat_names: Vec<&'static str>,
+}
+
+impl EvalComparison {
+    fn new(objective: Objective, seed: u64) -> Self {
+        let views = objective.views.len();
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        Self {
+            objective,
+            seed,
+            loss_names: (0..views).map(|k| leak(format!("view_loss_{k}"))).collect(),
+            beat_names: (0..views)
+                .map(|k| leak(format!("full_beats_view_{k}")))
+                .collect(),
+        }
+    }
+}
+
+/// Per view, the mean of `losses` (`[examples][views]`), and per ablated view `k ≥ 1` the
+/// fraction of examples with `losses[i][0] < losses[i][k]` (index 0 of the second list is 0).
+pub fn compare_views(losses: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    let n = losses.len().max(1) as f64;
+    let views = losses.first().map_or(0, Vec::len);
+    let means = (0..views)
+        .map(|k| losses.iter().map(|l| l[k]).sum::<f64>() / n)
+        .collect();
+    let beats = (0..views)
+        .map(|k| {
+            if k == 0 {
+                0.0
+            } else {
+                losses.iter().filter(|l| l[0] < l[k]).count() as f64 / n
+            }
+        })
+        .collect();
+    (means, beats)
 }
 
 impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
@@ -227,8 +278,28 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
         // but the work.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(data.eval[i].ids.len()));
+        // Only the regular evaluations compare views (not the ablated ones after training).
+        let compare = self
+            .compare
+            .as_ref()
+            .filter(|_| ablation.neuron_masks.is_empty() && ablation.dropout.is_none());
+        let mut view_losses: Vec<Vec<f64>> = Vec::new();
         for (pass, chunk) in order.chunks(self.eval_batch).enumerate() {
             let input = collate(chunk.iter().map(|&i| &data.eval[i]), data.pad_id).to_input(device);
+            if let Some(c) = compare {
+                let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.eval[i]).collect();
+                let targets = targets::<B::InnerBackend>(&examples, self.task, device);
+                let seed = derive_seed(c.seed, Purpose::EncoderEvalViews, pass as u64);
+                let mut masks = Some(DropoutMasks::new(seed));
+                let l = c.objective.view_losses(model, &input, &targets, &mut masks);
+                let [rows, views] = l.dims();
+                let flat: Vec<f64> = l
+                    .into_data()
+                    .convert::<f64>()
+                    .into_vec()
+                    .unwrap_or_default();
+                view_losses.extend((0..rows).map(|r| flat[r * views..(r + 1) * views].to_vec()));
+            }
             let out = model.forward(&input, &mut ablation.context(pass));
             match self.task {
                 Task::Regression => {
@@ -268,6 +339,16 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
                 classification_scores(&pred_classes, &gold, self.glue)
             }
         };
+        let mut scores = scores;
+        if let Some(c) = compare {
+            let (means, beats) = compare_views(&view_losses);
+            for (k, (m, b)) in means.iter().zip(&beats).enumerate() {
+                scores.values.insert(c.loss_names[k], *m);
+                if k > 0 {
+                    scores.values.insert(c.beat_names[k], *b);
+                }
+            }
+        }
         Ok(Evaluation {
             scores,
             files: Vec::new(),
@@ -365,12 +446,42 @@ pub fn train_cell<B: AutodiffBackend>(
     )?;
     log.initialised(&report);
     let objective = Objective::new(&cell.loss, cell.train.view_budget_tokens)?;
+    let compare = matches!(
+        cell.loss,
+        crate::encoder::spec::LossSpec::Comparative {
+            cmp_in_eval: true,
+            ..
+        }
+    )
+    .then(|| EvalComparison::new(objective.clone(), cell.seed));
     let learner = Classifier {
         data,
         task: cell.dataset.task,
         glue: cell.dataset.glue.as_deref(),
         eval_batch: cell.train.batch_size * 2,
         config,
+        compare,
     };
     fit(cell, &learner, model, &objective, dir, log, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare_views;
+
+    #[test]
+    fn view_comparison_by_hand() {
+        // Three examples, the full model and two ablations; a tie is not a win.
+        let losses = vec![
+            vec![0.2, 0.5, 0.9],
+            vec![0.7, 0.4, 0.7],
+            vec![0.3, 0.6, 0.1],
+        ];
+        let (means, beats) = compare_views(&losses);
+        let want = [0.4, 0.5, 1.7 / 3.0];
+        for (m, w) in means.iter().zip(want) {
+            assert!((m - w).abs() < 1e-12, "{means:?}");
+        }
+        assert_eq!(beats, [0.0, 2.0 / 3.0, 1.0 / 3.0]);
+    }
 }

@@ -197,6 +197,26 @@ impl Objective {
         }
     }
 
+    /// Per-example task losses of every view, `[batch, c + 1]`, of a sequence classifier on one
+    /// batch (no gradient needed: evaluation's `cmp_in_eval`). Draws the dropout uniforms from
+    /// `masks`.
+    pub fn view_losses<B: Backend>(
+        &self,
+        model: &SequenceClassifier<B>,
+        input: &EncoderInput<B>,
+        targets: &Targets<B>,
+        masks: &mut Option<DropoutMasks<B>>,
+    ) -> Tensor<B, 2> {
+        let seq = input.input_ids.dims()[1];
+        let per_view = self.run_views(std::slice::from_ref(input), seq, masks, |input, ctx, n| {
+            targets
+                .losses(model.forward(input, ctx), n)
+                .unsqueeze_dim(1)
+        });
+        let [b, v, _] = per_view.dims();
+        per_view.reshape([b, v])
+    }
+
     /// The step loss (a one-element tensor) of a sequence classifier on one batch. Draws the
     /// step's dropout uniforms from `masks`.
     pub fn loss<B: Backend>(
@@ -243,6 +263,7 @@ mod tests {
             temperature: 1.0,
             listwise: false,
             cr_schedule: false,
+            cmp_in_eval: false,
             dropout: None,
             train: Box::default(),
         };

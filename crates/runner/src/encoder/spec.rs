@@ -452,6 +452,12 @@ pub enum LossSpec {
         /// most 1.1 (the official `--cr_schedule`; [`losses::ComparativeLoss::with_schedule`]).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cr_schedule: bool,
+        /// Classification: run the views at every evaluation too and report each view's mean
+        /// loss and how often the full model beats each ablated view (the official
+        /// `cmp_in_eval`, on by default there; off here, as it costs c + 1 passes per
+        /// evaluation batch).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cmp_in_eval: bool,
         /// Dropout of a crop-only loss (`n_drop = 0`, `n_crop > 0`): `"off"` or `"ordinary"`.
         /// Unset, the task's official behaviour: `off` on HotpotQA (CmpQA's quirk), `ordinary`
         /// on ranking (LoL's trainer); expansion records the value used

@@ -21,6 +21,9 @@ pub enum Purpose {
     /// Encoder cells: the dropout uniforms of an evaluation with dropout on (index: the power),
     /// then of each of its batches (index: the batch).
     EncoderEvalDropout,
+    /// Encoder cells: the dropout views of an evaluation batch under `cmp_in_eval` (index: the
+    /// evaluation's batch; the same masks at every evaluation).
+    EncoderEvalViews,
     /// LoRA cells: the adapters' initialisation, index 0.
     LoraAdapters,
     /// LoRA cells: the data order of an epoch (index: the epoch).
@@ -39,6 +42,7 @@ impl Purpose {
             Self::EncoderAblation => 3,
             Self::EncoderViews => 4,
             Self::EncoderEvalDropout => 5,
+            Self::EncoderEvalViews => 6,
             Self::LoraAdapters => 1,
             Self::LoraDataOrder => 3,
             Self::LoraRandomSet => 7,
