@@ -517,6 +517,66 @@ fn hotpot_crop_views_of_a_step_are_nested_token_for_token() {
 }
 
 #[test]
+fn hotpot_answers_are_predicted_only_from_the_context_as_the_official_answer_mask() {
+    use ablation::crop::{CropMode, segment_views};
+    use rand::SeedableRng;
+    use runner::encoder::extractive::{SpanInput, answer_mask};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = tiny_qa_model(root);
+    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
+    let text_tokenizer = models::TextTokenizer::from_dir(&model, &config).unwrap();
+    let tokenizer = text_tokenizer.inner().clone();
+    let items = read_hotpot_json(&hotpot_dir(root).join("hotpot_train_v1.1.json")).unwrap();
+    let item = &items[0];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let orders = segment_views(&item.supporting, 1, CropMode::Train, &mut rng);
+    let windows = hotpot_view_windows(&tokenizer, item, &orders, 512, 128).unwrap();
+    for w in &windows {
+        let mask = answer_mask(w);
+        let first_context = w.type_ids.iter().position(|&t| t == 1).unwrap();
+        // CLS, the question and its SEP are never an answer; the context's first tokens are the
+        // yes / no prefix, then the paragraphs' titles and texts; the last SEP is not.
+        assert!(
+            !mask[..first_context].iter().any(|&m| m),
+            "{:?}",
+            &mask[..first_context]
+        );
+        assert!(!mask[mask.len() - 1]);
+        let yes_no = tokenizer.encode("yes no", false).unwrap();
+        let n = yes_no.get_ids().len();
+        assert_eq!(&w.ids[first_context..first_context + n], yes_no.get_ids());
+        assert!(mask[first_context..mask.len() - 1].iter().all(|&m| m));
+        assert!(mask[w.start] && mask[w.end]);
+    }
+    // The loss's softmax covers the allowed tokens only: by hand, for one row.
+    type B = crate::util::B;
+    let device = Default::default();
+    let logits = [0.3f32, 2.0, -0.5, 1.2, 0.7, -1.1];
+    let allowed = [0.0f32, 1.0, 1.0, 0.0, 1.0, 1.0];
+    let row = |v: [f32; 6]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [1, 6]), &device);
+    let span = SpanInput::<B> {
+        input: EncoderInput {
+            input_ids: Tensor::zeros([1, 6], &device),
+            attention_mask: Tensor::ones([1, 6], &device),
+            token_type_ids: Tensor::zeros([1, 6], &device),
+        },
+        start: Tensor::from_data(TensorData::new(vec![2i64], [1]), &device),
+        end: Tensor::from_data(TensorData::new(vec![4i64], [1]), &device),
+        answer_mask: Some(row(allowed)),
+    };
+    let (s, e) = span.masked(row(logits), row(logits));
+    let (ls, le) = losses::span_cross_entropy(s, e, span.start.clone(), span.end.clone());
+    let z: f64 = [1usize, 2, 4, 5]
+        .iter()
+        .map(|&i| f64::from(logits[i]).exp())
+        .sum();
+    let want = |i: usize| z.ln() - f64::from(logits[i]);
+    assert!((f64::from(ls.into_scalar()) - want(2)).abs() < 1e-5);
+    assert!((f64::from(le.into_scalar()) - want(4)).abs() < 1e-5);
+}
+
+#[test]
 fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
     let (tmp, _, rows) = run_ok(
         "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop-drop\", \"crop2\"]\n",

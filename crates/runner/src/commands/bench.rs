@@ -328,6 +328,7 @@ impl BackendJob for BenchStep {
                 input,
                 start: positions(1),
                 end: positions(3),
+                answer_mask: None,
             };
             let (model, _) = SpanExtractor::<Autodiff<B>>::load(checkpoint, 0, &device)?;
             time_steps(

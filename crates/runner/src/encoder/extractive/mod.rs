@@ -243,6 +243,34 @@ pub struct SpanInput<B: Backend> {
     pub start: Tensor<B, 1, Int>,
     /// Answer end tokens, `[rows]`.
     pub end: Tensor<B, 1, Int>,
+    /// HotpotQA: 1 where a token may start or end the answer (the context's tokens: the
+    /// yes/no prefix, titles, paragraphs), 0 at the question, the special tokens and padding,
+    /// `[rows, seq]`: the official `answer_mask` ([`answer_mask`]).
+    pub answer_mask: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> SpanInput<B> {
+    /// Start and end logits with the answer mask applied (masked positions at −1e30, as the
+    /// official `mask_where0` on f32), so the loss's softmax covers the allowed tokens only.
+    pub fn masked(&self, start: Tensor<B, 2>, end: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        match &self.answer_mask {
+            Some(m) => {
+                let blocked = m.clone().lower_elem(0.5);
+                (
+                    start.mask_fill(blocked.clone(), -1e30),
+                    end.mask_fill(blocked, -1e30),
+                )
+            }
+            None => (start, end),
+        }
+    }
+}
+
+/// Which tokens of a window may start or end an answer: the context's (the official reader's
+/// `answer_mask` is 1 on the [YES] / [NO] tokens, titles and paragraphs, 0 on CLS, the question,
+/// the markers and the separators).
+pub fn answer_mask(window: &QaWindow) -> Vec<bool> {
+    window.context_offsets.iter().map(Option::is_some).collect()
 }
 
 impl<B: Backend> RowBatch for SpanInput<B> {
@@ -254,24 +282,32 @@ impl<B: Backend> RowBatch for SpanInput<B> {
         let mut inputs = Vec::with_capacity(parts.len());
         let mut starts = Vec::with_capacity(parts.len());
         let mut ends = Vec::with_capacity(parts.len());
+        let mut masks = Vec::with_capacity(parts.len());
         for p in parts {
             inputs.push(p.input);
             starts.push(p.start);
             ends.push(p.end);
+            masks.extend(p.answer_mask);
         }
+        let answer_mask = (masks.len() == starts.len()).then(|| Tensor::cat(masks, 0));
         Self {
             input: EncoderInput::cat(inputs),
             start: Tensor::cat(starts, 0),
             end: Tensor::cat(ends, 0),
+            answer_mask,
         }
     }
 }
 
 /// Windows padded to one length and split into `parts` equal row groups (the input views).
+/// `masked`: with the HotpotQA answer mask ([`answer_mask`]); a window labelled at CLS (the
+/// answer not in it) is then left out of the loss (positions −1, as the official −100), since
+/// CLS is masked.
 fn span_inputs<B: Backend>(
     windows: &[&QaWindow],
     parts: usize,
     pad_id: u32,
+    masked: bool,
     device: &B::Device,
 ) -> Vec<SpanInput<B>> {
     let batch = EncodedBatch {
@@ -281,12 +317,27 @@ fn span_inputs<B: Backend>(
     };
     let all = batch.to_input::<B>(device);
     let positions = |f: fn(&QaWindow) -> usize| {
-        let v: Vec<i64> = windows.iter().map(|w| f(w) as i64).collect();
+        let v: Vec<i64> = windows
+            .iter()
+            .map(|w| match (masked, w.start, w.end) {
+                (true, 0, 0) => -1,
+                _ => f(w) as i64,
+            })
+            .collect();
         Tensor::<B, 1, Int>::from_data(TensorData::new(v, [windows.len()]), device)
     };
     let (starts, ends) = (positions(|w| w.start), positions(|w| w.end));
     let rows = windows.len() / parts;
     let seq = batch.max_len();
+    let mask = masked.then(|| {
+        let mut m = vec![0f32; windows.len() * seq];
+        for (r, w) in windows.iter().enumerate() {
+            for (t, allowed) in answer_mask(w).into_iter().enumerate() {
+                m[r * seq + t] = f32::from(u8::from(allowed));
+            }
+        }
+        Tensor::<B, 2>::from_data(TensorData::new(m, [windows.len(), seq]), device)
+    });
     (0..parts)
         .map(|k| {
             let r = k * rows..(k + 1) * rows;
@@ -297,7 +348,8 @@ fn span_inputs<B: Backend>(
                     token_type_ids: all.token_type_ids.clone().slice([r.clone(), 0..seq]),
                 },
                 start: starts.clone().slice([r.clone()]),
-                end: ends.clone().slice([r]),
+                end: ends.clone().slice([r.clone()]),
+                answer_mask: mask.clone().map(|m| m.slice([r, 0..seq])),
             }
         })
         .collect()
@@ -544,15 +596,13 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
             }
         };
         let refs: Vec<&QaWindow> = windows.iter().collect();
-        let parts = if matches!(self.train, TrainUnits::Hotpot(_)) {
-            views
-        } else {
-            1
-        };
-        let inputs = span_inputs::<B>(&refs, parts, self.pad_id, device);
+        let hotpot = matches!(self.train, TrainUnits::Hotpot(_));
+        let parts = if hotpot { views } else { 1 };
+        let inputs = span_inputs::<B>(&refs, parts, self.pad_id, hotpot, device);
         let seq = inputs[0].input.input_ids.dims()[1];
         let per_view = objective.run_views(&inputs, seq, masks, |input, ctx, _| {
             let (start, end) = model.forward(&input.input, ctx);
+            let (start, end) = input.masked(start, end);
             let (ls, le) = span_cross_entropy(start, end, input.start.clone(), input.end.clone());
             Tensor::stack(vec![ls, le], 1)
         });
@@ -569,7 +619,8 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
         let mut ends = Vec::with_capacity(self.eval_windows.len());
         for (pass, chunk) in self.eval_windows.chunks(self.eval_batch).enumerate() {
             let refs: Vec<&QaWindow> = chunk.iter().collect();
-            let input = span_inputs::<B::InnerBackend>(&refs, 1, self.pad_id, device)
+            // Decoding reads context tokens only, so the answer mask would change nothing here.
+            let input = span_inputs::<B::InnerBackend>(&refs, 1, self.pad_id, false, device)
                 .remove(0)
                 .input;
             let (s, e) = model.forward(&input, &mut ablation.context(pass));
