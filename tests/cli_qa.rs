@@ -434,6 +434,38 @@ fn hotpot_contexts_put_yes_no_and_answers_where_the_spans_say() {
 }
 
 #[test]
+fn hotpot_answers_found_only_in_a_title_are_located_there() {
+    let item = HotpotItem {
+        id: "q".into(),
+        question: "Which film?".into(),
+        answer: "The Big Sleep".into(),
+        paragraphs: vec![
+            ("Other".into(), "Nothing here.".into()),
+            ("The Big Sleep".into(), "A 1946 film noir.".into()),
+        ],
+        supporting: vec![false, true],
+    };
+    assert!(item.answer_in_support(), "the answer is a supporting title");
+    let (context, at) = item.context(&[0, 1]);
+    let at = at.expect("located");
+    let found: String = context.chars().skip(at).take(13).collect();
+    assert_eq!(found, "The Big Sleep");
+    assert_eq!(at, "yes no Other: Nothing here. ".chars().count());
+    // A text occurrence still wins over a title.
+    let mut in_text = item.clone();
+    in_text.paragraphs[1].1 = "The Big Sleep is a 1946 film noir.".into();
+    let (_, at) = in_text.context(&[0, 1]);
+    assert_eq!(
+        at,
+        Some(
+            "yes no Other: Nothing here. The Big Sleep: "
+                .chars()
+                .count()
+        )
+    );
+}
+
+#[test]
 fn max_p_num_drops_distractors_in_file_order_as_the_official_reader() {
     let item = HotpotItem {
         id: "q".into(),

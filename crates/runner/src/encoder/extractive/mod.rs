@@ -156,8 +156,9 @@ impl HotpotItem {
     /// of text), in `order`.
     fn context_spans(&self, order: &[usize]) -> (String, Option<usize>, ParagraphSpans) {
         let mut context = String::from(YES_NO);
-        // (char offset of the paragraph text, paragraph index)
+        // (char offset of the paragraph text, paragraph index), and of its title
         let mut starts = Vec::with_capacity(order.len());
+        let mut title_starts = Vec::with_capacity(order.len());
         let mut spans = Vec::with_capacity(order.len());
         for (k, &p) in order.iter().enumerate() {
             if k > 0 {
@@ -165,6 +166,7 @@ impl HotpotItem {
             }
             let (title, text) = &self.paragraphs[p];
             let title_at = context.chars().count();
+            title_starts.push((title_at, p));
             context.push_str(title);
             context.push_str(": ");
             starts.push((context.chars().count(), p));
@@ -176,17 +178,24 @@ impl HotpotItem {
             "no" => Some(4),
             "" => None,
             a => {
-                let find = |supporting_only: bool| {
-                    starts.iter().find_map(|&(offset, p)| {
+                // The first occurrence in a supporting paragraph's text, else in a supporting
+                // title (the official reader's answer positions include titles), else anywhere.
+                let find = |supporting_only: bool, in_title: bool| {
+                    let at = if in_title { &title_starts } else { &starts };
+                    at.iter().find_map(|&(offset, p)| {
                         if supporting_only && !self.supporting[p] {
                             return None;
                         }
-                        let text = &self.paragraphs[p].1;
+                        let (title, text) = &self.paragraphs[p];
+                        let text = if in_title { title } else { text };
                         text.find(a)
                             .map(|byte| offset + text[..byte].chars().count())
                     })
                 };
-                find(true).or_else(|| find(false))
+                find(true, false)
+                    .or_else(|| find(true, true))
+                    .or_else(|| find(false, false))
+                    .or_else(|| find(false, true))
             }
         };
         (context, answer, spans)
@@ -209,12 +218,15 @@ impl HotpotItem {
         }
     }
 
-    /// Whether the answer is `yes`, `no` or found in a supporting paragraph, so that every crop
-    /// view (which keeps the supporting paragraphs) still holds it.
+    /// Whether the answer is `yes`, `no` or found in a supporting paragraph (its text or its
+    /// title), so that every crop view (which keeps the supporting paragraphs) still holds it.
     pub fn answer_in_support(&self) -> bool {
-        matches!(self.answer.as_str(), "yes" | "no")
-            || (0..self.paragraphs.len())
-                .any(|p| self.supporting[p] && self.paragraphs[p].1.contains(self.answer.as_str()))
+        let a = self.answer.as_str();
+        matches!(a, "yes" | "no")
+            || (0..self.paragraphs.len()).any(|p| {
+                let (title, text) = &self.paragraphs[p];
+                self.supporting[p] && (text.contains(a) || title.contains(a))
+            })
     }
 
     /// As a SQuAD question over the paragraphs `order` (answer offset 0 when not found).
