@@ -466,6 +466,66 @@ fn hotpot_answers_found_only_in_a_title_are_located_there() {
 }
 
 #[test]
+fn max_q_len_and_max_p_len_truncate_as_the_official_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = tiny_qa_model(root);
+    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
+    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
+        .unwrap()
+        .inner()
+        .clone();
+    let tokens = |t: &str| tokenizer.encode(t, false).unwrap().get_ids().len();
+    let words = |n: usize| {
+        (0..n)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let long = words(40);
+    let item = HotpotItem {
+        id: "q".into(),
+        question: words(30),
+        answer: "w1".into(),
+        paragraphs: vec![
+            ("A long title here".into(), long.clone()),
+            ("B".into(), long.clone()),
+        ],
+        supporting: vec![false, true],
+    };
+    // Evaluation: every text to its first 5 tokens' worth, titles whole, the question to 4.
+    let mut eval = item.clone();
+    eval.truncate(&tokenizer, Some(4), Some(5), false).unwrap();
+    assert_eq!(tokens(&eval.question), 4);
+    assert!(item.question.starts_with(&eval.question));
+    for (p, (title, text)) in eval.paragraphs.iter().enumerate() {
+        assert_eq!(title, &item.paragraphs[p].0, "titles stay whole");
+        assert_eq!(tokens(text), 5, "{text:?}");
+        assert!(long.starts_with(text.as_str()));
+    }
+    // (The answer "w1" is within the first 5 tokens either way.)
+    // Training: the answer's paragraph (the supporting one) keeps max(5, e + 12) tokens, e the
+    // answer's end in characters, so the answer stays; the other is cut to 5.
+    let mut train = item.clone();
+    train.truncate(&tokenizer, None, Some(5), true).unwrap();
+    assert_eq!(train.question, item.question);
+    let end = long.find("w1").unwrap() + 2;
+    assert!(end + 12 > 5 && end + 12 < tokens(&long));
+    assert_eq!(tokens(&train.paragraphs[1].1), end + 12);
+    assert!(train.answer_in_support());
+    assert_eq!(tokens(&train.paragraphs[0].1), 5);
+    // Limits above the lengths change nothing.
+    let mut whole = item.clone();
+    whole
+        .truncate(&tokenizer, Some(500), Some(500), true)
+        .unwrap();
+    assert_eq!(
+        (whole.question, whole.paragraphs),
+        (item.question, item.paragraphs)
+    );
+}
+
+#[test]
 fn max_p_num_drops_distractors_in_file_order_as_the_official_reader() {
     let item = HotpotItem {
         id: "q".into(),
@@ -868,7 +928,7 @@ fn mismatched_qa_and_ranking_settings_are_caught_before_anything_runs() {
         (
             "[grid]\nmodel = [\"tiny\"]\ndataset = [\"bad\"]\n",
             "[datasets.bad]\npath = \"squad\"\nformat = \"squad\"\ntask = \"extractive-qa\"\nqa = { max_p_num = 2 }\n",
-            "qa.max_p_num counts HotpotQA paragraphs",
+            "qa.max_p_num belongs to HotpotQA's questions and paragraphs",
         ),
         // An unknown ranking metric.
         (

@@ -295,8 +295,25 @@ fn check_dataset_spec(d: &DatasetSpec) -> Result<(), String> {
     {
         return Err("qa.n_best and qa.max_answer_length must be at least 1".into());
     }
-    if d.qa.as_ref().is_some_and(|qa| qa.max_p_num.is_some()) && d.format != F::Hotpot {
-        return Err("qa.max_p_num counts HotpotQA paragraphs (format = \"hotpot\")".into());
+    if let Some(qa) = &d.qa
+        && d.format != F::Hotpot
+    {
+        for (key, set) in [
+            ("max_p_num", qa.max_p_num.is_some()),
+            ("max_q_len", qa.max_q_len.is_some()),
+            ("max_p_len", qa.max_p_len.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "qa.{key} belongs to HotpotQA's questions and paragraphs (format = \"hotpot\")"
+                ));
+            }
+        }
+    }
+    if let Some(qa) = &d.qa
+        && (qa.max_q_len == Some(0) || qa.max_p_len == Some(0) || qa.max_p_num == Some(0))
+    {
+        return Err("qa.max_q_len, qa.max_p_len and qa.max_p_num must be at least 1".into());
     }
     match (&d.ranking, d.format) {
         (None, F::Ranking) => Err(

@@ -125,6 +125,15 @@ pub struct QaSettings {
     /// [`crate::encoder::extractive::HotpotItem::keep_at_most`]). Unset: all ten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p_num: Option<usize>,
+    /// HotpotQA: keep the question's first this many tokens (the official `--max_q_len`, 160
+    /// in the paper's commands). Unset: the whole question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_q_len: Option<usize>,
+    /// HotpotQA: keep each paragraph text's first this many tokens, titles whole (the official
+    /// `--max_p_len`, 256; [`crate::encoder::extractive::HotpotItem::truncate`]). Unset: whole
+    /// paragraphs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p_len: Option<usize>,
 }
 
 impl Default for QaSettings {
@@ -134,6 +143,8 @@ impl Default for QaSettings {
             max_answer_length: default_max_answer_length(),
             n_best: default_n_best(),
             max_p_num: None,
+            max_q_len: None,
+            max_p_len: None,
         }
     }
 }

@@ -218,6 +218,60 @@ impl HotpotItem {
         }
     }
 
+    /// Truncate as the official reader (`MultiDocQADataset._construct_feature`): the question to
+    /// its first `max_q_len` tokens and each paragraph's text to its first `max_p_len` tokens
+    /// (titles whole), each cut at the last kept token's end. With `keep_answer` (training), the
+    /// paragraph whose text holds the answer (where [`Self::context`] locates it) keeps
+    /// `max(max_p_len, e + 12)` tokens, `e` the answer's end as a *character* offset in the
+    /// text: the official code compares that character offset with a token count, which keeps
+    /// at least the answer and usually much more; so does this.
+    ///
+    /// # Errors
+    /// If the tokenizer fails.
+    pub fn truncate(
+        &mut self,
+        tokenizer: &Tokenizer,
+        max_q_len: Option<usize>,
+        max_p_len: Option<usize>,
+        keep_answer: bool,
+    ) -> Result<()> {
+        let cut = |text: &str, n: usize| -> Result<Option<String>> {
+            let enc = tokenizer
+                .encode_char_offsets(text, false)
+                .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
+            let offsets = enc.get_offsets();
+            Ok((offsets.len() > n).then(|| text.chars().take(offsets[n - 1].1).collect()))
+        };
+        if let Some(n) = max_q_len
+            && let Some(q) = cut(&self.question, n)?
+        {
+            self.question = q;
+        }
+        let Some(n) = max_p_len else {
+            return Ok(());
+        };
+        // The answer's paragraph and end (in characters of its text), as `context` finds it.
+        let order: Vec<usize> = (0..self.paragraphs.len()).collect();
+        let (_, at, spans) = self.context_spans(&order);
+        let answer_end = at.filter(|_| keep_answer).and_then(|at| {
+            spans.iter().find_map(|(p, span)| {
+                let text_at = span.end - self.paragraphs[*p].1.chars().count();
+                (at >= text_at && at < span.end)
+                    .then(|| (*p, at - text_at + self.answer.chars().count()))
+            })
+        });
+        for p in 0..self.paragraphs.len() {
+            let limit = match answer_end {
+                Some((q, end)) if q == p => n.max(end + 12),
+                _ => n,
+            };
+            if let Some(text) = cut(&self.paragraphs[p].1, limit)? {
+                self.paragraphs[p].1 = text;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the answer is `yes`, `no` or found in a supporting paragraph (its text or its
     /// title), so that every crop view (which keeps the supporting paragraphs) still holds it.
     pub fn answer_in_support(&self) -> bool {
@@ -408,6 +462,9 @@ impl SpanLearner {
                 if let Some(n) = qa.max_p_num {
                     train.iter_mut().for_each(|q| q.keep_at_most(n));
                 }
+                for q in &mut train {
+                    q.truncate(&tokenizer, qa.max_q_len, qa.max_p_len, true)?;
+                }
                 let before = train.len();
                 train.retain(|q| q.answer_in_support() && !q.answer.is_empty());
                 if train.len() < before {
@@ -420,6 +477,9 @@ impl SpanLearner {
                 eval.truncate(cap(eval.len(), t.max_eval_examples));
                 if let Some(n) = qa.max_p_num {
                     eval.iter_mut().for_each(|q| q.keep_at_most(n));
+                }
+                for q in &mut eval {
+                    q.truncate(&tokenizer, qa.max_q_len, qa.max_p_len, false)?;
                 }
                 let eval = eval
                     .iter()
