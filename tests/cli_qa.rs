@@ -466,6 +466,55 @@ fn hotpot_answers_found_only_in_a_title_are_located_there() {
 }
 
 #[test]
+fn yes_and_no_are_answers_alone_never_a_span_over_the_prefix() {
+    use runner::encoder::extractive::squad::{predict_answers_with, squad_windows};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = tiny_qa_model(root);
+    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
+    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
+        .unwrap()
+        .inner()
+        .clone();
+    let item = HotpotItem {
+        id: "q".into(),
+        question: "Is it?".into(),
+        answer: "yes".into(),
+        paragraphs: vec![("A".into(), "It is so.".into())],
+        supporting: vec![true],
+    };
+    let (example, _) = item.as_squad(&[0]);
+    let windows = squad_windows(&tokenizer, std::slice::from_ref(&example), 64, 16).unwrap();
+    let w = &windows[0];
+    let yes = w.context_offsets.iter().position(Option::is_some).unwrap();
+    // The start logit peaks at "yes", the end logit at "no" (the next token), a little less at
+    // "yes": the best pair is the span "yes no" unless the prefix rule holds.
+    let mut start = vec![0f32; w.ids.len()];
+    let mut end = vec![0f32; w.ids.len()];
+    start[yes] = 5.0;
+    end[yes + 1] = 5.0;
+    end[yes] = 4.0;
+    let decode = |prefix: usize| {
+        predict_answers_with(
+            std::slice::from_ref(&example),
+            &windows,
+            &[start.clone()],
+            &[end.clone()],
+            20,
+            30,
+            prefix,
+        )[0]
+        .1
+        .as_ref()
+        .unwrap()
+        .text
+        .clone()
+    };
+    assert_eq!(decode(0), "yes no");
+    assert_eq!(decode("yes no ".len()), "yes");
+}
+
+#[test]
 fn max_q_len_and_max_p_len_truncate_as_the_official_reader() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

@@ -560,7 +560,11 @@ fn the_paper_hotpot_cells_train_as_the_official_commands() {
             assert_eq!(t.eval_every, 1000, "{loss}");
             let qa = c.dataset.qa.clone().unwrap();
             assert_eq!((qa.max_answer_length, qa.n_best), (64, 5), "{loss}");
-            assert_eq!((qa.max_q_len, qa.max_p_len), (Some(160), Some(256)), "{loss}");
+            assert_eq!(
+                (qa.max_q_len, qa.max_p_len),
+                (Some(160), Some(256)),
+                "{loss}"
+            );
             match (&c.loss, views) {
                 // CmpQA calls self.eval() whenever n_drop = 0: the official baseline trained
                 // without dropout.

@@ -47,7 +47,7 @@ use tokenizers::Tokenizer;
 use crate::data::crosslingual::{QaExample, read_squad_json};
 use crate::encoder::cell::{TrainCell, dataset_file};
 use crate::encoder::extractive::squad::{
-    QaWindow, predict_answers, predictions_json, squad_windows,
+    QaWindow, predict_answers_with, predictions_json, squad_windows,
 };
 use crate::encoder::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
 use crate::encoder::objective::Objective;
@@ -705,13 +705,19 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
                 ends.push(e[row * seq..row * seq + n].to_vec());
             }
         }
-        let predictions = predict_answers(
+        // HotpotQA: "yes" and "no" are answers alone, never a span over the prefix.
+        let prefix = match self.train {
+            TrainUnits::Hotpot(_) => YES_NO.chars().count(),
+            TrainUnits::Windows(_) => 0,
+        };
+        let predictions = predict_answers_with(
             &self.eval_examples,
             &self.eval_windows,
             &starts,
             &ends,
             self.qa.n_best,
             self.qa.max_answer_length,
+            prefix,
         );
         let (mut em, mut f1) = (0.0, 0.0);
         for (example, (_, p)) in self.eval_examples.iter().zip(&predictions) {

@@ -153,12 +153,15 @@ fn top_positions(logits: &[f32], n: usize) -> Vec<usize> {
 /// `postprocess_qa_predictions` decodes SQuAD v1.1: in each window the `n_best` highest start
 /// and end logits are paired; spans outside the context, ending before they start, or longer
 /// than `max_answer_len` tokens are skipped; the span with the highest start + end logit wins.
-/// `None` when no window has a valid span (the official code then answers "").
+/// `None` when no window has a valid span (the official code then answers ""). A span that
+/// starts or ends in the context's first `single_token_prefix` characters must be one token
+/// (0: no such rule; HotpotQA's `yes no ` prefix).
 pub fn best_span(
     context: &str,
     windows: &[ScoredWindow<'_>],
     n_best: usize,
     max_answer_len: usize,
+    single_token_prefix: usize,
 ) -> Option<SpanPrediction> {
     let mut best: Option<SpanPrediction> = None;
     for (window, start_logits, end_logits) in windows {
@@ -169,6 +172,10 @@ pub fn best_span(
                     continue;
                 };
                 if e < s || e - s + 1 > max_answer_len {
+                    continue;
+                }
+                // A span that touches the first `single_token_prefix` characters is one token.
+                if (a.0 < single_token_prefix || b.0 < single_token_prefix) && s != e {
                     continue;
                 }
                 let score = f64::from(start_logits[s]) + f64::from(end_logits[e]);
@@ -195,6 +202,30 @@ pub fn predict_answers(
     n_best: usize,
     max_answer_len: usize,
 ) -> Vec<(String, Option<SpanPrediction>)> {
+    predict_answers_with(
+        examples,
+        windows,
+        start_logits,
+        end_logits,
+        n_best,
+        max_answer_len,
+        0,
+    )
+}
+
+/// As [`predict_answers`]; a span that starts or ends in the context's first
+/// `single_token_prefix` characters must be a single token (HotpotQA's `yes no ` prefix: the
+/// official span mask allows only the [YES] and the [NO] token alone there).
+#[allow(clippy::too_many_arguments)]
+pub fn predict_answers_with(
+    examples: &[QaExample],
+    windows: &[QaWindow],
+    start_logits: &[Vec<f32>],
+    end_logits: &[Vec<f32>],
+    n_best: usize,
+    max_answer_len: usize,
+    single_token_prefix: usize,
+) -> Vec<(String, Option<SpanPrediction>)> {
     let mut by_example: Vec<Vec<ScoredWindow<'_>>> = vec![Vec::new(); examples.len()];
     for ((w, s), e) in windows.iter().zip(start_logits).zip(end_logits) {
         by_example[w.example].push((w, s.as_slice(), e.as_slice()));
@@ -205,7 +236,13 @@ pub fn predict_answers(
         .map(|(example, ws)| {
             (
                 example.id.clone(),
-                best_span(&example.context, ws, n_best, max_answer_len),
+                best_span(
+                    &example.context,
+                    ws,
+                    n_best,
+                    max_answer_len,
+                    single_token_prefix,
+                ),
             )
         })
         .collect()
