@@ -200,6 +200,16 @@ fn ranking_dir(root: &Path) -> PathBuf {
 
 /// `cli_grid`'s tiny BERT with the weights of the QA fixture (a span head and no
 /// classification head, so a one-output relevance head is initialised).
+/// The tokenizer of [`tiny_qa_model`] (written under `root`).
+fn tiny_qa_tokenizer(root: &Path) -> tokenizers::Tokenizer {
+    let model = tiny_qa_model(root);
+    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
+    models::TextTokenizer::from_dir(&model, &config)
+        .unwrap()
+        .inner()
+        .clone()
+}
+
 fn tiny_qa_model(root: &Path) -> PathBuf {
     let base = tiny_model(root);
     let dir = root.join("tiny-bert-qa");
@@ -470,12 +480,7 @@ fn yes_and_no_are_answers_alone_never_a_span_over_the_prefix() {
     use runner::encoder::extractive::squad::{predict_answers_with, squad_windows};
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let model = tiny_qa_model(root);
-    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
-    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
-        .unwrap()
-        .inner()
-        .clone();
+    let tokenizer = tiny_qa_tokenizer(root);
     let item = HotpotItem {
         id: "q".into(),
         question: "Is it?".into(),
@@ -518,12 +523,7 @@ fn yes_and_no_are_answers_alone_never_a_span_over_the_prefix() {
 fn max_q_len_and_max_p_len_truncate_as_the_official_reader() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let model = tiny_qa_model(root);
-    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
-    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
-        .unwrap()
-        .inner()
-        .clone();
+    let tokenizer = tiny_qa_tokenizer(root);
     let tokens = |t: &str| tokenizer.encode(t, false).unwrap().get_ids().len();
     let words = |n: usize| {
         (0..n)
@@ -608,12 +608,7 @@ fn hotpot_crop_views_of_a_step_are_nested_token_for_token() {
     use rand::SeedableRng;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let model = tiny_qa_model(root);
-    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
-    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
-        .unwrap()
-        .inner()
-        .clone();
+    let tokenizer = tiny_qa_tokenizer(root);
     let items = read_hotpot_json(&hotpot_dir(root).join("hotpot_train_v1.1.json")).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let counts = |w: &QaWindow| {
@@ -664,10 +659,7 @@ fn hotpot_answers_are_predicted_only_from_the_context_as_the_official_answer_mas
     use runner::encoder::extractive::{SpanInput, answer_mask};
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let model = tiny_qa_model(root);
-    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
-    let text_tokenizer = models::TextTokenizer::from_dir(&model, &config).unwrap();
-    let tokenizer = text_tokenizer.inner().clone();
+    let tokenizer = tiny_qa_tokenizer(root);
     let items = read_hotpot_json(&hotpot_dir(root).join("hotpot_train_v1.1.json")).unwrap();
     let item = &items[0];
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);

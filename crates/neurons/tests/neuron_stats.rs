@@ -344,10 +344,43 @@ fn interventions_and_change_matrices() {
     assert_eq!(InterventionValue::parse("nope"), None);
 }
 
+/// The recorded gate pre-activations of each batch of `batch` windows: per batch, per layer,
+/// `[tokens × width]` values.
+fn batch_gates(model: &LlamaModel<B>, windows: &[Vec<u32>], batch: usize) -> Vec<Vec<Vec<f32>>> {
+    let device = Default::default();
+    windows
+        .chunks(batch)
+        .map(|batch| {
+            let input = models::token_ids::<B, _>(batch, &device);
+            let mut ctx = ForwardContext::eval().recording_gate();
+            model.forward(input, None, &mut ctx);
+            ctx.gate_preactivations
+                .iter()
+                .map(|g| values(g.clone()).0)
+                .collect()
+        })
+        .collect()
+}
+
+/// Brute force: per batch, the `q` quantile of each neuron over the batch's tokens,
+/// interpolated as torch.quantile; the mean over the batches.
+fn mean_batch_quantile(batches: &[Vec<Vec<f32>>], width: usize, q: f64) -> Vec<f64> {
+    use neurons::selection::quantile_linear;
+    let mut want = vec![0f64; batches[0].len() * width];
+    for per_layer in batches {
+        for (l, g) in per_layer.iter().enumerate() {
+            for j in 0..width {
+                let mut column: Vec<f32> = g.iter().skip(j).step_by(width).copied().collect();
+                column.sort_by(f32::total_cmp);
+                want[l * width + j] += quantile_linear(&column, q) / batches.len() as f64;
+            }
+        }
+    }
+    want
+}
+
 #[test]
 fn batch_percentiles_and_exceedance_equal_brute_force() {
-    use neurons::selection::quantile_linear;
-
     let model = load("tiny-llama");
     let device = Default::default();
     let (layers, width) = (model.num_layers(), model.intermediate_size());
@@ -357,27 +390,10 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
         .collect_with_percentile(&model, "en", &all, 2, 0.9, &device, |_| {})
         .unwrap();
     // Brute force: per batch of 2 windows (16 tokens, the last batch 8), the 0.9 quantile of
-    // each neuron, interpolated as torch.quantile; their mean over the 3 batches.
-    let gates = |batch: &[Vec<u32>]| {
-        let input = models::token_ids::<B, _>(batch, &device);
-        let mut ctx = ForwardContext::eval().recording_gate();
-        model.forward(input, None, &mut ctx);
-        ctx.gate_preactivations
-            .iter()
-            .map(|g| values(g.clone()).0)
-            .collect::<Vec<_>>()
-    };
-    let mut want = vec![0f64; layers * width];
-    let batches: Vec<Vec<Vec<f32>>> = all.chunks(2).map(gates).collect();
-    for per_layer in &batches {
-        for (l, g) in per_layer.iter().enumerate() {
-            for j in 0..width {
-                let mut column: Vec<f32> = g.iter().skip(j).step_by(width).copied().collect();
-                column.sort_by(f32::total_cmp);
-                want[l * width + j] += quantile_linear(&column, 0.9) / 3.0;
-            }
-        }
-    }
+    // each neuron; their mean over the 3 batches.
+    let batches = batch_gates(&model, &all, 2);
+    assert_eq!(batches.len(), 3);
+    let want = mean_batch_quantile(&batches, width, 0.9);
     let p = stats.languages["en"].percentile(0.9).unwrap();
     assert_eq!((p.q, p.batches), (0.9, 3));
     for (i, (got, want)) in p.mean().iter().zip(&want).enumerate() {
@@ -452,7 +468,6 @@ fn batch_percentiles_and_exceedance_equal_brute_force() {
 #[test]
 fn several_percentiles_in_one_pass_and_mondals_percentile_interventions() {
     use ablation::NeuronSet;
-    use neurons::selection::quantile_linear;
     use neurons::{InterventionValue, intervention_context};
 
     let model = load("tiny-llama");
@@ -472,29 +487,9 @@ fn several_percentiles_in_one_pass_and_mondals_percentile_interventions() {
     assert_eq!(got, [0.75, 0.9, 0.95]);
     // Brute force, as Mondal et al.'s act_stat: per batch, torch.quantile of each neuron over
     // the batch's tokens at every q, averaged over the batches.
-    let batches: Vec<Vec<Vec<f32>>> = all
-        .chunks(2)
-        .map(|batch| {
-            let input = models::token_ids::<B, _>(batch, &device);
-            let mut ctx = ForwardContext::eval().recording_gate();
-            model.forward(input, None, &mut ctx);
-            ctx.gate_preactivations
-                .iter()
-                .map(|g| values(g.clone()).0)
-                .collect()
-        })
-        .collect();
+    let batches = batch_gates(&model, &all, 2);
     for q in qs {
-        let mut want = vec![0f64; layers * width];
-        for per_layer in &batches {
-            for (l, g) in per_layer.iter().enumerate() {
-                for j in 0..width {
-                    let mut column: Vec<f32> = g.iter().skip(j).step_by(width).copied().collect();
-                    column.sort_by(f32::total_cmp);
-                    want[l * width + j] += quantile_linear(&column, q) / batches.len() as f64;
-                }
-            }
-        }
+        let want = mean_batch_quantile(&batches, width, q);
         let mean = stats.mean_percentile("en", q).unwrap();
         for (i, (g, w)) in mean.iter().zip(&want).enumerate() {
             assert!((g - w).abs() < 1e-5, "q {q} neuron {i}: {g} vs {w}");

@@ -198,8 +198,8 @@ impl Objective {
     }
 
     /// Per-example task losses of every view, `[batch, c + 1]`, of a sequence classifier on one
-    /// batch (no gradient needed: evaluation's `cmp_in_eval`). Draws the dropout uniforms from
-    /// `masks`.
+    /// batch (the training step's, and evaluation's `cmp_in_eval`). Draws the dropout uniforms
+    /// from `masks`.
     pub fn view_losses<B: Backend>(
         &self,
         model: &SequenceClassifier<B>,
@@ -226,13 +226,10 @@ impl Objective {
         targets: &Targets<B>,
         masks: &mut Option<DropoutMasks<B>>,
     ) -> Tensor<B, 1> {
-        let seq = input.input_ids.dims()[1];
-        let per_view = self.run_views(std::slice::from_ref(input), seq, masks, |input, ctx, n| {
-            targets
-                .losses(model.forward(input, ctx), n)
-                .unsqueeze_dim(1)
-        });
-        self.combine(per_view)
+        self.combine(
+            self.view_losses(model, input, targets, masks)
+                .unsqueeze_dim(2),
+        )
     }
 }
 

@@ -252,11 +252,15 @@ fn statistics<B: Backend>(
         }
     }
     if exceedance {
-        let mut added = false;
-        for t in texts {
-            if stats.languages[&t.language].exceedance.is_none() {
-                let clock = Instant::now();
-                stats.collect_exceedance(
+        add_pass(
+            &mut stats,
+            texts,
+            &path,
+            log,
+            "exceedance pass",
+            |l| l.exceedance.is_none(),
+            |st, t| {
+                st.collect_exceedance(
                     model,
                     &t.language,
                     &t.train,
@@ -264,48 +268,64 @@ fn statistics<B: Backend>(
                     s.quantile,
                     device,
                     |_| {},
-                )?;
-                log.line(&format!(
-                    "exceedance pass {}: {:.0}s",
-                    t.language,
-                    clock.elapsed().as_secs_f64()
-                ));
-                added = true;
-            }
-        }
-        if added {
-            stats.save(&path)?;
-        }
+                )
+            },
+        )?;
     }
     if medians {
-        let mut added = false;
-        for t in texts {
-            if stats.languages[&t.language].response_median.is_none() {
-                let clock = Instant::now();
-                stats.collect_response_median(
+        add_pass(
+            &mut stats,
+            texts,
+            &path,
+            log,
+            "median responses",
+            |l| l.response_median.is_none(),
+            |st, t| {
+                st.collect_response_median(
                     model,
                     &t.language,
                     &t.train,
                     s.batch_size,
                     device,
                     |_| {},
-                )?;
-                log.line(&format!(
-                    "median responses {}: {:.0}s",
-                    t.language,
-                    clock.elapsed().as_secs_f64()
-                ));
-                added = true;
-            }
-        }
-        if added {
-            stats.save(&path)?;
-        }
+                )
+            },
+        )?;
     }
     if !path.exists() {
         stats.save(&path)?;
     }
     Ok((stats, path))
+}
+
+/// A later pass over the statistics windows: run `pass` for each language whose statistics
+/// `lack` it, log its time as `what`, and save the statistics file when any ran.
+fn add_pass(
+    stats: &mut ActivationStats,
+    texts: &[LanguageText],
+    path: &Path,
+    log: &mut RunLog,
+    what: &str,
+    lacks: impl Fn(&neurons::LanguageStats) -> bool,
+    mut pass: impl FnMut(&mut ActivationStats, &LanguageText) -> Result<(), neurons::StatsError>,
+) -> Result<()> {
+    let mut added = false;
+    for t in texts {
+        if lacks(&stats.languages[&t.language]) {
+            let clock = Instant::now();
+            pass(stats, t)?;
+            log.line(&format!(
+                "{what} {}: {:.0}s",
+                t.language,
+                clock.elapsed().as_secs_f64()
+            ));
+            added = true;
+        }
+    }
+    if added {
+        stats.save(path)?;
+    }
+    Ok(())
 }
 
 /// Run one study cell into `dir` (see the module docs).
