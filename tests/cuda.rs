@@ -28,6 +28,7 @@ fn bert_fixture_matches_transformers_on_cuda() {
         input_ids: ints("input_ids"),
         attention_mask: ints("attention_mask").float(),
         token_type_ids: ints("token_type_ids"),
+        global_attention_mask: None,
     };
     let logits = model.forward(&input, &mut ForwardContext::eval());
     assert_close("cuda logits", to_cpu(logits), &expected["logits"], 1e-4);

@@ -63,11 +63,13 @@ fn input_views(device: &Device<Ad>) -> Vec<EncoderInput<Ad>> {
             input_ids,
             attention_mask: full_mask,
             token_type_ids: zeros(),
+            global_attention_mask: None,
         },
         EncoderInput {
             input_ids: cropped_ids,
             attention_mask: cropped_mask,
             token_type_ids: zeros(),
+            global_attention_mask: None,
         },
     ]
 }

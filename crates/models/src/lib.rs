@@ -1,6 +1,7 @@
 //! Transformer models for neuron-level research, generic over the Burn backend.
 //!
-//! - The BERT family of encoders (BERT, RoBERTa, ELECTRA discriminator) with task heads, strict
+//! - The BERT family of encoders (BERT, RoBERTa, ELECTRA discriminator, and Longformer with its
+//!   sliding-window and global attention, [`bert::longformer`]) with task heads, strict
 //!   loading of HF checkpoints, saving back to HF layout, tokenizers, and [`view_losses`], which
 //!   runs the views of a comparative (CmpLoss) step batched or one after another.
 //! - Llama-family decoders ([`llama`]: Llama 2 / 3 / 3.1, Mistral, SmolLM) loaded from HF

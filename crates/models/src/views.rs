@@ -37,7 +37,16 @@ impl<B: Backend> RowBatch for EncoderInput<B> {
         let mut ids = Vec::with_capacity(parts.len());
         let mut mask = Vec::with_capacity(parts.len());
         let mut types = Vec::with_capacity(parts.len());
+        // A part without a global attention mask has none (zeros) when another part has one.
+        let any_global = parts.iter().any(|p| p.global_attention_mask.is_some());
+        let mut global = Vec::with_capacity(parts.len());
         for p in parts {
+            if any_global {
+                global.push(
+                    p.global_attention_mask
+                        .unwrap_or_else(|| p.attention_mask.zeros_like()),
+                );
+            }
             ids.push(p.input_ids);
             mask.push(p.attention_mask);
             types.push(p.token_type_ids);
@@ -46,6 +55,7 @@ impl<B: Backend> RowBatch for EncoderInput<B> {
             input_ids: Tensor::cat(ids, 0),
             attention_mask: Tensor::cat(mask, 0),
             token_type_ids: Tensor::cat(types, 0),
+            global_attention_mask: any_global.then(|| Tensor::cat(global, 0)),
         }
     }
 }

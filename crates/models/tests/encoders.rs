@@ -16,6 +16,7 @@ fn input(expected: &Value, device: &Device<B>) -> EncoderInput<B> {
         input_ids: int_tensor(&expected["input_ids"], device),
         attention_mask: mask,
         token_type_ids: int_tensor(&expected["token_type_ids"], device),
+        global_attention_mask: None,
     }
 }
 
@@ -308,4 +309,142 @@ fn sharded_checkpoint_loads_like_a_single_file() {
         err.contains("the index lists \"bert.extra.weight\" but its shard does not hold it"),
         "{err}"
     );
+}
+
+/// The tiny Longformer and the input of one of its `expected.json` cases (`"global"`: global
+/// attention on some tokens; `"local_only"`: none, a pure sliding window).
+fn longformer(case: &str, device: &Device<B>) -> (SpanExtractor<B>, EncoderInput<B>, Value) {
+    let dir = fixture("encoders/longformer-qa");
+    let (model, report) = SpanExtractor::<B>::load(Checkpoint::open(&dir).unwrap(), 0, device)
+        .unwrap_or_else(|e| panic!("longformer: {e}"));
+    assert!(report.initialised.is_empty(), "{report:?}");
+    let all = read_json(&dir.join("expected.json"));
+    let mut input = input(&all, device);
+    input.global_attention_mask =
+        Some(int_tensor(&all[case]["global_attention_mask"], device).float());
+    (model, input, all[case].clone())
+}
+
+fn check_longformer(case: &str) {
+    let device = Default::default();
+    let (model, input, expected) = longformer(case, &device);
+    let mut ctx = ForwardContext::eval().recording();
+    let hidden = model.encoder.forward(&input, &mut ctx);
+    let n_states = expected["hidden_states"].as_array().unwrap().len();
+    assert_eq!(n_states, 3, "two layers");
+    assert_close(
+        &format!("longformer ({case}) last hidden state"),
+        hidden,
+        &expected["hidden_states"][n_states - 1],
+        TOL,
+    );
+    assert_close(
+        &format!("longformer ({case}) FFN activation of layer 0"),
+        ctx.ffn_activations[0].clone(),
+        &expected["ffn_layer0"],
+        TOL,
+    );
+    let (start, end) = model.forward(&input, &mut ForwardContext::eval());
+    assert_close(
+        &format!("longformer ({case}) start"),
+        start,
+        &expected["start_logits"],
+        TOL,
+    );
+    assert_close(
+        &format!("longformer ({case}) end"),
+        end,
+        &expected["end_logits"],
+        TOL,
+    );
+}
+
+#[test]
+fn longformer_with_global_attention_matches_transformers() {
+    check_longformer("global");
+}
+
+#[test]
+fn longformer_sliding_window_alone_matches_transformers() {
+    check_longformer("local_only");
+}
+
+#[test]
+fn longformer_global_attention_changes_the_output_and_saves_its_projections() {
+    let device = Default::default();
+    let (model, input, expected) = longformer("global", &device);
+    // The two fixture cases differ, so the global rows and columns are exercised.
+    let (start, _) = model.forward(&input, &mut ForwardContext::eval());
+    let (with_global, _) = values(start);
+    let dir = fixture("encoders/longformer-qa");
+    let all = read_json(&dir.join("expected.json"));
+    let (local, _) = flat(&all["local_only"]["start_logits"]);
+    let moved = with_global
+        .iter()
+        .zip(&local)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        moved > 1e-3,
+        "global attention moved the logits by only {moved}"
+    );
+
+    // Saved and read back, the model (with its global projections) gives the same logits.
+    let out = std::env::temp_dir().join(format!("neuronlab-longformer-{}", std::process::id()));
+    let config = models::EncoderConfig::from_file(&dir).unwrap();
+    model.save_pretrained(&config, &out).unwrap();
+    let (reloaded, report) =
+        SpanExtractor::<B>::load(Checkpoint::open(&out).unwrap(), 0, &device).unwrap();
+    assert!(report.initialised.is_empty(), "{report:?}");
+    let (start, _) = reloaded.forward(&input, &mut ForwardContext::eval());
+    assert_close("reloaded longformer", start, &expected["start_logits"], TOL);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn longformer_gradients_match_transformers() {
+    type AB = burn::backend::Autodiff<B>;
+    let device = Default::default();
+    let (_, input, _) = longformer("global", &device);
+    let dir = fixture("encoders/longformer-qa");
+    let expected = read_json(&dir.join("expected.json"))["backward"].clone();
+    let (model, _) =
+        SpanExtractor::<AB>::load(Checkpoint::open(&dir).unwrap(), 0, &device).unwrap();
+    let lift = |t: Tensor<B, 2>| Tensor::<AB, 2>::from_data(t.into_data(), &device);
+    let lift_int = |t: Tensor<B, 2, Int>| Tensor::<AB, 2, Int>::from_data(t.into_data(), &device);
+    let input = EncoderInput::<AB> {
+        input_ids: lift_int(input.input_ids),
+        attention_mask: lift(input.attention_mask),
+        token_type_ids: lift_int(input.token_type_ids),
+        global_attention_mask: input.global_attention_mask.map(lift),
+    };
+    let weight = |name: &str| {
+        let (v, shape) = flat(&expected[name]);
+        lift(Tensor::<B, 1>::from_floats(v.as_slice(), &device).reshape([shape[0], shape[1]]))
+    };
+    let (start, end) = model.forward(&input, &mut ForwardContext::eval());
+    let grads = (start * weight("g_start") + end * weight("g_end"))
+        .sum()
+        .backward();
+    let layers = &model.encoder.encoder.layer;
+    let global = |i: usize| layers[i].attention.self_attn.global.as_ref().unwrap();
+    let checks = [
+        (
+            "longformer.encoder.layer.0.attention.self.query_global.weight",
+            global(0).query_global.weight.grad(&grads),
+        ),
+        (
+            "longformer.encoder.layer.1.attention.self.value_global.weight",
+            global(1).value_global.weight.grad(&grads),
+        ),
+        (
+            "longformer.encoder.layer.1.attention.self.key.weight",
+            layers[1].attention.self_attn.key.weight.grad(&grads),
+        ),
+    ];
+    for (name, grad) in checks {
+        let grad = grad.unwrap_or_else(|| panic!("{name}: no gradient"));
+        // Burn's Linear holds [in, out]; HF's [out, in].
+        assert_close(name, grad.transpose(), &expected["grads"][name], TOL);
+    }
 }

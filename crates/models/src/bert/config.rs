@@ -18,11 +18,14 @@ pub enum EncoderFamily {
     Roberta,
     /// ELECTRA discriminator (`"electra"`): embeddings may be narrower than the hidden size.
     Electra,
+    /// Longformer (`"longformer"`): RoBERTa's embeddings and stack with sliding-window attention
+    /// and global attention on chosen tokens ([`crate::bert::longformer`]).
+    Longformer,
 }
 
 impl EncoderFamily {
     /// The `model_type` values accepted, for error messages.
-    pub const SUPPORTED: &'static str = "bert, roberta, xlm-roberta, electra";
+    pub const SUPPORTED: &'static str = "bert, roberta, xlm-roberta, electra, longformer";
 
     /// Parse HF's `model_type`.
     pub fn from_model_type(model_type: &str) -> Option<Self> {
@@ -30,6 +33,7 @@ impl EncoderFamily {
             "bert" => Some(Self::Bert),
             "roberta" | "xlm-roberta" => Some(Self::Roberta),
             "electra" => Some(Self::Electra),
+            "longformer" => Some(Self::Longformer),
             _ => None,
         }
     }
@@ -40,6 +44,7 @@ impl EncoderFamily {
             Self::Bert => "bert.",
             Self::Roberta => "roberta.",
             Self::Electra => "electra.",
+            Self::Longformer => "longformer.",
         }
     }
 
@@ -49,7 +54,14 @@ impl EncoderFamily {
             Self::Bert => "bert",
             Self::Roberta => "roberta",
             Self::Electra => "electra",
+            Self::Longformer => "longformer",
         }
+    }
+
+    /// Whether position ids count non-padding tokens from `pad_token_id + 1` (RoBERTa's
+    /// embeddings, which Longformer shares).
+    pub fn roberta_positions(self) -> bool {
+        matches!(self, Self::Roberta | Self::Longformer)
     }
 }
 
@@ -120,6 +132,9 @@ pub struct EncoderConfig {
     pub layer_norm_eps: f64,
     /// Padding token id (RoBERTa derives position ids from it).
     pub pad_token_id: usize,
+    /// Longformer only: each layer's attention window (`attention_window`, the full width, even;
+    /// a token attends to `window / 2` tokens on each side). Empty for the other families.
+    pub attention_window: Vec<usize>,
     /// Labels of a classification head (`id2label`), in id order; when the file has no
     /// `id2label`, `num_labels` (default 2) labels named `LABEL_i`, as HF does.
     pub labels: Vec<String>,
@@ -144,6 +159,7 @@ struct RawConfig {
     pad_token_id: Option<usize>,
     position_embedding_type: Option<String>,
     num_labels: Option<usize>,
+    attention_window: Option<serde_json::Value>,
     id2label: Option<std::collections::BTreeMap<String, String>>,
 }
 
@@ -223,17 +239,21 @@ impl EncoderConfig {
                 pairs.into_iter().map(|(_, v)| v).collect()
             }
         };
-        let pad_default = if family == EncoderFamily::Roberta {
-            1
-        } else {
-            0
+        let pad_default = if family.roberta_positions() { 1 } else { 0 };
+        let num_hidden_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
+        let attention_window = match family {
+            EncoderFamily::Longformer => {
+                attention_windows(raw.attention_window.as_ref(), num_hidden_layers)
+                    .map_err(|m| cfg_err("attention_window", m))?
+            }
+            _ => Vec::new(),
         };
         Ok(Self {
             family,
             vocab_size: need(raw.vocab_size, "vocab_size")?,
             hidden_size,
             embedding_size: raw.embedding_size.unwrap_or(hidden_size),
-            num_hidden_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
+            num_hidden_layers,
             num_attention_heads,
             intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
             hidden_act,
@@ -244,6 +264,7 @@ impl EncoderConfig {
             type_vocab_size: raw.type_vocab_size.unwrap_or(2),
             layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12),
             pad_token_id: raw.pad_token_id.unwrap_or(pad_default),
+            attention_window,
             labels,
         })
     }
@@ -255,9 +276,10 @@ impl EncoderConfig {
 
     /// The longest input the position embeddings allow (RoBERTa reserves `pad_token_id + 1` rows).
     pub fn max_input_len(&self) -> usize {
-        match self.family {
-            EncoderFamily::Roberta => self.max_position_embeddings - self.pad_token_id - 1,
-            _ => self.max_position_embeddings,
+        if self.family.roberta_positions() {
+            self.max_position_embeddings - self.pad_token_id - 1
+        } else {
+            self.max_position_embeddings
         }
     }
 
@@ -283,6 +305,9 @@ impl EncoderConfig {
         if self.family == EncoderFamily::Electra {
             v["embedding_size"] = self.embedding_size.into();
         }
+        if self.family == EncoderFamily::Longformer {
+            v["attention_window"] = self.attention_window.clone().into();
+        }
         {
             let id2label: serde_json::Map<_, _> = self
                 .labels
@@ -300,6 +325,36 @@ impl EncoderConfig {
             v["label2id"] = label2id.into();
         }
         serde_json::to_string_pretty(&v).expect("a JSON value always serializes")
+    }
+}
+
+/// Longformer's `attention_window`: one even width for every layer, or a list with one per layer
+/// (as HF's `LongformerConfig` accepts).
+fn attention_windows(
+    raw: Option<&serde_json::Value>,
+    layers: usize,
+) -> std::result::Result<Vec<usize>, String> {
+    let width = |v: &serde_json::Value| -> std::result::Result<usize, String> {
+        let w = v
+            .as_u64()
+            .ok_or_else(|| format!("expected a positive even integer, found {v}"))?;
+        if w == 0 || w % 2 != 0 {
+            return Err(format!("each window must be positive and even, found {w}"));
+        }
+        Ok(w as usize)
+    };
+    match raw {
+        None => Err("missing (Longformer needs its window width)".into()),
+        Some(serde_json::Value::Array(list)) => {
+            if list.len() != layers {
+                return Err(format!(
+                    "{} windows for {layers} layers (one per layer expected)",
+                    list.len()
+                ));
+            }
+            list.iter().map(width).collect()
+        }
+        Some(v) => Ok(vec![width(v)?; layers]),
     }
 }
 

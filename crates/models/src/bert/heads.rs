@@ -42,7 +42,9 @@ impl Pooling {
     pub fn default_for(family: EncoderFamily) -> Self {
         match family {
             EncoderFamily::Bert => Self::Pooler,
-            EncoderFamily::Roberta | EncoderFamily::Electra => Self::FirstToken,
+            EncoderFamily::Roberta | EncoderFamily::Electra | EncoderFamily::Longformer => {
+                Self::FirstToken
+            }
         }
     }
 }
@@ -187,13 +189,21 @@ impl<B: Backend> SequenceClassifier<B> {
         self.head.out_proj.weight.dims()[1]
     }
 
-    /// Logits (or regression outputs).
+    /// Logits (or regression outputs). A Longformer input without a global attention mask gets
+    /// global attention on its first token, as HF's `LongformerForSequenceClassification` sets.
     ///
     /// # Shapes
     /// - input: `[batch, seq]`
     /// - output: `[batch, num_labels]`
     pub fn forward(&self, input: &EncoderInput<B>, ctx: &mut ForwardContext<B>) -> Tensor<B, 2> {
-        let hidden = self.encoder.forward(input, ctx);
+        let hidden = if self.encoder.family() == EncoderFamily::Longformer
+            && input.global_attention_mask.is_none()
+        {
+            self.encoder
+                .forward(&input.clone().with_global_first_token(), ctx)
+        } else {
+            self.encoder.forward(input, ctx)
+        };
         let head = &self.head;
         match head.pooling {
             Pooling::Pooler => {
@@ -246,6 +256,7 @@ impl<B: Backend> SequenceClassifier<B> {
             EncoderFamily::Bert => "BertForSequenceClassification",
             EncoderFamily::Roberta => "RobertaForSequenceClassification",
             EncoderFamily::Electra => "ElectraForSequenceClassification",
+            EncoderFamily::Longformer => "LongformerForSequenceClassification",
         };
         write_checkpoint(&config, arch, &map, dir)
     }
@@ -326,6 +337,7 @@ impl<B: Backend> SpanExtractor<B> {
             EncoderFamily::Bert => "BertForQuestionAnswering",
             EncoderFamily::Roberta => "RobertaForQuestionAnswering",
             EncoderFamily::Electra => "ElectraForQuestionAnswering",
+            EncoderFamily::Longformer => "LongformerForQuestionAnswering",
         };
         write_checkpoint(config, arch, &map, dir)
     }

@@ -6,6 +6,7 @@
 //! | `embeddings.LayerNorm.{weight,bias}` | `embeddings.layer_norm.{gamma,beta}` |
 //! | `embeddings_project.{weight,bias}` (ELECTRA) | `embeddings_project` |
 //! | `encoder.layer.{i}.attention.self.{query,key,value}` | `encoder.layer[i].attention.self_attn.*` |
+//! | `encoder.layer.{i}.attention.self.{query,key,value}_global` (Longformer) | `….self_attn.global.*` |
 //! | `encoder.layer.{i}.attention.output.{dense,LayerNorm}` | `….attention.output.{dense,layer_norm}` |
 //! | `encoder.layer.{i}.intermediate.dense` | `….intermediate.dense` |
 //! | `encoder.layer.{i}.output.{dense,LayerNorm}` | `….output.{dense,layer_norm}` |
@@ -21,8 +22,8 @@ use burn::prelude::*;
 
 use crate::bert::config::{EncoderConfig, EncoderFamily};
 use crate::bert::{
-    Attention, BertModel, DenseNorm, Embeddings, Encoder, Intermediate, Layer, Pooler,
-    SelfAttention,
+    Attention, BertModel, DenseNorm, Embeddings, Encoder, GlobalProjections, Intermediate, Layer,
+    Pooler, SelfAttention,
 };
 use crate::error::Result;
 use crate::params::{
@@ -104,12 +105,22 @@ pub fn load_encoder<B: Backend>(
     for i in 0..config.num_hidden_layers {
         let l = |k: &str| p(&format!("encoder.layer.{i}.{k}"));
         let ffn = config.intermediate_size;
+        let global = if config.family == EncoderFamily::Longformer {
+            Some(GlobalProjections {
+                query_global: linear(map, &l("attention.self.query_global"), h, h, device)?,
+                key_global: linear(map, &l("attention.self.key_global"), h, h, device)?,
+                value_global: linear(map, &l("attention.self.value_global"), h, h, device)?,
+            })
+        } else {
+            None
+        };
         layers.push(Layer {
             attention: Attention {
                 self_attn: SelfAttention {
                     query: linear(map, &l("attention.self.query"), h, h, device)?,
                     key: linear(map, &l("attention.self.key"), h, h, device)?,
                     value: linear(map, &l("attention.self.value"), h, h, device)?,
+                    global,
                 },
                 output: DenseNorm {
                     dense: linear(map, &l("attention.output.dense"), h, h, device)?,
@@ -166,6 +177,11 @@ pub fn save_encoder<B: Backend>(model: &BertModel<B>, prefix: &str, map: &mut Te
         save_linear(&qkv.query, &l("attention.self.query"), map);
         save_linear(&qkv.key, &l("attention.self.key"), map);
         save_linear(&qkv.value, &l("attention.self.value"), map);
+        if let Some(g) = &qkv.global {
+            save_linear(&g.query_global, &l("attention.self.query_global"), map);
+            save_linear(&g.key_global, &l("attention.self.key_global"), map);
+            save_linear(&g.value_global, &l("attention.self.value_global"), map);
+        }
         save_linear(
             &layer.attention.output.dense,
             &l("attention.output.dense"),

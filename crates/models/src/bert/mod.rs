@@ -9,6 +9,8 @@
 //!   (`create_position_ids_from_input_ids`), so padding never shifts a token's position.
 //! - ELECTRA's embeddings may be narrower than the hidden size (`embedding_size`), followed by a
 //!   linear `embeddings_project`; ELECTRA has no pooler.
+//! - Longformer has RoBERTa's embeddings; its attention is a sliding window plus global
+//!   attention ([`longformer`]), with three more projections per layer.
 //!
 //! Field names follow the checkpoint keys (`encoder.layer.{i}.attention.self.query`), except
 //! `self` → `self_attn` and `LayerNorm` → `layer_norm`; [`crate::bert::load`] does the mapping.
@@ -16,6 +18,7 @@
 pub mod config;
 pub mod heads;
 pub mod load;
+pub mod longformer;
 pub mod text;
 
 use burn::nn::{Embedding, LayerNorm, Linear};
@@ -35,6 +38,27 @@ pub struct EncoderInput<B: Backend> {
     pub attention_mask: Tensor<B, 2>,
     /// Segment ids, `[batch, seq]`.
     pub token_type_ids: Tensor<B, 2, Int>,
+    /// Longformer only: 1 for tokens with global attention, 0 elsewhere, `[batch, seq]` (HF's
+    /// `global_attention_mask`). Other families ignore it; `None` is all zeros.
+    pub global_attention_mask: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> EncoderInput<B> {
+    /// This input with global attention on each row's first token only (what HF's Longformer
+    /// classifiers set when given no global mask).
+    pub fn with_global_first_token(mut self) -> Self {
+        let [batch, seq] = self.attention_mask.dims();
+        let device = self.attention_mask.device();
+        let mut flags = vec![0f32; batch * seq];
+        for row in 0..batch {
+            flags[row * seq] = 1.0;
+        }
+        self.global_attention_mask = Some(Tensor::from_data(
+            TensorData::new(flags, [batch, seq]),
+            &device,
+        ));
+        self
+    }
 }
 
 /// Word, position and token-type embeddings, then LayerNorm and dropout.
@@ -59,6 +83,19 @@ pub struct SelfAttention<B: Backend> {
     pub key: Linear<B>,
     /// `hidden → hidden`.
     pub value: Linear<B>,
+    /// Longformer only: the projections of the global attention.
+    pub global: Option<GlobalProjections<B>>,
+}
+
+/// Longformer's global-attention projections (HF `attention.self.{query,key,value}_global`).
+#[derive(Module, Debug)]
+pub struct GlobalProjections<B: Backend> {
+    /// `hidden → hidden`.
+    pub query_global: Linear<B>,
+    /// `hidden → hidden`.
+    pub key_global: Linear<B>,
+    /// `hidden → hidden`.
+    pub value_global: Linear<B>,
 }
 
 /// A projection followed by dropout, residual and LayerNorm (HF `*.output`).
@@ -127,7 +164,7 @@ pub struct BertModel<B: Backend> {
 }
 
 /// The hyperparameters the forward pass needs, copied out of [`EncoderConfig`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Hyper {
     pub family: EncoderFamily,
     pub n_heads: usize,
@@ -137,6 +174,8 @@ pub(crate) struct Hyper {
     pub pad_token_id: usize,
     pub max_input_len: usize,
     pub layer_norm_eps: f64,
+    /// Longformer's window per layer (empty otherwise).
+    pub attention_window: Vec<usize>,
 }
 
 impl Hyper {
@@ -150,6 +189,7 @@ impl Hyper {
             pad_token_id: config.pad_token_id,
             max_input_len: config.max_input_len(),
             layer_norm_eps: config.layer_norm_eps,
+            attention_window: config.attention_window.clone(),
         }
     }
 }
@@ -199,16 +239,15 @@ impl<B: Backend> BertModel<B> {
             self.hp.max_input_len
         );
         let device = input.input_ids.device();
-        let position_ids = match self.hp.family {
-            EncoderFamily::Roberta => {
-                // HF create_position_ids_from_input_ids: pad + cumsum(not pad) on real tokens.
-                let pad = self.hp.pad_token_id as i64;
-                let not_pad = input.input_ids.clone().not_equal_elem(pad).int();
-                not_pad.clone().cumsum(1) * not_pad + pad
-            }
-            _ => Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
+        let position_ids = if self.hp.family.roberta_positions() {
+            // HF create_position_ids_from_input_ids: pad + cumsum(not pad) on real tokens.
+            let pad = self.hp.pad_token_id as i64;
+            let not_pad = input.input_ids.clone().not_equal_elem(pad).int();
+            not_pad.clone().cumsum(1) * not_pad + pad
+        } else {
+            Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
                 .reshape([1, seq])
-                .expand([batch, seq]),
+                .expand([batch, seq])
         };
         let emb = &self.embeddings;
         let x = emb.word_embeddings.forward(input.input_ids.clone())
@@ -223,11 +262,19 @@ impl<B: Backend> BertModel<B> {
         }
 
         // Additive mask as in HF: 0 where attended, the most negative float elsewhere.
-        let bias = (input.attention_mask.clone().neg() + 1.0)
-            .mul_scalar(f32::MIN)
-            .reshape([batch, 1, 1, seq]);
+        let masks = match self.hp.family {
+            EncoderFamily::Longformer => Masks::Longformer(longformer::AttentionMasks::new(
+                &input.attention_mask,
+                input.global_attention_mask.as_ref(),
+            )),
+            _ => Masks::Dense(
+                (input.attention_mask.clone().neg() + 1.0)
+                    .mul_scalar(f32::MIN)
+                    .reshape([batch, 1, 1, seq]),
+            ),
+        };
         for (layer_idx, layer) in self.encoder.layer.iter().enumerate() {
-            x = self.layer_forward(layer, layer_idx, x, bias.clone(), ctx);
+            x = self.layer_forward(layer, layer_idx, x, &masks, ctx);
         }
         x
     }
@@ -243,29 +290,28 @@ impl<B: Backend> BertModel<B> {
         layer: &Layer<B>,
         layer_idx: usize,
         x: Tensor<B, 3>,
-        bias: Tensor<B, 4>,
+        masks: &Masks<B>,
         ctx: &mut ForwardContext<B>,
     ) -> Tensor<B, 3> {
-        let [batch, seq, hidden] = x.dims();
         let n_heads = self.hp.n_heads;
-        let head_dim = hidden / n_heads;
-        let heads = |t: Tensor<B, 3>| t.reshape([batch, seq, n_heads, head_dim]).swap_dims(1, 2);
-
-        let qkv = &layer.attention.self_attn;
-        let q = heads(fused::linear(&qkv.query, x.clone())); // [batch, heads, seq, head_dim]
-        let k = heads(fused::linear(&qkv.key, x.clone()));
-        let v = heads(fused::linear(&qkv.value, x.clone()));
-        let scores = q.matmul(k.transpose()).div_scalar((head_dim as f64).sqrt()) + bias;
-        let probs = fused::softmax(scores, 3); // [batch, heads, seq, seq]
-        let mut probs = ctx.dropout(probs, self.hp.attention_dropout);
-        if let Some(mask) = ctx.head_mask(layer_idx) {
+        let head_mask = ctx.head_mask(layer_idx);
+        if let Some(mask) = &head_mask {
             assert_eq!(mask.dims(), [n_heads], "head mask of layer {layer_idx}");
-            probs = probs * mask.reshape([1, n_heads, 1, 1]);
         }
-        let context = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden]);
+        let qkv = &layer.attention.self_attn;
+        let context = match masks {
+            Masks::Dense(bias) => {
+                self.dense_attention(qkv, x.clone(), bias.clone(), head_mask, ctx)
+            }
+            Masks::Longformer(masks) => {
+                let shape = longformer::LayerShape {
+                    n_heads,
+                    window: self.hp.attention_window[layer_idx],
+                    dropout: self.hp.attention_dropout,
+                };
+                longformer::attention(qkv, x.clone(), masks, &shape, head_mask, ctx)
+            }
+        };
         let out = &layer.attention.output;
         let attended = ctx.dropout(fused::linear(&out.dense, context), self.hp.hidden_dropout);
         let x = fused::layer_norm(&out.layer_norm, self.hp.layer_norm_eps, attended + x);
@@ -278,6 +324,44 @@ impl<B: Backend> BertModel<B> {
         let out = &layer.output;
         let y = ctx.dropout(fused::linear(&out.dense, h), self.hp.hidden_dropout);
         fused::layer_norm(&out.layer_norm, self.hp.layer_norm_eps, y + x)
+    }
+}
+
+/// How the layers of one forward pass mask their attention.
+enum Masks<B: Backend> {
+    /// Full attention with an additive padding bias, `[batch, 1, 1, seq]`.
+    Dense(Tensor<B, 4>),
+    /// Longformer's window and global attention.
+    Longformer(longformer::AttentionMasks<B>),
+}
+
+impl<B: Backend> BertModel<B> {
+    /// Full self-attention (BERT, RoBERTa, ELECTRA): the context before the output projection.
+    fn dense_attention(
+        &self,
+        qkv: &SelfAttention<B>,
+        x: Tensor<B, 3>,
+        bias: Tensor<B, 4>,
+        head_mask: Option<Tensor<B, 1>>,
+        ctx: &mut ForwardContext<B>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, hidden] = x.dims();
+        let n_heads = self.hp.n_heads;
+        let head_dim = hidden / n_heads;
+        let heads = |t: Tensor<B, 3>| t.reshape([batch, seq, n_heads, head_dim]).swap_dims(1, 2);
+        let q = heads(fused::linear(&qkv.query, x.clone())); // [batch, heads, seq, head_dim]
+        let k = heads(fused::linear(&qkv.key, x.clone()));
+        let v = heads(fused::linear(&qkv.value, x));
+        let scores = q.matmul(k.transpose()).div_scalar((head_dim as f64).sqrt()) + bias;
+        let probs = fused::softmax(scores, 3); // [batch, heads, seq, seq]
+        let mut probs = ctx.dropout(probs, self.hp.attention_dropout);
+        if let Some(mask) = head_mask {
+            probs = probs * mask.reshape([1, n_heads, 1, 1]);
+        }
+        probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden])
     }
 }
 

@@ -202,6 +202,7 @@ impl EncodedBatch {
             input_ids: Tensor::from_data(TensorData::new(ids, [batch, seq]), device),
             attention_mask: Tensor::from_data(TensorData::new(mask, [batch, seq]), device),
             token_type_ids: Tensor::from_data(TensorData::new(types, [batch, seq]), device),
+            global_attention_mask: None,
         }
     }
 }

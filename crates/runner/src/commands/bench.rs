@@ -75,6 +75,7 @@ impl BackendJob for BenchForward {
             input_ids: token_ids(&random_tokens(self.batch, self.seq, vocab), &device),
             attention_mask: Tensor::ones([self.batch, self.seq], &device),
             token_type_ids: Tensor::zeros([self.batch, self.seq], &device),
+            global_attention_mask: None,
         };
         let mut times = Vec::with_capacity(self.iters);
         for i in 0..self.iters + 2 {
@@ -313,6 +314,7 @@ impl BackendJob for BenchStep {
             input_ids: token_ids(&random_tokens(batch, seq, vocab), &device),
             attention_mask: Tensor::ones([batch, seq], &device),
             token_type_ids: Tensor::zeros([batch, seq], &device),
+            global_attention_mask: None,
         };
         let mut masks = Some(DropoutMasks::new(0));
         let settings = (2e-5, 1.0);
