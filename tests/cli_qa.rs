@@ -225,9 +225,31 @@ fn tiny_qa_model(root: &Path) -> PathBuf {
     dir
 }
 
+/// The tiny Longformer QA fixture (windows 4 and 8, RoBERTa's ids: CLS 0, padding 1, SEP 2)
+/// with [`tiny_model`]'s words as a WordPiece vocabulary.
+fn tiny_longformer(root: &Path) -> PathBuf {
+    let base = tiny_model(root);
+    let dir = root.join("tiny-longformer");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            crate::util::fixture("encoders/longformer-qa").join(f),
+            dir.join(f),
+        )
+        .unwrap();
+    }
+    let vocab = std::fs::read_to_string(base.join("vocab.txt")).unwrap();
+    let words: Vec<&str> = vocab.lines().skip(5).collect();
+    let specials = ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"];
+    let lines: Vec<&str> = specials.iter().copied().chain(words).collect();
+    std::fs::write(dir.join("vocab.txt"), lines.join("\n") + "\n").unwrap();
+    dir
+}
+
 /// An experiment over the three datasets; `grid` picks the cells.
 pub(crate) fn experiment(root: &Path, grid: &str) -> PathBuf {
     let model = tiny_qa_model(root);
+    let longformer = tiny_longformer(root);
     let (squad, hotpot, marco) = (squad_dir(root), hotpot_dir(root), ranking_dir(root));
     let text = format!(
         r#"name = "qa"
@@ -242,6 +264,10 @@ ablation_rates = [0.5]
 
 [models.tiny]
 path = "{model}"
+kind = "encoder"
+
+[models.tiny-longformer]
+path = "{longformer}"
 kind = "encoder"
 
 [datasets.squad]
@@ -297,6 +323,7 @@ dropout = "ordinary"
 
 {grid}"#,
         model = model.display(),
+        longformer = longformer.display(),
         squad = squad.display(),
         hotpot = hotpot.display(),
         marco = marco.display(),
@@ -693,6 +720,7 @@ fn hotpot_answers_are_predicted_only_from_the_context_as_the_official_answer_mas
             input_ids: Tensor::zeros([1, 6], &device),
             attention_mask: Tensor::ones([1, 6], &device),
             token_type_ids: Tensor::zeros([1, 6], &device),
+            global_attention_mask: None,
         },
         start: Tensor::from_data(TensorData::new(vec![2i64], [1]), &device),
         end: Tensor::from_data(TensorData::new(vec![4i64], [1]), &device),
@@ -728,6 +756,75 @@ fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
         let run = root.join("runs/qa").join(&row[0]);
         check_predictions(&run, &gold);
         assert!(train_losses(&run).iter().all(|l| l.is_finite()));
+    }
+}
+
+#[test]
+fn longformer_hotpot_inputs_give_global_attention_to_cls_the_question_and_yes_no() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_longformer(tmp.path());
+    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
+    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
+        .unwrap()
+        .inner()
+        .clone();
+    let items = read_hotpot_json(&hotpot_dir(tmp.path()).join("hotpot_train_v1.1.json")).unwrap();
+    for item in &items {
+        let order: Vec<usize> = (0..item.paragraphs.len()).collect();
+        let windows = hotpot_view_windows(&tokenizer, item, &[order], 62, 8).unwrap();
+        let window = &windows[0];
+        let tokens: Vec<String> = window
+            .ids
+            .iter()
+            .map(|&id| tokenizer.id_to_token(id).unwrap())
+            .collect();
+        let global: Vec<usize> = extractive::global_tokens(window, "yes no ".len())
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| **g)
+            .map(|(t, _)| t)
+            .collect();
+        // CLS, the question ("the door"), then the context's first two words (`yes no `, out
+        // of this vocabulary); no separator, title or paragraph token.
+        assert_eq!(global, [0, 1, 2, 4, 5], "{tokens:?}");
+        assert_eq!(
+            &tokens[..4],
+            ["[CLS]", "the", "door", "[SEP]"],
+            "{tokens:?}"
+        );
+        assert_eq!(window.context_offsets[4], Some((0, 3)), "yes");
+        assert_eq!(window.context_offsets[5], Some((4, 6)), "no");
+        assert_eq!(window.context_offsets[6].unwrap().0, 7, "the first title");
+    }
+}
+
+#[test]
+fn hotpot_cells_train_a_longformer_with_global_attention() {
+    let (tmp, log, rows) = run_ok(
+        "[grid]\nmodel = [\"tiny-longformer\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop2\"]\n",
+    );
+    let root = tmp.path();
+    let eval = read_hotpot_json(&root.join("hotpot/hotpot_dev_distractor_v1.json")).unwrap();
+    let gold: BTreeMap<String, (String, String)> = eval
+        .iter()
+        .map(|q| {
+            let order: Vec<usize> = (0..q.paragraphs.len()).collect();
+            (q.id.clone(), (q.context(&order).0, q.answer.clone()))
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        log.matches("Longformer global attention on CLS, the question and yes/no")
+            .count(),
+        2,
+        "{log}"
+    );
+    for row in &rows[1..] {
+        assert_eq!(row[column(&rows, "status")], "finished", "{row:?}");
+        let run = root.join("runs/qa").join(&row[0]);
+        check_predictions(&run, &gold);
+        let losses = train_losses(&run);
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     }
 }
 
@@ -867,6 +964,7 @@ fn crop_step_drops(cell: &TrainCell) -> Vec<bool> {
         input_ids: Tensor::zeros([2, 6], &device),
         attention_mask: Tensor::ones([2, 6], &device),
         token_type_ids: Tensor::zeros([2, 6], &device),
+        global_attention_mask: None,
     };
     let inputs = vec![input; objective.input_views()];
     let mut masks = Some(DropoutMasks::<B>::new(7));
@@ -1017,7 +1115,7 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
         assert!(t.contains(&format!("{v} is not set")), "{v}: {t}");
     }
 
-    // Every dataset in its real layout, every model a tiny BERT.
+    // Every dataset in its real layout, every model a tiny BERT (HotpotQA's a tiny Longformer).
     let models = root.join("models");
     std::fs::create_dir_all(&models).unwrap();
     let tiny = tiny_qa_model(root);
@@ -1031,10 +1129,10 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
         "electra-base-discriminator",
         "bert-large-uncased",
         "electra-large-discriminator",
-        "roberta-base",
     ] {
         std::os::unix::fs::symlink(&tiny, models.join(name)).unwrap();
     }
+    std::os::unix::fs::symlink(tiny_longformer(root), models.join("longformer-base-4096")).unwrap();
     let marco = ranking_dir(root);
     let (msmarco, dl, hard) = (
         root.join("msmarco"),

@@ -558,6 +558,13 @@ fn the_paper_hotpot_cells_train_as_the_official_commands() {
             assert_eq!((t.epochs, t.max_steps), (3.0, 0), "{loss}");
             assert_eq!((t.warmup_ratio, t.warmup_steps), (0.1, 0), "{loss}");
             assert_eq!(t.eval_every, 1000, "{loss}");
+            // `--max_seq_length 2048` on allenai/longformer-base-4096.
+            assert_eq!(t.max_seq_len, 2048, "{loss}");
+            assert!(
+                c.model_dir.ends_with("longformer-base-4096"),
+                "{loss}: {}",
+                c.model_dir.display()
+            );
             let qa = c.dataset.qa.clone().unwrap();
             assert_eq!((qa.max_answer_length, qa.n_best), (64, 5), "{loss}");
             assert_eq!(

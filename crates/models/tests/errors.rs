@@ -152,3 +152,49 @@ fn empty_text_is_an_error_naming_its_position() {
         .to_string();
     assert_eq!(err, "input text #1: the text is empty");
 }
+
+#[test]
+fn bad_longformer_windows_and_missing_global_projections_are_named() {
+    let dir = fixture("encoders/longformer-qa");
+    let config: serde_json::Value = read_json(&dir.join("config.json"));
+    for (window, want) in [
+        (
+            serde_json::json!([4, 5]),
+            "each window must be positive and even, found 5",
+        ),
+        (serde_json::json!([4]), "1 windows for 2 layers"),
+        (
+            serde_json::json!("wide"),
+            "expected a positive even integer",
+        ),
+    ] {
+        let mut c = config.clone();
+        c["attention_window"] = window;
+        let err = EncoderConfig::from_json(&c.to_string(), std::path::Path::new("lf/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("attention_window")
+                && err.contains(want)
+                && err.contains("lf/config.json"),
+            "{err}"
+        );
+    }
+    // A Longformer checkpoint without a layer's global projections is incomplete.
+    let tmp = copy_fixture("encoders/longformer-qa");
+    let path = tmp.path().join("model.safetensors");
+    let mut map = TensorMap::open(&path).unwrap();
+    let key = "longformer.encoder.layer.1.attention.self.key_global.weight";
+    assert_eq!(map.discard_prefix(key).len(), 1);
+    map.write_safetensors(&path).unwrap();
+    let err = Checkpoint::open(tmp.path())
+        .and_then(|c| models::SpanExtractor::<B>::load(c, 0, &Default::default()))
+        .expect_err("loading must fail")
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "missing tensor \"{key}\" (expected shape [32, 32])"
+        )),
+        "{err}"
+    );
+}

@@ -250,11 +250,17 @@ impl<B: Backend> BertModel<B> {
                 .expand([batch, seq])
         };
         let emb = &self.embeddings;
+        // A model with one segment (RoBERTa, Longformer: `type_vocab_size = 1`) reads every token
+        // as segment 0, as HF does when the caller passes no token types (the official CmpLoss
+        // code passes none to these models); a WordPiece pair would otherwise index row 1.
+        let token_types = if emb.token_type_embeddings.weight.dims()[0] == 1 {
+            input.token_type_ids.zeros_like()
+        } else {
+            input.token_type_ids.clone()
+        };
         let x = emb.word_embeddings.forward(input.input_ids.clone())
             + emb.position_embeddings.forward(position_ids)
-            + emb
-                .token_type_embeddings
-                .forward(input.token_type_ids.clone());
+            + emb.token_type_embeddings.forward(token_types);
         let x = fused::layer_norm(&emb.layer_norm, self.hp.layer_norm_eps, x);
         let mut x = ctx.dropout(x, self.hp.hidden_dropout);
         if let Some(project) = &self.embeddings_project {

@@ -10,15 +10,19 @@
 //!
 //! **HotpotQA.** A question has ten paragraphs, two of them supporting. The context fed to the
 //! encoder is `yes no ` followed by the paragraphs as `title: text`, so yes/no answers are spans
-//! over the first two words (the official code adds `[YES]`/`[NO]` tokens at positions 1 and 2,
-//! which a vocabulary-bound tokenizer cannot). A training question is read in a fresh random
+//! over the first two words (the official reader puts the vocabulary tokens ĠYES / ĠNO at
+//! positions 1 and 2, and [Q] / [T] / [P] markers before the question, each title and each
+//! text; a tokenizer-agnostic layout has neither). A training question is read in a fresh random
 //! paragraph order each time, and CmpCrop (`n_crop`) drops distractor paragraphs in nested views
 //! that keep the supporting ones ([`ablation::crop::segment_views`], as the official
-//! `MultiDocQADataset`). The paper reads all ten paragraphs at once with Longformer (4,096
-//! tokens); this encoder holds `max_seq_len` tokens, so the full view is windowed as SQuAD is and
-//! **trains on the first window that holds the answer**, and each cropped view on that window
-//! with the removed paragraphs' tokens taken out ([`hotpot_view_windows`]): each view has one
-//! row, as the comparison needs, and the views stay nested as whole inputs are. Evaluation
+//! `MultiDocQADataset`). The paper reads the whole input at once with Longformer (2,048 tokens
+//! in training); with a Longformer checkpoint so does this, with global attention on CLS, the
+//! question and the yes/no words ([`global_tokens`]; the official reader also makes its markers
+//! global). An input longer than `max_seq_len` (any input, for a 512-position encoder) is
+//! windowed as SQuAD is: the full view **trains on the first window that holds the answer**, and
+//! each cropped view on that window with the removed paragraphs' tokens taken out
+//! ([`hotpot_view_windows`]): each view has one row, as the comparison needs, and the views stay
+//! nested as whole inputs are (the official reader truncates instead). Evaluation
 //! decodes over every window of the full input in file order. The answer span is the first
 //! occurrence of the answer text in a supporting paragraph (else, in evaluation, in any
 //! paragraph); training questions whose answer occurs in no supporting paragraph are left out and
@@ -39,7 +43,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use losses::span_cross_entropy;
 use models::{
-    BertModel, EncodedBatch, EncoderConfig, EncoderInput, RowBatch, SpanExtractor, TextTokenizer,
+    BertModel, EncodedBatch, EncoderConfig, EncoderFamily, EncoderInput, RowBatch, SpanExtractor,
+    TextTokenizer,
 };
 use rand::rngs::StdRng;
 use tokenizers::Tokenizer;
@@ -365,15 +370,30 @@ impl<B: Backend> RowBatch for SpanInput<B> {
     }
 }
 
+/// Which tokens of a window get Longformer's global attention: CLS and the question (as HF's
+/// `LongformerForQuestionAnswering` sets by default), and the context tokens that begin in its
+/// first `prefix_chars` characters (HotpotQA's yes/no words, global in the official reader).
+pub fn global_tokens(window: &QaWindow, prefix_chars: usize) -> Vec<bool> {
+    (0..window.ids.len())
+        .map(|t| {
+            t == 0
+                || window.question.contains(&t)
+                || window.context_offsets[t].is_some_and(|(a, _)| a < prefix_chars)
+        })
+        .collect()
+}
+
 /// Windows padded to one length and split into `parts` equal row groups (the input views).
 /// `masked`: with the HotpotQA answer mask ([`answer_mask`]); a window labelled at CLS (the
 /// answer not in it) is then left out of the loss (positions −1, as the official −100), since
-/// CLS is masked.
+/// CLS is masked. `global`: a Longformer's global attention mask ([`global_tokens`] with that
+/// prefix).
 fn span_inputs<B: Backend>(
     windows: &[&QaWindow],
     parts: usize,
     pad_id: u32,
     masked: bool,
+    global: Option<usize>,
     device: &B::Device,
 ) -> Vec<SpanInput<B>> {
     let batch = EncodedBatch {
@@ -404,6 +424,15 @@ fn span_inputs<B: Backend>(
         }
         Tensor::<B, 2>::from_data(TensorData::new(m, [windows.len(), seq]), device)
     });
+    let global_mask = global.map(|prefix| {
+        let mut m = vec![0f32; windows.len() * seq];
+        for (r, w) in windows.iter().enumerate() {
+            for (t, global) in global_tokens(w, prefix).into_iter().enumerate() {
+                m[r * seq + t] = f32::from(u8::from(global));
+            }
+        }
+        Tensor::<B, 2>::from_data(TensorData::new(m, [windows.len(), seq]), device)
+    });
     (0..parts)
         .map(|k| {
             let r = k * rows..(k + 1) * rows;
@@ -412,6 +441,9 @@ fn span_inputs<B: Backend>(
                     input_ids: all.input_ids.clone().slice([r.clone(), 0..seq]),
                     attention_mask: all.attention_mask.clone().slice([r.clone(), 0..seq]),
                     token_type_ids: all.token_type_ids.clone().slice([r.clone(), 0..seq]),
+                    global_attention_mask: global_mask
+                        .clone()
+                        .map(|m| m.slice([r.clone(), 0..seq])),
                 },
                 start: starts.clone().slice([r.clone()]),
                 end: ends.clone().slice([r.clone()]),
@@ -440,6 +472,9 @@ pub struct SpanLearner {
     eval_windows: Vec<QaWindow>,
     eval_batch: usize,
     config: EncoderConfig,
+    /// Longformer: the global attention's prefix (see [`global_tokens`]); `None` for the
+    /// encoders with full attention.
+    global: Option<usize>,
 }
 
 impl SpanLearner {
@@ -513,9 +548,20 @@ impl SpanLearner {
             eval_windows,
             eval_batch: t.batch_size * 2,
             config: config.clone(),
+            global: (config.family == EncoderFamily::Longformer).then_some(
+                match cell.dataset.format {
+                    DatasetFormat::Hotpot => YES_NO.chars().count(),
+                    _ => 0,
+                },
+            ),
+        };
+        let global = match learner.global {
+            None => "",
+            Some(0) => "; Longformer global attention on CLS and the question",
+            Some(_) => "; Longformer global attention on CLS, the question and yes/no",
         };
         let note = format!(
-            "{} evaluation questions in {} windows{note}",
+            "{} evaluation questions in {} windows{note}{global}",
             learner.eval_examples.len(),
             learner.eval_windows.len()
         );
@@ -586,6 +632,7 @@ pub fn hotpot_view_windows(
         };
         out.push(QaWindow {
             example: full.example,
+            question: full.question.clone(),
             ids: pick(&full.ids),
             type_ids: pick(&full.type_ids),
             context_offsets: full
@@ -670,7 +717,7 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
         let refs: Vec<&QaWindow> = windows.iter().collect();
         let hotpot = matches!(self.train, TrainUnits::Hotpot(_));
         let parts = if hotpot { views } else { 1 };
-        let inputs = span_inputs::<B>(&refs, parts, self.pad_id, hotpot, device);
+        let inputs = span_inputs::<B>(&refs, parts, self.pad_id, hotpot, self.global, device);
         let seq = inputs[0].input.input_ids.dims()[1];
         let per_view = objective.run_views(&inputs, seq, masks, |input, ctx, _| {
             let (start, end) = model.forward(&input.input, ctx);
@@ -692,9 +739,10 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
         for (pass, chunk) in self.eval_windows.chunks(self.eval_batch).enumerate() {
             let refs: Vec<&QaWindow> = chunk.iter().collect();
             // Decoding reads context tokens only, so the answer mask would change nothing here.
-            let input = span_inputs::<B::InnerBackend>(&refs, 1, self.pad_id, false, device)
-                .remove(0)
-                .input;
+            let input =
+                span_inputs::<B::InnerBackend>(&refs, 1, self.pad_id, false, self.global, device)
+                    .remove(0)
+                    .input;
             let (s, e) = model.forward(&input, &mut ablation.context(pass));
             let seq = s.dims()[1];
             let (s, e) = (s.into_data(), e.into_data());

@@ -35,6 +35,8 @@ pub struct QaWindow {
     /// For each token of the context, its character span in the context; `None` for the
     /// question's and the special tokens.
     pub context_offsets: Vec<Option<(usize, usize)>>,
+    /// The question's tokens (those of the first sequence), as positions in the window.
+    pub question: std::ops::Range<usize>,
     /// The answer's first token (0, the CLS position, when the window lacks the answer).
     pub start: usize,
     /// The answer's last token (0 as `start`).
@@ -117,9 +119,17 @@ fn label(example: usize, window: &Encoding, start_char: usize, end_char: usize) 
         }
         _ => (0, 0),
     };
+    let question_at: Vec<usize> = (0..sequence.len())
+        .filter(|&k| sequence[k] == Some(0))
+        .collect();
+    let question = match (question_at.first(), question_at.last()) {
+        (Some(&a), Some(&b)) => a..b + 1,
+        _ => 0..0,
+    };
     QaWindow {
         example,
         ids: window.get_ids().to_vec(),
+        question,
         type_ids: window.get_type_ids().to_vec(),
         context_offsets,
         start,
