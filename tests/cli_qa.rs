@@ -737,12 +737,9 @@ fn hotpot_answers_are_predicted_only_from_the_context_as_the_official_answer_mas
     assert!((f64::from(le.into_scalar()) - want(4)).abs() < 1e-5);
 }
 
-#[test]
-fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
-    let (tmp, _, rows) = run_ok(
-        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop-drop\", \"crop2\"]\n",
-    );
-    let root = tmp.path();
+/// Every HotpotQA cell of a finished grid under `root`: finished, official predictions over the
+/// full context of each evaluation question, finite training losses.
+fn check_hotpot_cells(root: &Path, rows: &[Vec<String>]) {
     let eval = read_hotpot_json(&root.join("hotpot/hotpot_dev_distractor_v1.json")).unwrap();
     let gold: BTreeMap<String, (String, String)> = eval
         .iter()
@@ -752,11 +749,20 @@ fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
         })
         .collect();
     for row in &rows[1..] {
-        assert_eq!(row[column(&rows, "status")], "finished", "{row:?}");
+        assert_eq!(row[column(rows, "status")], "finished", "{row:?}");
         let run = root.join("runs/qa").join(&row[0]);
         check_predictions(&run, &gold);
-        assert!(train_losses(&run).iter().all(|l| l.is_finite()));
+        let losses = train_losses(&run);
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     }
+}
+
+#[test]
+fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
+    let (tmp, _, rows) = run_ok(
+        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop-drop\", \"crop2\"]\n",
+    );
+    check_hotpot_cells(tmp.path(), &rows);
 }
 
 #[test]
@@ -803,15 +809,6 @@ fn hotpot_cells_train_a_longformer_with_global_attention() {
     let (tmp, log, rows) = run_ok(
         "[grid]\nmodel = [\"tiny-longformer\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop2\"]\n",
     );
-    let root = tmp.path();
-    let eval = read_hotpot_json(&root.join("hotpot/hotpot_dev_distractor_v1.json")).unwrap();
-    let gold: BTreeMap<String, (String, String)> = eval
-        .iter()
-        .map(|q| {
-            let order: Vec<usize> = (0..q.paragraphs.len()).collect();
-            (q.id.clone(), (q.context(&order).0, q.answer.clone()))
-        })
-        .collect();
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(
         log.matches("Longformer global attention on CLS, the question and yes/no")
@@ -819,13 +816,7 @@ fn hotpot_cells_train_a_longformer_with_global_attention() {
         2,
         "{log}"
     );
-    for row in &rows[1..] {
-        assert_eq!(row[column(&rows, "status")], "finished", "{row:?}");
-        let run = root.join("runs/qa").join(&row[0]);
-        check_predictions(&run, &gold);
-        let losses = train_losses(&run);
-        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    }
+    check_hotpot_cells(tmp.path(), &rows);
 }
 
 #[test]
