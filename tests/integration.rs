@@ -26,6 +26,8 @@ mod optim;
 mod golden;
 // `neuronlab grid` and `report` end to end on a tiny model.
 mod cli_grid;
+// Two processes on one grid, a full disk, a killed writer's leftovers.
+mod cli_faults;
 // Extractive QA (SQuAD, HotpotQA) and re-ranking cells through `neuronlab grid run`.
 mod cli_qa;
 // Neuron studies through `neuronlab grid run` on the tiny Llama.

@@ -662,7 +662,8 @@ impl ActivationStats {
             "model": self.model, "n_layers": self.n_layers, "width": self.width,
             "languages": languages,
         });
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let tmp = path.with_extension(format!("{ext}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, v.to_string()).map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }

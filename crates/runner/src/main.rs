@@ -235,8 +235,12 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
         } => {
             let job = grid_run(file, output, cell, on.device.to_string());
             let summary = run_on(on.device, job)?;
+            let elsewhere = match summary.elsewhere {
+                0 => String::new(),
+                n => format!(", {n} running in another process"),
+            };
             eprintln!(
-                "grid: {} finished, {} skipped (finished before), {} failed",
+                "grid: {} finished, {} skipped (finished before){elsewhere}, {} failed",
                 summary.finished,
                 summary.skipped,
                 summary.failed.len()
@@ -244,11 +248,16 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             for (index, error) in &summary.failed {
                 eprintln!("  cell {index} failed: {error}");
             }
-            Ok(if summary.failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            for problem in &summary.problems {
+                eprintln!("  the results tables: {problem}");
+            }
+            Ok(
+                if summary.failed.is_empty() && summary.problems.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
         GridCommand::List { file, output } => {
             print!("{}", open(&file, &output)?.plan());

@@ -49,6 +49,42 @@ fn recorder() -> burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionS
     burn::record::NamedMpkFileRecorder::new()
 }
 
+/// Write `record` to `path.mpk` in the format of Burn's `NamedMpkFileRecorder` (named
+/// MessagePack, full precision), which [`recorder`] reads back. Written here rather than by the
+/// recorder, whose error drops the I/O cause (a full disk reads "error while writing multi-byte
+/// MessagePack value"); this one names the file and the cause.
+fn write_record<B: Backend, R: burn::record::Record<B>>(record: R, path: &Path) -> Result<()> {
+    use std::io::Write;
+    let path = path.with_extension("mpk");
+    let ctx = || format!("cannot write the checkpoint file {}", path.display());
+    let file = std::fs::File::create(&path).with_context(ctx)?;
+    let mut writer = std::io::BufWriter::new(file);
+    let item = record.into_item::<burn::record::FullPrecisionSettings>();
+    let record = burn::record::BurnRecord::<_, B>::new::<
+        burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionSettings>,
+    >(item);
+    rmp_serde::encode::write_named(&mut writer, &record)
+        .map_err(|e| match io_cause(&e) {
+            Some(io) => anyhow::anyhow!("{io}"),
+            None => anyhow::anyhow!("{e}"),
+        })
+        .with_context(ctx)?;
+    writer.flush().with_context(ctx)?;
+    Ok(())
+}
+
+/// The I/O error behind `e`, if any.
+fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = err.source();
+    }
+    None
+}
+
 /// Where a run stands at a checkpoint (`checkpoint/state.json`, written last).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ResumeState {
@@ -103,8 +139,9 @@ impl ResumeState {
 
 /// Write a checkpoint into `dir/checkpoint/`: the model, the optimiser state, the best model
 /// when it changed (carried over from the previous checkpoint otherwise), and `state.json`.
-/// It is written into `checkpoint.tmp/` and swapped in by renames, so a kill at any moment
-/// leaves a complete checkpoint ([`ResumeState::find`]).
+/// It is written into `checkpoint.PID.tmp/` and swapped in by renames, so a kill at any moment
+/// leaves a complete checkpoint ([`ResumeState::find`]); a killed writer's staging folder is
+/// removed when the cell starts again.
 pub fn save_checkpoint<B: AutodiffBackend, M: AutodiffModule<B>>(
     dir: &Path,
     state: &ResumeState,
@@ -112,24 +149,18 @@ pub fn save_checkpoint<B: AutodiffBackend, M: AutodiffModule<B>>(
     optimizer: &impl Optimizer<M, B>,
     best_model: Option<&M::InnerModule>,
 ) -> Result<()> {
-    let tmp = dir.join("checkpoint.tmp");
+    let tmp = dir.join(format!("checkpoint.{}.tmp", std::process::id()));
     let current = dir.join(CHECKPOINT);
     let old = dir.join("checkpoint.old");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let recorder = recorder();
+    write_record::<B, _>(model.clone().into_record(), &tmp.join("model"))?;
+    write_record::<B, _>(optimizer.to_record(), &tmp.join("optimizer"))?;
     let ctx = || format!("writing a checkpoint into {}", tmp.display());
-    model
-        .clone()
-        .save_file(tmp.join("model"), &recorder)
-        .with_context(ctx)?;
-    burn::record::Recorder::<B>::record(&recorder, optimizer.to_record(), tmp.join("optimizer"))
-        .with_context(ctx)?;
     match best_model {
-        Some(best) => best
-            .clone()
-            .save_file(tmp.join("best"), &recorder)
-            .with_context(ctx)?,
+        Some(best) => {
+            write_record::<B::InnerBackend, _>(best.clone().into_record(), &tmp.join("best"))?
+        }
         None if state.best.is_some() => {
             // The previous checkpoint's file, linked rather than copied where the file system
             // allows (the old folder is removed below; the link keeps the data).

@@ -6,6 +6,7 @@ pub mod cell;
 pub mod experiment;
 pub mod grid;
 pub mod ids;
+pub mod lock;
 pub mod log;
 pub mod results;
 pub mod run;

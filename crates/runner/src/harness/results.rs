@@ -9,6 +9,8 @@
 //!     log.txt                 log lines
 //!     metrics.jsonl           one line per evaluation
 //!     result.json             final metrics, status, error, seconds, commit, versions, device
+//!     .lock                   held while a process runs the cell (crate::harness::lock)
+//!   .results.lock             held while a process rewrites the tables
 //! ```
 //!
 //! Every file that is replaced is written to a temporary file in the same folder and renamed
@@ -80,7 +82,7 @@ pub fn read_result<C>(grid_dir: &Path, cell: &Cell<C>) -> Option<RunResult> {
     serde_json::from_str(&text).ok()
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename.
+/// Write `bytes` to `path` through a temporary file (`NAME.PID.tmp`) and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // The process id keeps concurrent writers (array tasks of one grid) off each other's file.
     let tmp = path.with_extension(format!(

@@ -51,6 +51,8 @@ fn source_sets(cell: &LoraCell, grid_dir: &Path) -> Result<Option<(LanguageSets,
         (Some(id), _) => {
             let dir = grid_dir.join(id);
             let study = cell.lora.neurons_from.as_deref().unwrap_or("?");
+            // Another process may be running the study (two `grid run` on one grid).
+            crate::harness::lock::wait_for(&dir)?;
             let finished = std::fs::read_to_string(dir.join("result.json"))
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

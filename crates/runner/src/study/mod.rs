@@ -578,7 +578,7 @@ fn write_selection(
 ) -> Result<()> {
     write_atomic(&dir.join("neurons.json"), sets.to_json().as_bytes())?;
     let parquet = dir.join("neurons.parquet");
-    let tmp = dir.join("neurons.parquet.tmp");
+    let tmp = dir.join(format!("neurons.parquet.{}.tmp", std::process::id()));
     sets.write_parquet(&tmp)?;
     std::fs::rename(&tmp, &parquet)
         .with_context(|| format!("cannot replace {}", parquet.display()))?;

@@ -1,0 +1,262 @@
+//! Faults and concurrency through the binary: two `grid run` on one output folder, a full disk
+//! inside a cell, what a killed process leaves behind, and tables that always agree.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::cli_grid::experiment;
+use crate::util::{csv_rows, neuronlab, text};
+
+/// Four cells (two losses × two seeds) that checkpoint at every evaluation.
+const GRID: &str = r#"[grid]
+model = ["tiny"]
+dataset = ["words"]
+loss = ["baseline", "cmp2"]
+seed = [1, 2]
+train = { max_steps = [40], eval_every = [10], checkpoint_every_s = [0.0] }
+"#;
+
+/// The `result.json` of every run folder of `grid_dir`, by run id.
+fn results(grid_dir: &Path) -> BTreeMap<String, Value> {
+    std::fs::read_dir(grid_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("result.json"))
+        .filter(|p| p.exists())
+        .map(|p| {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            (v["run_id"].as_str().unwrap().to_owned(), v)
+        })
+        .collect()
+}
+
+/// The metrics of every finished run: what must not depend on how the grid was run.
+fn metrics(grid_dir: &Path) -> BTreeMap<String, String> {
+    results(grid_dir)
+        .into_iter()
+        .map(|(id, v)| {
+            assert_eq!(v["status"], "finished", "{id}: {v}");
+            let numbers = format!("{} {} {}", v["metrics"], v["final_metrics"], v["ablation"]);
+            (id, numbers)
+        })
+        .collect()
+}
+
+fn spawn(exp: &str, output: &str, root: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp, "--output", output])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn two_processes_on_one_grid_finish_every_cell_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    let exp = exp.to_str().unwrap();
+    let single = neuronlab(&["grid", "run", exp, "--output", "single"], root);
+    assert!(single.status.success(), "{}", text(&single));
+
+    let (a, b) = (spawn(exp, "shared", root), spawn(exp, "shared", root));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let logs = format!("{}\n---\n{}", text(&a), text(&b));
+    assert!(a.status.success() && b.status.success(), "{logs}");
+    // Each cell ran in one process: one start line per run id, four finished cells in all.
+    let grid = root.join("shared/tiny");
+    let runs = results(&grid);
+    assert_eq!(runs.len(), 4, "{logs}");
+    for id in runs.keys() {
+        let starts = logs
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(id.as_str()) && !l.contains("skipped"))
+            .count();
+        assert_eq!(starts, 1, "run {id} started {starts} times:\n{logs}");
+        let log = std::fs::read_to_string(grid.join(id).join("log.txt")).unwrap();
+        assert_eq!(log.matches("finished in").count(), 1, "{log}");
+    }
+    assert_eq!(logs.matches(" finished in ").count(), 4, "{logs}");
+    assert!(!logs.contains("FAILED"), "{logs}");
+    assert_eq!(metrics(&grid), metrics(&root.join("single/tiny")));
+    // No staging left, and the tables hold every cell.
+    let leftovers: Vec<PathBuf> = walk(&root.join("shared"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(csv_rows(&grid.join("results.csv")).len(), 5);
+}
+
+/// Every path under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// The script of [`a_full_disk_fails_its_cells_and_the_grid_goes_on`]: cell 0 on a disk with
+/// room, then the grid on a disk left with 160 KiB (less than a checkpoint of the tiny model),
+/// then again with the room back. Each step's output goes to `ROOT/stepN.log`, its exit status
+/// to `ROOT/stepN.rc`, and a copy of the results to `ROOT/stepN`.
+const FULL_DISK: &str = r#"
+set -u
+run() {
+    "$BIN" grid run "$EXP" --output "$DISK/runs" "$@" > "$ROOT/step$STEP.log" 2>&1
+    echo $? > "$ROOT/step$STEP.rc"
+    cp -r "$DISK/runs" "$ROOT/step$STEP"
+    STEP=$((STEP + 1))
+}
+STEP=1
+if [ "$MODE" = tmpfs ]; then
+    mount -t tmpfs -o size=4m tmpfs "$DISK" || exit 97
+    run --cell 0
+    free=$(df --output=avail -B1 "$DISK" | tail -n 1)
+    head -c $((free - 160 * 1024)) /dev/zero > "$DISK/filler" 2>/dev/null
+    run
+    rm "$DISK/filler"
+    run
+else
+    # No mount allowed: a file size limit stands in for the full disk (writes past it fail
+    # with EFBIG, and the signal that would kill the process is ignored).
+    run --cell 0
+    (trap '' XFSZ; ulimit -f 60; run)
+    STEP=3
+    run
+fi
+"#;
+
+#[test]
+fn a_full_disk_fails_its_cells_and_the_grid_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    let disk = root.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let script = |mode: &str| {
+        // A user and mount namespace of its own lets the test mount a small tmpfs without
+        // privileges; the mount goes away with the namespace.
+        let mut cmd = if mode == "tmpfs" {
+            let mut c = Command::new("unshare");
+            c.args(["-r", "-m", "bash", "-c", FULL_DISK]);
+            c
+        } else {
+            let mut c = Command::new("bash");
+            c.args(["-c", FULL_DISK]);
+            c
+        };
+        cmd.env("BIN", env!("CARGO_BIN_EXE_neuronlab"))
+            .env("EXP", &exp)
+            .env("DISK", &disk)
+            .env("ROOT", root)
+            .env("MODE", mode)
+            .env("NO_COLOR", "1")
+            .current_dir(root)
+            .status()
+    };
+    // NEURONLAB_TEST_FULL_DISK=limit tries the stand-in on a machine that can mount.
+    let wanted = std::env::var("NEURONLAB_TEST_FULL_DISK").unwrap_or_else(|_| "tmpfs".into());
+    let mounted = wanted == "tmpfs" && script("tmpfs").is_ok_and(|s| s.success());
+    let (mode, cause) = if mounted {
+        ("tmpfs", "No space left on device")
+    } else {
+        eprintln!("no tmpfs: a file size limit stands in for the full disk");
+        assert!(script("limit").unwrap().success());
+        ("limit", "File too large")
+    };
+    let step = |n: usize| {
+        let log = std::fs::read_to_string(root.join(format!("step{n}.log"))).unwrap();
+        let rc = std::fs::read_to_string(root.join(format!("step{n}.rc"))).unwrap();
+        (rc.trim().parse::<i32>().unwrap(), log)
+    };
+
+    let (rc, log) = step(1);
+    assert_eq!(rc, 0, "{mode}: {log}");
+
+    // The full disk fails cells 1 to 3, each recorded with the path and the cause; the grid
+    // goes on to the end and exits 1, and cell 0's result is kept.
+    let (rc, log) = step(2);
+    assert_eq!(rc, 1, "{mode}: {log}");
+    assert!(
+        log.contains("1 skipped (finished before)") && log.contains("3 failed"),
+        "{log}"
+    );
+    let runs = results(&root.join("step2/tiny"));
+    let failed: Vec<&Value> = runs.values().filter(|v| v["status"] == "failed").collect();
+    assert_eq!(failed.len(), 3, "{runs:?}");
+    for v in &failed {
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.contains("cannot write the checkpoint file") && error.matches(cause).count() == 1,
+            "{mode}: {error}"
+        );
+    }
+    assert_eq!(
+        runs.values().filter(|v| v["status"] == "finished").count(),
+        1
+    );
+    let rows = csv_rows(&root.join("step2/tiny/results.csv"));
+    assert_eq!(rows.len(), 5, "{rows:?}");
+
+    // With the room back, the failed cells run again and every cell finishes.
+    let (rc, log) = step(3);
+    assert_eq!(rc, 0, "{mode}: {log}");
+    assert!(log.contains("3 finished, 1 skipped"), "{log}");
+    assert_eq!(metrics(&root.join("step3/tiny")).len(), 4);
+}
+
+#[test]
+fn a_killed_writers_staging_is_removed_and_the_tables_are_rewritten_at_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    let exp = exp.to_str().unwrap();
+    let out = neuronlab(
+        &["grid", "run", exp, "--output", "runs", "--cell", "0"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = root.join("runs/tiny");
+    let run = grid.join(results(&grid).keys().next().unwrap());
+    // What a process killed in the middle of writing leaves: staging of a dead process id (no
+    // process has the largest ids), and tables that disagree with the run folders.
+    let dead = u32::MAX - 7;
+    let stale = [
+        grid.join(format!("results.csv.{dead}.tmp")),
+        run.join(format!("result.json.{dead}.tmp")),
+    ];
+    for f in &stale {
+        std::fs::write(f, "torn").unwrap();
+    }
+    let staging = run.join(format!("checkpoint.{dead}.tmp"));
+    std::fs::create_dir_all(staging.join("model")).unwrap();
+    std::fs::remove_file(grid.join("results.parquet")).unwrap();
+    std::fs::write(grid.join("results.csv"), "run_id\n").unwrap();
+
+    // `--cell 0` again: the cell is skipped, yet the start cleans up and rewrites both tables.
+    let out = neuronlab(
+        &["grid", "run", exp, "--output", "runs", "--cell", "0"],
+        root,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("finished before; skipped"),
+        "{}",
+        text(&out)
+    );
+    for f in stale.iter().chain([&staging]) {
+        assert!(!f.exists(), "{} is left", f.display());
+    }
+    assert_eq!(csv_rows(&grid.join("results.csv")).len(), 2);
+    assert!(grid.join("results.parquet").exists());
+}
