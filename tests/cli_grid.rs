@@ -1,7 +1,7 @@
 //! `neuronlab grid run | list | export` and `report` end to end, on a tiny BERT (the encoder
 //! fixture, with a made-up WordPiece vocabulary) and a three-class JSONL dataset written here:
 //! the results layout, skipping finished cells, `--cell`, a failing cell that does not stop the
-//! grid, resumption after `kill -9`, the Slurm script, and bad input.
+//! grid, resumption after `kill -9`, and bad input.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -439,35 +439,6 @@ fn a_killed_grid_resumes_without_losing_finished_cells() {
         text(&out)
     );
     assert_eq!(csv_rows(&table).len(), 7);
-}
-
-#[test]
-fn slurm_export_is_a_job_array_over_the_cells() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let exp = experiment(root, GRID);
-    let out = neuronlab(
-        &[
-            "grid",
-            "export",
-            "--slurm",
-            exp.to_str().unwrap(),
-            "--output",
-            "runs",
-        ],
-        root,
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let script = root.join("runs/tiny/slurm.sbatch");
-    let s = std::fs::read_to_string(&script).unwrap();
-    assert!(s.contains("#SBATCH --array=0-3"), "{s}");
-    assert!(s.contains("--cell \"$SLURM_ARRAY_TASK_ID\""), "{s}");
-    let check = Command::new("bash")
-        .arg("-n")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", text(&check));
 }
 
 #[test]

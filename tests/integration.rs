@@ -28,6 +28,8 @@ mod golden;
 mod cli_grid;
 // Two processes on one grid, a full disk, a killed writer's leftovers.
 mod cli_faults;
+// `grid export --slurm`, and the exported grid on a real Slurm (scripts/slurm-test.sh).
+mod cli_slurm;
 // Extractive QA (SQuAD, HotpotQA) and re-ranking cells through `neuronlab grid run`.
 mod cli_qa;
 // Neuron studies through `neuronlab grid run` on the tiny Llama.

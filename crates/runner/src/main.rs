@@ -93,8 +93,11 @@ enum GridCommand {
         output: PathBuf,
     },
     /// Write a cluster script for the grid.
+    /// Checks every cell as `grid run --dry-run` does, then writes the job script and
+    /// DIR/<grid>/submit.sh, which submits the cells as job arrays in dependency order (a study
+    /// before the cells that use its neurons). Run it with `bash DIR/<grid>/submit.sh`.
     Export {
-        /// Write DIR/<grid>/slurm.sbatch, a Slurm job array with one task per cell.
+        /// Write DIR/<grid>/slurm.sbatch (one cell per array task) and DIR/<grid>/submit.sh.
         #[arg(long, required = true)]
         slurm: bool,
         /// The experiment file.
@@ -102,6 +105,24 @@ enum GridCommand {
         /// Results root.
         #[arg(long, default_value = "runs")]
         output: PathBuf,
+        /// The partition (`#SBATCH --partition`); the cluster's default when not given.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Wall-clock limit of a task (`#SBATCH --time`).
+        #[arg(long, default_value = "24:00:00")]
+        time: String,
+        /// Memory of a task (`#SBATCH --mem`, e.g. 32G); the cluster's default when not given.
+        #[arg(long)]
+        mem: Option<String>,
+        /// CPUs of a task (`#SBATCH --cpus-per-task`), also its thread count.
+        #[arg(long = "cpus-per-task", default_value_t = 4)]
+        cpus_per_task: usize,
+        /// GPUs of a task (`#SBATCH --gres=gpu:N`); with any, the cells run on cuda:0.
+        #[arg(long, default_value_t = 0)]
+        gpus: usize,
+        /// The neuronlab binary the tasks run (default: `neuronlab` on the tasks' PATH).
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
 }
 
@@ -263,8 +284,28 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             print!("{}", open(&file, &output)?.plan());
             Ok(ExitCode::SUCCESS)
         }
-        GridCommand::Export { file, output, .. } => {
-            println!("{}", export_slurm(&file, &output)?.display());
+        GridCommand::Export {
+            file,
+            output,
+            partition,
+            time,
+            mem,
+            cpus_per_task,
+            gpus,
+            binary,
+            ..
+        } => {
+            let opts = runner::harness::slurm::SlurmOptions {
+                partition,
+                time,
+                mem,
+                cpus: cpus_per_task,
+                gpus,
+                binary,
+            };
+            let submit = export_slurm(&file, &output, &opts)?;
+            println!("{}", submit.display());
+            eprintln!("submit the grid with: bash {}", submit.display());
             Ok(ExitCode::SUCCESS)
         }
     }

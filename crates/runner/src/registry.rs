@@ -144,6 +144,10 @@ impl CellKind for CellConfig {
         each_kind!(self, c => c.check())
     }
 
+    fn needs(&self) -> Vec<&str> {
+        each_kind!(self, c => c.needs())
+    }
+
     fn resume(&self, dir: &Path) -> Result<bool> {
         each_kind!(self, c => c.resume(dir))
     }

@@ -42,8 +42,12 @@ pub fn grid_run(
     }
 }
 
-/// `neuronlab grid export --slurm`: a job array with one task per cell, written to
-/// `DIR/<grid>/slurm.sbatch`.
-pub fn export_slurm(file: &Path, output: &Path) -> Result<PathBuf> {
-    crate::harness::slurm::export_slurm(&open(file, output)?, file, output)
+/// `neuronlab grid export --slurm`: the grid's job arrays and `DIR/<grid>/submit.sh`
+/// ([`crate::harness::slurm`]); returns the path of `submit.sh`.
+pub fn export_slurm(
+    file: &Path,
+    output: &Path,
+    opts: &crate::harness::slurm::SlurmOptions,
+) -> Result<PathBuf> {
+    crate::harness::slurm::export_slurm(&open(file, output)?, file, output, opts)
 }

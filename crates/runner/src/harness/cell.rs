@@ -112,6 +112,11 @@ pub trait CellKind: Serialize + Clone {
     /// Deep checks before any cell runs (the files exist and parse, the tokenizer fits the
     /// model, the task fits the head): every problem found, none when the cell can start.
     fn check(&self) -> Vec<anyhow::Error>;
+    /// The run ids of the cells whose results this one reads (a study's neuron sets): they
+    /// run first (the Slurm export submits them as an earlier job array).
+    fn needs(&self) -> Vec<&str> {
+        Vec::new()
+    }
     /// Prepare the folder of an interrupted run to continue from its checkpoint, if the kind
     /// keeps one; `true` when the run will continue (its log and evaluations are kept).
     fn resume(&self, _dir: &Path) -> Result<bool> {

@@ -39,6 +39,10 @@ impl CellKind for LoraCell {
         format!("task {}", self.task_name)
     }
 
+    fn needs(&self) -> Vec<&str> {
+        self.neurons_study.as_deref().into_iter().collect()
+    }
+
     fn inputs(&self) -> Vec<Input<'_>> {
         let mut inputs = vec![Input {
             what: "training file",

@@ -1,0 +1,279 @@
+//! `grid export --slurm` through the binary: the job script and its options, the arrays in
+//! dependency order (a study before the cells that use its neurons), a grid that does not
+//! validate; and, on a real one-node Slurm cluster (`scripts/slurm-test.sh`), the exported grid
+//! run to the end.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::{neuronlab, text};
+
+/// A study and the fine-tuning cells that use its sets: 1 study + 4 fine-tuning cells.
+fn study_grid(root: &Path) -> std::path::PathBuf {
+    let study = crate::cli_adapt::p90_study(root);
+    let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"p90\"]\ntask = [\"topics\"]\n\
+                neurons = [\"target\"]\nseed = [3, 4]\n";
+    crate::cli_adapt::experiment(root, &study, grid)
+}
+
+fn export(root: &Path, exp: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "grid",
+        "export",
+        "--slurm",
+        exp.to_str().unwrap(),
+        "--output",
+        "runs",
+    ];
+    args.extend_from_slice(extra);
+    neuronlab(&args, root)
+}
+
+/// The `--array=` spec of each `sbatch` line of `submit.sh`, and whether it has a dependency.
+fn stages(submit: &str) -> Vec<(String, bool)> {
+    submit
+        .lines()
+        .filter(|l| l.contains("sbatch --parsable"))
+        .map(|l| {
+            let array = l.split("--array=").nth(1).unwrap();
+            let array = array.split_whitespace().next().unwrap().to_owned();
+            (array, l.contains("--dependency=afterok:"))
+        })
+        .collect()
+}
+
+/// Cell numbers of an array spec (`0-3,7`).
+fn cells(spec: &str) -> Vec<usize> {
+    spec.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .collect()
+}
+
+fn bash_syntax_ok(script: &Path) {
+    let check = Command::new("bash").arg("-n").arg(script).output().unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+}
+
+#[test]
+fn slurm_export_submits_a_study_before_the_cells_that_use_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = study_grid(root);
+    let out = export(
+        root,
+        &exp,
+        &[
+            "--partition",
+            "gpu-a100",
+            "--time",
+            "02:00:00",
+            "--mem",
+            "32G",
+            "--cpus-per-task",
+            "8",
+            "--gpus",
+            "1",
+            "--binary",
+            env!("CARGO_BIN_EXE_neuronlab"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = root.join("runs/adapt");
+    let job = std::fs::read_to_string(grid.join("slurm.sbatch")).unwrap();
+    for line in [
+        "#SBATCH --partition=gpu-a100",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --mem=32G",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --gres=gpu:1",
+        "--cell \"$SLURM_ARRAY_TASK_ID\" --device cuda:0",
+        "RAYON_NUM_THREADS=\"$threads\"",
+        "threads=\"${SLURM_CPUS_PER_TASK:-8}\"",
+        env!("CARGO_BIN_EXE_neuronlab"),
+    ] {
+        assert!(job.contains(line), "no `{line}` in\n{job}");
+    }
+    let submit = std::fs::read_to_string(grid.join("submit.sh")).unwrap();
+    let stage_list = stages(&submit);
+    assert_eq!(stage_list.len(), 2, "{submit}");
+    assert!(!stage_list[0].1 && stage_list[1].1, "{submit}");
+    assert!(
+        submit.contains("--dependency=afterok:\"${job0}\""),
+        "{submit}"
+    );
+    // The first stage is the study, the second its four fine-tuning cells.
+    let (first, second) = (cells(&stage_list[0].0), cells(&stage_list[1].0));
+    assert_eq!(first.len(), 1, "{submit}");
+    assert_eq!(second.len(), 4, "{submit}");
+    let list = neuronlab(
+        &["grid", "list", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    let study_line = text(&list)
+        .lines()
+        .find(|l| l.contains("study=p90") && !l.contains("task="))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{}", text(&list)));
+    let study_cell: usize = study_line
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(first, vec![study_cell], "{}", text(&list));
+    bash_syntax_ok(&grid.join("slurm.sbatch"));
+    bash_syntax_ok(&grid.join("submit.sh"));
+
+    // Without GPUs the cells run on the CPU; a grid without needs is one stage.
+    let plain = crate::cli_grid::experiment(
+        &root.join("plain"),
+        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"baseline\", \"cmp2\"]\nseed = [1, 2]\n",
+    );
+    let out = export(root, &plain, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let job = std::fs::read_to_string(root.join("runs/tiny/slurm.sbatch")).unwrap();
+    assert!(
+        job.contains("--device cpu") && !job.contains("--gres"),
+        "{job}"
+    );
+    assert!(job.contains("#SBATCH --cpus-per-task=4"), "{job}");
+    let submit = std::fs::read_to_string(root.join("runs/tiny/submit.sh")).unwrap();
+    assert_eq!(stages(&submit), vec![("0-3".to_owned(), false)], "{submit}");
+}
+
+#[test]
+fn slurm_export_of_a_grid_that_does_not_validate_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = study_grid(root);
+    std::fs::remove_file(root.join("bb.jsonl")).unwrap();
+    let out = export(root, &exp, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("nothing was exported") && msg.contains("bb.jsonl"),
+        "{msg}"
+    );
+    assert!(!root.join("runs/adapt/submit.sh").exists());
+    let out = export(root, &study_grid(root), &["--binary", "no/such/neuronlab"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--binary") && text(&out).contains("no such file"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Wait (at most `secs`) until Slurm lists none of `jobs`.
+fn wait_for_jobs(jobs: &[String], secs: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-o", "%i %T", "-j", &jobs.join(",")])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&q.stdout).trim().to_owned();
+        if q.status.success() && listed.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "the jobs did not end in {secs} s: {listed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "needs a Slurm cluster: run by scripts/slurm-test.sh"]
+fn a_real_slurm_runs_the_exported_grid() {
+    assert!(
+        std::env::var_os("NEURONLAB_SLURM").is_some(),
+        "run through scripts/slurm-test.sh, which starts the cluster"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = study_grid(root);
+    // The tasks find the binary on their PATH, as on a cluster where it is installed.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_neuronlab")).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args([
+            "grid",
+            "export",
+            "--slurm",
+            exp.to_str().unwrap(),
+            "--output",
+            "runs",
+        ])
+        .args(["--cpus-per-task", "1", "--time", "00:20:00"])
+        .current_dir(root)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = root.join("runs/adapt");
+    let submit = Command::new("bash")
+        .arg(grid.join("submit.sh"))
+        .current_dir(root)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(submit.status.success(), "{}", text(&submit));
+    let jobs: Vec<String> = String::from_utf8_lossy(&submit.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit("as job ").next().filter(|_| l.contains("as job ")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(jobs.len(), 2, "{}", text(&submit));
+    eprintln!("submitted jobs {jobs:?}");
+    wait_for_jobs(&jobs, 600);
+
+    let outs: Vec<_> = std::fs::read_dir(&grid)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("slurm-")
+        })
+        .collect();
+    let logs: String = outs
+        .iter()
+        .map(|p| format!("{}:\n{}", p.display(), std::fs::read_to_string(p).unwrap()))
+        .collect();
+    assert_eq!(outs.len(), 5, "one output file per task:\n{logs}");
+    let mut finished = 0;
+    for entry in std::fs::read_dir(&grid).unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(result) = std::fs::read_to_string(dir.join("result.json")) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&result).unwrap();
+        assert_eq!(v["status"], "finished", "{v}\n{logs}");
+        let id = v["run_id"].as_str().unwrap();
+        let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+        assert_eq!(
+            log.lines().filter(|l| l.starts_with(id)).count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(log.matches("finished in").count(), 1, "{log}");
+        finished += 1;
+    }
+    assert_eq!(finished, 5, "{logs}");
+    // Each task ran one cell, and a task that ran a fine-tuning cell found its study finished.
+    assert_eq!(logs.matches(" finished in ").count(), 5, "{logs}");
+    let report = neuronlab(&["report", grid.to_str().unwrap()], root);
+    assert!(report.status.success(), "{}", text(&report));
+    let md = std::fs::read_to_string(grid.join("report.md")).unwrap();
+    assert!(md.contains("topics"), "{md}");
+    let csv = std::fs::read_to_string(grid.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+}
