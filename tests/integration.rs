@@ -30,6 +30,8 @@ mod cli_grid;
 mod cli_faults;
 // `grid export --slurm`, and the exported grid on a real Slurm (scripts/slurm-test.sh).
 mod cli_slurm;
+// Bad input through the binary, said once and where it is; `inspect` of a GGUF file.
+mod cli_errors;
 // Extractive QA (SQuAD, HotpotQA) and re-ranking cells through `neuronlab grid run`.
 mod cli_qa;
 // Neuron studies through `neuronlab grid run` on the tiny Llama.

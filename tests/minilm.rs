@@ -94,7 +94,10 @@ fn cli_errors_are_clear_and_exit_2() {
     };
     let out = run(&["embed", "--model", "/nonexistent", "x"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error: loading model /nonexistent"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("error: --model: /nonexistent does not exist")
+    );
     let out = run(&[
         "embed",
         "--device",

@@ -2,16 +2,46 @@
 
 use std::path::PathBuf;
 
+impl ModelError {
+    /// `path` does not hold `expected`: it is missing, or a file or folder where the other
+    /// should be.
+    pub fn not_found(path: &std::path::Path, expected: &'static str) -> Self {
+        let what = if !path.exists() {
+            "does not exist"
+        } else if path.is_dir() {
+            "is a folder"
+        } else {
+            "is a file"
+        };
+        Self::NotFound {
+            path: path.to_path_buf(),
+            what,
+            expected,
+        }
+    }
+}
+
 /// Everything that can go wrong while reading a checkpoint, a config or a tokenizer.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// A file could not be read. (The cause is in the message and not a `source`, so that an
+    /// error chain says it once.)
+    #[error("cannot read {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// A path is missing or is not what was expected (a file where a folder should be).
+    #[error("{path} {what}; expected {expected}")]
+    NotFound {
+        /// The path.
+        path: PathBuf,
+        /// `does not exist`, `is a file`, `is a folder`.
+        what: &'static str,
+        /// What should be there.
+        expected: &'static str,
     },
     /// A directory holds none of the files a checkpoint can be read from.
     #[error("no checkpoint in {dir}: expected one of {expected}")]
@@ -117,5 +147,5 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
     let path = path.into();
-    move |source| ModelError::Io { path, source }
+    move |cause| ModelError::Io { path, cause }
 }

@@ -114,10 +114,7 @@ impl TensorMap {
         } else if name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth") {
             map.read_pytorch(path)?;
         } else if !path.exists() {
-            return Err(ModelError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            return Err(ModelError::not_found(path, "a checkpoint file"));
         } else {
             return Err(ModelError::Format {
                 path: path.to_path_buf(),
@@ -346,10 +343,7 @@ impl TensorMap {
         use burn::tensor::DType;
         use burn_store::pytorch::PytorchReader;
         if !path.exists() {
-            return Err(ModelError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            return Err(ModelError::not_found(path, "a checkpoint file"));
         }
         let reader = PytorchReader::new(path).map_err(|e| ModelError::Format {
             path: path.to_path_buf(),

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum CorpusError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line of a JSONL file is not what it should be.
     #[error("{path}:{line}: {message}")]
@@ -62,9 +62,9 @@ pub enum TextFormat {
 
 /// The documents of a file, in order.
 pub fn read_documents(path: &Path, format: &TextFormat) -> Result<Vec<String>, CorpusError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| CorpusError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     Ok(match format {
         TextFormat::Whole => vec![text]

@@ -58,19 +58,34 @@ pub struct Checkpoint {
     pub tensors: TensorMap,
 }
 
+/// `dir` looks like an encoder checkpoint folder: it exists, and it is not a GGUF decoder's
+/// folder. (The files themselves are read and checked by [`Checkpoint::open`].)
+pub fn check_encoder_dir(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(ModelError::not_found(
+            dir,
+            "an encoder checkpoint folder (config.json and weights)",
+        ));
+    }
+    if !dir.join("config.json").is_file()
+        && let Ok(Some(gguf)) = crate::llama::load::gguf_file(dir)
+    {
+        return Err(ModelError::Format {
+            path: dir.to_path_buf(),
+            message: format!(
+                "holds a GGUF decoder ({}), not an encoder checkpoint (config.json and weights)",
+                gguf.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     /// Read `config.json` and the weights of a checkpoint directory.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        if !dir.is_dir() {
-            return Err(ModelError::Io {
-                path: dir.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "not a checkpoint directory",
-                ),
-            });
-        }
+        check_encoder_dir(dir)?;
         Ok(Self {
             config: EncoderConfig::from_file(dir)?,
             tensors: TensorMap::open(dir)?,

@@ -73,13 +73,10 @@ impl DecoderCheckpoint {
             });
         }
         if !path.is_dir() {
-            return Err(ModelError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "not a .gguf file or a checkpoint directory",
-                ),
-            });
+            return Err(ModelError::not_found(
+                path,
+                "a .gguf file or a decoder checkpoint folder",
+            ));
         }
         let config = DecoderConfig::from_file(path)?;
         let tokenizer = if path.join("tokenizer.json").is_file() {
@@ -181,7 +178,7 @@ pub fn is_decoder(path: &Path) -> bool {
 }
 
 /// The GGUF file `path` names, if it names one.
-fn gguf_file(path: &Path) -> Result<Option<PathBuf>> {
+pub(crate) fn gguf_file(path: &Path) -> Result<Option<PathBuf>> {
     if path.is_file() || path.extension().is_some_and(|e| e == "gguf") {
         return Ok(path
             .extension()

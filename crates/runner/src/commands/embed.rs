@@ -28,8 +28,8 @@ impl BackendJob for EmbedJob {
     /// Mean pooling over all non-padding tokens, `[CLS]` and `[SEP]` included (the
     /// sentence-transformers convention); L2-normalised only when asked.
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<Vec<f32>>> {
-        let checkpoint = Checkpoint::open(&self.model)
-            .with_context(|| format!("loading model {}", self.model.display()))?;
+        // The error names the path.
+        let checkpoint = Checkpoint::open(&self.model).context("--model")?;
         let tokenizer = TextTokenizer::from_dir(&self.model, &checkpoint.config)?;
         let (model, report) = load_bare_encoder::<B>(checkpoint, &device)?;
         if !report.dropped.is_empty() {

@@ -7,6 +7,18 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// `path` is a file that exists: otherwise what it is instead (`does not exist`, `is a
+/// folder`), after `what` (e.g. "dataset file").
+pub(crate) fn expect_file(what: &str, path: &Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else if path.is_dir() {
+        anyhow::bail!("{what} {} is a folder; expected a file", path.display())
+    } else {
+        anyhow::bail!("{what} {} does not exist", path.display())
+    }
+}
+
 /// Column `name` of `frame` (read from `path`) as text.
 pub(crate) fn text_column(
     frame: &polars::prelude::DataFrame,

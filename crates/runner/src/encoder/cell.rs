@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::spec::{
     CmpMode, DatasetFormat, DatasetSpec, LossSpec, RankingFiles, Sections, StepDropout, Task,
 };
-use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
+use crate::harness::experiment::{ExperimentFile, ModelKind, ModelSpec, TrainConfig};
 use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
 
 /// A training cell, resolved.
@@ -115,8 +115,29 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
     let mut used: Vec<&String> = pairs.iter().map(|p| &p.1).collect();
     used.dedup();
     for name in used {
-        check_dataset_spec(&own.datasets[name])
+        let d = &own.datasets[name];
+        check_dataset_spec(d)
             .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["datasets", name])))?;
+        if let Some(labels) = &d.labels {
+            let problem = match (d.task, labels.len()) {
+                (Task::Regression, _) => {
+                    Some("a regression dataset has no classes; leave `labels` out".to_owned())
+                }
+                (_, 0 | 1) => Some(format!(
+                    "labels = {labels:?} names {} class(es); a classification dataset needs at \
+                     least 2, in label order",
+                    labels.len()
+                )),
+                _ => labels
+                    .iter()
+                    .enumerate()
+                    .find(|(i, l)| labels[..*i].contains(l))
+                    .map(|(_, l)| format!("labels names class {l:?} twice")),
+            };
+            if let Some(problem) = problem {
+                bail!("{}: {problem}", file.locate(&["datasets", name, "labels"]));
+            }
+        }
     }
 
     // Losses.
@@ -164,8 +185,19 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
     let axes = train_axes(file)?;
 
     let mut cells = Vec::new();
+    // max_seq_len above what a model's positions allow is capped (and said once).
+    let mut limits = BTreeMap::new();
+    let mut warned = std::collections::BTreeSet::new();
     for (model_name, dataset_name, own_losses) in &pairs {
         let model = &e.models[model_name];
+        if model.kind != ModelKind::Encoder {
+            bail!(
+                "{}: model `{model_name}` has kind = \"{}\", but a grid of datasets fine-tunes \
+                 encoders (kind = \"encoder\"); decoders go in grids of `study` or `task`",
+                file.locate(&["models", model_name, "kind"]),
+                kebab(&model.kind)
+            );
+        }
         let dataset = &own.datasets[dataset_name];
         let mut base = TrainConfig::default();
         base.apply(&e.train);
@@ -235,6 +267,24 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
                         file.path.display()
                     )
                 })?;
+                let model_dir = file.resolve(&model.path);
+                let limit = *limits
+                    .entry(model_dir.clone())
+                    .or_insert_with(|| input_limit(&model_dir));
+                if let Some((cap, positions)) = limit
+                    && train.max_seq_len > cap
+                {
+                    if warned.insert((model_name.clone(), train.max_seq_len)) {
+                        eprintln!(
+                            "warning: {}: model `{model_name}` reads at most {cap} tokens \
+                             (max_position_embeddings = {positions} in its config.json); \
+                             max_seq_len = {} is capped at {cap}, and its runs record {cap}",
+                            file.path.display(),
+                            train.max_seq_len
+                        );
+                    }
+                    train.max_seq_len = cap;
+                }
                 for &seed in &seeds {
                     let config = TrainCell {
                         grid: e.name.clone(),
@@ -242,7 +292,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
                         dataset_name: dataset_name.clone(),
                         loss_name: loss_name.clone(),
                         seed,
-                        model_dir: file.resolve(&model.path),
+                        model_dir: model_dir.clone(),
                         dataset_dir: file.resolve(&dataset.path),
                         model: model.clone(),
                         dataset: dataset.clone(),
@@ -265,6 +315,13 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
     }
     check_unique(file, &cells)?;
     Ok(cells)
+}
+
+/// The longest input of the encoder in `dir` and its `max_position_embeddings`, when its
+/// `config.json` reads (validation names the problem otherwise).
+fn input_limit(dir: &Path) -> Option<(usize, usize)> {
+    let config = models::EncoderConfig::from_file(dir.join("config.json")).ok()?;
+    Some((config.max_input_len(), config.max_position_embeddings))
 }
 
 /// A dataset's format, task and task settings agree.
@@ -397,6 +454,7 @@ fn check_loss(spec: &LossSpec) -> Result<(), String> {
 }
 
 pub(crate) fn check_encoder(c: &TrainCell) -> Result<()> {
+    models::check_encoder_dir(&c.model_dir).with_context(|| format!("model `{}`", c.model_name))?;
     let config = models::EncoderConfig::from_file(c.model_dir.join("config.json"))
         .with_context(|| format!("model `{}`", c.model_name))?;
     models::TextTokenizer::from_dir(&c.model_dir, &config)
@@ -406,13 +464,5 @@ pub(crate) fn check_encoder(c: &TrainCell) -> Result<()> {
 
 /// `path`, a file of the cell's dataset, exists.
 pub(crate) fn dataset_file(c: &TrainCell, path: &Path) -> Result<()> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        bail!(
-            "dataset `{}`: {} does not exist",
-            c.dataset_name,
-            path.display()
-        )
-    }
+    crate::data::expect_file("file", path).with_context(|| format!("dataset `{}`", c.dataset_name))
 }

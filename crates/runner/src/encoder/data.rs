@@ -250,9 +250,7 @@ pub fn load(spec: &DatasetSpec, dir: &Path) -> Result<Dataset> {
     }
     let (train_path, eval_path) = split_files(spec, dir)?;
     for p in [&train_path, &eval_path] {
-        if !p.is_file() {
-            bail!("dataset file {} does not exist", p.display());
-        }
+        crate::data::expect_file("dataset file", p)?;
     }
     let (train, eval, labels) = match spec.format {
         DatasetFormat::Glue => {

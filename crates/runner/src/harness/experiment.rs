@@ -434,6 +434,23 @@ pub struct ExperimentFile {
     pub artefacts: PathBuf,
 }
 
+/// Why `name` cannot be a grid's folder name under the output root, if it cannot.
+fn unsafe_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.starts_with('.') {
+        // `.` and `..` leave the folder; other dot-names are the output root's caches.
+        Some("starts with `.`")
+    } else if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Some("has a character other than letters, digits, `-`, `_` and `.`")
+    } else {
+        None
+    }
+}
+
 impl ExperimentFile {
     /// Read `path` and parse its shared sections; `${ARTEFACTS}` in paths stands for
     /// `artefacts` (see [`Self::resolve`]). A malformed file is an error naming the file and
@@ -447,13 +464,22 @@ impl ExperimentFile {
     /// Parse `text` as if read from `path`.
     pub fn parse(path: &Path, text: String, artefacts: &Path) -> Result<Self> {
         let (experiment, ignored) = parse_view(path, &text)?;
-        Ok(Self {
+        let file = Self {
             path: path.to_owned(),
             text,
             experiment,
             ignored,
             artefacts: artefacts.to_owned(),
-        })
+        };
+        if let Some(why) = unsafe_name(&file.experiment.name) {
+            bail!(
+                "{}: name = {:?} {why}; the grid's results go to OUTPUT/<name>, so a name is \
+                 one folder name (letters, digits, `-`, `_`, `.`; not starting with `.`)",
+                file.locate(&["name"]),
+                file.experiment.name
+            );
+        }
+        Ok(file)
     }
 
     /// A path as written in the file, resolved: `${ARTEFACTS}` replaced, every other `${NAME}`
