@@ -218,3 +218,88 @@ fn inspect_reads_a_gguf_file_metadata_architecture_and_quantised_tensors() {
         assert!(k.contains("[192, 576]"), "{k}");
     }
 }
+
+#[test]
+fn a_corrupt_checkpoint_or_a_head_that_does_not_fit_stops_the_grid_before_any_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    // A truncated download: half of the weights file.
+    let weights = root.join("tiny-bert/model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    refused(
+        &out,
+        &[
+            "before any cell ran",
+            "model.safetensors",
+            "truncated or corrupt",
+        ],
+    );
+    assert!(!root.join("runs/tiny").exists(), "nothing started");
+
+    // The tiny BERT's saved head has 3 outputs; a dataset of 4 classes cannot load it.
+    std::fs::write(&weights, &bytes).unwrap();
+    let text = std::fs::read_to_string(&exp).unwrap();
+    std::fs::write(
+        &exp,
+        text.replace(
+            "labels = [\"positive\", \"negative\", \"neutral\"]",
+            "labels = [\"positive\", \"negative\", \"neutral\", \"other\"]",
+        ),
+    )
+    .unwrap();
+    let out = dry_run(&exp, root);
+    refused(
+        &out,
+        &[
+            "saved classifier head `classifier.weight` has shape [3,",
+            "the task has 4",
+        ],
+    );
+}
+
+#[test]
+fn empty_texts_and_bytes_that_are_not_utf8_are_named_by_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    let train = root.join("words/train.jsonl");
+    let good = std::fs::read(&train).unwrap();
+    let lines: Vec<&[u8]> = good.split(|&b| b == b'\n').collect();
+
+    let mut empty = lines.clone();
+    empty[2] = br#"{"text": "", "label": 0}"#;
+    std::fs::write(&train, empty.join(&b'\n')).unwrap();
+    refused(
+        &dry_run(&exp, root),
+        &["train.jsonl, line 3: field `text` is empty"],
+    );
+
+    let mut latin1 = lines[3].to_vec();
+    latin1.splice(10..10, [0xe9]);
+    let mut bad = lines.clone();
+    bad[3] = &latin1;
+    std::fs::write(&train, bad.join(&b'\n')).unwrap();
+    refused(
+        &dry_run(&exp, root),
+        &["train.jsonl, line 4: byte 0xe9 (byte 11 of the line) is not UTF-8"],
+    );
+    std::fs::write(&train, &good).unwrap();
+
+    // The experiment file itself.
+    let mut toml = std::fs::read(&exp).unwrap();
+    toml.extend_from_slice(b"# caf\xe9\n");
+    std::fs::write(&exp, &toml).unwrap();
+    let lines = toml.iter().filter(|&&b| b == b'\n').count();
+    refused(
+        &dry_run(&exp, root),
+        &[&format!(
+            "tiny.toml, line {lines}: byte 0xe9 (byte 6 of the line)"
+        )],
+    );
+}

@@ -409,7 +409,9 @@ fn a_killed_grid_resumes_without_losing_finished_cells() {
         .unwrap();
     let table = root.join("runs/tiny/results.csv");
     let started = std::time::Instant::now();
-    while !table.exists() {
+    // The table is written at the start (empty) and after each cell: wait for its first row.
+    let rows = || std::fs::read_to_string(&table).map_or(0, |t| t.lines().count());
+    while rows() < 2 {
         assert!(
             started.elapsed().as_secs() < 120,
             "no cell finished in 2 minutes"

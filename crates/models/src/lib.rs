@@ -46,8 +46,8 @@ pub mod weights;
 
 pub use bert::config::{Activation, EncoderConfig, EncoderFamily};
 pub use bert::heads::{
-    Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, check_encoder_dir,
-    load_bare_encoder,
+    Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, check_classifier_head,
+    check_encoder_dir, load_bare_encoder,
 };
 pub use bert::text::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};

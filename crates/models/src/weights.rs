@@ -410,6 +410,128 @@ impl TensorMap {
 }
 
 /// `LayerNorm.gamma` / `LayerNorm.beta` (TF-converted BERT) to `weight` / `bias`.
+/// The shapes of a checkpoint's tensors (HF keys, as [`TensorMap`] names them) from the
+/// safetensors headers alone, without reading the data: for checks before anything runs. A
+/// header that does not parse, a tensor whose byte range does not fit its dtype and shape, or a
+/// file shorter or longer than its header says (a truncated download) is an error naming the
+/// file. `None` for a PyTorch `.bin`, whose layout has no header to read cheaply.
+pub fn header_shapes(path: &Path) -> Result<Option<BTreeMap<String, Vec<usize>>>> {
+    let file = if path.is_dir() {
+        CHECKPOINT_FILES
+            .iter()
+            .map(|name| path.join(name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ModelError::NoCheckpoint {
+                dir: path.to_path_buf(),
+                expected: CHECKPOINT_FILES.join(", "),
+            })?
+    } else {
+        path.to_path_buf()
+    };
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let mut shapes = BTreeMap::new();
+    if name.ends_with(".index.json") {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: BTreeMap<String, String>,
+        }
+        let text = std::fs::read_to_string(&file).map_err(io_err(&file))?;
+        let index: Index = serde_json::from_str(&text).map_err(|e| ModelError::Format {
+            path: file.clone(),
+            message: format!("invalid shard index: {e}"),
+        })?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let mut shards: Vec<&String> = index.weight_map.values().collect();
+        shards.sort();
+        shards.dedup();
+        for shard in shards {
+            shapes.extend(safetensors_header(&dir.join(shard))?);
+        }
+    } else if name.ends_with(".safetensors") {
+        shapes = safetensors_header(&file)?;
+    } else {
+        return Ok(None);
+    }
+    Ok(Some(shapes))
+}
+
+/// The tensor shapes of one safetensors file from its header, checked against the file's size.
+fn safetensors_header(path: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
+    use std::io::Read;
+    let bad = |message: String| ModelError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let size = f.metadata().map_err(io_err(path))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| bad(format!("not a safetensors file: {size} bytes, no header")))?;
+    let n = u64::from_le_bytes(n);
+    if n > size.saturating_sub(8) || n > 100_000_000 {
+        return Err(bad(format!(
+            "not a safetensors file: a header of {n} bytes in a file of {size}"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io_err(path))?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| {
+            bad(format!(
+                "not a safetensors file: its header is not JSON ({e})"
+            ))
+        })?;
+    let mut shapes = BTreeMap::new();
+    let mut end = 0u64;
+    for (key, info) in header {
+        if key == "__metadata__" {
+            continue;
+        }
+        let shape: Option<Vec<usize>> = info["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
+        let offsets: Option<Vec<u64>> = info["data_offsets"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let width = match info["dtype"].as_str() {
+            Some("F64" | "I64" | "U64") => Some(8),
+            Some("F32" | "I32" | "U32") => Some(4),
+            Some("F16" | "BF16" | "I16" | "U16") => Some(2),
+            Some("I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => Some(1),
+            _ => None,
+        };
+        let (Some(shape), Some(offsets), Some(width)) = (shape, offsets, width) else {
+            return Err(bad(format!(
+                "the header's entry for {key:?} is malformed: {info}"
+            )));
+        };
+        let [from, to] = offsets[..] else {
+            return Err(bad(format!(
+                "the header's entry for {key:?} is malformed: {info}"
+            )));
+        };
+        let bytes = shape.iter().product::<usize>() as u64 * width;
+        if to < from || to - from != bytes {
+            return Err(bad(format!(
+                "tensor {key:?} of shape {shape:?} needs {bytes} bytes, its range holds {}",
+                to.saturating_sub(from)
+            )));
+        }
+        end = end.max(to);
+        shapes.insert(normalize_key(key), shape);
+    }
+    if 8 + n + end != size {
+        return Err(bad(format!(
+            "the header describes {} bytes, the file has {size} (a truncated or corrupt file)",
+            8 + n + end
+        )));
+    }
+    Ok(shapes)
+}
+
 fn normalize_key(key: String) -> String {
     if let Some(stem) = key.strip_suffix(".gamma") {
         format!("{stem}.weight")

@@ -81,6 +81,31 @@ pub fn check_encoder_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A classifier head saved in the checkpoint at `dir` (a fine-tuned model's
+/// `classifier.weight` or `classifier.out_proj.weight`) has `num_labels` outputs, read from the
+/// safetensors header alone ([`crate::weights::header_shapes`]); a checkpoint without one
+/// passes (its head is initialised). For checks before a run, where loading would fail later.
+pub fn check_classifier_head(dir: &Path, num_labels: usize) -> Result<()> {
+    let Some(shapes) = crate::weights::header_shapes(dir)? else {
+        return Ok(());
+    };
+    for key in ["classifier.out_proj.weight", "classifier.weight"] {
+        if let Some(shape) = shapes.get(key)
+            && shape.first() != Some(&num_labels)
+        {
+            return Err(ModelError::Format {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "its saved classifier head `{key}` has shape {shape:?}, {} outputs; the task \
+                     has {num_labels} (use the pretrained model, or a dataset with as many labels)",
+                    shape.first().copied().unwrap_or(0)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     /// Read `config.json` and the weights of a checkpoint directory.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {

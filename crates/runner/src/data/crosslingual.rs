@@ -39,8 +39,7 @@ fn nli_label(raw: &str) -> Option<usize> {
 /// Read XNLI pairs from a `.tsv` (XNLI-1.0 or XNLI-MT layout, by its header) or a `.jsonl` file;
 /// with `language`, only that language's rows of a file that has a `language` column.
 pub fn read_xnli(path: &Path, language: Option<&str>) -> Result<Vec<NliExample>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::data::read_text(path)?;
     let bad_label = |line: usize, raw: &str| {
         anyhow::anyhow!(
             "{}, line {line}: label {raw:?} is not one of entailment, neutral, contradiction (or \
@@ -148,8 +147,7 @@ pub struct QaExample {
 /// Read every question of a SQuAD v1.1-format JSON file (XQuAD). An answer whose text is not at
 /// its `answer_start` (in characters, as Python counts) is an error naming the question.
 pub fn read_squad_json(path: &Path) -> Result<Vec<QaExample>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::data::read_text(path)?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
     let str_at = |v: &serde_json::Value, k: &str, at: &str| -> Result<String> {

@@ -7,6 +7,28 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// The text of `path`, which must be UTF-8: bytes that are not are an error naming the line
+/// and column of the first of them.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line_start = bytes[..at]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{}, line {line}: byte 0x{:02x} (byte {} of the line) is not UTF-8; save the file as \
+             UTF-8",
+            path.display(),
+            bytes[at],
+            at - line_start + 1
+        )
+    })
+}
+
 /// `path` is a file that exists: otherwise what it is instead (`does not exist`, `is a
 /// folder`), after `what` (e.g. "dataset file").
 pub(crate) fn expect_file(what: &str, path: &Path) -> Result<()> {

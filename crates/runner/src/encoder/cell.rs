@@ -455,6 +455,9 @@ fn check_loss(spec: &LossSpec) -> Result<(), String> {
 
 pub(crate) fn check_encoder(c: &TrainCell) -> Result<()> {
     models::check_encoder_dir(&c.model_dir).with_context(|| format!("model `{}`", c.model_name))?;
+    // The weights' headers, once per model: a truncated or corrupt file stops the grid here.
+    models::weights::header_shapes(&c.model_dir)
+        .with_context(|| format!("model `{}`", c.model_name))?;
     let config = models::EncoderConfig::from_file(c.model_dir.join("config.json"))
         .with_context(|| format!("model `{}`", c.model_name))?;
     models::TextTokenizer::from_dir(&c.model_dir, &config)

@@ -415,7 +415,12 @@ pub(crate) fn check_inputs(c: &TrainCell) -> Result<()> {
             "dataset `{}`: task = \"regression\" but the labels are classes",
             c.dataset_name
         ),
-        _ => Ok(()),
+        _ => {
+            let outputs = d.labels.len().max(1);
+            models::check_classifier_head(&c.model_dir, outputs)
+                .with_context(|| format!("model `{}`", c.model_name))?;
+            Ok(())
+        }
     }
 }
 

@@ -409,8 +409,7 @@ type NumberedRows = Vec<(usize, Vec<String>)>;
 
 /// TSV as GLUE writes it (no quoting): the header (if any) and the rows, with their lines.
 fn read_tsv(path: &Path, header: bool) -> Result<(Vec<String>, NumberedRows)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::data::read_text(path)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
     let head: Vec<String> = if header {
@@ -484,8 +483,7 @@ fn rows_to_examples(
 }
 
 fn read_jsonl(path: &Path, text: &str, pair: Option<&str>, label: &str) -> Result<Vec<RawRow>> {
-    let content =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let content = crate::data::read_text(path)?;
     let mut rows = Vec::new();
     for (i, line) in content.lines().enumerate() {
         let n = i + 1;
@@ -507,9 +505,16 @@ fn read_jsonl(path: &Path, text: &str, pair: Option<&str>, label: &str) -> Resul
                 None => bail!("{}: missing field `{name}`", at()),
             }
         };
+        let body = field(text)?;
+        if body.trim().is_empty() {
+            bail!(
+                "{}: field `{text}` is empty; every example needs a text",
+                at()
+            );
+        }
         rows.push(RawRow {
             at: format!("line {n}"),
-            text: field(text)?,
+            text: body,
             text_pair: pair.map(field).transpose()?,
             label: field(label)?,
         });
@@ -555,7 +560,9 @@ fn read_frame(
         let missing = |name: &str| anyhow::anyhow!("{}, {at}: `{name}` is empty", path.display());
         rows.push(RawRow {
             at: at.clone(),
-            text: t.ok_or_else(|| missing(text))?,
+            text: t
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| missing(text))?,
             text_pair: match (&pairs, pair) {
                 (Some(p), Some(name)) => Some(p[i].clone().ok_or_else(|| missing(name))?),
                 _ => None,

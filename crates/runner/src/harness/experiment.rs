@@ -456,8 +456,8 @@ impl ExperimentFile {
     /// `artefacts` (see [`Self::resolve`]). A malformed file is an error naming the file and
     /// line; unknown keys are found once the kinds have read theirs ([`Views::finish`]).
     pub fn read(path: &Path, artefacts: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read experiment file {}", path.display()))?;
+        crate::data::expect_file("experiment file", path)?;
+        let text = crate::data::read_text(path)?;
         Self::parse(path, text, artefacts)
     }
 

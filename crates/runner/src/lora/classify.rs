@@ -66,8 +66,7 @@ pub fn read_task(
             .collect::<Vec<_>>(),
         TaskFormat::Jsonl => {
             let mut out = Vec::new();
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = crate::data::read_text(path)?;
             let map = task.label_map.get(language);
             let drop = task.drop_labels.get(language);
             let mut dropped = 0;

@@ -79,8 +79,7 @@ pub struct HotpotItem {
 /// Read a HotpotQA JSON file (a list of questions with `_id`, `question`, `answer`,
 /// `supporting_facts` and `context`). Errors name the file, the question's index and the key.
 pub fn read_hotpot_json(path: &Path) -> Result<Vec<HotpotItem>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::data::read_text(path)?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
     let items = v
