@@ -303,3 +303,30 @@ fn empty_texts_and_bytes_that_are_not_utf8_are_named_by_file_and_line() {
         )],
     );
 }
+
+#[test]
+fn a_study_text_that_is_not_utf8_is_named_by_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // (The experiment writes the texts and their sections.)
+    let studies = "[studies.p90]\ntexts = [\"plain\", \"json\", \"columns\"]\n\
+                   method = \"percentile\"\nrate = 0.05\nwindow = 16\nbatch_size = 3\n\
+                   intervention = \"none\"\n";
+    let exp = crate::cli_study::experiment(
+        root,
+        studies,
+        "[grid]\nmodel = [\"tiny\"]\nstudy = [\"p90\"]\n",
+    );
+    let aa = root.join("aa.txt");
+    let good = std::fs::read(&aa).unwrap();
+    let mut lines: Vec<Vec<u8>> = good.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    lines[4].insert(3, 0xe9);
+    std::fs::write(&aa, lines.join(&b'\n')).unwrap();
+    let out = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    let msg = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{msg}");
+    assert!(msg.contains("aa.txt:5: byte 0xe9 is not UTF-8"), "{msg}");
+}

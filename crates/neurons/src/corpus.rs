@@ -62,9 +62,21 @@ pub enum TextFormat {
 
 /// The documents of a file, in order.
 pub fn read_documents(path: &Path, format: &TextFormat) -> Result<Vec<String>, CorpusError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| CorpusError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| CorpusError::Io {
         path: path.to_path_buf(),
         cause,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        CorpusError::Line {
+            path: path.to_path_buf(),
+            line: bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1,
+            message: format!(
+                "byte 0x{:02x} is not UTF-8; save the file as UTF-8",
+                bytes[at]
+            ),
+        }
     })?;
     Ok(match format {
         TextFormat::Whole => vec![text]

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use neurons::InterventionValue;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
