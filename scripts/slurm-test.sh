@@ -15,8 +15,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v slurmctld > /dev/null || ! command -v munged > /dev/null; then
     echo "== installing slurm-wlm and munge (Debian packages)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurm-wlm munge > /dev/null
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        sudo="sudo -E"
+    fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq slurm-wlm munge > /dev/null
 fi
 
 work=$(mktemp -d /tmp/neuronlab-slurm.XXXXXX)
