@@ -92,15 +92,7 @@ impl TensorMap {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
-            let file = CHECKPOINT_FILES
-                .iter()
-                .map(|name| path.join(name))
-                .find(|p| p.is_file())
-                .ok_or_else(|| ModelError::NoCheckpoint {
-                    dir: path.to_path_buf(),
-                    expected: CHECKPOINT_FILES.join(", "),
-                })?;
-            return Self::open(file);
+            return Self::open(checkpoint_file(path)?);
         }
         let name = path
             .file_name()
@@ -311,23 +303,11 @@ impl TensorMap {
     }
 
     fn read_sharded(&mut self, index: &Path) -> Result<()> {
-        #[derive(serde::Deserialize)]
-        struct Index {
-            weight_map: BTreeMap<String, String>,
-        }
-        let text = std::fs::read_to_string(index).map_err(io_err(index))?;
-        let parsed: Index = serde_json::from_str(&text).map_err(|e| ModelError::Format {
-            path: index.to_path_buf(),
-            message: format!("invalid shard index: {e}"),
-        })?;
-        let dir = index.parent().unwrap_or(Path::new("."));
-        let mut shards: Vec<&String> = parsed.weight_map.values().collect();
-        shards.sort();
-        shards.dedup();
+        let (weight_map, shards) = read_index(index)?;
         for shard in shards {
-            self.read_safetensors(&dir.join(shard))?;
+            self.read_safetensors(&shard)?;
         }
-        for key in parsed.weight_map.keys() {
+        for key in weight_map.keys() {
             let key = normalize_key(key.clone());
             if !self.tensors.contains_key(&key) && !self.buffers.contains_key(&key) {
                 return Err(ModelError::Format {
@@ -410,6 +390,37 @@ impl TensorMap {
 }
 
 /// `LayerNorm.gamma` / `LayerNorm.beta` (TF-converted BERT) to `weight` / `bias`.
+/// The first of [`CHECKPOINT_FILES`] in `dir`.
+fn checkpoint_file(dir: &Path) -> Result<PathBuf> {
+    CHECKPOINT_FILES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ModelError::NoCheckpoint {
+            dir: dir.to_path_buf(),
+            expected: CHECKPOINT_FILES.join(", "),
+        })
+}
+
+/// A shard index (`model.safetensors.index.json`): its key → shard map, and the shard files
+/// (each once, sorted).
+fn read_index(index: &Path) -> Result<(BTreeMap<String, String>, Vec<PathBuf>)> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(io_err(index))?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|e| ModelError::Format {
+        path: index.to_path_buf(),
+        message: format!("invalid shard index: {e}"),
+    })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<PathBuf> = parsed.weight_map.values().map(|s| dir.join(s)).collect();
+    shards.sort();
+    shards.dedup();
+    Ok((parsed.weight_map, shards))
+}
+
 /// The shapes of a checkpoint's tensors (HF keys, as [`TensorMap`] names them) from the
 /// safetensors headers alone, without reading the data: for checks before anything runs. A
 /// header that does not parse, a tensor whose byte range does not fit its dtype and shape, or a
@@ -417,14 +428,7 @@ impl TensorMap {
 /// file. `None` for a PyTorch `.bin`, whose layout has no header to read cheaply.
 pub fn header_shapes(path: &Path) -> Result<Option<BTreeMap<String, Vec<usize>>>> {
     let file = if path.is_dir() {
-        CHECKPOINT_FILES
-            .iter()
-            .map(|name| path.join(name))
-            .find(|p| p.is_file())
-            .ok_or_else(|| ModelError::NoCheckpoint {
-                dir: path.to_path_buf(),
-                expected: CHECKPOINT_FILES.join(", "),
-            })?
+        checkpoint_file(path)?
     } else {
         path.to_path_buf()
     };
@@ -434,21 +438,8 @@ pub fn header_shapes(path: &Path) -> Result<Option<BTreeMap<String, Vec<usize>>>
         .unwrap_or_default();
     let mut shapes = BTreeMap::new();
     if name.ends_with(".index.json") {
-        #[derive(serde::Deserialize)]
-        struct Index {
-            weight_map: BTreeMap<String, String>,
-        }
-        let text = std::fs::read_to_string(&file).map_err(io_err(&file))?;
-        let index: Index = serde_json::from_str(&text).map_err(|e| ModelError::Format {
-            path: file.clone(),
-            message: format!("invalid shard index: {e}"),
-        })?;
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let mut shards: Vec<&String> = index.weight_map.values().collect();
-        shards.sort();
-        shards.dedup();
-        for shard in shards {
-            shapes.extend(safetensors_header(&dir.join(shard))?);
+        for shard in read_index(&file)?.1 {
+            shapes.extend(safetensors_header(&shard)?);
         }
     } else if name.ends_with(".safetensors") {
         shapes = safetensors_header(&file)?;
