@@ -10,6 +10,7 @@ use ablation::DropoutMasks;
 use burn::prelude::*;
 use models::EncoderInput;
 use runner::encoder::cell::TrainCell;
+use runner::encoder::extractive::hotpot::{HotpotLayout, Markers, OfficialLayout, official_window};
 use runner::encoder::extractive::squad::QaWindow;
 use runner::encoder::extractive::{self, HotpotItem, hotpot_view_windows, read_hotpot_json};
 use runner::encoder::rerank::{
@@ -225,11 +226,9 @@ fn tiny_qa_model(root: &Path) -> PathBuf {
     dir
 }
 
-/// The tiny Longformer QA fixture (windows 4 and 8, RoBERTa's ids: CLS 0, padding 1, SEP 2)
-/// with [`tiny_model`]'s words as a WordPiece vocabulary.
-fn tiny_longformer(root: &Path) -> PathBuf {
-    let base = tiny_model(root);
-    let dir = root.join("tiny-longformer");
+/// A folder `root/name` with the Longformer QA fixture's config and weights (no tokenizer).
+fn longformer_weights(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(
@@ -238,6 +237,14 @@ fn tiny_longformer(root: &Path) -> PathBuf {
         )
         .unwrap();
     }
+    dir
+}
+
+/// The tiny Longformer QA fixture (windows 4 and 8, RoBERTa's ids: CLS 0, padding 1, SEP 2)
+/// with [`tiny_model`]'s words as a WordPiece vocabulary.
+fn tiny_longformer(root: &Path) -> PathBuf {
+    let base = tiny_model(root);
+    let dir = longformer_weights(root, "tiny-longformer");
     let vocab = std::fs::read_to_string(base.join("vocab.txt")).unwrap();
     let words: Vec<&str> = vocab.lines().skip(5).collect();
     let specials = ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"];
@@ -246,10 +253,90 @@ fn tiny_longformer(root: &Path) -> PathBuf {
     dir
 }
 
+/// A tiny RoBERTa-style byte-level BPE tokenizer (`<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3) that
+/// has the official HotpotQA layout's five marker tokens as ordinary vocabulary entries (ids 4
+/// to 8, as RoBERTa's vocabulary has them), single characters, and merges for `Ġw<digit>`,
+/// `w<digit>`, `Ġthe` and `Ġdoor`: 75 tokens, inside the Longformer fixture's 99.
+fn bpe_tokenizer_json() -> String {
+    let mut vocab: Vec<String> = [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "ĠYES",
+        "ĠNO",
+        "????????",
+        "madeupword0000",
+        "madeupword0001",
+        "Ġ",
+        ":",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    vocab.extend(('a'..='z').map(String::from));
+    vocab.extend(('0'..='9').map(String::from));
+    let mut merges: Vec<(String, String)> = vec![("Ġ".into(), "w".into())];
+    for d in '0'..='9' {
+        merges.push(("Ġw".into(), d.to_string()));
+        merges.push(("w".into(), d.to_string()));
+    }
+    for (a, b) in [
+        ("Ġ", "t"),
+        ("Ġt", "h"),
+        ("Ġth", "e"),
+        ("Ġ", "d"),
+        ("Ġd", "o"),
+        ("Ġdo", "o"),
+        ("Ġdoo", "r"),
+    ] {
+        merges.push((a.into(), b.into()));
+    }
+    for (a, b) in &merges {
+        vocab.push(format!("{a}{b}"));
+    }
+    let vocab: serde_json::Map<String, Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let special = |id: usize, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": false, "special": true})
+    };
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(0, "<s>"), special(1, "<pad>"), special(2, "</s>"), special(3, "<unk>")],
+        "normalizer": null,
+        "pre_tokenizer": byte_level,
+        "post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0],
+                           "trim_offsets": true, "add_prefix_space": false},
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab,
+                  "merges": merges.iter().map(|(a, b)| format!("{a} {b}")).collect::<Vec<_>>()}
+    })
+    .to_string()
+}
+
+/// The tiny Longformer QA fixture with [`bpe_tokenizer_json`]: HotpotQA cells read it in the
+/// official layout.
+fn tiny_longformer_bpe(root: &Path) -> PathBuf {
+    let dir = longformer_weights(root, "tiny-longformer-bpe");
+    std::fs::write(dir.join("tokenizer.json"), bpe_tokenizer_json()).unwrap();
+    dir
+}
+
 /// An experiment over the three datasets; `grid` picks the cells.
 pub(crate) fn experiment(root: &Path, grid: &str) -> PathBuf {
     let model = tiny_qa_model(root);
     let longformer = tiny_longformer(root);
+    let longformer_bpe = tiny_longformer_bpe(root);
     let (squad, hotpot, marco) = (squad_dir(root), hotpot_dir(root), ranking_dir(root));
     let text = format!(
         r#"name = "qa"
@@ -270,6 +357,10 @@ kind = "encoder"
 path = "{longformer}"
 kind = "encoder"
 
+[models.tiny-longformer-bpe]
+path = "{longformer_bpe}"
+kind = "encoder"
+
 [datasets.squad]
 path = "{squad}"
 format = "squad"
@@ -281,6 +372,13 @@ path = "{hotpot}"
 format = "hotpot"
 task = "extractive-qa"
 qa = {{ doc_stride = 8, max_answer_length = 4, n_best = 5 }}
+
+[datasets.hotpot-whole]
+path = "{hotpot}"
+format = "hotpot"
+task = "extractive-qa"
+qa = {{ max_answer_length = 4, n_best = 5, max_p_len = 6 }}
+train = {{ max_seq_len = 62 }}
 
 [datasets.marco]
 path = "{marco}"
@@ -324,6 +422,7 @@ dropout = "ordinary"
 {grid}"#,
         model = model.display(),
         longformer = longformer.display(),
+        longformer_bpe = longformer_bpe.display(),
         squad = squad.display(),
         hotpot = hotpot.display(),
         marco = marco.display(),
@@ -651,7 +750,8 @@ fn hotpot_crop_views_of_a_step_are_nested_token_for_token() {
         for _ in 0..10 {
             // Four paragraphs of ~12 tokens in windows of 24: several windows per view.
             let orders = segment_views(&item.supporting, 2, CropMode::Train, &mut rng);
-            let windows = hotpot_view_windows(&tokenizer, item, &orders, 24, 8).unwrap();
+            let windows =
+                hotpot_view_windows(&tokenizer, &HotpotLayout::Pair, item, &orders, 24, 8).unwrap();
             assert_eq!(windows.len(), 3);
             for k in 1..windows.len() {
                 for j in 0..k {
@@ -691,7 +791,8 @@ fn hotpot_answers_are_predicted_only_from_the_context_as_the_official_answer_mas
     let item = &items[0];
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let orders = segment_views(&item.supporting, 1, CropMode::Train, &mut rng);
-    let windows = hotpot_view_windows(&tokenizer, item, &orders, 512, 128).unwrap();
+    let windows =
+        hotpot_view_windows(&tokenizer, &HotpotLayout::Pair, item, &orders, 512, 128).unwrap();
     for w in &windows {
         let mask = answer_mask(w);
         let first_context = w.type_ids.iter().position(|&t| t == 1).unwrap();
@@ -777,7 +878,8 @@ fn longformer_hotpot_inputs_give_global_attention_to_cls_the_question_and_yes_no
     let items = read_hotpot_json(&hotpot_dir(tmp.path()).join("hotpot_train_v1.1.json")).unwrap();
     for item in &items {
         let order: Vec<usize> = (0..item.paragraphs.len()).collect();
-        let windows = hotpot_view_windows(&tokenizer, item, &[order], 62, 8).unwrap();
+        let windows =
+            hotpot_view_windows(&tokenizer, &HotpotLayout::Pair, item, &[order], 62, 8).unwrap();
         let window = &windows[0];
         let tokens: Vec<String> = window
             .ids
@@ -817,6 +919,311 @@ fn hotpot_cells_train_a_longformer_with_global_attention() {
         "{log}"
     );
     check_hotpot_cells(tmp.path(), &rows);
+}
+
+/// The tokenizer of [`tiny_longformer_bpe`] and the official layout with these limits.
+fn official_layout(
+    root: &Path,
+    max_q_len: Option<usize>,
+    max_p_len: Option<usize>,
+) -> (tokenizers::Tokenizer, HotpotLayout) {
+    let model = tiny_longformer_bpe(root);
+    let config = models::EncoderConfig::from_file(model.join("config.json")).unwrap();
+    let tokenizer = models::TextTokenizer::from_dir(&model, &config)
+        .unwrap()
+        .inner()
+        .clone();
+    let markers = Markers::of(&tokenizer).unwrap();
+    let layout = HotpotLayout::Official(OfficialLayout {
+        markers,
+        max_q_len,
+        max_p_len,
+    });
+    (tokenizer, layout)
+}
+
+fn official(layout: &HotpotLayout) -> &OfficialLayout {
+    match layout {
+        HotpotLayout::Official(o) => o,
+        HotpotLayout::Pair => unreachable!(),
+    }
+}
+
+#[test]
+fn official_hotpot_layout_is_the_cmploss_readers_token_for_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tokenizer, layout) = official_layout(tmp.path(), None, None);
+    let m = official(&layout).markers;
+    assert_eq!(
+        (m.cls, m.sep, m.yes, m.no, m.question, m.title, m.text),
+        (0, 2, 4, 5, 6, 7, 8)
+    );
+    let items = read_hotpot_json(&hotpot_dir(tmp.path()).join("hotpot_train_v1.1.json")).unwrap();
+    let tok =
+        |text: &str| -> Vec<u32> { tokenizer.encode(text, false).unwrap().get_ids().to_vec() };
+    // The first question by hand: "the door" is t h e Ġdoor (no prefix space), its first title
+    // "table" is t a b l e.
+    assert_eq!(tok("the door").len(), 4);
+    for item in &items {
+        let order: Vec<usize> = (0..item.paragraphs.len()).rev().collect();
+        let w = official_window(&tokenizer, official(&layout), item, &order, 4096, true).unwrap();
+        let marks = w.marks.as_ref().unwrap();
+        // <s> ĠYES ĠNO [Q] question </s> then [T] title [P] text per paragraph, then </s>.
+        let mut want = vec![0, 4, 5, 6];
+        want.extend(tok(&item.question));
+        want.push(2);
+        let mut global = vec![true; want.len() - 1];
+        global.push(false);
+        let mut answerable = vec![false, true, true, true];
+        answerable.resize(want.len(), false);
+        for &p in &order {
+            let (title, text) = &item.paragraphs[p];
+            for (marker, piece) in [(7, tok(title)), (8, tok(text))] {
+                want.push(marker);
+                global.push(true);
+                answerable.push(false);
+                global.extend(std::iter::repeat_n(false, piece.len()));
+                answerable.extend(std::iter::repeat_n(true, piece.len()));
+                want.extend(piece);
+            }
+        }
+        want.push(2);
+        global.push(false);
+        answerable.push(false);
+        assert_eq!(w.ids, want, "{}", item.id);
+        assert_eq!(marks.global, global, "{}", item.id);
+        assert_eq!(marks.answerable, answerable, "{}", item.id);
+        assert_eq!(w.question, 4..4 + tok(&item.question).len());
+        // Token types: 0 up to the question's </s>, 1 after (the official token_type_ids).
+        let q_end = w.question.end;
+        assert!(w.type_ids[..=q_end].iter().all(|&t| t == 0));
+        assert!(w.type_ids[q_end + 1..].iter().all(|&t| t == 1));
+        // Yes / no at [YES] / [NO]; a span answer's tokens read back as the answer.
+        match item.answer.as_str() {
+            "yes" => assert_eq!((w.start, w.end), (1, 1)),
+            "no" => assert_eq!((w.start, w.end), (2, 2)),
+            a => {
+                let (context, _) = item.context(&order);
+                let (s, e) = (
+                    w.context_offsets[w.start].unwrap(),
+                    w.context_offsets[w.end].unwrap(),
+                );
+                let got: String = context.chars().skip(s.0).take(e.1 - s.0).collect();
+                assert_eq!(got.trim(), a, "{}", item.id);
+                assert_eq!(marks.piece[w.start], marks.piece[w.end]);
+                assert!(marks.piece[w.start] >= 4, "in a text");
+            }
+        }
+    }
+}
+
+#[test]
+fn official_hotpot_layout_cuts_question_texts_and_input_as_the_official_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tokenizer, layout) = official_layout(tmp.path(), Some(2), Some(3));
+    let tok = |text: &str| tokenizer.encode(text, false).unwrap().get_ids().len();
+    let items = read_hotpot_json(&hotpot_dir(tmp.path()).join("hotpot_train_v1.1.json")).unwrap();
+    let (mut spans, mut cut_off) = (0, 0);
+    for item in &items {
+        let order: Vec<usize> = (0..item.paragraphs.len()).collect();
+        for training in [false, true] {
+            let w = official_window(&tokenizer, official(&layout), item, &order, 4096, training)
+                .unwrap();
+            let marks = w.marks.as_ref().unwrap();
+            assert_eq!(w.question, 4..6, "the question's first 2 tokens");
+            for p in 0..item.paragraphs.len() {
+                let text = marks
+                    .piece
+                    .iter()
+                    .filter(|&&k| k == 4 + 2 * p as u32)
+                    .count()
+                    - 1;
+                let title = marks
+                    .piece
+                    .iter()
+                    .filter(|&&k| k == 3 + 2 * p as u32)
+                    .count()
+                    - 1;
+                assert_eq!(title, tok(&item.paragraphs[p].0), "titles whole");
+                let full = tok(&item.paragraphs[p].1);
+                // The answer's paragraph keeps max(3, answer end in characters + 12) tokens in
+                // training (the official quirk), every other text its first 3.
+                let span = !matches!(item.answer.as_str(), "yes" | "no");
+                let answer_here = training
+                    && span
+                    && item.supporting[p]
+                    && item.paragraphs[p].1.contains(item.answer.as_str());
+                if answer_here {
+                    let end = item.paragraphs[p].1.find(item.answer.as_str()).unwrap()
+                        + item.answer.len();
+                    assert_eq!(
+                        text,
+                        full.min(3.max(end + 12)),
+                        "{}: paragraph {p}",
+                        item.id
+                    );
+                } else {
+                    assert_eq!(text, full.min(3), "{}: paragraph {p}", item.id);
+                }
+            }
+            if training && !matches!(item.answer.as_str(), "yes" | "no") {
+                assert!(w.start >= 4 && marks.piece[w.start] >= 4, "{}", item.id);
+                spans += 1;
+            }
+        }
+        // max_seq_len: cut to 19 tokens and closed by </s>; an answer past the cut is at CLS.
+        let whole =
+            official_window(&tokenizer, official(&layout), item, &order, 4096, true).unwrap();
+        let w = official_window(&tokenizer, official(&layout), item, &order, 20, true).unwrap();
+        assert_eq!(w.ids.len(), 20);
+        assert_eq!(w.ids[..19], whole.ids[..19]);
+        assert_eq!(w.ids[19], 2);
+        if whole.end >= 19 {
+            assert_eq!((w.start, w.end), (0, 0), "{}", item.id);
+            cut_off += 1;
+        } else {
+            assert_eq!((w.start, w.end), (whole.start, whole.end));
+        }
+    }
+    assert!(
+        spans > 0 && cut_off > 0,
+        "{spans} span answers, {cut_off} cut off"
+    );
+    // A max_seq_len too short for the question is named.
+    let err = official_window(&tokenizer, official(&layout), &items[0], &[0, 1], 6, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_seq_len 6") && err.contains("h0"), "{err}");
+}
+
+#[test]
+fn official_hotpot_answers_are_decoded_within_one_title_or_text_or_yes_no_alone() {
+    use runner::encoder::extractive::squad::best_span;
+    let tmp = tempfile::tempdir().unwrap();
+    let (tokenizer, layout) = official_layout(tmp.path(), None, None);
+    let items = read_hotpot_json(&hotpot_dir(tmp.path()).join("hotpot_train_v1.1.json")).unwrap();
+    let item = &items[2];
+    let order: Vec<usize> = (0..item.paragraphs.len()).collect();
+    let w = official_window(&tokenizer, official(&layout), item, &order, 4096, false).unwrap();
+    let (context, _) = item.context(&order);
+    let piece = &w.marks.as_ref().unwrap().piece;
+    // The last title token and the first text token of paragraph 0 (across its [P]).
+    let last_title = piece.iter().rposition(|&k| k == 3).unwrap();
+    let first_text = piece.iter().position(|&k| k == 4).unwrap() + 1;
+    let decode = |s: usize, e: usize| {
+        let mut start = vec![-10.0f32; w.ids.len()];
+        let mut end = vec![-10.0f32; w.ids.len()];
+        start[s] = 5.0;
+        end[e] = 5.0;
+        best_span(
+            &context,
+            &[(&w, &start[..], &end[..])],
+            1,
+            30,
+            "yes no ".len(),
+        )
+    };
+    assert!(
+        decode(last_title, first_text).is_none(),
+        "a span across [P]"
+    );
+    assert_eq!(
+        decode(first_text, first_text + 1).unwrap().chars.0,
+        w.context_offsets[first_text].unwrap().0
+    );
+    assert_eq!(decode(1, 1).unwrap().text, "yes");
+    assert_eq!(decode(2, 2).unwrap().text, "no");
+    assert!(decode(1, 2).is_none(), "yes no is not an answer");
+    assert!(decode(3, 3).is_none(), "[Q] is never decoded");
+}
+
+#[test]
+fn official_hotpot_crop_views_are_the_official_inputs_of_their_paragraphs() {
+    use ablation::crop::{CropMode, segment_views};
+    use rand::SeedableRng;
+    let tmp = tempfile::tempdir().unwrap();
+    let (tokenizer, layout) = official_layout(tmp.path(), Some(160), Some(5));
+    let items = read_hotpot_json(&hotpot_dir(tmp.path()).join("hotpot_train_v1.1.json")).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut crops = 0;
+    for item in &items {
+        for _ in 0..5 {
+            let orders = segment_views(&item.supporting, 2, CropMode::Train, &mut rng);
+            let views = hotpot_view_windows(&tokenizer, &layout, item, &orders, 4096, 128).unwrap();
+            assert_eq!(views.len(), 3);
+            // Untruncated, each crop is exactly the official reader's input of its paragraphs;
+            // its offsets point into the full view's context, the direct input's into its own.
+            let full_context = item.context(&orders[0]).0;
+            for (view, order) in views.iter().zip(&orders) {
+                let mut direct =
+                    official_window(&tokenizer, official(&layout), item, order, 4096, true)
+                        .unwrap();
+                let own_context = item.context(order).0;
+                let texts = |w: &QaWindow, context: &str| -> Vec<Option<String>> {
+                    w.context_offsets
+                        .iter()
+                        .map(|o| o.map(|(a, b)| context.chars().skip(a).take(b - a).collect()))
+                        .collect()
+                };
+                assert_eq!(texts(view, &full_context), texts(&direct, &own_context));
+                direct.context_offsets = view.context_offsets.clone();
+                assert_eq!(view, &direct, "{}: order {order:?}", item.id);
+                crops += 1;
+            }
+        }
+    }
+    assert_eq!(crops, items.len() * 15);
+}
+
+#[test]
+fn hotpot_cells_train_a_longformer_in_the_official_layout() {
+    let (tmp, log, rows) = run_ok(
+        "[grid]\nmodel = [\"tiny-longformer-bpe\"]\ndataset = [\"hotpot-whole\"]\nloss = [\"baseline\", \"crop2\"]\n",
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for said in [
+        "HotpotQA in the official layout",
+        "Longformer global attention on <s>, [YES], [NO], [Q], the question, [T] and [P]",
+        "6 evaluation questions in 6 windows",
+    ] {
+        assert_eq!(log.matches(said).count(), 2, "{said}: {log}");
+    }
+    check_hotpot_cells(tmp.path(), &rows);
+}
+
+#[test]
+fn the_official_hotpot_layout_asked_of_a_wordpiece_tokenizer_names_the_missing_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(
+        root,
+        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\"]\n",
+    );
+    let toml = std::fs::read_to_string(&exp).unwrap().replace(
+        "qa = { doc_stride = 8, max_answer_length = 4, n_best = 5 }\n\n[datasets.hotpot-whole]",
+        "qa = { doc_stride = 8, max_answer_length = 4, n_best = 5, layout = \"official\" }\n\n[datasets.hotpot-whole]",
+    );
+    assert!(toml.contains("layout = \"official\""));
+    std::fs::write(&exp, toml).unwrap();
+    let err = failed_cell_error(root, "hotpot", "baseline");
+    assert!(
+        err.contains("qa.layout = \"official\"")
+            && err.contains("lacks ĠYES ĠNO ???????? madeupword0000 madeupword0001"),
+        "{err}"
+    );
+    // On SQuAD the key is refused before any cell.
+    let toml = std::fs::read_to_string(&exp).unwrap().replace(
+        "format = \"squad\"\ntask = \"extractive-qa\"\nqa = { doc_stride = 8,",
+        "format = \"squad\"\ntask = \"extractive-qa\"\nqa = { layout = \"pair\", doc_stride = 8,",
+    ).replace("dataset = [\"hotpot\"]", "dataset = [\"squad\"]");
+    std::fs::write(&exp, toml).unwrap();
+    let out = neuronlab(&["grid", "run", "qa.toml", "--dry-run"], root);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("qa.layout belongs to HotpotQA"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -572,6 +572,11 @@ fn the_paper_hotpot_cells_train_as_the_official_commands() {
                 (Some(160), Some(256)),
                 "{loss}"
             );
+            assert_eq!(
+                qa.layout,
+                Some(runner::encoder::spec::HotpotLayoutKind::Official),
+                "{loss}: the CmpLoss reader's <s> ĠYES ĠNO [Q] … layout"
+            );
             match (&c.loss, views) {
                 // CmpQA calls self.eval() whenever n_drop = 0: the official baseline trained
                 // without dropout.

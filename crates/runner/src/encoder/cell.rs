@@ -359,6 +359,7 @@ fn check_dataset_spec(d: &DatasetSpec) -> Result<(), String> {
             ("max_p_num", qa.max_p_num.is_some()),
             ("max_q_len", qa.max_q_len.is_some()),
             ("max_p_len", qa.max_p_len.is_some()),
+            ("layout", qa.layout.is_some()),
         ] {
             if set {
                 return Err(format!(

@@ -134,6 +134,22 @@ pub struct QaSettings {
     /// paragraphs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p_len: Option<usize>,
+    /// HotpotQA: the input layout, `"official"` (the CmpLoss reader's tokens and markers; needs
+    /// RoBERTa-BPE's `ĠYES ĠNO ???????? madeupword0000 madeupword0001`) or `"pair"` (the
+    /// tokenizer's question–context pair, any tokenizer). Unset: `official` where the tokenizer
+    /// has the markers, else `pair` ([`crate::encoder::extractive::hotpot`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<HotpotLayoutKind>,
+}
+
+/// The HotpotQA input layouts a grid can ask for (see [`QaSettings::layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HotpotLayoutKind {
+    /// The official reader's layout.
+    Official,
+    /// The tokenizer's pair layout.
+    Pair,
 }
 
 impl Default for QaSettings {
@@ -145,6 +161,7 @@ impl Default for QaSettings {
             max_p_num: None,
             max_q_len: None,
             max_p_len: None,
+            layout: None,
         }
     }
 }

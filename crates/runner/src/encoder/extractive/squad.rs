@@ -41,6 +41,24 @@ pub struct QaWindow {
     pub start: usize,
     /// The answer's last token (0 as `start`).
     pub end: usize,
+    /// HotpotQA's official layout: what each token is
+    /// ([`crate::encoder::extractive::hotpot`]); `None` for the tokenizer's pair layout, where
+    /// the offsets say it.
+    pub marks: Option<LayoutMarks>,
+}
+
+/// Per-token facts of a window in HotpotQA's official layout
+/// ([`crate::encoder::extractive::hotpot::official_window`]), which the offsets cannot say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutMarks {
+    /// Longformer's global attention: CLS, [YES], [NO], [Q], the question, every [T] and [P].
+    pub global: Vec<bool>,
+    /// The official `answer_mask`: 1 on [YES], [NO], [Q], titles and texts.
+    pub answerable: Vec<bool>,
+    /// The piece a token belongs to: 0 none (CLS, question, separators), 1 [YES], 2 [NO],
+    /// `3 + 2p` paragraph `p`'s [T] and title, `4 + 2p` its [P] and text. A decoded answer lies in
+    /// one piece, as the official `postprocess_hotpot_predictions` reads it.
+    pub piece: Vec<u32>,
 }
 
 /// The training windows of `examples` (each question's first answer is the label).
@@ -134,6 +152,7 @@ fn label(example: usize, window: &Encoding, start_char: usize, end_char: usize) 
         context_offsets,
         start,
         end,
+        marks: None,
     }
 }
 
@@ -182,6 +201,12 @@ pub fn best_span(
                     continue;
                 };
                 if e < s || e - s + 1 > max_answer_len {
+                    continue;
+                }
+                // The official layout: within one title, one text, or [YES] / [NO] alone.
+                if let Some(marks) = &window.marks
+                    && marks.piece[s] != marks.piece[e]
+                {
                     continue;
                 }
                 // A span that touches the first `single_token_prefix` characters is one token.
