@@ -34,6 +34,10 @@ pub struct BenchForward {
     /// Timed iterations (after two warm-up ones); the median is reported.
     #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub iters: usize,
+    /// Longformer: global attention on each sequence's first this many tokens (as a question's
+    /// tokens are in extractive QA); 0: the sliding window alone.
+    #[arg(long, default_value_t = 0)]
+    pub global: usize,
     /// Device label for the report (the `--device` value).
     #[arg(skip)]
     pub device_label: String,
@@ -58,6 +62,17 @@ pub struct BenchReport {
     pub median_ms: f64,
     /// Tokens per second at the median.
     pub tokens_per_s: f64,
+    /// Longformer: tokens per sequence with global attention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<usize>,
+    /// The process's peak resident memory (Linux `VmHWM`, MiB): weights, activations and
+    /// allocator slack together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    /// Resident memory once the model is loaded, before the first forward (MiB; `VmRSS`): the
+    /// forward's own memory is at most `peak_rss_mib` minus this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_rss_mib: Option<f64>,
 }
 
 impl BackendJob for BenchForward {
@@ -70,12 +85,31 @@ impl BackendJob for BenchForward {
         let checkpoint = Checkpoint::open(&self.model)
             .with_context(|| format!("loading model {}", self.model.display()))?;
         let vocab = checkpoint.config.vocab_size;
+        let longformer = checkpoint.config.family == models::EncoderFamily::Longformer;
+        if self.global > 0 && !longformer {
+            anyhow::bail!(
+                "--global {}: {} is not a Longformer (only Longformer has global attention)",
+                self.global,
+                self.model.display()
+            );
+        }
+        if self.global > self.seq {
+            anyhow::bail!("--global {} exceeds --seq {}", self.global, self.seq);
+        }
         let (model, _) = load_bare_encoder::<B>(checkpoint, &device)?;
+        let loaded = rss_mib("VmRSS:");
+        let global_attention_mask = longformer.then(|| {
+            let mut m = vec![0f32; self.batch * self.seq];
+            for row in m.chunks_mut(self.seq) {
+                row[..self.global].fill(1.0);
+            }
+            Tensor::<B, 2>::from_data(TensorData::new(m, [self.batch, self.seq]), &device)
+        });
         let input = EncoderInput {
             input_ids: token_ids(&random_tokens(self.batch, self.seq, vocab), &device),
             attention_mask: Tensor::ones([self.batch, self.seq], &device),
             token_type_ids: Tensor::zeros([self.batch, self.seq], &device),
-            global_attention_mask: None,
+            global_attention_mask,
         };
         let mut times = Vec::with_capacity(self.iters);
         for i in 0..self.iters + 2 {
@@ -86,7 +120,9 @@ impl BackendJob for BenchForward {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
         }
-        Ok(self.report(times))
+        let mut report = self.report(times);
+        report.loaded_rss_mib = loaded;
+        Ok(report)
     }
 }
 
@@ -138,6 +174,7 @@ impl BackendJob for BenchCollect {
             batch: self.batch,
             seq: self.seq,
             iters: self.iters,
+            global: 0,
             device_label: self.device_label,
         };
         let mut report = forward.report(times);
@@ -183,8 +220,20 @@ impl BenchForward {
             iters: self.iters,
             median_ms,
             tokens_per_s: (self.batch * self.seq) as f64 / (median_ms / 1e3),
+            global: (self.global > 0).then_some(self.global),
+            peak_rss_mib: rss_mib("VmHWM:"),
+            loaded_rss_mib: None,
         }
     }
+}
+
+/// A memory line of `/proc/self/status` (`VmHWM:` the peak resident set, `VmRSS:` the current
+/// one) in MiB; `None` off Linux.
+fn rss_mib(key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// `batch` rows of `seq` random token ids from a seeded RNG. Ids from 1000 up avoid BERT's
