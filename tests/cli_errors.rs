@@ -330,3 +330,43 @@ fn a_study_text_that_is_not_utf8_is_named_by_file_and_line() {
     assert_ne!(out.status.code(), Some(0), "{msg}");
     assert!(msg.contains("aa.txt:5: byte 0xe9 is not UTF-8"), "{msg}");
 }
+
+#[test]
+fn bench_global_tokens_are_refused_off_a_longformer_and_past_the_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = |name: &str| crate::util::fixture("encoders").join(name);
+    let bert = model("bert");
+    let out = neuronlab(
+        &[
+            "bench",
+            "forward",
+            "--model",
+            bert.to_str().unwrap(),
+            "--global",
+            "4",
+            "--iters",
+            "1",
+        ],
+        root,
+    );
+    refused(&out, &["--global 4", "is not a Longformer"]);
+    let longformer = model("longformer-qa");
+    let args = |global: &str| {
+        let l = longformer.to_str().unwrap().to_string();
+        [
+            "bench", "forward", "--model", &l, "--seq", "8", "--global", global, "--iters", "1",
+        ]
+        .map(String::from)
+    };
+    let run = |global: &str| {
+        let a = args(global);
+        neuronlab(&a.iter().map(String::as_str).collect::<Vec<_>>(), root)
+    };
+    refused(&run("9"), &["--global 9 exceeds --seq 8"]);
+    let out = run("3");
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["global"], 3);
+    assert!(report["peak_rss_mib"].as_f64().unwrap() >= report["loaded_rss_mib"].as_f64().unwrap());
+}
