@@ -632,3 +632,42 @@ method = "lape"
     let e = text(&out);
     assert!(e.contains("unknown text `nope`"), "{e}");
 }
+
+#[test]
+fn neurons_compare_prints_the_overlap_per_language_and_layer() {
+    use ablation::{LanguageSets, NeuronSet};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let sets = |langs: &[(&str, &[(usize, usize)])]| {
+        LanguageSets::new(
+            langs
+                .iter()
+                .map(|(l, pairs)| (l.to_string(), NeuronSet::from_pairs(pairs.iter().copied())))
+                .collect(),
+        )
+    };
+    // en: A {(0,1),(0,2),(2,5)}, B {(0,2),(2,5),(2,6),(1,0)}: both 2, union 5.
+    // fr: only in A, 1 neuron; zh: only in B, empty in both after all (no neurons).
+    let a = sets(&[("en", &[(0, 1), (0, 2), (2, 5)]), ("fr", &[(1, 3)])]);
+    let b = sets(&[("en", &[(0, 2), (2, 5), (2, 6), (1, 0)]), ("zh", &[])]);
+    std::fs::write(root.join("a.json"), a.to_json()).unwrap();
+    b.write_parquet(&root.join("b.parquet")).unwrap();
+    let out = neuronlab(&["neurons", "compare", "a.json", "b.parquet"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let md = String::from_utf8(out.stdout).unwrap();
+    for row in [
+        "| en | 3 | 4 | 2 | 0.400 |",
+        "| fr | 1 | 0 | 0 | 0.000 |",
+        // en per layer: layer 0 A 2, B 1, both 1; layer 1 A 0, B 1; layer 2 A 1, B 2, both 1.
+        "| 0 | 2 | 1 | 1 |\n| 1 | 0 | 1 | 0 |\n| 2 | 1 | 2 | 1 |",
+    ] {
+        assert!(md.contains(row), "no {row:?} in:\n{md}");
+    }
+    assert!(
+        !md.contains("| zh"),
+        "a language with no rows is not in a file:\n{md}"
+    );
+    let out = neuronlab(&["neurons", "compare", "a.json", "missing.json"], root);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("missing.json"), "{}", text(&out));
+}

@@ -48,6 +48,11 @@ enum Command {
         /// A checkpoint directory or weights file.
         path: PathBuf,
     },
+    /// Language-neuron sets (JSON or Parquet, as studies write them).
+    Neurons {
+        #[command(subcommand)]
+        what: NeuronsCommand,
+    },
     /// Benchmarks (numbers for BENCHMARKS.md, printed as JSON lines).
     Bench {
         #[command(subcommand)]
@@ -63,6 +68,18 @@ enum Command {
     Report {
         /// A grid's results folder (DIR/<grid name>).
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NeuronsCommand {
+    /// How two sets overlap: per language the neurons of A, of B, of both and the Jaccard
+    /// index, then the same per layer (Markdown).
+    Compare {
+        /// The first file.
+        a: PathBuf,
+        /// The second file.
+        b: PathBuf,
     },
 }
 
@@ -210,6 +227,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Grid { what } => return grid(what),
         Command::Report { dir } => print!("{}", commands::report::report(&dir)?),
+        Command::Neurons {
+            what: NeuronsCommand::Compare { a, b },
+        } => print!("{}", commands::neurons::compare(&a, &b)?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,4 +5,5 @@ pub mod decoder;
 pub mod embed;
 pub mod grid;
 pub mod inspect;
+pub mod neurons;
 pub mod report;
