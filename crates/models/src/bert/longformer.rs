@@ -187,37 +187,44 @@ pub(crate) fn attention<B: Backend>(
             .reshape([batch, g, n_heads, d])
             .swap_dims(1, 2)
     };
-    let scores = if g > 0 {
-        let to_global = q_pad
+    let to_global = (g > 0).then(|| {
+        q_pad
             .matmul(gather(k_flat).swap_dims(2, 3))
             .reshape([batch, n_heads, blocks, s, g])
-            + bias(masks.slot_valid.clone()).reshape([batch, 1, 1, 1, g]);
-        Tensor::cat(vec![local, to_global], 4)
-    } else {
-        local
-    };
+            + bias(masks.slot_valid.clone()).reshape([batch, 1, 1, 1, g])
+    });
     let query_valid = pad_seq(
         masks.key_valid.clone().reshape([batch, 1, seq, 1]),
         0,
         padded - seq,
     )
     .reshape([batch, 1, blocks, s, 1]);
-    let probs = fused::softmax(scores, 4) * query_valid;
-    let mut probs = ctx.dropout(probs, shape.dropout);
-    if let Some(mask) = head_mask.clone() {
-        probs = probs * mask.reshape([1, n_heads, 1, 1, 1]);
+    // One softmax over the band and the global keys, computed in its two parts (no
+    // concatenated `[.., 3s + g]` scores to copy and slice again): the shared row maximum, the
+    // exponentials of each part, one denominator. Padding queries get zero probabilities, and
+    // the head mask scales whole heads, both through the per-row factor.
+    let mut row_max = local.clone().max_dim(4);
+    if let Some(t) = &to_global {
+        row_max = row_max.max_pair(t.clone().max_dim(4));
     }
-    let width = 3 * s + g;
-    let local_probs = probs
-        .clone()
-        .slice([0..batch, 0..n_heads, 0..blocks, 0..s, 0..3 * s])
-        .reshape([batch * n_heads, blocks, s, 3 * s]);
+    let local_exp = (local - row_max.clone()).exp();
+    let global_exp = to_global.map(|t| (t - row_max).exp());
+    let mut denominator = local_exp.clone().sum_dim(4);
+    if let Some(e) = &global_exp {
+        denominator = denominator + e.clone().sum_dim(4);
+    }
+    let mut factor = query_valid / denominator; // [b, h, blocks, s, 1]
+    if let Some(mask) = head_mask.clone() {
+        factor = factor * mask.reshape([1, n_heads, 1, 1, 1]);
+    }
+    let local_probs = ctx.dropout(local_exp * factor.clone(), shape.dropout);
     let mut out = local_probs
+        .reshape([batch * n_heads, blocks, s, 3 * s])
         .matmul(key_windows(v, s, blocks))
         .reshape([batch, n_heads, padded, d]);
-    if g > 0 {
-        let global_probs = probs
-            .slice([0..batch, 0..n_heads, 0..blocks, 0..s, 3 * s..width])
+    if let Some(e) = global_exp {
+        let global_probs = ctx
+            .dropout(e * factor, shape.dropout)
             .reshape([batch, n_heads, padded, g]);
         out = out + global_probs.matmul(gather(v_flat));
     }
