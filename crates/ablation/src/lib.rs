@@ -12,12 +12,16 @@
 //!   per-layer masks the models' forward context takes; [`head_masks`] for attention heads.
 //! - [`crop`]: input ablation (CmpCrop): nested views over segments (HotpotQA paragraphs),
 //!   nested prefixes (ranking feedback passages) and nested random token deletion.
+//! - [`official`]: the official codes' neuron-set files (Tang et al.'s `activation_mask`,
+//!   Mondal et al.'s `lang_neuron_data.pkl`, Kojima et al.'s expertise tables) read into
+//!   [`LanguageSets`] and written back where the format can hold a set.
 //! - [`ViewSchedule`]: the passes of one comparative step (full model, then dropout and crop
 //!   ablations alternating as the official code does).
 
 pub mod crop;
 mod dropout;
 mod neuron_set;
+pub mod official;
 mod views;
 
 pub use dropout::{DropoutMasks, MaskDraw, nested_rate};
