@@ -671,3 +671,130 @@ fn neurons_compare_prints_the_overlap_per_language_and_layer() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("missing.json"), "{}", text(&out));
 }
+
+/// `language -> [(layer, neuron)]` of a file of ours, and of the fixtures' `expected.json`.
+fn pairs_of(path: &Path) -> BTreeMap<String, Vec<(usize, usize)>> {
+    let sets = ablation::LanguageSets::read(path).unwrap();
+    let mut out: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    for row in sets.rows() {
+        let lang = row.language.clone().expect("a language on every row");
+        out.entry(lang).or_default().push((row.layer, row.neuron));
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+fn expected_pairs(entry: &str) -> BTreeMap<String, Vec<(usize, usize)>> {
+    let dir = fixture("official_neurons");
+    let all: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let langs = all[entry]["languages"].as_object().unwrap();
+    langs
+        .iter()
+        .filter(|(_, rows)| !rows.as_array().unwrap().is_empty())
+        .map(|(lang, rows)| {
+            let mut pairs: Vec<(usize, usize)> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r[0].as_u64().unwrap() as usize,
+                        r[1].as_u64().unwrap() as usize,
+                    )
+                })
+                .collect();
+            pairs.sort();
+            (lang.clone(), pairs)
+        })
+        .collect()
+}
+
+#[test]
+fn neurons_convert_reads_and_writes_the_official_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = fixture("official_neurons");
+    let f = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["neurons", "convert"];
+        all.extend_from_slice(args);
+        let out = neuronlab(&all, root);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+
+    // Tang: .pth -> ours, as torch saved it; ours -> .pth -> ours is the identity.
+    let report = run(&[&f("tang_7.pth"), "tang.json"]);
+    assert!(report.contains("7 languages"), "{report}");
+    assert_eq!(
+        pairs_of(&root.join("tang.json")),
+        expected_pairs("tang_7.pth")
+    );
+    run(&["tang.json", "back.pth", "--layers", "4"]);
+    run(&["back.pth", "back.json"]);
+    assert_eq!(
+        pairs_of(&root.join("back.json")),
+        expected_pairs("tang_7.pth")
+    );
+    assert!(
+        !root.join(".back.pth.partial").exists(),
+        "the scratch folder is gone"
+    );
+
+    // Mondal: the file's own facts (model, L, int_d) carry over to a Mondal file written from it.
+    run(&[&f("mondal.pkl"), "mondal.json"]);
+    assert_eq!(
+        pairs_of(&root.join("mondal.json")),
+        expected_pairs("mondal.pkl")
+    );
+    let report = run(&[&f("mondal.pkl"), "again.pkl"]);
+    assert!(report.contains("L 3, int_d 16"), "{report}");
+    run(&["again.pkl", "again.parquet"]);
+    assert_eq!(
+        pairs_of(&root.join("again.parquet")),
+        expected_pairs("mondal.pkl")
+    );
+
+    // Kojima: two per-language tables in; non-FFN rows are counted and named, not silently kept.
+    let report = run(&[&f("kojima_de.csv"), &f("kojima_fr.csv"), "kojima.json"]);
+    assert!(report.contains("left out 3 rows"), "{report}");
+    assert!(report.contains("self_attn.q_proj 1"), "{report}");
+    let sets = ablation::LanguageSets::read(&root.join("kojima.json")).unwrap();
+    let de_scores: Vec<f64> = sets
+        .rows()
+        .filter(|r| r.language.as_deref() == Some("de"))
+        .map(|r| r.score.unwrap())
+        .collect();
+    assert_eq!(de_scores, vec![0.12, 0.98, 0.95]);
+}
+
+#[test]
+fn neurons_convert_refuses_what_it_cannot_do_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = fixture("official_neurons");
+    let f = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let fails = |args: &[&str], want: &[&str]| {
+        let mut all = vec!["neurons", "convert"];
+        all.extend_from_slice(args);
+        let out = neuronlab(&all, root);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let e = text(&out);
+        for w in want {
+            assert!(e.contains(w), "{args:?}: no {w:?} in {e}");
+        }
+    };
+    fails(&[&f("tang_7.pth"), "out.txt"], &["out.txt", "--to"]);
+    fails(&[&f("kojima_de.csv"), "out.csv"], &["read only"]);
+    fails(&[&f("tang_6.pth"), "six.json"], &["--languages"]);
+    std::fs::write(root.join("ours.json"), "{\"rows\": []}").unwrap();
+    fails(&["ours.json", "m.pkl"], &["m.pkl", "--width"]);
+    fails(&["ours.json", "m.pkl", "--width", "16"], &["--layers"]);
+    std::fs::write(root.join("broken.pth"), b"not a zip").unwrap();
+    fails(&["broken.pth", "x.json"], &["broken.pth"]);
+    assert!(
+        !root.join("x.json").exists() && !root.join("m.pkl").exists(),
+        "a failed conversion writes nothing"
+    );
+}

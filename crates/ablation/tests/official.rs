@@ -259,7 +259,9 @@ fn bad_official_files_are_errors_naming_the_file_and_what_is_wrong() {
         "ap,layer,unit,concept\n0.5,model.layers.0.mlp.gate_proj:0,1,de\nhigh,model.layers.0.mlp.gate_proj:0,2,de\n",
     )
     .unwrap();
-    let err = kojima::read(&[csv.clone()]).unwrap_err().to_string();
+    let err = kojima::read(std::slice::from_ref(&csv))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("de.csv") && err.contains("line 3") && err.contains("\"high\""),
         "{err}"

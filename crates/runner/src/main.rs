@@ -81,6 +81,13 @@ enum NeuronsCommand {
         /// The second file.
         b: PathBuf,
     },
+    /// Convert between our files (JSON / Parquet) and the official codes' neuron-set files:
+    /// Tang et al.'s activation_mask (.pth), Mondal et al.'s lang_neuron_data.pkl (.pkl) and
+    /// Kojima et al.'s expertise tables (.csv, read only).
+    Convert {
+        #[command(flatten)]
+        job: commands::neurons::convert::ConvertJob,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +237,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Neurons {
             what: NeuronsCommand::Compare { a, b },
         } => print!("{}", commands::neurons::compare(&a, &b)?),
+        Command::Neurons {
+            what: NeuronsCommand::Convert { job },
+        } => print!("{}", commands::neurons::convert::convert(&job)?),
     }
     Ok(ExitCode::SUCCESS)
 }
