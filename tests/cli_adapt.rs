@@ -210,8 +210,28 @@ fn lora_cells_train_on_one_language_and_evaluate_the_others() {
         // The classes use disjoint words: every model learns them.
         assert!(mean >= 0.8, "{params:?}: accuracy {mean}");
 
+        // The adapters as a PEFT folder, read back onto the decoder with the head.
+        let folder = dir.join("adapter");
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(folder.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["task_type"], "SEQ_CLS");
+        assert_eq!(config["modules_to_save"], serde_json::json!(["score"]));
+        assert_eq!(
+            config["base_model_name_or_path"],
+            root.join("tiny-llama").display().to_string()
+        );
+        let base = models::DecoderCheckpoint::open(root.join("tiny-llama"))
+            .unwrap()
+            .load::<crate::util::B>(&Default::default())
+            .unwrap()
+            .0;
+        let loaded = models::load_peft(base, &folder, None, &Default::default()).unwrap();
+        assert_eq!(loaded.head.unwrap().weight.dims(), [32, 2]);
+
         // The gate adapter: absent for plain LoRA; otherwise only the set's neurons changed.
-        let adapter = dir.join("adapter.safetensors");
+        let adapter = folder.join("adapter_model.safetensors");
         let bytes = std::fs::read(&adapter).unwrap();
         let keys: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
             .unwrap()
@@ -677,7 +697,14 @@ lora = { targets = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], rank 
             }
         }
         // The task's LoRA targets replace [lora]'s.
-        let bytes = std::fs::read(dir.join("adapter.safetensors")).unwrap();
+        let folder = dir.join("adapter");
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(folder.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["task_type"], "CAUSAL_LM");
+        assert_eq!(config["modules_to_save"], Value::Null);
+        let bytes = std::fs::read(folder.join("adapter_model.safetensors")).unwrap();
         let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
             .unwrap()
             .names()

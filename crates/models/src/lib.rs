@@ -61,7 +61,8 @@ pub use llama::text::{
 };
 pub use llama::{
     DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LORA_TARGETS, LayerLora, LlamaModel,
-    RopeScaling, ScoreHead, TokenPosition, load_lora, save_lora,
+    PeftAdapter, PeftConfig, PeftTask, RopeScaling, ScoreHead, TokenPosition, load_lora, load_peft,
+    save_lora, save_peft,
 };
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use params::LoadReport;

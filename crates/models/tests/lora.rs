@@ -350,3 +350,213 @@ fn neuron_specific_lora_on_the_tiny_llama() {
     );
     assert!(e.contains("outside a model with 2 layers"), "{e}");
 }
+
+/// A PEFT folder's adapters and head on the tiny Llama as a classifier.
+fn peft_classifier(
+    folder: &std::path::Path,
+    set: Option<&ablation::NeuronSet>,
+) -> (models::DecoderClassifier<B>, models::PeftConfig) {
+    let loaded = models::load_peft(tiny::<B>(), folder, set, &Default::default()).unwrap();
+    let head = loaded.head.expect("a SEQ_CLS folder has the score head");
+    (
+        models::DecoderClassifier::new(loaded.model, head, models::TokenPosition::LastNonPadding),
+        loaded.config,
+    )
+}
+
+fn classify(model: &models::DecoderClassifier<B>) -> Tensor<B, 2> {
+    let mask = Tensor::ones([2, 10], &Default::default());
+    model.forward(ids(), mask, &mut models::ForwardContext::eval())
+}
+
+#[test]
+fn peft_folders_written_by_peft_give_peft_logits() {
+    let e = read_json(&fixture("lora/peft_expected.json"));
+    // The ids of `ids()` are the ones the script fed PEFT.
+    let (rows, _) = values(ids::<B>().float());
+    let want: Vec<f32> = flat(&e["input_ids"]).0;
+    assert_eq!(rows, want);
+
+    let (model, config) = peft_classifier(&fixture("lora/peft-seq-cls"), None);
+    assert_eq!(config.task, Some(models::PeftTask::SeqCls));
+    assert_eq!(config.targets, ["q_proj", "v_proj", "gate_proj"]);
+    assert_eq!((config.rank, config.alpha), (4, 8.0));
+    assert_close(
+        "SEQ_CLS logits",
+        classify(&model),
+        &e["seq_cls_logits"],
+        1e-4,
+    );
+
+    let loaded = models::load_peft(
+        tiny::<B>(),
+        &fixture("lora/peft-causal-lm"),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(loaded.head.is_none());
+    assert_eq!(loaded.config.targets, ["o_proj", "down_proj"]);
+    let logits = loaded
+        .model
+        .forward(ids(), None, &mut models::ForwardContext::eval());
+    assert_close("CAUSAL_LM logits", logits, &e["causal_lm_logits"], 1e-4);
+    // Not vacuous: the adapters move the base model's logits.
+    let base = values(tiny::<B>().forward(ids(), None, &mut models::ForwardContext::eval())).0;
+    let want = flat(&e["causal_lm_logits"]).0;
+    assert!(base.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-2));
+}
+
+#[test]
+fn save_peft_writes_the_folder_peft_writes_and_reads_it_back() {
+    use models::{PeftConfig, PeftTask};
+
+    let device = Default::default();
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        init: LoraInit::Normal { std: 0.01 },
+    };
+    let set = ablation::NeuronSet::from_pairs([(0, 2), (0, 7), (1, 40)]);
+    let targets = ["q_proj", "v_proj", "gate_proj"];
+    let model = perturb(
+        tiny::<B>()
+            .with_lora(&targets, &config, Some(&set), 3, &device)
+            .unwrap(),
+    );
+    let head =
+        models::params::torch_linear::<B>(32, 3, &mut rand::SeedableRng::seed_from_u64(5), &device);
+    let peft = PeftConfig::of(&model, PeftTask::SeqCls, Some("tiny-llama"), 0.05).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("adapter");
+    models::save_peft(&model, Some(&head), &peft, &folder).unwrap();
+
+    // The same tensor names and shapes as the folder PEFT wrote for these targets (plus the
+    // head's bias, which a `nn.Linear` head has), and nothing left half-written.
+    let ours = TensorMap::open(folder.join("adapter_model.safetensors")).unwrap();
+    let theirs = TensorMap::open(fixture("lora/peft-seq-cls/adapter_model.safetensors")).unwrap();
+    let mut want = theirs.shapes();
+    want.push(("base_model.model.score.bias".into(), "F32".into(), vec![3]));
+    want.sort();
+    assert_eq!(ours.shapes(), want);
+    let names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["adapter_config.json", "adapter_model.safetensors"]);
+    let json = read_json(&folder.join("adapter_config.json"));
+    for (key, value) in [
+        ("peft_type", serde_json::json!("LORA")),
+        ("task_type", serde_json::json!("SEQ_CLS")),
+        ("r", serde_json::json!(4)),
+        ("lora_alpha", serde_json::json!(8)),
+        ("lora_dropout", serde_json::json!(0.05)),
+        (
+            "target_modules",
+            serde_json::json!(["q_proj", "v_proj", "gate_proj"]),
+        ),
+        ("modules_to_save", serde_json::json!(["score"])),
+        ("base_model_name_or_path", serde_json::json!("tiny-llama")),
+        ("bias", serde_json::json!("none")),
+    ] {
+        assert_eq!(json[key], value, "{key}");
+    }
+    // The masked gate rows are stored as zeros: PEFT, which knows no mask, computes the same.
+    let mut ours = ours;
+    let b = ours
+        .take(
+            "base_model.model.model.layers.1.mlp.gate_proj.lora_B.weight",
+            &[48, 4],
+        )
+        .unwrap();
+    for (row, chunk) in b.data.chunks(4).enumerate() {
+        assert_eq!(chunk.iter().any(|v| *v != 0.0), row == 40, "gate row {row}");
+    }
+
+    // Read back (with the set): the same logits as the model that was saved.
+    let before = models::DecoderClassifier::new(
+        model.clone(),
+        head.clone(),
+        models::TokenPosition::LastNonPadding,
+    );
+    let (after, read) = peft_classifier(&folder, Some(&set));
+    assert_eq!(read, peft);
+    let (a, _) = values(classify(&before));
+    let (b, _) = values(classify(&after));
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+        "{a:?} vs {b:?}"
+    );
+
+    // A head for a CAUSAL_LM folder, or none for SEQ_CLS, is refused before anything is written.
+    let lm = PeftConfig::of(&model, PeftTask::CausalLm, None, 0.0).unwrap();
+    let other = dir.path().join("other");
+    let err = models::save_peft(&model, Some(&head), &lm, &other)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SEQ_CLS"), "{err}");
+    let err = models::save_peft(&model, None, &peft, &other)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head"), "{err}");
+    assert!(!other.exists());
+}
+
+#[test]
+fn peft_folders_this_crate_cannot_honour_are_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let load = |folder: &std::path::Path| {
+        models::load_peft(tiny::<B>(), folder, None, &device)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = load(&dir.path().join("none"));
+    assert!(
+        err.contains("adapter_config.json") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let original: serde_json::Value =
+        read_json(&fixture("lora/peft-causal-lm/adapter_config.json"));
+    let weights = fixture("lora/peft-causal-lm/adapter_model.safetensors");
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        ("use_dora", serde_json::json!(true), "use_dora"),
+        (
+            "rank_pattern",
+            serde_json::json!({"o_proj": 8}),
+            "rank_pattern",
+        ),
+        ("target_modules", serde_json::json!(".*proj"), "regex"),
+        (
+            "target_modules",
+            serde_json::json!(["o_proj", "lm_head"]),
+            "lm_head",
+        ),
+        ("r", serde_json::json!(3), "lora_A.weight"),
+    ];
+    for (k, (key, value, want)) in cases.into_iter().enumerate() {
+        let folder = dir.path().join(format!("case{k}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut config = original.clone();
+        config[key] = value;
+        std::fs::write(folder.join("adapter_config.json"), config.to_string()).unwrap();
+        std::fs::copy(&weights, folder.join("adapter_model.safetensors")).unwrap();
+        let err = load(&folder);
+        assert!(err.contains(want) && err.contains("case"), "{key}: {err}");
+    }
+    // Fewer targets than the weights hold: the unused tensors are named.
+    let folder = dir.path().join("fewer");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut config = original.clone();
+    config["target_modules"] = serde_json::json!(["o_proj"]);
+    std::fs::write(folder.join("adapter_config.json"), config.to_string()).unwrap();
+    std::fs::copy(&weights, folder.join("adapter_model.safetensors")).unwrap();
+    let err = load(&folder);
+    assert!(
+        err.contains("unexpected") && err.contains("down_proj.lora_A"),
+        "{err}"
+    );
+}

@@ -90,7 +90,7 @@ impl<B: Backend> LayerLora<B> {
         }
     }
 
-    fn slot(&mut self, target: &str) -> &mut Option<LoraAdapter<B>> {
+    pub(super) fn slot(&mut self, target: &str) -> &mut Option<LoraAdapter<B>> {
         match target {
             "q_proj" => &mut self.q_proj,
             "k_proj" => &mut self.k_proj,
@@ -104,7 +104,10 @@ impl<B: Backend> LayerLora<B> {
 }
 
 /// `(HF key within the layer, d_in, d_out)` of a target's linear.
-fn target_linear<B: Backend>(layer: &super::LlamaLayer<B>, target: &str) -> (String, usize, usize) {
+pub(super) fn target_linear<B: Backend>(
+    layer: &super::LlamaLayer<B>,
+    target: &str,
+) -> (String, usize, usize) {
     let (group, linear) = match target {
         "q_proj" => ("self_attn", &layer.self_attn.q_proj),
         "k_proj" => ("self_attn", &layer.self_attn.k_proj),
@@ -118,7 +121,7 @@ fn target_linear<B: Backend>(layer: &super::LlamaLayer<B>, target: &str) -> (Str
     (format!("{group}.{target}"), d_in, d_out)
 }
 
-fn check_targets(targets: &[&str], neurons: Option<&NeuronSet>) -> Result<()> {
+pub(super) fn check_targets(targets: &[&str], neurons: Option<&NeuronSet>) -> Result<()> {
     if targets.is_empty() {
         return Err(ModelError::Lora("no target linears given".into()));
     }
@@ -229,18 +232,20 @@ impl<B: Backend> LlamaModel<B> {
 /// Write the model's adapters to a safetensors file with PEFT's names.
 pub fn save_lora<B: Backend>(model: &LlamaModel<B>, path: &Path) -> Result<()> {
     let mut map = TensorMap::new(path);
+    adapters_to_map(model, &mut map);
+    map.write_safetensors(path)
+}
+
+/// Put the model's adapters into `map` with PEFT's names.
+pub(super) fn adapters_to_map<B: Backend>(model: &LlamaModel<B>, map: &mut TensorMap) {
     for (l, layer) in model.layers.iter().enumerate() {
         for target in LORA_TARGETS {
             if let Some(a) = layer.lora.get(target) {
                 let (key, _, _) = target_linear(layer, target);
-                a.to_map(
-                    &format!("base_model.model.model.layers.{l}.{key}"),
-                    &mut map,
-                );
+                a.to_map(&format!("base_model.model.model.layers.{l}.{key}"), map);
             }
         }
     }
-    map.write_safetensors(path)
 }
 
 /// Freeze `model` and load adapters for `targets` from a file written by [`save_lora`] (or PEFT);
@@ -253,8 +258,27 @@ pub fn load_lora<B: Backend>(
     neurons: Option<&NeuronSet>,
     device: &B::Device,
 ) -> Result<LlamaModel<B>> {
-    check_targets(targets, neurons)?;
     let mut map = TensorMap::open(path)?;
+    let model = load_adapters(model, &mut map, targets, config, neurons, device)?;
+    map.finish()?;
+    Ok(model)
+}
+
+/// Freeze `model` and take adapters for `targets` out of `map` (PEFT's names); what else `map`
+/// holds is left there for the caller.
+pub(super) fn load_adapters<B: Backend>(
+    model: LlamaModel<B>,
+    map: &mut TensorMap,
+    targets: &[&str],
+    config: &LoraConfig,
+    neurons: Option<&NeuronSet>,
+    device: &B::Device,
+) -> Result<LlamaModel<B>> {
+    check_targets(targets, neurons)?;
+    if let Some(set) = neurons {
+        set.check(model.num_layers(), model.intermediate_size())
+            .map_err(|e| ModelError::Lora(e.to_string()))?;
+    }
     let mut model = model.no_grad();
     for (l, layer) in model.layers.iter_mut().enumerate() {
         for target in targets {
@@ -265,7 +289,7 @@ pub fn load_lora<B: Backend>(
             };
             let adapter = LoraAdapter::from_map(
                 &format!("base_model.model.model.layers.{l}.{key}"),
-                &mut map,
+                map,
                 d_in,
                 d_out,
                 config,
@@ -275,6 +299,5 @@ pub fn load_lora<B: Backend>(
             *layer.lora.slot(target) = Some(adapter);
         }
     }
-    map.finish()?;
     Ok(model)
 }

@@ -25,6 +25,7 @@
 pub mod config;
 pub mod load;
 pub mod lora;
+pub mod peft;
 pub mod text;
 
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -33,6 +34,7 @@ use burn::prelude::*;
 pub use config::{DecoderConfig, DecoderFamily, RopeScaling};
 use lora::apply;
 pub use lora::{LORA_TARGETS, LayerLora, load_lora, save_lora};
+pub use peft::{PeftAdapter, PeftConfig, PeftTask, load_peft, save_peft};
 
 use crate::context::ForwardContext;
 use crate::fused;

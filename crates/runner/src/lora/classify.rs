@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{
-    DecoderCheckpoint, DecoderClassifier, DecoderTokenizer, ForwardContext, LlamaModel, ScoreHead,
-    TokenPosition,
+    DecoderCheckpoint, DecoderClassifier, DecoderTokenizer, ForwardContext, LlamaModel, PeftTask,
+    ScoreHead, TokenPosition,
 };
 
 use super::cell::LoraCell;
@@ -269,6 +270,12 @@ impl LoraTask for Classification {
 
     fn decoder<B: AutodiffBackend>(model: &DecoderClassifier<B>) -> &LlamaModel<B> {
         &model.model
+    }
+
+    const PEFT_TASK: PeftTask = PeftTask::SeqCls;
+
+    fn head<B: AutodiffBackend>(model: &DecoderClassifier<B>) -> Option<&Linear<B>> {
+        Some(&model.score)
     }
 
     fn loss<B: AutodiffBackend>(

@@ -31,10 +31,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{
-    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LlamaModel, generate_greedy, lm_loss,
+    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LlamaModel, PeftTask, generate_greedy,
+    lm_loss,
 };
 
 use crate::data::crosslingual::{QaExample, read_squad_json};
@@ -234,6 +236,12 @@ impl LoraTask for GenerativeQa {
 
     fn decoder<B: AutodiffBackend>(model: &LlamaModel<B>) -> &LlamaModel<B> {
         model
+    }
+
+    const PEFT_TASK: PeftTask = PeftTask::CausalLm;
+
+    fn head<B: AutodiffBackend>(_: &LlamaModel<B>) -> Option<&Linear<B>> {
+        None
     }
 
     fn loss<B: AutodiffBackend>(

@@ -16,9 +16,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use models::{DecoderCheckpoint, DecoderTokenizer, ForwardContext, LlamaModel};
+use models::{
+    DecoderCheckpoint, DecoderTokenizer, ForwardContext, LlamaModel, PeftConfig, PeftTask,
+};
 
 use super::cell::LoraCell;
 use super::tuning::{Adapters, Intervention, attach_lora, finish_cell, train_adapters};
@@ -86,6 +89,12 @@ pub trait LoraTask: Sized {
     /// The model's decoder (its adapters are saved).
     fn decoder<B: AutodiffBackend>(model: &Self::Model<B>) -> &LlamaModel<B>;
 
+    /// PEFT's `task_type` for the saved adapter folder (the `transformers` class it loads on).
+    const PEFT_TASK: PeftTask;
+
+    /// The head saved beside the adapters (PEFT's `modules_to_save`), if the family has one.
+    fn head<B: AutodiffBackend>(model: &Self::Model<B>) -> Option<&Linear<B>>;
+
     /// The mean loss of a batch.
     fn loss<B: AutodiffBackend>(
         &self,
@@ -141,7 +150,13 @@ pub fn run<T: LoraTask, B: AutodiffBackend>(
         task.loss(model, &batch, device)
     })?;
     if cell.train.save_model {
-        models::save_lora(T::decoder(&model), &dir.join("adapter.safetensors"))?;
+        // A PEFT adapter folder: `PeftModel.from_pretrained(base, "adapter")` opens it.
+        let folder = dir.join("adapter");
+        let base = cell.model_dir.display().to_string();
+        let config = PeftConfig::of(T::decoder(&model), T::PEFT_TASK, Some(&base), 0.0)?;
+        models::save_peft(T::decoder(&model), T::head(&model), &config, &folder)
+            .with_context(|| format!("saving the adapters to {}", folder.display()))?;
+        log.line(&format!("adapters saved to {} (PEFT)", folder.display()));
     }
 
     // Evaluation, adapters merged.
