@@ -345,7 +345,9 @@ pub struct LoraSpec {
     /// The classifier's linear layer: `hf` (default: HF `LlamaForSequenceClassification`'s
     /// `score`, no bias, a new one drawn `N(0, 0.02²)`) or `linear` (PyTorch's
     /// `nn.Linear(hidden, classes)`: a bias, drawn uniform in `±1/√hidden`, as Mondal et al.'s
-    /// `ModelForCLS`).
+    /// `ModelForCLS`). A saved adapter folder (`save_model`) keeps the `linear` head's bias as
+    /// `score.bias`, which HF's `LlamaForSequenceClassification` has no slot for: PEFT reports
+    /// it as unexpected and leaves it out.
     #[serde(default, skip_serializing_if = "ClassifierHead::is_hf")]
     pub head: ClassifierHead,
     /// Where language neuron sets come from: a study of this file (run in this grid, before
