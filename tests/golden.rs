@@ -85,7 +85,14 @@ fn fingerprint(root: &Path, exp: &Path, grid: &str) -> String {
             s += &format!("metrics: {}\n", without_volatile(v));
         }
         for f in &files {
-            let skip = ["config.toml", "log.txt", "metrics.jsonl", "result.json"];
+            // The adapter config names the base model by this test's temporary folder.
+            let skip = [
+                "config.toml",
+                "log.txt",
+                "metrics.jsonl",
+                "result.json",
+                "adapter/adapter_config.json",
+            ];
             if skip.contains(&f.as_str()) || !SHOWN.iter().any(|e| f.ends_with(e)) {
                 continue;
             }
