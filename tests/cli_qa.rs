@@ -13,14 +13,12 @@ use runner::encoder::cell::TrainCell;
 use runner::encoder::extractive::hotpot::{HotpotLayout, Markers, OfficialLayout, official_window};
 use runner::encoder::extractive::squad::QaWindow;
 use runner::encoder::extractive::{self, HotpotItem, hotpot_view_windows, read_hotpot_json};
-use runner::encoder::rerank::{
-    self,
-    trec::{evaluate_run, read_qrels, read_run},
-};
+use runner::encoder::rerank;
 use runner::encoder::spec::{DatasetFormat, LossSpec, StepDropout};
 use runner::harness::experiment::ExperimentFile;
 use runner::metrics::squad_em_f1;
 use runner::registry::expand;
+use runner::retrieval::trec::{evaluate_run, read_qrels, read_run};
 use serde_json::{Value, json};
 
 use crate::cli_grid::tiny_model;

@@ -16,6 +16,8 @@ mod data;
 mod metrics;
 // TREC qrels / runs and ranking metrics against trec_eval.
 mod ranking;
+// Passage matrices and exact inner-product search against NumPy.
+mod retrieval;
 // SQuAD training windows against run_qa.py preprocessing.
 mod squad;
 // Comparative steps: batched and sequential views agree.

@@ -2,7 +2,7 @@
 //! a run with ties, graded judgements, an unjudged-relevant query and 1,200 candidates
 //! (tests/fixtures/ranking/make_ranking_fixture.py).
 
-use runner::encoder::rerank::trec::{evaluate_run, read_qrels, read_run, run_to_trec};
+use runner::retrieval::trec::{evaluate_run, read_qrels, read_run, run_to_trec};
 
 use crate::util::{fixture, read_json};
 
@@ -129,7 +129,7 @@ fn bad_trec_lines_name_the_file_and_line() {
 
 #[test]
 fn ms_marco_files_are_read_and_bad_lines_named() {
-    use runner::encoder::rerank::trec::{read_candidates, read_id_texts, read_tsv_rows};
+    use runner::retrieval::trec::{read_candidates, read_id_texts, read_tsv_rows};
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| write_in(dir.path(), name, text);
     let collection = write(

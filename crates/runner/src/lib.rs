@@ -11,7 +11,8 @@
 //!   re-ranking), [`study`] (neuron studies of a decoder) and [`lora`] (neuron-specific LoRA on a
 //!   decoder, cross-lingual classification and generative QA).
 //! - Shared pieces the kinds use: [`training`] (optimiser, schedule, objective, seeds),
-//!   [`data`] (dataset readers), [`metrics`], [`plot`].
+//!   [`data`] (dataset readers), [`metrics`], [`plot`], [`retrieval`] (TREC files and metrics,
+//!   passage-vector matrices, exact search).
 //! - [`harness`]: what every cell has in common and no kind in particular: the experiment file
 //!   and `${VAR}`s, cell identity and run ids, the results layout and run logs.
 //! - [`backend`]: the backend this build has, and the device chosen at run time.
@@ -25,5 +26,6 @@ pub mod lora;
 pub mod metrics;
 pub mod plot;
 pub mod registry;
+pub mod retrieval;
 pub mod study;
 pub mod training;

@@ -1,7 +1,7 @@
 //! Passage re-ranking cells: a cross-encoder ([`models::RelevanceScorer`], one score per
 //! `[CLS] query [SEP] passage [SEP]`) trained with listwise cross-entropy over each query's
 //! candidates, then re-ranking each evaluation query's candidate list; scored with trec_eval's
-//! conventions ([`crate::encoder::rerank::trec`]: MRR@10, nDCG@10, recall@1000) and written as a TREC run
+//! conventions ([`crate::retrieval::trec`]: MRR@10, nDCG@10, recall@1000) and written as a TREC run
 //! (`run.trec`) of the best evaluation.
 //!
 //! **Training groups.** A training query contributes one group per epoch: one relevant passage
@@ -34,8 +34,6 @@
 //! asks for. Re-ranking a fixed candidate list cannot change recall@1000: the metric depends only
 //! on which passages are in the list, so it is reported to show the candidates' ceiling.
 
-pub mod trec;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -54,13 +52,13 @@ use rand::seq::index::sample;
 use crate::encoder::cell::{TrainCell, dataset_file};
 use crate::encoder::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
 use crate::encoder::objective::Objective;
-use crate::encoder::rerank::trec::{
-    Qrels, Run, each_tsv_row, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run,
-    run_to_trec,
-};
 use crate::encoder::spec::{RankingFiles, RankingSpec};
 use crate::harness::log::{Outcome, RunLog};
 use crate::metrics::Scores;
+use crate::retrieval::trec::{
+    Qrels, Run, each_tsv_row, evaluate_run, read_candidates, read_id_texts, read_qrels, read_run,
+    run_to_trec,
+};
 use crate::training::seeds::{Purpose, derive_seed};
 
 /// One training query: its text, relevant passages and negatives (texts).

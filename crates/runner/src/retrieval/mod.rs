@@ -1,0 +1,7 @@
+//! Dense retrieval pieces shared by the commands and the kinds of cell that rank passages:
+//! TREC files and trec_eval's metrics ([`trec`]), passage-vector matrices on disk ([`matrix`])
+//! and exact inner-product search over them ([`search`]).
+
+pub mod matrix;
+pub mod search;
+pub mod trec;
