@@ -18,6 +18,8 @@ mod metrics;
 mod ranking;
 // Passage matrices and exact inner-product search against NumPy.
 mod retrieval;
+// `neuronlab corpus embed | search` on the real MiniLM.
+mod cli_corpus;
 // SQuAD training windows against run_qa.py preprocessing.
 mod squad;
 // Comparative steps: batched and sequential views agree.

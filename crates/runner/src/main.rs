@@ -48,6 +48,11 @@ enum Command {
         /// A checkpoint directory or weights file.
         path: PathBuf,
     },
+    /// Passage collections as dense vectors: encode one into a sharded matrix, search it.
+    Corpus {
+        #[command(subcommand)]
+        what: CorpusCommand,
+    },
     /// Language-neuron sets (JSON or Parquet, as studies write them).
     Neurons {
         #[command(subcommand)]
@@ -68,6 +73,26 @@ enum Command {
     Report {
         /// A grid's results folder (DIR/<grid name>).
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CorpusCommand {
+    /// Encode `pid<TAB>passage` lines into a matrix folder of safetensors shards, resumable
+    /// after a kill (a shard at a time); prints a JSON summary.
+    Embed {
+        #[command(flatten)]
+        job: commands::corpus::CorpusEmbedJob,
+        #[command(flatten)]
+        on: DeviceArg,
+    },
+    /// Exact inner-product search of encoded queries over a matrix, written as a TREC run
+    /// (scored with --qrels); prints a JSON summary.
+    Search {
+        #[command(flatten)]
+        job: commands::corpus::CorpusSearchJob,
+        #[command(flatten)]
+        on: DeviceArg,
     },
 }
 
@@ -231,6 +256,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 job.device_label = on.device.to_string();
                 print_json(&run_on(on.device, job)?)?
             }
+        },
+        Command::Corpus { what } => match what {
+            CorpusCommand::Embed { job, on } => print_json(&run_on(on.device, job)?)?,
+            CorpusCommand::Search { job, on } => print_json(&run_on(on.device, job)?)?,
         },
         Command::Grid { what } => return grid(what),
         Command::Report { dir } => print!("{}", commands::report::report(&dir)?),

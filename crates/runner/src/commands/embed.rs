@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::prelude::*;
-use models::{Checkpoint, ForwardContext, TextTokenizer, load_bare_encoder, mean_pool};
 
 use crate::backend::BackendJob;
+use crate::retrieval::encode::{Pooling, TextEncoder};
 
 /// Embed texts with an encoder checkpoint.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,34 +28,10 @@ impl BackendJob for EmbedJob {
     /// Mean pooling over all non-padding tokens, `[CLS]` and `[SEP]` included (the
     /// sentence-transformers convention); L2-normalised only when asked.
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<Vec<f32>>> {
-        // The error names the path.
-        let checkpoint = Checkpoint::open(&self.model).context("--model")?;
-        let tokenizer = TextTokenizer::from_dir(&self.model, &checkpoint.config)?;
-        let (model, report) = load_bare_encoder::<B>(checkpoint, &device)?;
-        if !report.dropped.is_empty() {
-            tracing::info!("not used for embeddings: {}", report.dropped.join(", "));
-        }
+        let encoder =
+            TextEncoder::<B>::open(&self.model, Pooling::Mean, self.normalize, None, &device)?;
         let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
-        let input = tokenizer.encode_texts(&texts)?.to_input::<B>(&device);
-        let hidden = model.forward(&input, &mut ForwardContext::eval());
-        let mut pooled = mean_pool(&hidden, &input.attention_mask);
-        if self.normalize {
-            let norms = pooled
-                .clone()
-                .powi_scalar(2)
-                .sum_dim(1)
-                .sqrt()
-                .clamp_min(1e-12);
-            pooled = pooled / norms;
-        }
-        let [n, width] = pooled.dims();
-        let flat: Vec<f32> = pooled
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32 data");
-        Ok((0..n)
-            .map(|i| flat[i * width..(i + 1) * width].to_vec())
-            .collect())
+        let flat = encoder.encode(&texts, &device)?;
+        Ok(flat.chunks(encoder.dim()).map(<[f32]>::to_vec).collect())
     }
 }

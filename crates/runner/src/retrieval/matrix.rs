@@ -222,6 +222,7 @@ impl MatrixWriter {
                         m.shard_rows.to_string(),
                         shard_rows.to_string(),
                     ),
+                    ("source", m.source.clone(), source.to_string()),
                 ] {
                     ensure!(
                         found == want,

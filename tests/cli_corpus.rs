@@ -1,0 +1,274 @@
+//! `neuronlab corpus embed` and `corpus search` on the real all-MiniLM-L6-v2: the matrix rows are
+//! transformers' embeddings (tests/fixtures/minilm_embeddings.json), the run ranks passages by
+//! those embeddings' inner products in trec_eval's order, a killed embedding resumes after its
+//! last whole shard, and bad input is named by file and line with nothing written.
+
+use std::path::Path;
+
+use runner::retrieval::matrix::Matrix;
+use serde_json::Value;
+
+use crate::util::{artefact, fixture, flat, neuronlab, read_json, text};
+
+fn minilm() -> String {
+    artefact("all-MiniLM-L6-v2").display().to_string()
+}
+
+fn ok(args: &[&str], root: &Path) -> Value {
+    let out = neuronlab(args, root);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn corpus_embed_and_search_give_transformers_vectors_and_their_ranking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let reference = read_json(&fixture("minilm_embeddings.json"));
+    let sentences: Vec<&str> = reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let (want, shape) = flat(&reference["embeddings"]);
+    let dim = shape[1];
+    let collection: String = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("p{i}\t{s}\n"))
+        .collect();
+    std::fs::write(root.join("collection.tsv"), &collection).unwrap();
+    let model = minilm();
+    let embed = |extra: &[&str]| {
+        let mut args = vec![
+            "corpus",
+            "embed",
+            "--model",
+            &model,
+            "--collection",
+            "collection.tsv",
+            "--output",
+            "m",
+            "--shard-rows",
+            "1",
+            "--batch",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args, root)
+    };
+    let summary = embed(&[]);
+    assert_eq!(summary["passages"], 4);
+    assert_eq!(summary["shards"], 4);
+    let m = Matrix::open(&root.join("m")).unwrap();
+    let rows: Vec<f32> = (0..4).flat_map(|s| m.shard(s).unwrap().vectors).collect();
+    let worst = rows
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "matrix vs transformers: {worst}");
+
+    // Killed after two shards: the manifest names two; the rerun embeds the other two.
+    let manifest = root.join("m/matrix.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    v["shards"].as_array_mut().unwrap().truncate(2);
+    std::fs::write(&manifest, v.to_string()).unwrap();
+    let summary = embed(&[]);
+    assert_eq!(
+        (
+            summary["resumed_after"].as_u64(),
+            summary["passages"].as_u64()
+        ),
+        (Some(2), Some(4))
+    );
+    let again: Vec<f32> = (0..4)
+        .flat_map(|s| {
+            Matrix::open(&root.join("m"))
+                .unwrap()
+                .shard(s)
+                .unwrap()
+                .vectors
+        })
+        .collect();
+    assert_eq!(again, rows);
+    // Other settings on the same folder are refused, naming the key.
+    let out = neuronlab(
+        &[
+            "corpus",
+            "embed",
+            "--model",
+            &model,
+            "--collection",
+            "collection.tsv",
+            "--output",
+            "m",
+            "--shard-rows",
+            "1",
+            "--normalize",
+        ],
+        root,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("source"), "{}", text(&out));
+
+    // Search: each query's passages by the reference vectors' inner products, trec_eval order.
+    std::fs::write(
+        root.join("queries.tsv"),
+        format!("qa\t{}\nqb\t{}\n", sentences[0], sentences[3]),
+    )
+    .unwrap();
+    std::fs::write(root.join("qrels.txt"), "qa 0 p0 1\nqb 0 p2 1\n").unwrap();
+    let summary = ok(
+        &[
+            "corpus",
+            "search",
+            "--model",
+            &model,
+            "--matrix",
+            "m",
+            "--queries",
+            "queries.tsv",
+            "--output",
+            "run.trec",
+            "--k",
+            "3",
+            "--qrels",
+            "qrels.txt",
+        ],
+        root,
+    );
+    assert_eq!(summary["queries"], 2);
+    let run = runner::retrieval::trec::read_run(&root.join("run.trec")).unwrap();
+    let mut mrr = 0.0;
+    for (q, qi, judged) in [("qa", 0usize, "p0"), ("qb", 3, "p2")] {
+        let mut expected: Vec<(String, f64)> = (0..4)
+            .map(|p| {
+                let dot: f32 = (0..dim)
+                    .map(|j| want[qi * dim + j] * want[p * dim + j])
+                    .sum();
+                (format!("p{p}"), f64::from(dot))
+            })
+            .collect();
+        runner::retrieval::trec::trec_order(&mut expected);
+        expected.truncate(3);
+        let got = &run[q];
+        assert_eq!(got.len(), 3);
+        for ((gi, gs), (wi, ws)) in got.iter().zip(&expected) {
+            assert_eq!(gi, wi, "{q}: {got:?} vs {expected:?}");
+            assert!(
+                (gs - ws).abs() < 1e-3 * ws.abs().max(1.0),
+                "{q}: {gs} vs {ws}"
+            );
+        }
+        if let Some(k) = expected.iter().position(|(p, _)| p == judged) {
+            mrr += 1.0 / (k + 1) as f64 / 2.0;
+        }
+    }
+    // The run is scored against the qrels as the reference ranking scores.
+    let got = summary["metrics"]["mrr@10"].as_f64().unwrap();
+    assert!((got - mrr).abs() < 1e-12, "{got} vs {mrr}");
+}
+
+#[test]
+fn bad_collections_and_queries_are_named_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = minilm();
+    std::fs::write(root.join("bad.tsv"), "p1\tfine\np2 no tab here\n").unwrap();
+    let out = neuronlab(
+        &[
+            "corpus",
+            "embed",
+            "--model",
+            &model,
+            "--collection",
+            "bad.tsv",
+            "--output",
+            "m",
+        ],
+        root,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let e = text(&out);
+    assert!(
+        e.contains("bad.tsv, line 2") && e.contains("pid passage"),
+        "{e}"
+    );
+    assert!(!root.join("m").exists(), "nothing written");
+
+    // A resumed matrix whose collection changed under it.
+    std::fs::write(root.join("c.tsv"), "p1\tone\np2\ttwo\np3\tthree\n").unwrap();
+    let embed = |file: &str| {
+        neuronlab(
+            &[
+                "corpus",
+                "embed",
+                "--model",
+                &model,
+                "--collection",
+                file,
+                "--output",
+                "m",
+                "--shard-rows",
+                "2",
+            ],
+            root,
+        )
+    };
+    assert!(embed("c.tsv").status.success());
+    let manifest = root.join("m/matrix.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    v["shards"].as_array_mut().unwrap().truncate(1);
+    std::fs::write(&manifest, v.to_string()).unwrap();
+    std::fs::write(root.join("c.tsv"), "p1\tone\npX\ttwo\np3\tthree\n").unwrap();
+    let out = embed("c.tsv");
+    assert_eq!(out.status.code(), Some(2));
+    let e = text(&out);
+    assert!(
+        e.contains("c.tsv, line 2") && e.contains("collection changed"),
+        "{e}"
+    );
+
+    // Queries: a missing file, a duplicate id; a model of another width.
+    let search = |queries: &str| {
+        neuronlab(
+            &[
+                "corpus",
+                "search",
+                "--model",
+                &model,
+                "--matrix",
+                "m",
+                "--queries",
+                queries,
+                "--output",
+                "run.trec",
+            ],
+            root,
+        )
+    };
+    let e = text(&search("none.tsv"));
+    assert!(e.contains("none.tsv"), "{e}");
+    std::fs::write(root.join("dup.tsv"), "q1\ta\nq1\tb\n").unwrap();
+    let e = text(&search("dup.tsv"));
+    assert!(e.contains("dup.tsv, line 2") && e.contains("twice"), "{e}");
+    assert!(!root.join("run.trec").exists());
+    let out = neuronlab(
+        &[
+            "corpus",
+            "search",
+            "--model",
+            &model,
+            "--matrix",
+            ".",
+            "--queries",
+            "c.tsv",
+            "--output",
+            "run.trec",
+        ],
+        root,
+    );
+    assert!(text(&out).contains("matrix.json"), "{}", text(&out));
+}
