@@ -8,7 +8,7 @@ use std::path::Path;
 use runner::retrieval::matrix::Matrix;
 use serde_json::Value;
 
-use crate::util::{artefact, fixture, flat, neuronlab, read_json, text};
+use crate::util::{artefact, fixture, flat, neuronlab, read_json, reference_sentences, text};
 
 fn minilm() -> String {
     artefact("all-MiniLM-L6-v2").display().to_string()
@@ -25,12 +25,7 @@ fn corpus_embed_and_search_give_transformers_vectors_and_their_ranking() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let reference = read_json(&fixture("minilm_embeddings.json"));
-    let sentences: Vec<&str> = reference["sentences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let sentences = reference_sentences(&reference);
     let (want, shape) = flat(&reference["embeddings"]);
     let dim = shape[1];
     let collection: String = sentences
@@ -40,7 +35,7 @@ fn corpus_embed_and_search_give_transformers_vectors_and_their_ranking() {
         .collect();
     std::fs::write(root.join("collection.tsv"), &collection).unwrap();
     let model = minilm();
-    let embed = |extra: &[&str]| {
+    let embed_args = |extra: &[&'static str]| {
         let mut args = vec![
             "corpus",
             "embed",
@@ -56,9 +51,9 @@ fn corpus_embed_and_search_give_transformers_vectors_and_their_ranking() {
             "3",
         ];
         args.extend_from_slice(extra);
-        ok(&args, root)
+        args
     };
-    let summary = embed(&[]);
+    let summary = ok(&embed_args(&[]), root);
     assert_eq!(summary["passages"], 4);
     assert_eq!(summary["shards"], 4);
     let m = Matrix::open(&root.join("m")).unwrap();
@@ -75,7 +70,7 @@ fn corpus_embed_and_search_give_transformers_vectors_and_their_ranking() {
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     v["shards"].as_array_mut().unwrap().truncate(2);
     std::fs::write(&manifest, v.to_string()).unwrap();
-    let summary = embed(&[]);
+    let summary = ok(&embed_args(&[]), root);
     assert_eq!(
         (
             summary["resumed_after"].as_u64(),
@@ -94,22 +89,7 @@ fn corpus_embed_and_search_give_transformers_vectors_and_their_ranking() {
         .collect();
     assert_eq!(again, rows);
     // Other settings on the same folder are refused, naming the key.
-    let out = neuronlab(
-        &[
-            "corpus",
-            "embed",
-            "--model",
-            &model,
-            "--collection",
-            "collection.tsv",
-            "--output",
-            "m",
-            "--shard-rows",
-            "1",
-            "--normalize",
-        ],
-        root,
-    );
+    let out = neuronlab(&embed_args(&["--normalize"]), root);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("source"), "{}", text(&out));
 

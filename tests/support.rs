@@ -120,6 +120,16 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     tmp
 }
 
+/// The sentences of `minilm_embeddings.json`.
+pub fn reference_sentences(reference: &Value) -> Vec<&str> {
+    reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
 /// MiniLM's mean-pooled embeddings of the reference sentences on backend `Bk`, with the token
 /// batch and the load report, for comparison with `minilm_embeddings.json`.
 pub fn minilm_reference_run<Bk: Backend>(
@@ -132,12 +142,7 @@ pub fn minilm_reference_run<Bk: Backend>(
 ) {
     let dir = artefact("all-MiniLM-L6-v2");
     let reference = read_json(&fixture("minilm_embeddings.json"));
-    let sentences: Vec<&str> = reference["sentences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let sentences = reference_sentences(&reference);
     let checkpoint = models::Checkpoint::open(&dir).unwrap();
     let tokenizer = models::TextTokenizer::from_dir(&dir, &checkpoint.config).unwrap();
     let (model, report) = models::load_bare_encoder::<Bk>(checkpoint, device).unwrap();

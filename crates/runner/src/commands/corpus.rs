@@ -65,18 +65,16 @@ impl EncoderArgs {
         )
     }
 
-    /// Encode `texts` a batch at a time, calling `progress(done)` after each batch.
+    /// Encode `texts` a batch at a time.
     fn encode_all<B: Backend>(
         &self,
         encoder: &TextEncoder<B>,
         texts: &[&str],
         device: &B::Device,
-        mut progress: impl FnMut(usize),
     ) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(texts.len() * encoder.dim());
-        for (i, batch) in texts.chunks(self.batch).enumerate() {
+        for batch in texts.chunks(self.batch) {
             out.extend(encoder.encode(batch, device)?);
-            progress((i * self.batch + batch.len()).min(texts.len()));
         }
         Ok(out)
     }
@@ -155,22 +153,16 @@ impl BackendJob for CorpusEmbedJob {
                 self.output.display()
             );
         }
-        let last_id = writer
-            .manifest()
-            .shards
-            .last()
-            .map(|_| Matrix::open(&self.output))
-            .transpose()?
-            .map(|m| -> Result<String> {
-                let shard = m.shard(m.manifest.shards.len() - 1)?;
-                Ok(shard.ids.last().cloned().unwrap_or_default())
-            })
-            .transpose()?;
+        // A resumed run checks that the collection still ends its last shard where it did.
+        let last_id = match writer.manifest().shards.len() {
+            0 => None,
+            n => Matrix::open(&self.output)?.shard_ids(n - 1)?.pop(),
+        };
         let mut pending: Vec<(String, String)> = Vec::new();
         let mut embedded = 0usize;
         let mut flush = |pending: &mut Vec<(String, String)>, embedded: &mut usize| -> Result<()> {
             let texts: Vec<&str> = pending.iter().map(|(_, t)| t.as_str()).collect();
-            let vectors = self.encoder.encode_all(&encoder, &texts, &device, |_| {})?;
+            let vectors = self.encoder.encode_all(&encoder, &texts, &device)?;
             let ids: Vec<String> = pending.drain(..).map(|(id, _)| id).collect();
             writer.write_shard(&ids, &vectors)?;
             *embedded += ids.len();
@@ -302,7 +294,7 @@ impl BackendJob for CorpusSearchJob {
         }
         let clock = Instant::now();
         let texts: Vec<&str> = queries.values().map(String::as_str).collect();
-        let vectors = self.encoder.encode_all(&encoder, &texts, &device, |_| {})?;
+        let vectors = self.encoder.encode_all(&encoder, &texts, &device)?;
         let encode_seconds = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let plan = SearchPlan {

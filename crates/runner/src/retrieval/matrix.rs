@@ -135,6 +135,26 @@ impl Matrix {
         self.len() == 0
     }
 
+    /// The passage ids of shard `i` alone (its vectors are not read).
+    ///
+    /// # Errors
+    /// A missing ids file, or one whose count disagrees with the manifest.
+    pub fn shard_ids(&self, i: usize) -> Result<Vec<String>> {
+        let info = &self.manifest.shards[i];
+        let ids_path = self.dir.join(&info.ids);
+        let text = std::fs::read_to_string(&ids_path)
+            .with_context(|| format!("cannot read {}", ids_path.display()))?;
+        let ids: Vec<String> = text.lines().map(str::to_string).collect();
+        ensure!(
+            ids.len() == info.rows,
+            "{}: {} ids, the manifest says {} rows",
+            ids_path.display(),
+            ids.len(),
+            info.rows
+        );
+        Ok(ids)
+    }
+
     /// Read shard `i` (in manifest order).
     ///
     /// # Errors
@@ -172,17 +192,7 @@ impl Matrix {
                 path.display()
             ),
         };
-        let ids_path = self.dir.join(&info.ids);
-        let text = std::fs::read_to_string(&ids_path)
-            .with_context(|| format!("cannot read {}", ids_path.display()))?;
-        let ids: Vec<String> = text.lines().map(str::to_string).collect();
-        ensure!(
-            ids.len() == info.rows,
-            "{}: {} ids, the manifest says {} rows",
-            ids_path.display(),
-            ids.len(),
-            info.rows
-        );
+        let ids = self.shard_ids(i)?;
         Ok(Shard { ids, vectors })
     }
 }

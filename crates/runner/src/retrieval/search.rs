@@ -77,6 +77,8 @@ pub fn search<B: Backend>(
         })
         .collect();
     let mut best: Vec<Vec<(String, f32)>> = vec![Vec::new(); n_queries];
+    // One index buffer for every row's selection (a chunk's passages).
+    let mut order: Vec<usize> = Vec::new();
     for s in 0..matrix.manifest.shards.len() {
         let shard = matrix.shard(s)?;
         let rows = shard.ids.len();
@@ -100,14 +102,15 @@ pub fn search<B: Backend>(
                 for (r, row) in scores.chunks_exact(n).enumerate() {
                     let kept = &mut best[q0 + r];
                     // Only passages that could enter the kept k are copied out.
-                    let mut order: Vec<usize> = (0..n).collect();
+                    order.clear();
+                    order.extend(0..n);
                     if n > k {
                         order.select_nth_unstable_by(k - 1, |&a, &b| {
                             before((&ids[a], row[a]), (&ids[b], row[b]))
                         });
                         order.truncate(k);
                     }
-                    kept.extend(order.into_iter().map(|j| (ids[j].clone(), row[j])));
+                    kept.extend(order.iter().map(|&j| (ids[j].clone(), row[j])));
                     keep_best(kept, k);
                 }
             }
