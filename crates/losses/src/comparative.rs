@@ -289,7 +289,7 @@ fn primary_loss<B: Backend>(losses: Tensor<B, 2>, primary: Primary) -> Tensor<B,
 }
 
 /// Mean over all pairs i < j of `max(0, (x_i − x_j) / T)`, per row: `[batch, n]` → `[batch]`.
-fn pairwise_hinge<B: Backend>(x: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1> {
+pub(crate) fn pairwise_hinge<B: Backend>(x: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1> {
     let [batch, n] = x.dims();
     let mut total: Option<Tensor<B, 1>> = None;
     for i in 0..n {

@@ -3,6 +3,9 @@
 //! - [`comparative`]: the cross-model comparative loss of Zhu et al., "Cross-Model Comparative
 //!   Loss for Enhancing Neuronal Utility in Language Understanding" (arXiv 2301.03765), as the
 //!   official code (zycdev/CmpLoss) computes it.
+//! - [`reformulation`]: LoL's objective for dense pseudo-relevance feedback (passage and query
+//!   ranking over the candidates' vectors, and the comparative regularisation over revisions
+//!   with nested feedback), as the official code (zycdev/LoL) computes it.
 //! - [`task`]: per-example task losses: cross-entropy, span cross-entropy, listwise
 //!   cross-entropy, MSE. The comparative loss ranks these across models, so they are returned
 //!   per example (`reduction='none'`), not averaged.
@@ -21,7 +24,9 @@
 //! ```
 
 pub mod comparative;
+pub mod reformulation;
 pub mod task;
 
 pub use comparative::{ComparativeLoss, Comparison, DummyTarget, Mode, Primary};
+pub use reformulation::{ReformulationLoss, ReformulationTerms};
 pub use task::{cross_entropy, listwise_cross_entropy, mse, span_cross_entropy};
