@@ -49,6 +49,9 @@ pub use bert::heads::{
     Checkpoint, Pooling, RelevanceScorer, SequenceClassifier, SpanExtractor, check_classifier_head,
     check_encoder_dir, load_bare_encoder,
 };
+pub use bert::reformulator::{
+    FeedbackInput, FeedbackLimits, QueryReformulator, ReformulatorConfig, feedback_batch,
+};
 pub use bert::text::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
 pub use context::{

@@ -415,7 +415,12 @@ impl<B: Backend> RelevanceScorer<B> {
     }
 }
 
-fn write_checkpoint(config: &EncoderConfig, arch: &str, map: &TensorMap, dir: &Path) -> Result<()> {
+pub(crate) fn write_checkpoint(
+    config: &EncoderConfig,
+    arch: &str,
+    map: &TensorMap,
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(crate::error::io_err(dir))?;
     let mut json: serde_json::Value =
         serde_json::from_str(&config.to_json()).expect("to_json writes valid JSON");

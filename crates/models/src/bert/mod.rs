@@ -19,6 +19,7 @@ pub mod config;
 pub mod heads;
 pub mod load;
 pub mod longformer;
+pub mod reformulator;
 pub mod text;
 
 use burn::nn::{Embedding, LayerNorm, Linear};

@@ -121,6 +121,11 @@ impl TextTokenizer {
             .map_or(self.positions, |t| t.max_length)
     }
 
+    /// The padding id (the model config's `pad_token_id`).
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
     /// The underlying HF tokenizer.
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
