@@ -20,6 +20,10 @@ mod ranking;
 mod retrieval;
 // `neuronlab corpus embed | search` on the real MiniLM.
 mod cli_corpus;
+// Dense PRF's reformulator, objective and inputs against the official code.
+mod prf;
+// Dense PRF cells through `neuronlab grid run` on the real MiniLM.
+mod cli_prf;
 // SQuAD training windows against run_qa.py preprocessing.
 mod squad;
 // Comparative steps: batched and sequential views agree.

@@ -8,8 +8,9 @@
 //! - [`registry`]: the one place that lists the kinds of cell and the TOML sections they own.
 //! - The kinds, one folder each, never importing each other: [`encoder`] (fine-tuning an
 //!   encoder, baseline or comparative: sentence classification and regression, extractive QA,
-//!   re-ranking), [`study`] (neuron studies of a decoder) and [`lora`] (neuron-specific LoRA on a
-//!   decoder, cross-lingual classification and generative QA).
+//!   re-ranking), [`study`] (neuron studies of a decoder), [`lora`] (neuron-specific LoRA on a
+//!   decoder, cross-lingual classification and generative QA) and [`prf`] (dense
+//!   pseudo-relevance feedback with LoL's comparative regularisation).
 //! - Shared pieces the kinds use: [`training`] (optimiser, schedule, objective, seeds),
 //!   [`data`] (dataset readers), [`metrics`], [`plot`], [`retrieval`] (TREC files and metrics,
 //!   passage-vector matrices, exact search).
@@ -25,6 +26,7 @@ pub mod harness;
 pub mod lora;
 pub mod metrics;
 pub mod plot;
+pub mod prf;
 pub mod registry;
 pub mod retrieval;
 pub mod study;

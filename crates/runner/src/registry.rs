@@ -6,6 +6,7 @@
 //! | encoder fine-tuning | [`crate::encoder`] | `grid.dataset` or `grid.pairs` | `[datasets.*]`, `[losses.*]`, `grid.loss` ([`crate::encoder::spec`]) |
 //! | neuron study | [`crate::study`] | `grid.study` (without `grid.task`) | `[texts.*]`, `[studies.*]` ([`crate::study::spec`]) |
 //! | LoRA fine-tuning | [`crate::lora`] | `grid.task` (its `grid.study` cells run first and feed it) | `[tasks.*]`, `[lora]`, a model's `lora`, `grid.neurons` ([`crate::lora::spec`]) |
+//! | dense PRF | [`crate::prf`] | `grid.corpus` | `[corpora.*]`, `[prf.*]`, `grid.prf` ([`crate::prf::spec`]) |
 //!
 //! `name`, `description`, `[train]`, `[models.*]` and `grid.model` / `grid.seed` /
 //! `grid.train` are shared ([`crate::harness::experiment`]). Each kind reads its sections as its
@@ -44,7 +45,8 @@
 //! train = { learning_rate = [2e-5, 5e-5] } # any training setting as an axis
 //! ```
 //!
-//! Neuron studies and LoRA grids: see [`crate::study::spec`] and [`crate::lora::spec`]. A pair
+//! Neuron studies, LoRA and PRF grids: see [`crate::study::spec`], [`crate::lora::spec`] and
+//! [`crate::prf::spec`]. A pair
 //! in `grid.pairs` may name its own losses (`{ model, dataset, loss = [...] }`).
 
 use std::path::Path;
@@ -58,6 +60,7 @@ use crate::harness::experiment::{ExperimentFile, Views, set_axes};
 use crate::harness::grid::{self, CellKind, Expand, Input, RunContext};
 use crate::harness::log::Outcome;
 use crate::lora::cell::LoraCell;
+use crate::prf::cell::PrfCell;
 use crate::study::cell::StudyCell;
 
 /// A cell of one of the registry's kinds.
@@ -76,6 +79,8 @@ pub enum CellConfig {
     Study(StudyCell),
     /// LoRA fine-tuning of a decoder on a cross-lingual task, evaluated per language.
     Lora(LoraCell),
+    /// Training a dense query reformulator with pseudo-relevance feedback.
+    Prf(PrfCell),
 }
 
 impl CellConfig {
@@ -102,6 +107,14 @@ impl CellConfig {
             _ => None,
         }
     }
+
+    /// The PRF cell, if this is one.
+    pub fn as_prf(&self) -> Option<&PrfCell> {
+        match self {
+            Self::Prf(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// `$call` on the kind's own cell.
@@ -111,6 +124,7 @@ macro_rules! each_kind {
             CellConfig::Train($c) => $call,
             CellConfig::Study($c) => $call,
             CellConfig::Lora($c) => $call,
+            CellConfig::Prf($c) => $call,
         }
     };
 }
@@ -121,6 +135,7 @@ impl CellKind for CellConfig {
             Self::Train(c) => Self::Train(c.identity()),
             Self::Study(c) => Self::Study(c.identity()),
             Self::Lora(c) => Self::Lora(c.identity()),
+            Self::Prf(c) => Self::Prf(c.identity()),
         }
     }
 
@@ -163,20 +178,25 @@ enum GridKind {
     Encoder,
     Study,
     Lora,
+    Prf,
 }
 
 impl Expand for CellConfig {
     /// A grid with `task` fine-tunes decoders with LoRA (its studies first), one with `study`
-    /// studies neurons, any other fine-tunes encoders. An axis of another kind is an error.
+    /// studies neurons, one with `corpus` trains PRF reformulators, any other fine-tunes
+    /// encoders. An axis of another kind is an error.
     fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
         let mut views = Views::new(file);
         let encoder: crate::encoder::spec::Sections = views.read()?;
         let study: crate::study::spec::Sections = views.read()?;
         let lora: crate::lora::spec::Sections = views.read()?;
+        let prf: crate::prf::spec::Sections = views.read()?;
         views.finish()?;
 
         let kind = if !lora.grid.task.is_empty() {
             GridKind::Lora
+        } else if !prf.grid.corpus.is_empty() {
+            GridKind::Prf
         } else if !study.grid.study.is_empty() {
             GridKind::Study
         } else {
@@ -187,17 +207,28 @@ impl Expand for CellConfig {
             GridKind::Lora => (
                 "fine-tuning tasks (`task`)",
                 "encoder training runs",
-                encoder.grid.used(),
+                [encoder.grid.used(), prf.grid.used()].concat(),
             ),
             GridKind::Study => (
                 "neuron studies (`study`)",
                 "training runs",
-                [encoder.grid.used(), lora.grid.used(), training].concat(),
+                [
+                    encoder.grid.used(),
+                    lora.grid.used(),
+                    prf.grid.used(),
+                    training,
+                ]
+                .concat(),
+            ),
+            GridKind::Prf => (
+                "PRF reformulators (`corpus`)",
+                "other kinds of cell",
+                [encoder.grid.used(), lora.grid.used(), study.grid.used()].concat(),
             ),
             GridKind::Encoder => (
                 "encoder fine-tuning (`dataset` or `pairs`)",
-                "LoRA fine-tuning (`task`)",
-                lora.grid.used(),
+                "LoRA fine-tuning (`task`) and PRF (`corpus`)",
+                [lora.grid.used(), prf.grid.used()].concat(),
             ),
         };
         if let Some(axis) = foreign.first() {
@@ -239,6 +270,7 @@ impl Expand for CellConfig {
                 crate::study::cell::expand(file, &study, false)?,
                 CellConfig::Study,
             )),
+            GridKind::Prf => Ok(wrap(crate::prf::cell::expand(file, &prf)?, CellConfig::Prf)),
             GridKind::Encoder => Ok(wrap(
                 crate::encoder::cell::expand(file, &encoder)?,
                 CellConfig::Train,

@@ -1,5 +1,5 @@
 //! TREC files and ranking metrics with trec_eval's conventions: qrels (`qid iter docid grade`),
-//! runs (`qid Q0 docid rank score tag`), MRR@10, nDCG@10 and recall@1000.
+//! runs (`qid Q0 docid rank score tag`), MRR@10, nDCG@10, recall@100 and recall@1000.
 //!
 //! Conventions (trec_eval 9, as `pytrec_eval` runs it; checked against it in
 //! `tests/fixtures/ranking/make_ranking_fixture.py`):
@@ -168,6 +168,8 @@ pub struct RankScores {
     pub mrr_at_10: f64,
     /// nDCG@10 with linear gains.
     pub ndcg_at_10: f64,
+    /// Relevant passages in the top 100 over all relevant ones (0 if none).
+    pub recall_at_100: f64,
     /// Relevant passages in the top 1,000 over all relevant ones (0 if none).
     pub recall_at_1000: f64,
 }
@@ -202,19 +204,23 @@ pub fn query_scores(
         0.0
     };
     let relevant = judged.values().filter(|&&g| g >= relevance_level).count();
-    let found = ranked
-        .iter()
-        .take(1000)
-        .filter(|(d, _)| grade(d) >= relevance_level)
-        .count();
-    RankScores {
-        mrr_at_10,
-        ndcg_at_10,
-        recall_at_1000: if relevant > 0 {
+    let recall = |depth: usize| {
+        let found = ranked
+            .iter()
+            .take(depth)
+            .filter(|(d, _)| grade(d) >= relevance_level)
+            .count();
+        if relevant > 0 {
             found as f64 / relevant as f64
         } else {
             0.0
-        },
+        }
+    };
+    RankScores {
+        mrr_at_10,
+        ndcg_at_10,
+        recall_at_100: recall(100),
+        recall_at_1000: recall(1000),
     }
 }
 
@@ -237,6 +243,7 @@ pub fn evaluate_run(
     let means = RankScores {
         mrr_at_10: mean(|s| s.mrr_at_10),
         ndcg_at_10: mean(|s| s.ndcg_at_10),
+        recall_at_100: mean(|s| s.recall_at_100),
         recall_at_1000: mean(|s| s.recall_at_1000),
     };
     (per_query, means)

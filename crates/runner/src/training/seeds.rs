@@ -30,6 +30,12 @@ pub enum Purpose {
     LoraDataOrder,
     /// LoRA cells: a random neuron set with a language set's per-layer counts, index 0.
     LoraRandomSet,
+    /// PRF cells: the order of the training queries in an epoch (index: the epoch).
+    PrfDataOrder,
+    /// PRF cells: the dropout uniforms of a micro-batch (index: the micro-batch).
+    PrfDropout,
+    /// PRF cells: a micro-batch's feedback counts and passages (index: the micro-batch).
+    PrfRevisions,
 }
 
 impl Purpose {
@@ -46,6 +52,9 @@ impl Purpose {
             Self::LoraAdapters => 1,
             Self::LoraDataOrder => 3,
             Self::LoraRandomSet => 7,
+            Self::PrfDataOrder => 1,
+            Self::PrfDropout => 2,
+            Self::PrfRevisions => 4,
         }
     }
 }

@@ -1,0 +1,239 @@
+//! The dense PRF cell ([`PrfCell`]): its expansion from `[grid]` and its checks (its run is in
+//! [`super::fit`]).
+//!
+//! Order (outermost first): `grid.model`, `grid.corpus`, `grid.prf` (default `["plain"]`), the
+//! training-setting axes of `grid.train` (keys in alphabetical order), then the seeds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::spec::{CorpusFiles, CorpusSpec, PrfSpec, Sections};
+use crate::harness::experiment::{ExperimentFile, ModelKind, ModelSpec, TrainConfig};
+use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
+
+/// A PRF cell, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrfCell {
+    /// The grid's name.
+    pub grid: String,
+    /// Model name.
+    pub model_name: String,
+    /// Corpus name.
+    pub corpus_name: String,
+    /// PRF objective name.
+    pub prf_name: String,
+    /// Seed of every random choice in the run.
+    pub seed: u64,
+    /// The model's checkpoint folder, resolved (not part of the run id).
+    pub model_dir: PathBuf,
+    /// The model (path as written).
+    pub model: ModelSpec,
+    /// The corpus (paths as written).
+    pub corpus: CorpusSpec,
+    /// The objective and inputs.
+    pub prf: PrfSpec,
+    /// Training settings, with `batch_size` in training queries (each `1 + n_compare`
+    /// revisions) and `epochs` already divided when `scale_by_revisions`.
+    pub train: TrainConfig,
+    /// The corpus's files, resolved (not part of the run id).
+    pub files: CorpusFiles,
+}
+
+/// The official dense training command's settings: 36 revisions per batch, 12 epochs,
+/// learning rate 1e-5 with 10 % warmup, inputs of 512 tokens; HF `Trainer`'s defaults
+/// otherwise (no weight decay, clipping at 1.0).
+fn prf_defaults() -> TrainConfig {
+    TrainConfig {
+        epochs: 12.0,
+        batch_size: 36,
+        learning_rate: 1e-5,
+        warmup_ratio: 0.1,
+        max_seq_len: 512,
+        ..TrainConfig::default()
+    }
+}
+
+/// The PRF cells of `file`, in the order of the module docs.
+pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<PrfCell>>> {
+    let e = &file.experiment;
+    let (g, a) = (&e.grid, &own.grid);
+    if g.model.is_empty() {
+        bail!(
+            "{}: the grid needs at least one model",
+            file.locate(&["grid"])
+        );
+    }
+    for (i, m) in g.model.iter().enumerate() {
+        let Some(spec) = e.models.get(m) else {
+            bail!(
+                "{}: unknown model `{m}`; the file defines {}",
+                file.locate(&["grid", "model", &i.to_string()]),
+                names(e.models.keys())
+            );
+        };
+        if spec.kind != ModelKind::Encoder {
+            bail!(
+                "{}: model `{m}` has kind = \"{}\", but PRF reformulates queries with an encoder \
+                 (kind = \"encoder\")",
+                file.locate(&["models", m, "kind"]),
+                kebab(&spec.kind)
+            );
+        }
+    }
+    for (i, c) in a.corpus.iter().enumerate() {
+        if !own.corpora.contains_key(c) {
+            bail!(
+                "{}: unknown corpus `{c}`; the file defines {}",
+                file.locate(&["grid", "corpus", &i.to_string()]),
+                names(own.corpora.keys())
+            );
+        }
+    }
+    let mut objectives = own.prf.clone();
+    if let Some(spec) = objectives.get("plain")
+        && *spec != PrfSpec::default()
+    {
+        bail!(
+            "{}: `plain` is predefined (the official defaults, n_compare = 0); name this one \
+             otherwise",
+            file.locate(&["prf", "plain"])
+        );
+    }
+    objectives.insert("plain".into(), PrfSpec::default());
+    for (name, spec) in &objectives {
+        spec.check()
+            .map_err(|msg| anyhow::anyhow!("{}: {msg}", file.locate(&["prf", name])))?;
+    }
+    let chosen: Vec<String> = if a.prf.is_empty() {
+        vec!["plain".into()]
+    } else {
+        a.prf.clone()
+    };
+    for (i, name) in chosen.iter().enumerate() {
+        if !objectives.contains_key(name) {
+            bail!(
+                "{}: unknown PRF objective `{name}`; defined: {}",
+                file.locate(&["grid", "prf", &i.to_string()]),
+                names(objectives.keys())
+            );
+        }
+    }
+    let seeds = if g.seed.is_empty() {
+        vec![1]
+    } else {
+        g.seed.clone()
+    };
+    let axes = train_axes(file)?;
+
+    let mut cells = Vec::new();
+    for model_name in &g.model {
+        let model = &e.models[model_name];
+        for corpus_name in &a.corpus {
+            let corpus = &own.corpora[corpus_name];
+            let files = corpus.resolve(&file.resolve(&corpus.path), &file.artefacts);
+            for prf_name in &chosen {
+                let prf = &objectives[prf_name];
+                let mut base = prf_defaults();
+                base.apply(&e.train);
+                base.apply(&model.train);
+                for combo in cartesian(&axes) {
+                    let mut train = base.clone();
+                    let mut params = BTreeMap::new();
+                    for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
+                        train.apply(o);
+                        params.insert(key.clone(), text.clone());
+                    }
+                    train.validate().map_err(|msg| {
+                        anyhow::anyhow!(
+                            "{}: cell {model_name} × {corpus_name}: {msg}",
+                            file.path.display()
+                        )
+                    })?;
+                    if prf.scale_by_revisions {
+                        let group = 1 + prf.n_compare;
+                        train.batch_size = (train.batch_size / group).max(1);
+                        train.epochs /= group as f64;
+                    }
+                    for &seed in &seeds {
+                        let config = PrfCell {
+                            grid: e.name.clone(),
+                            model_name: model_name.clone(),
+                            corpus_name: corpus_name.clone(),
+                            prf_name: prf_name.clone(),
+                            seed,
+                            model_dir: file.resolve(&model.path),
+                            model: model.clone(),
+                            corpus: corpus.clone(),
+                            prf: prf.clone(),
+                            train: train.clone(),
+                            files: files.clone(),
+                        };
+                        let mut params = params.clone();
+                        params.insert("model".into(), model_name.clone());
+                        params.insert("corpus".into(), corpus_name.clone());
+                        params.insert("prf".into(), prf_name.clone());
+                        params.insert("seed".into(), seed.to_string());
+                        cells.push(Cell::new(cells.len(), params, config));
+                    }
+                }
+            }
+        }
+    }
+    check_unique(file, &cells)?;
+    Ok(cells)
+}
+
+/// Every input of `cell` parses, its model's vectors fit the matrix, and each training query
+/// has enough first-pass passages for its revisions.
+pub fn check_prf_inputs(cell: &PrfCell) -> Result<()> {
+    let config = models::EncoderConfig::from_file(cell.model_dir.join("config.json"))?;
+    models::check_encoder_dir(&cell.model_dir)?;
+    let matrix = crate::retrieval::matrix::Matrix::open(&cell.files.matrix)?;
+    if matrix.dim() != config.hidden_size {
+        bail!(
+            "{}: the passage vectors have {} dimensions, but model `{}` makes query vectors of \
+             hidden_size = {}",
+            cell.files.matrix.display(),
+            matrix.dim(),
+            cell.model_name,
+            config.hidden_size
+        );
+    }
+    crate::data::expect_file("collection", &cell.files.collection)?;
+    let train = super::data::QuerySetData::read(&cell.files.train)?;
+    check_revisions(&train, &cell.prf, &cell.files.train.run)?;
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..matrix.manifest.shards.len() {
+        ids.extend(matrix.shard_ids(i)?);
+    }
+    super::data::check_positives(&train, |p| ids.contains(p), &cell.files)?;
+    for (_, set) in cell.files.eval_sets() {
+        super::data::QuerySetData::read(set)?;
+    }
+    Ok(())
+}
+
+/// Each training query has at least `n_compare` first-pass passages (its revisions need
+/// `1 + n_compare` distinct feedback counts; the official sampler fails otherwise).
+pub fn check_revisions(
+    train: &super::data::QuerySetData,
+    prf: &PrfSpec,
+    run: &std::path::Path,
+) -> Result<()> {
+    for (qid, _) in &train.queries {
+        let n = train.feedback(qid, prf.max_n_prf).len();
+        if n < prf.n_compare {
+            bail!(
+                "{}: training query {qid} has {n} first-pass passages; n_compare = {} needs at \
+                 least {}",
+                run.display(),
+                prf.n_compare,
+                prf.n_compare
+            );
+        }
+    }
+    Ok(())
+}

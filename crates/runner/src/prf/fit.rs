@@ -1,0 +1,357 @@
+//! A PRF cell's run: train the reformulator on the training queries with LoL's objective,
+//! evaluate on `dev` by searching the whole matrix, keep the best model by MRR@10 (the official
+//! `metric_for_best_model mrr10`), and evaluate it on every query set at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use losses::ReformulationLoss;
+use models::{
+    Checkpoint, FeedbackInput, FeedbackLimits, ForwardContext, QueryReformulator, TextTokenizer,
+    feedback_batch,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use super::cell::{PrfCell, check_revisions};
+use super::data::{PrfData, QuerySetData, draw_revisions};
+use crate::harness::log::{EvalRecord, Outcome, RunLog};
+use crate::harness::results::write_atomic;
+use crate::retrieval::matrix::Matrix;
+use crate::retrieval::search::{SearchPlan, search};
+use crate::retrieval::trec::{Run, evaluate_run, run_to_trec};
+use crate::training::seeds::{Purpose, derive_seed};
+use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
+
+/// Passages kept per evaluated query (the official evaluation's depth, for recall@1000).
+const EVAL_DEPTH: usize = 1000;
+
+/// The main metric.
+const MAIN: &str = "mrr@10";
+
+/// Run `cell` in `dir` on `device`.
+pub fn run_prf<B: Backend>(
+    cell: &PrfCell,
+    dir: &Path,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let t = &cell.train;
+    let limits = (t.max_train_examples, t.max_eval_examples);
+    let data = PrfData::read(&cell.files, &cell.prf, limits, |line| log.line(line))?;
+    check_revisions(&data.train, &cell.prf, &cell.files.train.run)?;
+    let checkpoint = Checkpoint::open(&cell.model_dir)
+        .with_context(|| format!("loading model {}", cell.model_dir.display()))?;
+    if checkpoint.config.hidden_size != data.dim {
+        bail!(
+            "{}: the passage vectors have {} dimensions, the model's hidden_size is {}",
+            cell.files.matrix.display(),
+            data.dim,
+            checkpoint.config.hidden_size
+        );
+    }
+    let tokenizer = TextTokenizer::from_dir(&cell.model_dir, &checkpoint.config)?;
+    let limits = FeedbackLimits {
+        max_seq_len: cell
+            .train
+            .max_seq_len
+            .min(checkpoint.config.max_input_len()),
+        max_q_len: cell.prf.max_q_len,
+        max_p_len: cell.prf.max_p_len,
+    };
+    let (mut model, report) = QueryReformulator::<Autodiff<B>>::load(
+        checkpoint,
+        cell.prf.reformulator(),
+        derive_seed(cell.seed, Purpose::Head, 0),
+        device,
+    )?;
+    log.initialised(&report);
+    let matrix = Matrix::open(&cell.files.matrix)?;
+    let inputs = Inputs {
+        tokenizer: &tokenizer,
+        passages: &data.passages,
+        limits,
+        max_n_prf: cell.prf.max_n_prf,
+    };
+
+    // Training passages: constants on the device; each training query's positives as rows.
+    let row_of: HashMap<&str, usize> = data
+        .train_ids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i))
+        .collect();
+    let passages = Tensor::<Autodiff<B>, 2>::from_data(
+        TensorData::new(data.train_vectors.clone(), [data.train_ids.len(), data.dim]),
+        device,
+    );
+    let train = &data.train;
+    let positives: Vec<Vec<usize>> = train
+        .queries
+        .iter()
+        .map(|(qid, _)| train.positives(qid).iter().map(|p| row_of[p]).collect())
+        .collect();
+    let objective = ReformulationLoss::new(cell.prf.n_compare)
+        .with_lambda_pr(cell.prf.lambda_pr)
+        .with_lambda_qr(cell.prf.lambda_qr)
+        .with_lambda_cr(cell.prf.lambda_cr);
+
+    let n_train = train.queries.len();
+    let (steps_per_epoch, total, warmup) = t.steps(n_train);
+    let eval_every = if t.eval_every > 0 {
+        t.eval_every
+    } else {
+        steps_per_epoch
+    };
+    log.line(&format!(
+        "{total} steps of {} training queries × {} revisions (warmup {warmup}), evaluation \
+         every {eval_every}",
+        t.batch_size,
+        objective.group()
+    ));
+    let mut optimizer = AdamW::new(t.weight_decay).init();
+    let order_of = |epoch: usize| {
+        let mut rng =
+            StdRng::seed_from_u64(derive_seed(cell.seed, Purpose::PrfDataOrder, epoch as u64));
+        let mut order: Vec<usize> = (0..n_train).collect();
+        order.shuffle(&mut rng);
+        order
+    };
+    let mut cursor = EpochCursor::new(order_of, 0, 0);
+    let (mut loss_sum, mut loss_count) = (0.0, 0usize);
+    let mut best: Option<Best<B>> = None;
+    let mut last_metrics = BTreeMap::new();
+    let accum = t.grad_accum_steps.max(1);
+    let loop_start = Instant::now();
+    for step in 0..total {
+        let lr = linear_schedule(t.learning_rate, step, warmup, total);
+        let step_loss;
+        (model, step_loss) = accumulated_step(
+            model,
+            &mut optimizer,
+            (step, lr),
+            accum,
+            t.max_grad_norm,
+            |model, micro| {
+                let batch = cursor.next_batch(t.batch_size).to_vec();
+                let index = (step * accum + micro) as u64;
+                let mut rng =
+                    StdRng::seed_from_u64(derive_seed(cell.seed, Purpose::PrfRevisions, index));
+                let mut revisions = Vec::new();
+                let mut batch_positives = Vec::new();
+                for &q in &batch {
+                    let (qid, text) = &train.queries[q];
+                    let feedback = train.feedback(qid, cell.prf.max_n_prf);
+                    revisions.extend(inputs.revisions(
+                        text,
+                        feedback,
+                        objective.n_compare,
+                        cell.prf.shuffle_psgs,
+                        &mut rng,
+                    )?);
+                    for _ in 0..objective.group() {
+                        batch_positives.push(positives[q].clone());
+                    }
+                }
+                let input = feedback_batch(&revisions, &tokenizer).to_input(device);
+                let masks =
+                    ablation::DropoutMasks::new(derive_seed(cell.seed, Purpose::PrfDropout, index));
+                let vectors = model.forward(&input, &mut ForwardContext::with_dropout(masks));
+                Ok(objective
+                    .forward(vectors, passages.clone(), &batch_positives, true)
+                    .loss)
+            },
+        )?;
+        loss_sum += step_loss;
+        loss_count += 1;
+        log.progress(step + 1, total, step_loss, loop_start);
+
+        let done = step + 1;
+        if done % eval_every == 0 || done == total {
+            let valid = model.valid();
+            let (dev_name, dev) = &data.eval[0];
+            let (metrics, run) = evaluate(&valid, dev, &inputs, &matrix, t.batch_size, device)?;
+            let record = EvalRecord {
+                step: done,
+                epoch: done as f64 / steps_per_epoch as f64,
+                train_loss: loss_sum / loss_count.max(1) as f64,
+                learning_rate: lr,
+                metrics: metrics.clone(),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            log.record(&record)?;
+            log.line(&format!(
+                "step {done}/{total} epoch {:.2} train loss {:.4} {dev_name} {MAIN} {:.4} ({:.0}s)",
+                record.epoch, record.train_loss, metrics[MAIN], record.seconds
+            ));
+            (loss_sum, loss_count) = (0.0, 0);
+            if best
+                .as_ref()
+                .is_none_or(|b| metrics[MAIN] > b.metrics[MAIN])
+            {
+                best = Some(Best {
+                    step: done,
+                    metrics: metrics.clone(),
+                    model: valid,
+                    dev_run: run,
+                });
+            }
+            last_metrics = metrics;
+        }
+    }
+    let mut best = best.expect("the last step evaluates");
+
+    // The best model on every set (dev: its evaluation), with its runs, beside the first-pass
+    // runs' scores.
+    let mut metrics = BTreeMap::new();
+    for (i, (name, set)) in data.eval.iter().enumerate() {
+        let (scores, run) = if i == 0 {
+            (best.metrics.clone(), std::mem::take(&mut best.dev_run))
+        } else {
+            evaluate(&best.model, set, &inputs, &matrix, t.batch_size, device)?
+        };
+        write_atomic(
+            &dir.join(format!("run.{name}.trec")),
+            run_to_trec(&run, "neuronlab-prf").as_bytes(),
+        )?;
+        let first_pass = first_pass_scores(set);
+        let prefix = if i == 0 {
+            String::new()
+        } else {
+            format!("{name}/")
+        };
+        for (k, v) in scores {
+            metrics.insert(format!("{prefix}{k}"), v);
+        }
+        for (k, v) in first_pass {
+            metrics.insert(format!("{prefix}first-pass {k}"), v);
+        }
+        log.line(&format!(
+            "{name}: {MAIN} {:.4} (first pass {:.4})",
+            metrics[&format!("{prefix}{MAIN}")],
+            metrics[&format!("{prefix}first-pass {MAIN}")]
+        ));
+    }
+    Ok(Outcome {
+        main_metric: MAIN.into(),
+        metrics,
+        best_step: Some(best.step),
+        final_metrics: last_metrics,
+        steps: Some(total),
+        ablation: Vec::new(),
+    })
+}
+
+/// The best evaluation so far.
+struct Best<B: Backend> {
+    step: usize,
+    metrics: BTreeMap<String, f64>,
+    model: QueryReformulator<B>,
+    dev_run: Run,
+}
+
+/// What turns a query and its feedback into tokens.
+struct Inputs<'a> {
+    tokenizer: &'a TextTokenizer,
+    passages: &'a HashMap<String, String>,
+    limits: FeedbackLimits,
+    /// Feedback passages at most.
+    max_n_prf: usize,
+}
+
+impl Inputs<'_> {
+    /// The input of `query` with the passages `pids` as feedback.
+    fn input(&self, query: &str, pids: &[&String]) -> Result<FeedbackInput> {
+        let texts: Vec<&str> = pids.iter().map(|p| self.passages[*p].as_str()).collect();
+        FeedbackInput::new(self.tokenizer, query, &texts, self.limits)
+            .with_context(|| format!("query {query:?}"))
+    }
+
+    /// A training query's `1 + n_compare` revisions ([`draw_revisions`]).
+    fn revisions(
+        &self,
+        query: &str,
+        feedback: &[String],
+        n_compare: usize,
+        shuffle: bool,
+        rng: &mut StdRng,
+    ) -> Result<Vec<FeedbackInput>> {
+        let (counts, chosen) = draw_revisions(feedback.len(), n_compare, shuffle, rng);
+        let pids: Vec<&String> = chosen.iter().map(|&i| &feedback[i]).collect();
+        let full = self.input(query, &pids)?;
+        Ok(counts.iter().map(|&n| full.first(n)).collect())
+    }
+}
+
+/// The model's run on `set` (each query with its first `max_n_prf` first-pass passages as
+/// feedback, searched over the whole matrix) and its scores.
+fn evaluate<B: Backend>(
+    model: &QueryReformulator<B>,
+    set: &QuerySetData,
+    inputs: &Inputs<'_>,
+    matrix: &Matrix,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<(BTreeMap<String, f64>, Run)> {
+    let max_n_prf = inputs.max_n_prf;
+    let mut vectors = Vec::new();
+    for chunk in set.queries.chunks(batch_size.max(1)) {
+        let batch: Vec<FeedbackInput> = chunk
+            .iter()
+            .map(|(qid, text)| {
+                let pids: Vec<&String> = set.feedback(qid, max_n_prf).iter().collect();
+                inputs.input(text, &pids)
+            })
+            .collect::<Result<_>>()?;
+        let input = feedback_batch(&batch, inputs.tokenizer).to_input(device);
+        let v = model.forward(&input, &mut ForwardContext::eval());
+        vectors.extend(
+            v.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32"),
+        );
+    }
+    let found = search::<B>(matrix, &vectors, EVAL_DEPTH, SearchPlan::default(), device)?;
+    let run: Run = set
+        .queries
+        .iter()
+        .zip(found)
+        .map(|((qid, _), list)| (qid.clone(), list))
+        .collect();
+    let (_, means) = evaluate_run(&run, &set.qrels, set.relevance_level);
+    Ok((rank_metrics(&means), run))
+}
+
+/// The first-pass run's scores on `set` (its order as read: score 1/rank).
+fn first_pass_scores(set: &QuerySetData) -> BTreeMap<String, f64> {
+    let run: Run = set
+        .queries
+        .iter()
+        .map(|(qid, _)| {
+            let list = set.ranking[qid]
+                .iter()
+                .enumerate()
+                .map(|(k, p)| (p.clone(), 1.0 / (k + 1) as f64))
+                .collect();
+            (qid.clone(), list)
+        })
+        .collect();
+    rank_metrics(&evaluate_run(&run, &set.qrels, set.relevance_level).1)
+}
+
+fn rank_metrics(s: &crate::retrieval::trec::RankScores) -> BTreeMap<String, f64> {
+    BTreeMap::from([
+        (MAIN.to_string(), s.mrr_at_10),
+        ("ndcg@10".to_string(), s.ndcg_at_10),
+        ("recall@100".to_string(), s.recall_at_100),
+        ("recall@1000".to_string(), s.recall_at_1000),
+    ])
+}

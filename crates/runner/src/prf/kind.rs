@@ -1,0 +1,68 @@
+//! The PRF cell as the harness sees it: identity, inputs, checks and its run.
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::tensor::backend::Backend;
+
+use super::cell::{PrfCell, check_prf_inputs};
+use crate::harness::grid::{CellKind, Input, RunContext};
+use crate::harness::log::Outcome;
+
+impl CellKind for PrfCell {
+    fn identity(&self) -> Self {
+        let mut c = self.clone();
+        c.model_dir = Default::default();
+        c.files = Default::default();
+        c.train.checkpoints = false;
+        c.train.checkpoint_every_s = 0.0;
+        c.train.save_model = false;
+        c
+    }
+
+    fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+
+    fn subject(&self) -> String {
+        format!("corpus {} prf {}", self.corpus_name, self.prf_name)
+    }
+
+    fn inputs(&self) -> Vec<Input<'_>> {
+        let f = &self.files;
+        let mut inputs = vec![
+            Input {
+                what: "collection",
+                name: &self.corpus_name,
+                path: &f.collection,
+            },
+            Input {
+                what: "matrix",
+                name: &self.corpus_name,
+                path: &f.matrix,
+            },
+        ];
+        for (name, set) in std::iter::once(("train", &f.train)).chain(f.eval_sets()) {
+            for (what, path) in [
+                ("queries", &set.queries),
+                ("qrels", &set.qrels),
+                ("first-pass run", &set.run),
+            ] {
+                inputs.push(Input { what, name, path });
+            }
+        }
+        inputs
+    }
+
+    fn check(&self) -> Vec<anyhow::Error> {
+        check_prf_inputs(self).err().into_iter().collect()
+    }
+
+    fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
+        super::fit::run_prf::<B>(self, ctx.dir, ctx.log, ctx.device)
+    }
+}
