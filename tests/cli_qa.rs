@@ -1505,8 +1505,9 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
     let out = bare.output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let t = text(&out);
-    // GLUE 8 × 2, SQuAD 8 models × 2, HotpotQA 4 losses, ranking 4 × 2; 3 seeds each.
-    assert!(t.contains("132 cells"), "{t}");
+    // GLUE 8 × 2, SQuAD 8 models × 2, HotpotQA 4 losses, the cross-encoder 4 × 2, PRF 2
+    // objectives; 3 seeds each.
+    assert!(t.contains("138 cells"), "{t}");
     for v in vars {
         assert!(t.contains(&format!("{v} is not set")), "{v}: {t}");
     }
@@ -1529,6 +1530,7 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
         std::os::unix::fs::symlink(&tiny, models.join(name)).unwrap();
     }
     std::os::unix::fs::symlink(tiny_longformer(root), models.join("longformer-base-4096")).unwrap();
+    std::os::unix::fs::symlink(&tiny, models.join("ance-msmarco-passage")).unwrap();
     let marco = ranking_dir(root);
     let (msmarco, dl, hard) = (
         root.join("msmarco"),
@@ -1558,6 +1560,42 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
     copy("queries.tsv", &hard.join("topics.tsv"));
     copy("qrels.eval.txt", &hard.join("dl_hard-passage.qrels"));
     copy("run.eval.trec", &hard.join("baselines/passage/bm25.run"));
+    // PRF: training queries, the first-pass runs (MS MARCO's qid<TAB>pid<TAB>rank) and the
+    // passage matrix at the tiny model's width.
+    copy("queries.tsv", &msmarco.join("queries.train.tsv"));
+    copy("qrels.train.txt", &msmarco.join("qrels.train.tsv"));
+    let as_tsv = |trec: &str, to: &str| {
+        let tsv: String = std::fs::read_to_string(marco.join(trec))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                format!("{}\t{}\t{}\n", f[0], f[2], f[3])
+            })
+            .collect();
+        write(&msmarco.join("run").join(to), &tsv);
+    };
+    as_tsv("run.train.trec", "ance.train.tsv");
+    for split in ["dev.small", "dl19", "dl20", "dl-hard"] {
+        as_tsv("run.eval.trec", &format!("ance.{split}.tsv"));
+    }
+    let pids: Vec<String> = std::fs::read_to_string(marco.join("collection.tsv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    let mut matrix = runner::retrieval::matrix::MatrixWriter::open(
+        &msmarco.join("matrix/ance"),
+        32,
+        runner::retrieval::matrix::VectorDtype::F32,
+        64,
+        "test",
+    )
+    .unwrap();
+    for chunk in pids.chunks(64) {
+        let vectors: Vec<f32> = (0..chunk.len() * 32).map(|i| (i % 7) as f32).collect();
+        matrix.write_shard(chunk, &vectors).unwrap();
+    }
     let (squad, hotpot) = (squad_dir(root), hotpot_dir(root));
     let with_data = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
@@ -1576,6 +1614,27 @@ fn the_paper_grid_of_14_datasets_validates_on_fixture_data() {
     let out = with_data();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("every cell is valid"), "{}", text(&out));
+
+    // A PRF first-pass run that misses a dev query is named.
+    let run = msmarco.join("run/ance.dev.small.tsv");
+    let full = std::fs::read_to_string(&run).unwrap();
+    std::fs::write(
+        &run,
+        full.lines()
+            .skip(7)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = with_data();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("ance.dev.small.tsv: query q14 of")
+            && text(&out).contains("has no first-pass"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&run, full).unwrap();
 
     // A missing ranking file is named.
     std::fs::remove_file(hard.join("baselines/passage/bm25.run")).unwrap();

@@ -341,7 +341,10 @@ fn the_paper_glue_cells_train_as_the_official_commands() {
         for &(dataset, loss, lr, batch, decay, max_steps, epochs, warmup, ratio) in &official {
             let matching: Vec<_> = cells
                 .iter()
-                .filter(|c| c.params["dataset"] == dataset && c.params["loss"] == loss)
+                .filter(|c| {
+                    c.params.get("dataset").is_some_and(|d| d == dataset)
+                        && c.params.get("loss").is_some_and(|l| l == loss)
+                })
                 .collect();
             assert!(!matching.is_empty(), "{file}: no cell {dataset} / {loss}");
             for cell in matching {
@@ -605,5 +608,57 @@ fn the_paper_hotpot_cells_train_as_the_official_commands() {
                 (other, _) => panic!("{loss}: {other:?}"),
             }
         }
+    }
+}
+
+#[test]
+fn the_paper_prf_cells_train_as_the_official_dense_command() {
+    // zycdev/LoL README, "For dense retrieval (ANCE)", Training: NC in {0, 1}, lambda_cr 1,
+    // --num_train_epochs 12/(1+NC), --per_device_train_batch_size 36/(1+NC) on 3 reformulating
+    // GPUs, lr 1e-5, warmup 0.1, --max_n_prf 5 --shuffle_psgs, 512 / 128 / 128 tokens,
+    // --norm_power nan, the top-20 training matrix, eval_steps 1000.
+    let path = crate::util::root().join("experiments/cmploss-paper.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cells = expand(&ExperimentFile::parse(&path, text, Path::new("/cache")).unwrap()).unwrap();
+    let prf: Vec<_> = cells.iter().filter_map(|c| c.config.as_prf()).collect();
+    assert_eq!(prf.len(), 6, "plain and lol × 3 seeds");
+    for c in prf {
+        let nc = c.prf.n_compare;
+        assert_eq!(
+            (c.prf_name.as_str(), nc),
+            if nc == 0 { ("plain", 0) } else { ("lol", 1) }
+        );
+        let t = &c.train;
+        assert_eq!(t.batch_size, 108 / (1 + nc), "{}", c.prf_name);
+        assert_eq!(t.epochs, 12.0 / (1 + nc) as f64, "{}", c.prf_name);
+        assert_eq!(
+            (t.learning_rate, t.warmup_ratio, t.weight_decay),
+            (1e-5, 0.1, 0.0)
+        );
+        assert_eq!(
+            (t.max_seq_len, t.eval_every, t.max_grad_norm),
+            (512, 1000, 1.0)
+        );
+        let p = &c.prf;
+        assert_eq!((p.lambda_pr, p.lambda_qr), (1.0, 0.0));
+        assert_eq!(p.lambda_cr, if nc == 0 { 0.0 } else { 1.0 });
+        assert_eq!((p.max_n_prf, p.shuffle_psgs), (5, true));
+        assert_eq!(
+            (p.max_q_len, p.max_p_len, p.train_candidates),
+            (128, 128, 20)
+        );
+        assert_eq!(p.norm_power, None);
+        assert!(p.projection && p.pooling == runner::prf::spec::QueryPooling::First);
+        assert!(c.model_dir.ends_with("ance-msmarco-passage"));
+        let sets: Vec<_> = c
+            .files
+            .eval_sets()
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.relevance_level))
+            .collect();
+        assert_eq!(
+            sets,
+            [("dev", 1), ("dl-hard", 2), ("dl19", 2), ("dl20", 2)].map(|(n, l)| (n.to_string(), l))
+        );
     }
 }

@@ -6,6 +6,8 @@
 //!   runs the views of a comparative (CmpLoss) step batched or one after another.
 //! - Llama-family decoders ([`llama`]: Llama 2 / 3 / 3.1, Mistral, SmolLM) loaded from HF
 //!   safetensors or GGUF ([`gguf`]), with perplexity, greedy generation and a classification head.
+//! - LoL's dense query reformulator for pseudo-relevance feedback ([`QueryReformulator`], with
+//!   the official input layout of a query and its feedback passages, [`FeedbackInput`]).
 //! - LoRA adapters ([`lora`]) for any linear, with Mondal et al.'s neuron-specific variant on a
 //!   decoder's `gate_proj` ([`LlamaModel::with_lora`]), merging and PEFT-named files.
 //!

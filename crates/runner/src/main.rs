@@ -208,6 +208,21 @@ enum Bench {
         #[command(flatten)]
         on: DeviceArg,
     },
+    /// Milliseconds per dense PRF training step (every revision's forward, LoL's objective,
+    /// backward, clipping, AdamW) on random tokens and a random passage matrix.
+    PrfStep {
+        #[command(flatten)]
+        job: commands::bench_prf::BenchPrfStep,
+        #[command(flatten)]
+        on: DeviceArg,
+    },
+    /// Queries/s of exact inner-product search over a random passage matrix (top k).
+    Search {
+        #[command(flatten)]
+        job: commands::bench_prf::BenchSearch,
+        #[command(flatten)]
+        on: DeviceArg,
+    },
 }
 
 fn main() -> ExitCode {
@@ -253,6 +268,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&run_on(on.device, job)?)?
             }
             Bench::LoraStep { mut job, on } => {
+                job.device_label = on.device.to_string();
+                print_json(&run_on(on.device, job)?)?
+            }
+            Bench::PrfStep { mut job, on } => {
+                job.device_label = on.device.to_string();
+                print_json(&run_on(on.device, job)?)?
+            }
+            Bench::Search { mut job, on } => {
                 job.device_label = on.device.to_string();
                 print_json(&run_on(on.device, job)?)?
             }

@@ -6,7 +6,7 @@
 //! | encoder fine-tuning | [`crate::encoder`] | `grid.dataset` or `grid.pairs` | `[datasets.*]`, `[losses.*]`, `grid.loss` ([`crate::encoder::spec`]) |
 //! | neuron study | [`crate::study`] | `grid.study` (without `grid.task`) | `[texts.*]`, `[studies.*]` ([`crate::study::spec`]) |
 //! | LoRA fine-tuning | [`crate::lora`] | `grid.task` (its `grid.study` cells run first and feed it) | `[tasks.*]`, `[lora]`, a model's `lora`, `grid.neurons` ([`crate::lora::spec`]) |
-//! | dense PRF | [`crate::prf`] | `grid.corpus` | `[corpora.*]`, `[prf.*]`, `grid.prf` ([`crate::prf::spec`]) |
+//! | dense PRF | [`crate::prf`] | `grid.corpus` (beside encoder cells when the grid also has `dataset` or `pairs`) | `[corpora.*]`, `[prf.*]`, `grid.prf`, `grid.prf_model` ([`crate::prf::spec`]) |
 //!
 //! `name`, `description`, `[train]`, `[models.*]` and `grid.model` / `grid.seed` /
 //! `grid.train` are shared ([`crate::harness::experiment`]). Each kind reads its sections as its
@@ -179,12 +179,14 @@ enum GridKind {
     Study,
     Lora,
     Prf,
+    EncoderAndPrf,
 }
 
 impl Expand for CellConfig {
     /// A grid with `task` fine-tunes decoders with LoRA (its studies first), one with `study`
-    /// studies neurons, one with `corpus` trains PRF reformulators, any other fine-tunes
-    /// encoders. An axis of another kind is an error.
+    /// studies neurons, one with `corpus` trains PRF reformulators (after its encoder cells,
+    /// when it also has `dataset` or `pairs`), any other fine-tunes encoders. An axis of
+    /// another kind is an error.
     fn expand(file: &ExperimentFile) -> Result<Vec<Cell>> {
         let mut views = Views::new(file);
         let encoder: crate::encoder::spec::Sections = views.read()?;
@@ -196,7 +198,11 @@ impl Expand for CellConfig {
         let kind = if !lora.grid.task.is_empty() {
             GridKind::Lora
         } else if !prf.grid.corpus.is_empty() {
-            GridKind::Prf
+            if encoder.grid.used().is_empty() {
+                GridKind::Prf
+            } else {
+                GridKind::EncoderAndPrf
+            }
         } else if !study.grid.study.is_empty() {
             GridKind::Study
         } else {
@@ -224,6 +230,11 @@ impl Expand for CellConfig {
                 "PRF reformulators (`corpus`)",
                 "other kinds of cell",
                 [encoder.grid.used(), lora.grid.used(), study.grid.used()].concat(),
+            ),
+            GridKind::EncoderAndPrf => (
+                "encoder fine-tuning and PRF reformulators",
+                "decoder cells",
+                [lora.grid.used(), study.grid.used()].concat(),
             ),
             GridKind::Encoder => (
                 "encoder fine-tuning (`dataset` or `pairs`)",
@@ -270,7 +281,20 @@ impl Expand for CellConfig {
                 crate::study::cell::expand(file, &study, false)?,
                 CellConfig::Study,
             )),
-            GridKind::Prf => Ok(wrap(crate::prf::cell::expand(file, &prf)?, CellConfig::Prf)),
+            GridKind::Prf => Ok(wrap(
+                crate::prf::cell::expand(file, &prf, 0)?,
+                CellConfig::Prf,
+            )),
+            GridKind::EncoderAndPrf => {
+                let mut cells = wrap(
+                    crate::encoder::cell::expand(file, &encoder)?,
+                    CellConfig::Train,
+                );
+                let prf_cells = crate::prf::cell::expand(file, &prf, cells.len())?;
+                cells.extend(wrap(prf_cells, CellConfig::Prf));
+                grid::check_unique(file, &cells)?;
+                Ok(cells)
+            }
             GridKind::Encoder => Ok(wrap(
                 crate::encoder::cell::expand(file, &encoder)?,
                 CellConfig::Train,

@@ -238,7 +238,7 @@ fn rss_mib(key: &str) -> Option<f64> {
 
 /// `batch` rows of `seq` random token ids from a seeded RNG. Ids from 1000 up avoid BERT's
 /// special and unused tokens and a decoder's control tokens.
-fn random_tokens(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
+pub(crate) fn random_tokens(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
     let mut rng = StdRng::seed_from_u64(0);
     let low = 1000.min(vocab as u32 - 1);
     (0..batch)
@@ -250,7 +250,7 @@ fn random_tokens(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn backend_label(device: &str) -> String {
+pub(crate) fn backend_label(device: &str) -> String {
     if device.starts_with("cuda") {
         "cuda".into()
     } else if cfg!(feature = "x86-v4") {
@@ -613,7 +613,7 @@ impl BackendJob for BenchLoraStep {
 /// after one warm-up step: `loss` runs the forward (its value is read, forcing the computation),
 /// then backward, global-norm clipping at `max_norm` and an AdamW step at `lr`; `probe` reads a
 /// parameter so that the update has run before the clock stops.
-fn time_steps<B, M, O>(
+pub(crate) fn time_steps<B, M, O>(
     mut model: M,
     optimizer: &mut O,
     iters: usize,

@@ -29,6 +29,11 @@ pub struct EncoderArgs {
     /// How token states become one vector.
     #[arg(long, value_enum, default_value = "mean")]
     pub pooling: Pooling,
+    /// Pass the pooled state through the checkpoint's projection head (ANCE's `embeddingHead`
+    /// and `norm`, or a PRF reformulator's `dense_proj` and `layer_norm`): ANCE's vectors are
+    /// `--pooling cls --projection`.
+    #[arg(long)]
+    pub projection: bool,
     /// L2-normalise every vector (inner product = cosine).
     #[arg(long)]
     pub normalize: bool,
@@ -44,9 +49,10 @@ impl EncoderArgs {
     /// What a matrix records of how it was made (checked when a run resumes it).
     fn source(&self) -> String {
         format!(
-            "{} pooling={:?} normalize={} max_len={}",
+            "{} pooling={:?}{} normalize={} max_len={}",
             self.model.display(),
             self.pooling,
+            if self.projection { " projection" } else { "" },
             self.normalize,
             self.max_len.map_or("model".into(), |n| n.to_string())
         )
@@ -58,8 +64,7 @@ impl EncoderArgs {
         }
         TextEncoder::open(
             &self.model,
-            self.pooling,
-            self.normalize,
+            (self.pooling, self.projection, self.normalize),
             self.max_len,
             device,
         )

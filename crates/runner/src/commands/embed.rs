@@ -28,8 +28,12 @@ impl BackendJob for EmbedJob {
     /// Mean pooling over all non-padding tokens, `[CLS]` and `[SEP]` included (the
     /// sentence-transformers convention); L2-normalised only when asked.
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<Vec<f32>>> {
-        let encoder =
-            TextEncoder::<B>::open(&self.model, Pooling::Mean, self.normalize, None, &device)?;
+        let encoder = TextEncoder::<B>::open(
+            &self.model,
+            (Pooling::Mean, false, self.normalize),
+            None,
+            &device,
+        )?;
         let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
         let flat = encoder.encode(&texts, &device)?;
         Ok(flat.chunks(encoder.dim()).map(<[f32]>::to_vec).collect())

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_prf;
 pub mod corpus;
 pub mod decoder;
 pub mod embed;

@@ -1,8 +1,9 @@
 //! The dense PRF cell ([`PrfCell`]): its expansion from `[grid]` and its checks (its run is in
 //! [`super::fit`]).
 //!
-//! Order (outermost first): `grid.model`, `grid.corpus`, `grid.prf` (default `["plain"]`), the
-//! training-setting axes of `grid.train` (keys in alphabetical order), then the seeds.
+//! Order (outermost first): the models (`grid.prf_model`, or `grid.model`), `grid.corpus`,
+//! `grid.prf` (default `["plain"]`), the training-setting axes of `grid.train` (keys in
+//! alphabetical order), then the seeds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,13 +43,14 @@ pub struct PrfCell {
     pub files: CorpusFiles,
 }
 
-/// The official dense training command's settings: 36 revisions per batch, 12 epochs,
-/// learning rate 1e-5 with 10 % warmup, inputs of 512 tokens; HF `Trainer`'s defaults
-/// otherwise (no weight decay, clipping at 1.0).
+/// The official dense training command's settings: 108 revisions per batch (36 per device on
+/// the 3 GPUs that reformulate: its trainer's `train_batch_size`), 12 epochs, learning rate
+/// 1e-5 with 10 % warmup, inputs of 512 tokens; HF `Trainer`'s defaults otherwise (no weight
+/// decay, clipping at 1.0).
 fn prf_defaults() -> TrainConfig {
     TrainConfig {
         epochs: 12.0,
-        batch_size: 36,
+        batch_size: 108,
         learning_rate: 1e-5,
         warmup_ratio: 0.1,
         max_seq_len: 512,
@@ -56,21 +58,27 @@ fn prf_defaults() -> TrainConfig {
     }
 }
 
-/// The PRF cells of `file`, in the order of the module docs.
-pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<PrfCell>>> {
+/// The PRF cells of `file`, in the order of the module docs, numbered from `first` (after the
+/// grid's other cells).
+pub fn expand(file: &ExperimentFile, own: &Sections, first: usize) -> Result<Vec<Cell<PrfCell>>> {
     let e = &file.experiment;
     let (g, a) = (&e.grid, &own.grid);
-    if g.model.is_empty() {
+    let (model_names, axis) = if a.prf_model.is_empty() {
+        (&g.model, "model")
+    } else {
+        (&a.prf_model, "prf_model")
+    };
+    if model_names.is_empty() {
         bail!(
-            "{}: the grid needs at least one model",
+            "{}: PRF cells need at least one model (`model`, or `prf_model`)",
             file.locate(&["grid"])
         );
     }
-    for (i, m) in g.model.iter().enumerate() {
+    for (i, m) in model_names.iter().enumerate() {
         let Some(spec) = e.models.get(m) else {
             bail!(
                 "{}: unknown model `{m}`; the file defines {}",
-                file.locate(&["grid", "model", &i.to_string()]),
+                file.locate(&["grid", axis, &i.to_string()]),
                 names(e.models.keys())
             );
         };
@@ -129,7 +137,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<PrfCell>
     let axes = train_axes(file)?;
 
     let mut cells = Vec::new();
-    for model_name in &g.model {
+    for model_name in model_names {
         let model = &e.models[model_name];
         for corpus_name in &a.corpus {
             let corpus = &own.corpora[corpus_name];
@@ -176,7 +184,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<PrfCell>
                         params.insert("corpus".into(), corpus_name.clone());
                         params.insert("prf".into(), prf_name.clone());
                         params.insert("seed".into(), seed.to_string());
-                        cells.push(Cell::new(cells.len(), params, config));
+                        cells.push(Cell::new(first + cells.len(), params, config));
                     }
                 }
             }

@@ -26,7 +26,8 @@
 //! The defaults are the official dense (ANCE) training command's: `max_n_prf = 5`,
 //! `shuffle_psgs = true`, `max_seq_len = 512`, `max_q_len = 128`, `max_p_len = 128`, no
 //! normalisation of the query vector (`--norm_power nan`), learning rate 1e-5 with 10 %
-//! warmup, 36 revisions per batch and 12 epochs, both divided by `1 + n_compare`.
+//! warmup, 108 revisions per batch (36 per device on 3 GPUs) and 12 epochs, both divided by
+//! `1 + n_compare`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,10 @@ pub struct Axes {
     /// Corpora.
     #[serde(default)]
     pub corpus: Vec<String>,
+    /// The reformulators' models, when they are not `grid.model` (a grid that also fine-tunes
+    /// encoders over `pairs`, as the paper grid).
+    #[serde(default)]
+    pub prf_model: Vec<String>,
     /// PRF objectives (default: `["plain"]`).
     #[serde(default)]
     pub prf: Vec<String>,
@@ -65,6 +70,7 @@ impl Axes {
     pub fn used(&self) -> Vec<&'static str> {
         set_axes(&[
             ("corpus", !self.corpus.is_empty()),
+            ("prf_model", !self.prf_model.is_empty()),
             ("prf", !self.prf.is_empty()),
         ])
     }
@@ -212,8 +218,8 @@ pub struct PrfSpec {
     #[serde(default = "twenty")]
     pub train_candidates: usize,
     /// Divide `batch_size` (revisions per batch) and `epochs` by `1 + n_compare`, as the
-    /// official commands do (`36/(1+NC)` queries, `12/(1+NC)` epochs), so every cell sees as
-    /// many revisions.
+    /// official commands do (`36/(1+NC)` queries per device, `12/(1+NC)` epochs), so every cell
+    /// sees as many revisions.
     #[serde(default = "yes")]
     pub scale_by_revisions: bool,
 }

@@ -1,12 +1,14 @@
 //! Texts to vectors with an encoder checkpoint: the encoder's last hidden states pooled over the
 //! tokens (`mean`: over every non-padding token, `[CLS]` and `[SEP]` included, as
-//! sentence-transformers pools MiniLM) or the first token's (`cls`), optionally L2-normalised.
+//! sentence-transformers pools MiniLM) or the first token's (`cls`), optionally through the
+//! checkpoint's projection head (ANCE's `embeddingHead` + `norm`, or a PRF reformulator's
+//! `dense_proj` + `layer_norm`: [`models::QueryReformulator`]), optionally L2-normalised.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use models::{BertModel, Checkpoint, ForwardContext, TextTokenizer, load_bare_encoder, mean_pool};
+use models::{Checkpoint, ForwardContext, QueryReformulator, ReformulatorConfig, TextTokenizer};
 use serde::{Deserialize, Serialize};
 
 /// How token states become one vector.
@@ -22,22 +24,21 @@ pub enum Pooling {
 /// An encoder with its tokenizer and pooling.
 #[derive(Debug)]
 pub struct TextEncoder<B: Backend> {
-    model: BertModel<B>,
+    model: QueryReformulator<B>,
     tokenizer: TextTokenizer,
-    pooling: Pooling,
-    normalize: bool,
     dim: usize,
 }
 
 impl<B: Backend> TextEncoder<B> {
-    /// Load the checkpoint folder `dir` (truncating to `max_len` tokens when given).
+    /// Load the checkpoint folder `dir` (truncating to `max_len` tokens when given); with
+    /// `projection`, through its projection head.
     ///
     /// # Errors
-    /// A missing or unreadable checkpoint or tokenizer (the error names the path).
+    /// A missing or unreadable checkpoint or tokenizer (the error names the path); with
+    /// `projection`, a checkpoint without a head.
     pub fn open(
         dir: &Path,
-        pooling: Pooling,
-        normalize: bool,
+        (pooling, projection, normalize): (Pooling, bool, bool),
         max_len: Option<usize>,
         device: &B::Device,
     ) -> Result<Self> {
@@ -47,15 +48,25 @@ impl<B: Backend> TextEncoder<B> {
             tokenizer = tokenizer.with_max_len(n)?;
         }
         let dim = checkpoint.config.hidden_size;
-        let (model, report) = load_bare_encoder::<B>(checkpoint, device)?;
+        let config = ReformulatorConfig {
+            mean_pooling: pooling == Pooling::Mean,
+            projection,
+            norm_power: normalize.then_some(2.0),
+        };
+        let (model, report) = QueryReformulator::<B>::load(checkpoint, config, 0, device)?;
+        if !report.initialised.is_empty() {
+            bail!(
+                "{}: --projection needs the checkpoint's head (dense_proj.* and layer_norm.*, or \
+                 ANCE's embeddingHead.* and norm.*), which it lacks",
+                dir.display()
+            );
+        }
         if !report.dropped.is_empty() {
             tracing::info!("not used for embeddings: {}", report.dropped.join(", "));
         }
         Ok(Self {
             model,
             tokenizer,
-            pooling,
-            normalize,
             dim,
         })
     }
@@ -71,20 +82,7 @@ impl<B: Backend> TextEncoder<B> {
     /// A text the tokenizer cannot encode.
     pub fn encode(&self, texts: &[&str], device: &B::Device) -> Result<Vec<f32>> {
         let input = self.tokenizer.encode_texts(texts)?.to_input::<B>(device);
-        let hidden = self.model.forward(&input, &mut ForwardContext::eval());
-        let mut pooled = match self.pooling {
-            Pooling::Mean => mean_pool(&hidden, &input.attention_mask),
-            Pooling::Cls => models::first_token(&hidden),
-        };
-        if self.normalize {
-            let norms = pooled
-                .clone()
-                .powi_scalar(2)
-                .sum_dim(1)
-                .sqrt()
-                .clamp_min(1e-12);
-            pooled = pooled / norms;
-        }
+        let pooled = self.model.forward(&input, &mut ForwardContext::eval());
         Ok(pooled
             .into_data()
             .convert::<f32>()
