@@ -1,4 +1,4 @@
-//! TREC qrels and runs, and MRR@10 / nDCG@10 / recall@1000 against trec_eval (pytrec_eval) on
+//! TREC qrels and runs, and MRR@10 / nDCG@10 / recall@100 / recall@1000 against trec_eval (pytrec_eval) on
 //! a run with ties, graded judgements, an unjudged-relevant query and 1,200 candidates
 //! (tests/fixtures/ranking/make_ranking_fixture.py).
 
@@ -26,13 +26,14 @@ fn ranking_scores_match_trec_eval() {
             per_query.keys().collect::<Vec<_>>(),
             want.keys().collect::<Vec<_>>()
         );
-        let mut sums = [0.0; 3];
+        let mut sums = [0.0; 4];
         for (q, s) in &per_query {
             let w = &want[q];
             for (k, (name, got)) in [
                 ("mrr@10", s.mrr_at_10),
                 ("ndcg@10", s.ndcg_at_10),
                 ("recall@1000", s.recall_at_1000),
+                ("recall@100", s.recall_at_100),
             ]
             .into_iter()
             .enumerate()
@@ -49,6 +50,11 @@ fn ranking_scores_match_trec_eval() {
         assert!((means.mrr_at_10 - sums[0] / n).abs() < 1e-4);
         assert!((means.ndcg_at_10 - sums[1] / n).abs() < 1e-4);
         assert!((means.recall_at_1000 - sums[2] / n).abs() < 1e-4);
+        assert!((means.recall_at_100 - sums[3] / n).abs() < 1e-4);
+        assert!(
+            means.recall_at_100 < means.recall_at_1000,
+            "a relevant passage between ranks 100 and 1000"
+        );
     }
     // Written in trec_eval's order and read back: the same scores.
     let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ use super::spec::{
     CmpMode, DatasetFormat, DatasetSpec, LossSpec, RankingFiles, Sections, StepDropout, Task,
 };
 use crate::harness::experiment::{ExperimentFile, ModelKind, ModelSpec, TrainConfig};
-use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
+use crate::harness::grid::{Cell, check_unique, kebab, names, train_axes, train_settings};
 
 /// A training cell, resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,19 +254,12 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
                 } => *d = StepDropout::crop_only_default(dataset.format),
                 _ => {}
             }
-            for combo in cartesian(&axes) {
-                let mut train = with_loss.clone();
-                let mut params = BTreeMap::new();
-                for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
-                    train.apply(o);
-                    params.insert(key.clone(), text.clone());
-                }
-                train.validate().map_err(|msg| {
-                    anyhow::anyhow!(
-                        "{}: cell {model_name} × {dataset_name}: {msg}",
-                        file.path.display()
-                    )
-                })?;
+            for (mut train, params) in train_settings(
+                file,
+                &axes,
+                &with_loss,
+                &format!("{model_name} × {dataset_name}"),
+            )? {
                 let model_dir = file.resolve(&model.path);
                 let limit = *limits
                     .entry(model_dir.clone())

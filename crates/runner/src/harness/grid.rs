@@ -12,7 +12,9 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 pub use crate::harness::cell::{Cell, CellKind, Expand, Input, RunContext, Shared};
-use crate::harness::experiment::{ExperimentFile, ModelKind, TrainOverrides, setting_from_value};
+use crate::harness::experiment::{
+    ExperimentFile, ModelKind, TrainConfig, TrainOverrides, setting_from_value,
+};
 use crate::harness::results::status;
 
 /// An experiment file, expanded.
@@ -165,6 +167,31 @@ pub fn train_axes(file: &ExperimentFile) -> Result<Vec<TrainAxis>> {
         axes.push((key.clone(), parsed));
     }
     Ok(axes)
+}
+
+/// `base` with each combination of the training axes applied (first axis outermost), checked:
+/// the settings and the axis values as text. `cell` names the cell in an error.
+pub fn train_settings(
+    file: &ExperimentFile,
+    axes: &[TrainAxis],
+    base: &TrainConfig,
+    cell: &str,
+) -> Result<Vec<(TrainConfig, BTreeMap<String, String>)>> {
+    cartesian(axes)
+        .into_iter()
+        .map(|combo| {
+            let mut train = base.clone();
+            let mut params = BTreeMap::new();
+            for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
+                train.apply(o);
+                params.insert(key.clone(), text.clone());
+            }
+            train
+                .validate()
+                .map_err(|msg| anyhow::anyhow!("{}: cell {cell}: {msg}", file.path.display()))?;
+            Ok((train, params))
+        })
+        .collect()
 }
 
 /// Every combination of one value per axis, first axis outermost (one empty combination when

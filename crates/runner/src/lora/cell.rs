@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{LoraSpec, NeuronChoice, Sections, TaskFormat, TaskSpec};
 use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
-use crate::harness::grid::{Cell, cartesian, check_decoder_models, names, train_axes};
+use crate::harness::grid::{Cell, check_decoder_models, names, train_axes, train_settings};
 
 /// A LoRA fine-tuning cell, resolved: train on the task's training language, evaluate on
 /// `eval_files`.
@@ -149,19 +149,9 @@ pub fn expand(
                     vec![None]
                 };
                 for target in targets {
-                    for combo in cartesian(&axes) {
-                        let mut train = base.clone();
-                        let mut params = BTreeMap::new();
-                        for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
-                            train.apply(o);
-                            params.insert(key.clone(), text.clone());
-                        }
-                        train.validate().map_err(|msg| {
-                            anyhow::anyhow!(
-                                "{}: cell {model_name} × {task_name}: {msg}",
-                                file.path.display()
-                            )
-                        })?;
+                    for (train, params) in
+                        train_settings(file, &axes, &base, &format!("{model_name} × {task_name}"))?
+                    {
                         let eval_files: BTreeMap<String, std::path::PathBuf> = task
                             .eval
                             .iter()

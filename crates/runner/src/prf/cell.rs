@@ -5,7 +5,6 @@
 //! `grid.prf` (default `["plain"]`), the training-setting axes of `grid.train` (keys in
 //! alphabetical order), then the seeds.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{CorpusFiles, CorpusSpec, PrfSpec, Sections};
 use crate::harness::experiment::{ExperimentFile, ModelKind, ModelSpec, TrainConfig};
-use crate::harness::grid::{Cell, cartesian, check_unique, kebab, names, train_axes};
+use crate::harness::grid::{Cell, check_unique, kebab, names, train_axes, train_settings};
 
 /// A PRF cell, resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,19 +146,9 @@ pub fn expand(file: &ExperimentFile, own: &Sections, first: usize) -> Result<Vec
                 let mut base = prf_defaults();
                 base.apply(&e.train);
                 base.apply(&model.train);
-                for combo in cartesian(&axes) {
-                    let mut train = base.clone();
-                    let mut params = BTreeMap::new();
-                    for (key, (text, o)) in axes.iter().map(|a| &a.0).zip(&combo) {
-                        train.apply(o);
-                        params.insert(key.clone(), text.clone());
-                    }
-                    train.validate().map_err(|msg| {
-                        anyhow::anyhow!(
-                            "{}: cell {model_name} × {corpus_name}: {msg}",
-                            file.path.display()
-                        )
-                    })?;
+                for (mut train, params) in
+                    train_settings(file, &axes, &base, &format!("{model_name} × {corpus_name}"))?
+                {
                     if prf.scale_by_revisions {
                         let group = 1 + prf.n_compare;
                         train.batch_size = (train.batch_size / group).max(1);

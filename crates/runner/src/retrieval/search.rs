@@ -3,9 +3,10 @@
 //!
 //! The matrix is read a shard at a time and cut into chunks of at most `chunk_rows` passages;
 //! each chunk's scores against a block of queries are one matmul on the device, and the best `k`
-//! of each query are kept on the host, merged across chunks and shards. Memory is bounded by the
-//! chunk: one shard on the host, `chunk_rows × dim` passages and `query_block × chunk_rows`
-//! scores on the device. Ties are broken as trec_eval orders a run (score descending, then
+//! of each query are kept on the host, merged across chunks and shards, as (shard, row) indices:
+//! ids are compared only where scores tie and copied only for the final `k`. Memory is bounded
+//! by the chunk: one shard's vectors and the ids read so far on the host, `chunk_rows × dim`
+//! passages and `query_block × chunk_rows` scores on the device. Ties are broken as trec_eval orders a run (score descending, then
 //! passage id descending as strings), so the kept `k` are exactly trec_eval's first `k`, and a
 //! passage tied at the cut is kept or dropped as trec_eval would rank it.
 
@@ -32,15 +33,26 @@ impl Default for SearchPlan {
     }
 }
 
-/// The trec_eval order: score descending, then id descending.
-fn before(a: (&str, f32), b: (&str, f32)) -> std::cmp::Ordering {
-    b.1.total_cmp(&a.1).then_with(|| b.0.cmp(a.0))
+/// A kept passage: its score and where its id is (shard, row), so that ids are compared only
+/// where scores tie and copied only for the final `k`.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    score: f32,
+    shard: u32,
+    row: u32,
+}
+
+/// The trec_eval order: score descending, then id descending (`ids[shard][row]`).
+fn before(ids: &[Vec<String>], a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    b.score.total_cmp(&a.score).then_with(|| {
+        ids[b.shard as usize][b.row as usize].cmp(&ids[a.shard as usize][a.row as usize])
+    })
 }
 
 /// Keep the `k` first of `list` in trec_eval order (unsorted).
-fn keep_best(list: &mut Vec<(String, f32)>, k: usize) {
+fn keep_best(ids: &[Vec<String>], list: &mut Vec<Hit>, k: usize) {
     if list.len() > k {
-        list.select_nth_unstable_by(k - 1, |a, b| before((&a.0, a.1), (&b.0, b.1)));
+        list.select_nth_unstable_by(k - 1, |a, b| before(ids, a, b));
         list.truncate(k);
     }
 }
@@ -76,12 +88,16 @@ pub fn search<B: Backend>(
             (start, Tensor::from_data(data, device))
         })
         .collect();
-    let mut best: Vec<Vec<(String, f32)>> = vec![Vec::new(); n_queries];
-    // One index buffer for every row's selection (a chunk's passages).
-    let mut order: Vec<usize> = Vec::new();
+    let mut best: Vec<Vec<Hit>> = vec![Vec::new(); n_queries];
+    // The ids of the shards read so far (every kept hit points into them).
+    let mut ids: Vec<Vec<String>> = Vec::new();
+    // One buffer for every row's selection (a chunk's passages).
+    let mut order: Vec<Hit> = Vec::new();
     for s in 0..matrix.manifest.shards.len() {
         let shard = matrix.shard(s)?;
         let rows = shard.ids.len();
+        ids.push(shard.ids);
+        let shard_index = s as u32;
         for start in (0..rows).step_by(plan.chunk_rows.max(1)) {
             let end = (start + plan.chunk_rows.max(1)).min(rows);
             let n = end - start;
@@ -90,7 +106,6 @@ pub fn search<B: Backend>(
                 device,
             )
             .transpose();
-            let ids = &shard.ids[start..end];
             for (q0, q) in &blocks {
                 let scores: Vec<f32> = q
                     .clone()
@@ -100,18 +115,16 @@ pub fn search<B: Backend>(
                     .into_vec()
                     .expect("f32 scores");
                 for (r, row) in scores.chunks_exact(n).enumerate() {
-                    let kept = &mut best[q0 + r];
-                    // Only passages that could enter the kept k are copied out.
                     order.clear();
-                    order.extend(0..n);
-                    if n > k {
-                        order.select_nth_unstable_by(k - 1, |&a, &b| {
-                            before((&ids[a], row[a]), (&ids[b], row[b]))
-                        });
-                        order.truncate(k);
-                    }
-                    kept.extend(order.iter().map(|&j| (ids[j].clone(), row[j])));
-                    keep_best(kept, k);
+                    order.extend(row.iter().enumerate().map(|(j, &score)| Hit {
+                        score,
+                        shard: shard_index,
+                        row: (start + j) as u32,
+                    }));
+                    keep_best(&ids, &mut order, k);
+                    let kept = &mut best[q0 + r];
+                    kept.extend_from_slice(&order);
+                    keep_best(&ids, kept, k);
                 }
             }
         }
@@ -119,8 +132,13 @@ pub fn search<B: Backend>(
     Ok(best
         .into_iter()
         .map(|mut list| {
-            list.sort_by(|a, b| before((&a.0, a.1), (&b.0, b.1)));
-            list.into_iter().map(|(id, s)| (id, f64::from(s))).collect()
+            list.sort_by(|a, b| before(&ids, a, b));
+            list.into_iter()
+                .map(|h| {
+                    let id = ids[h.shard as usize][h.row as usize].clone();
+                    (id, f64::from(h.score))
+                })
+                .collect()
         })
         .collect())
 }
