@@ -252,3 +252,108 @@ fn bad_collections_and_queries_are_named_and_nothing_is_written() {
     );
     assert!(text(&out).contains("matrix.json"), "{}", text(&out));
 }
+
+#[test]
+fn corpus_import_reads_lols_torch_saved_matrices_and_refuses_what_it_cannot() {
+    // tests/fixtures/retrieval/make_torch_matrix_fixture.py: value (5 i + j) / 8 - 2 at row i,
+    // column j, rows named 7000 + i.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = fixture("retrieval/official");
+    let pids = dir.join("pids.txt");
+    let import = |tensor: &str, out: &str, extra: &[&str]| {
+        let t = dir.join(tensor);
+        let mut args = vec![
+            "corpus",
+            "import",
+            "--tensor",
+            t.to_str().unwrap(),
+            "--pids",
+            pids.to_str().unwrap(),
+            "--output",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        neuronlab(&args, root)
+    };
+    for (tensor, dtype) in [
+        ("matrix.f16.pt", "f16"),
+        ("matrix.f32.pt", "f32"),
+        ("matrix.slice.pt", "f32"),
+    ] {
+        let out = import(tensor, tensor, &["--shard-rows", "3"]);
+        assert!(out.status.success(), "{tensor}: {}", text(&out));
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (summary["passages"].as_u64(), summary["dim"].as_u64()),
+            (Some(7), Some(5))
+        );
+        assert_eq!(summary["source_dtype"], dtype, "{tensor}");
+        let m = Matrix::open(&root.join(tensor)).unwrap();
+        assert_eq!(
+            m.manifest.shards.len(),
+            3,
+            "{tensor}: 7 rows in shards of 3"
+        );
+        let (mut ids, mut rows) = (Vec::new(), Vec::new());
+        for s in 0..3 {
+            let shard = m.shard(s).unwrap();
+            ids.extend(shard.ids);
+            rows.extend(shard.vectors);
+        }
+        let want_ids: Vec<String> = (0..7).map(|i| (7000 + i).to_string()).collect();
+        assert_eq!(ids, want_ids, "{tensor}");
+        for (k, v) in rows.iter().enumerate() {
+            let (i, j) = (k / 5, k % 5);
+            assert_eq!(
+                *v,
+                (5 * i + j) as f32 / 8.0 - 2.0,
+                "{tensor}: row {i} column {j}"
+            );
+        }
+    }
+    // Killed after one shard: the rerun writes the other two.
+    let manifest = root.join("matrix.f16.pt/matrix.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    v["shards"].as_array_mut().unwrap().truncate(1);
+    std::fs::write(&manifest, v.to_string()).unwrap();
+    let out = import("matrix.f16.pt", "matrix.f16.pt", &["--shard-rows", "3"]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["resumed_after"], 3, "{}", text(&out));
+    let m = Matrix::open(&root.join("matrix.f16.pt")).unwrap();
+    assert_eq!(m.shard(2).unwrap().vectors[0], 30.0 / 8.0 - 2.0);
+
+    for (tensor, want) in [
+        ("matrix.t.pt", "stride [1, 5]; save it contiguous"),
+        ("matrix.sparse.pt", "a sparse tensor"),
+    ] {
+        let out = import(tensor, "refused", &[]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains(tensor) && text(&out).contains(want),
+            "{tensor}: {}",
+            text(&out)
+        );
+        assert!(!root.join("refused").exists(), "nothing written");
+    }
+    std::fs::write(root.join("short.txt"), "7000\n7001\n").unwrap();
+    let t = dir.join("matrix.f32.pt");
+    let out = neuronlab(
+        &[
+            "corpus",
+            "import",
+            "--tensor",
+            t.to_str().unwrap(),
+            "--pids",
+            "short.txt",
+            "--output",
+            "refused",
+        ],
+        root,
+    );
+    assert!(
+        text(&out).contains("short.txt: 2 ids, but the tensor") && text(&out).contains("7 rows"),
+        "{}",
+        text(&out)
+    );
+}

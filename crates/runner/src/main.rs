@@ -94,6 +94,9 @@ enum CorpusCommand {
         #[command(flatten)]
         on: DeviceArg,
     },
+    /// A matrix of LoL's (a torch.save'd dense [passages, dim] tensor, f16 or f32, with its
+    /// pids file) into a matrix folder, a shard at a time, resumable; prints a JSON summary.
+    Import(commands::corpus::CorpusImportJob),
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,6 +286,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Corpus { what } => match what {
             CorpusCommand::Embed { job, on } => print_json(&run_on(on.device, job)?)?,
             CorpusCommand::Search { job, on } => print_json(&run_on(on.device, job)?)?,
+            CorpusCommand::Import(job) => print_json(&job.run()?)?,
         },
         Command::Grid { what } => return grid(what),
         Command::Report { dir } => print!("{}", commands::report::report(&dir)?),

@@ -329,3 +329,42 @@ impl BackendJob for CorpusSearchJob {
         })
     }
 }
+
+/// `corpus import`: one of LoL's torch-saved matrices into a matrix folder.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CorpusImportJob {
+    /// The `torch.save`d tensor (LoL's `matrix/*.pt`).
+    #[arg(long)]
+    pub tensor: PathBuf,
+    /// Its rows' passage ids, one per line (LoL's `pids.*.txt`).
+    #[arg(long)]
+    pub pids: PathBuf,
+    /// The matrix folder to write (or resume).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// How the vectors are stored.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: VectorDtype,
+    /// Rows per shard.
+    #[arg(long, default_value_t = 65_536)]
+    pub shard_rows: usize,
+}
+
+impl CorpusImportJob {
+    /// Import, logging progress after each shard.
+    ///
+    /// # Errors
+    /// As [`crate::retrieval::torch_matrix::import`].
+    pub fn run(&self) -> Result<crate::retrieval::torch_matrix::ImportSummary> {
+        if self.shard_rows == 0 {
+            bail!("--shard-rows must be at least 1");
+        }
+        crate::retrieval::torch_matrix::import(
+            &self.tensor,
+            &self.pids,
+            &self.output,
+            (self.dtype, self.shard_rows),
+            |done, total| tracing::info!("{done}/{total} passages"),
+        )
+    }
+}
