@@ -11,8 +11,10 @@
 //! similarities are `s = q·Pᵀ`, and:
 //!
 //! - **passage ranking** (`loss_pr`): per revision, cross-entropy over *every* passage of the
-//!   matrix, the label being the revision's positive with the lowest similarity (the official
-//!   `argmin`, computed before masking) and its other positives masked out (−∞);
+//!   matrix given (the official trainer's training matrix: each training query's top
+//!   candidates and positives, not only the batch's passages), the label being the revision's
+//!   positive with the lowest similarity (the official `argmin`, computed before masking) and
+//!   its other positives masked out (−∞);
 //! - **query ranking** (`loss_qr`): for each positive of each group's first revision,
 //!   cross-entropy over every revision in the batch, labelled by that first revision; the
 //!   revisions of *other* groups that share the positive are masked out, the group's own
