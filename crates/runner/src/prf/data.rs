@@ -260,29 +260,43 @@ impl PrfData {
         }
         let matrix = Matrix::open(&files.matrix)?;
         let dim = matrix.dim();
-        let mut rows: HashMap<String, Vec<f32>> = HashMap::with_capacity(candidates.len());
+        // Each candidate's row, copied once into its place (the matrix can be the whole
+        // collection; the candidates of MS MARCO's training queries are millions of rows).
+        let mut train_ids: Vec<String> = candidates.into_iter().collect();
+        let slot: HashMap<&str, usize> = train_ids
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        let mut train_vectors = vec![0f32; train_ids.len() * dim];
+        let mut found = vec![false; train_ids.len()];
         for i in 0..matrix.manifest.shards.len() {
             let ids = matrix.shard_ids(i)?;
-            if !ids.iter().any(|id| candidates.contains(id)) {
+            if !ids.iter().any(|id| slot.contains_key(id.as_str())) {
                 continue;
             }
             let shard = matrix.shard(i)?;
             for (r, id) in shard.ids.iter().enumerate() {
-                if candidates.contains(id) {
-                    rows.insert(id.clone(), shard.vectors[r * dim..(r + 1) * dim].to_vec());
+                if let Some(&k) = slot.get(id.as_str()) {
+                    train_vectors[k * dim..(k + 1) * dim]
+                        .copy_from_slice(&shard.vectors[r * dim..(r + 1) * dim]);
+                    found[k] = true;
                 }
             }
         }
-        check_positives(&train, |p| rows.contains_key(p), files)?;
+        check_positives(&train, |p| slot.get(p).is_some_and(|&k| found[k]), files)?;
+        drop(slot);
         // Candidates outside the matrix (a run over another collection) are left out.
-        let train_ids: Vec<String> = candidates
-            .into_iter()
-            .filter(|p| rows.contains_key(p))
-            .collect();
-        let mut train_vectors = Vec::with_capacity(train_ids.len() * dim);
-        for id in &train_ids {
-            train_vectors.extend_from_slice(&rows[id]);
+        let mut kept = 0;
+        for k in 0..train_ids.len() {
+            if found[k] {
+                train_vectors.copy_within(k * dim..(k + 1) * dim, kept * dim);
+                train_ids.swap(kept, k);
+                kept += 1;
+            }
         }
+        train_ids.truncate(kept);
+        train_vectors.truncate(kept * dim);
         progress(&format!(
             "{} training passages from {} ({} rows, dim {dim})",
             train_ids.len(),

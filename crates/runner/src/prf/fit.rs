@@ -45,7 +45,7 @@ pub fn run_prf<B: Backend>(
     let started = Instant::now();
     let t = &cell.train;
     let limits = (t.max_train_examples, t.max_eval_examples);
-    let data = PrfData::read(&cell.files, &cell.prf, limits, |line| log.line(line))?;
+    let mut data = PrfData::read(&cell.files, &cell.prf, limits, |line| log.line(line))?;
     check_revisions(&data.train, &cell.prf, &cell.files.train.run)?;
     let checkpoint = Checkpoint::open(&cell.model_dir)
         .with_context(|| format!("loading model {}", cell.model_dir.display()))?;
@@ -88,8 +88,9 @@ pub fn run_prf<B: Backend>(
         .enumerate()
         .map(|(i, p)| (p.as_str(), i))
         .collect();
+    let vectors = std::mem::take(&mut data.train_vectors);
     let passages = Tensor::<Autodiff<B>, 2>::from_data(
-        TensorData::new(data.train_vectors.clone(), [data.train_ids.len(), data.dim]),
+        TensorData::new(vectors, [data.train_ids.len(), data.dim]),
         device,
     );
     let train = &data.train;
