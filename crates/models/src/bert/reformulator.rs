@@ -240,11 +240,8 @@ pub struct FeedbackInput {
 }
 
 impl FeedbackInput {
-    /// Tokenise `query` with `passages` as feedback, as the official `QryRfmDataset` does: the
-    /// query cut to `max_q_len` tokens between its special tokens; each passage, in order, cut to
-    /// `min(max_p_len, max_seq_len − length − 1)` tokens and closed by `[SEP]`; passages stop
-    /// once fewer than 10 positions are left. So fewer passages than given may fit
-    /// ([`Self::n_passages`]).
+    /// Tokenise `query` with `passages` as feedback, as the official `QryRfmDataset` does:
+    /// [`Self::query_tokens`], [`Self::passage_tokens`], then [`Self::from_tokens`].
     ///
     /// # Errors
     /// A text the tokenizer cannot encode, or an empty query (the error names it).
@@ -254,33 +251,55 @@ impl FeedbackInput {
         passages: &[&str],
         limits: FeedbackLimits,
     ) -> Result<Self> {
-        let encode =
-            |text: &str, special: bool| -> Result<Vec<u32>> {
-                let enc = tokenizer.inner().encode(text, special).map_err(|e| {
-                    crate::ModelError::Input {
-                        index: 0,
-                        message: format!("{e} (text `{text}`)"),
-                    }
-                })?;
-                Ok(enc.get_ids().to_vec())
-            };
+        let query = Self::query_tokens(tokenizer, query)?;
+        let passages = passages
+            .iter()
+            .map(|p| Self::passage_tokens(tokenizer, p))
+            .collect::<Result<Vec<_>>>()?;
+        let passages: Vec<&[u32]> = passages.iter().map(Vec::as_slice).collect();
+        Ok(Self::from_tokens(&query, &passages, limits))
+    }
+
+    /// `[CLS] query [SEP]`'s ids (the tokenizer's own special tokens).
+    ///
+    /// # Errors
+    /// An empty query, or one the tokenizer cannot encode.
+    pub fn query_tokens(tokenizer: &crate::TextTokenizer, query: &str) -> Result<Vec<u32>> {
         if query.trim().is_empty() {
             return Err(crate::ModelError::Input {
                 index: 0,
                 message: "the query is empty".into(),
             });
         }
-        // [CLS] q [SEP]: keep the first max_q_len tokens between the two specials.
-        let full = encode(query, true)?;
-        let sep = *full
+        encode(tokenizer, query, true)
+    }
+
+    /// A feedback passage's ids, without special tokens.
+    ///
+    /// # Errors
+    /// A passage the tokenizer cannot encode.
+    pub fn passage_tokens(tokenizer: &crate::TextTokenizer, passage: &str) -> Result<Vec<u32>> {
+        encode(tokenizer, passage, false)
+    }
+
+    /// The input from tokens: the query ([`Self::query_tokens`]) cut to `max_q_len` tokens
+    /// between its special tokens; each passage ([`Self::passage_tokens`]), in order, cut to
+    /// `min(max_p_len, max_seq_len − length − 1)` tokens and closed by the query's `[SEP]`;
+    /// passages stop once fewer than 10 positions are left. So fewer passages than given may
+    /// fit ([`Self::n_passages`]).
+    ///
+    /// # Panics
+    /// When `query` is empty (it holds at least its special tokens).
+    pub fn from_tokens(query: &[u32], passages: &[&[u32]], limits: FeedbackLimits) -> Self {
+        let sep = *query
             .last()
             .expect("a query encodes to at least its special tokens");
-        let mut ids = if full.len() > limits.max_q_len + 2 {
-            let mut cut = full[..limits.max_q_len + 1].to_vec();
+        let mut ids = if query.len() > limits.max_q_len + 2 {
+            let mut cut = query[..limits.max_q_len + 1].to_vec();
             cut.push(sep);
             cut
         } else {
-            full
+            query.to_vec()
         };
         let mut type_ids = vec![0; ids.len()];
         let mut sep_indices = vec![ids.len() - 1];
@@ -290,18 +309,16 @@ impl FeedbackInput {
                 break;
             }
             let room = limits.max_p_len.min(limits.max_seq_len - start - 1);
-            let mut tokens = encode(passage, false)?;
-            tokens.truncate(room);
-            ids.extend(tokens);
+            ids.extend_from_slice(&passage[..room.min(passage.len())]);
             ids.push(sep);
             type_ids.resize(ids.len(), 1);
             sep_indices.push(ids.len() - 1);
         }
-        Ok(Self {
+        Self {
             ids,
             type_ids,
             sep_indices,
-        })
+        }
     }
 
     /// Feedback passages that fit.
@@ -321,6 +338,17 @@ impl FeedbackInput {
             sep_indices: self.sep_indices[..=n].to_vec(),
         }
     }
+}
+
+fn encode(tokenizer: &crate::TextTokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
+    let enc = tokenizer
+        .inner()
+        .encode(text, special)
+        .map_err(|e| crate::ModelError::Input {
+            index: 0,
+            message: format!("{e} (text `{text}`)"),
+        })?;
+    Ok(enc.get_ids().to_vec())
 }
 
 /// Inputs as one batch, to be padded by [`crate::EncodedBatch::to_input`].

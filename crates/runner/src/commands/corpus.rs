@@ -95,6 +95,15 @@ pub struct CorpusEmbedJob {
     /// The collection: `pid<TAB>passage` per line (MS MARCO's collection.tsv).
     #[arg(long)]
     pub collection: PathBuf,
+    // Where the matrix goes and how it is stored.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+}
+
+/// The matrix folder a command writes (`corpus embed`, `corpus import`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MatrixArgs {
     /// The matrix folder (created, or resumed after its last whole shard).
     #[arg(long)]
     pub output: PathBuf,
@@ -138,30 +147,30 @@ impl BackendJob for CorpusEmbedJob {
         })?;
         let encoder = self.encoder.open::<B>(&device)?;
         let mut writer = MatrixWriter::open(
-            &self.output,
+            &self.matrix.output,
             encoder.dim(),
-            self.dtype,
-            self.shard_rows,
+            self.matrix.dtype,
+            self.matrix.shard_rows,
             &self.encoder.source(),
         )?;
         let resumed_after = writer.rows();
         if resumed_after > total {
             bail!(
                 "{}: the matrix holds {resumed_after} passages, the collection {} only {total}",
-                self.output.display(),
+                self.matrix.output.display(),
                 path.display()
             );
         }
         if resumed_after > 0 {
             tracing::info!(
                 "{}: resuming after {resumed_after} passages",
-                self.output.display()
+                self.matrix.output.display()
             );
         }
         // A resumed run checks that the collection still ends its last shard where it did.
         let last_id = match writer.manifest().shards.len() {
             0 => None,
-            n => Matrix::open(&self.output)?.shard_ids(n - 1)?.pop(),
+            n => Matrix::open(&self.matrix.output)?.shard_ids(n - 1)?.pop(),
         };
         let mut pending: Vec<(String, String)> = Vec::new();
         let mut embedded = 0usize;
@@ -192,13 +201,13 @@ impl BackendJob for CorpusEmbedJob {
                         i + 1,
                         fields[0],
                         last_id.as_deref().unwrap_or(""),
-                        self.output.display()
+                        self.matrix.output.display()
                     );
                 }
                 return Ok(());
             }
             pending.push((fields[0].to_string(), fields[1].to_string()));
-            if pending.len() == self.shard_rows {
+            if pending.len() == self.matrix.shard_rows {
                 flush(&mut pending, &mut embedded)?;
             }
             Ok(())
@@ -206,7 +215,7 @@ impl BackendJob for CorpusEmbedJob {
         if !pending.is_empty() {
             flush(&mut pending, &mut embedded)?;
         }
-        let m = Matrix::open(&self.output)?;
+        let m = Matrix::open(&self.matrix.output)?;
         let seconds = clock.elapsed().as_secs_f64();
         Ok(EmbedSummary {
             passages: m.len(),
@@ -339,15 +348,10 @@ pub struct CorpusImportJob {
     /// Its rows' passage ids, one per line (LoL's `pids.*.txt`).
     #[arg(long)]
     pub pids: PathBuf,
-    /// The matrix folder to write (or resume).
-    #[arg(long)]
-    pub output: PathBuf,
-    /// How the vectors are stored.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: VectorDtype,
-    /// Rows per shard.
-    #[arg(long, default_value_t = 65_536)]
-    pub shard_rows: usize,
+    // Where the matrix goes and how it is stored.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
 }
 
 impl CorpusImportJob {
@@ -356,14 +360,12 @@ impl CorpusImportJob {
     /// # Errors
     /// As [`crate::retrieval::torch_matrix::import`].
     pub fn run(&self) -> Result<crate::retrieval::torch_matrix::ImportSummary> {
-        if self.shard_rows == 0 {
-            bail!("--shard-rows must be at least 1");
-        }
+        let m = &self.matrix;
         crate::retrieval::torch_matrix::import(
             &self.tensor,
             &self.pids,
-            &self.output,
-            (self.dtype, self.shard_rows),
+            &m.output,
+            (m.dtype, m.shard_rows),
             |done, total| tracing::info!("{done}/{total} passages"),
         )
     }

@@ -176,11 +176,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
     for (i, (_, _, own)) in pairs.iter().enumerate() {
         check_names(own, &["grid", "pairs", &i.to_string(), "loss"])?;
     }
-    let seeds = if g.seed.is_empty() {
-        vec![1]
-    } else {
-        g.seed.clone()
-    };
+    let seeds = g.seeds();
 
     let axes = train_axes(file)?;
 

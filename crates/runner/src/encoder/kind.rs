@@ -8,7 +8,6 @@ use burn::tensor::backend::Backend;
 
 use super::cell::{TrainCell, check_encoder};
 use super::fit::ResumeState;
-use crate::harness::experiment::TrainConfig;
 use crate::harness::grid::{CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
 
@@ -19,9 +18,7 @@ impl CellKind for TrainCell {
         t.dataset_dir = Default::default();
         t.ranking_files = None;
         // Settings that do not change the numbers do not change the run.
-        t.train.checkpoints = true;
-        t.train.checkpoint_every_s = TrainConfig::default().checkpoint_every_s;
-        t.train.save_model = false;
+        t.train = t.train.identity();
         t
     }
 

@@ -48,6 +48,17 @@ pub struct SharedAxes {
     pub train: BTreeMap<String, toml::Value>,
 }
 
+impl SharedAxes {
+    /// `grid.seed`, or `[1]` when it is not set.
+    pub fn seeds(&self) -> Vec<u64> {
+        if self.seed.is_empty() {
+            vec![1]
+        } else {
+            self.seed.clone()
+        }
+    }
+}
+
 /// What kind of model a path holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -266,6 +277,17 @@ impl TrainOverrides {
 }
 
 impl TrainConfig {
+    /// These settings with those that do not change a run's numbers (checkpointing, saving the
+    /// model) at their defaults: what a cell's identity hashes.
+    pub fn identity(&self) -> Self {
+        Self {
+            checkpoints: true,
+            checkpoint_every_s: default_checkpoint_every_s(),
+            save_model: false,
+            ..self.clone()
+        }
+    }
+
     /// Apply the settings `o` sets.
     pub fn apply(&mut self, o: &TrainOverrides) {
         macro_rules! set {

@@ -107,11 +107,7 @@ pub fn expand(
         }
     }
     let axes = train_axes(file)?;
-    let seeds = if g.seed.is_empty() {
-        vec![1]
-    } else {
-        g.seed.clone()
-    };
+    let seeds = g.seeds();
     for model_name in &g.model {
         let model = &e.models[model_name];
         // The sets of `neurons_from`: that study's cell for this model, first seed.

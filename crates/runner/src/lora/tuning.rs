@@ -13,15 +13,12 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use models::{ForwardContext, LoraConfig, LoraInit};
 use neurons::{ActivationStats, InterventionValue, intervention_context};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 
 use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::lora::cell::LoraCell;
 use crate::lora::spec::{LoraInitSpec, NeuronChoice};
-use crate::training::seeds::{Purpose, derive_seed};
+use crate::training::seeds::{Purpose, derive_seed, shuffled};
 use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 
 /// Right-padded ids and the attention mask of some rows.
@@ -230,15 +227,7 @@ pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
         t.batch_size
     ));
     let mut optimizer = AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, M>();
-    let order_of = |epoch: usize| {
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(derive_seed(
-            cell.seed,
-            Purpose::LoraDataOrder,
-            epoch as u64,
-        )));
-        order
-    };
+    let order_of = |epoch: usize| shuffled(n, cell.seed, Purpose::LoraDataOrder, epoch as u64);
     let started = Instant::now();
     let mut data = EpochCursor::new(order_of, 0, 0);
     let mut loss_sum = 0.0;

@@ -128,11 +128,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections, first: usize) -> Result<Vec
             );
         }
     }
-    let seeds = if g.seed.is_empty() {
-        vec![1]
-    } else {
-        g.seed.clone()
-    };
+    let seeds = g.seeds();
     let axes = train_axes(file)?;
 
     let mut cells = Vec::new();

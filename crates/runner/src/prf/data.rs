@@ -69,8 +69,7 @@ pub fn read_ranking(path: &Path) -> Result<Ranking> {
             })
             .collect())
     } else {
-        let mut run = read_run(path)?;
-        Ok(std::mem::take(&mut run)
+        Ok(read_run(path)?
             .into_iter()
             .map(|(q, mut list)| {
                 crate::retrieval::trec::trec_order(&mut list);

@@ -17,7 +17,6 @@ use models::{
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 
 use super::cell::{PrfCell, check_revisions};
 use super::data::{PrfData, QuerySetData, draw_revisions};
@@ -26,7 +25,7 @@ use crate::harness::results::write_atomic;
 use crate::retrieval::matrix::Matrix;
 use crate::retrieval::search::{SearchPlan, search};
 use crate::retrieval::trec::{Run, evaluate_run, run_to_trec};
-use crate::training::seeds::{Purpose, derive_seed};
+use crate::training::seeds::{Purpose, derive_seed, shuffled};
 use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 
 /// Passages kept per evaluated query (the official evaluation's depth, for recall@1000).
@@ -74,12 +73,32 @@ pub fn run_prf<B: Backend>(
     )?;
     log.initialised(&report);
     let matrix = Matrix::open(&cell.files.matrix)?;
+    // Every feedback passage tokenised once (its texts are not needed after), cut to
+    // max_p_len, which no input exceeds.
+    let mut passage_tokens = HashMap::with_capacity(data.passages.len());
+    for (pid, text) in data.passages.drain() {
+        let mut tokens = FeedbackInput::passage_tokens(&tokenizer, &text)
+            .with_context(|| format!("passage {pid}"))?;
+        tokens.truncate(limits.max_p_len);
+        passage_tokens.insert(pid, tokens);
+    }
     let inputs = Inputs {
         tokenizer: &tokenizer,
-        passages: &data.passages,
+        passages: &passage_tokens,
         limits,
-        max_n_prf: cell.prf.max_n_prf,
     };
+    // The evaluation sets' inputs, the same at every evaluation: each query with its first
+    // max_n_prf first-pass passages.
+    let eval_inputs: Vec<Vec<FeedbackInput>> = data
+        .eval
+        .iter()
+        .map(|(_, set)| {
+            set.queries
+                .iter()
+                .map(|(qid, text)| inputs.input(text, set.feedback(qid, cell.prf.max_n_prf)))
+                .collect::<Result<_>>()
+        })
+        .collect::<Result<_>>()?;
 
     // Training passages: constants on the device; each training query's positives as rows.
     let row_of: HashMap<&str, usize> = data
@@ -118,13 +137,7 @@ pub fn run_prf<B: Backend>(
         objective.group()
     ));
     let mut optimizer = AdamW::new(t.weight_decay).init();
-    let order_of = |epoch: usize| {
-        let mut rng =
-            StdRng::seed_from_u64(derive_seed(cell.seed, Purpose::PrfDataOrder, epoch as u64));
-        let mut order: Vec<usize> = (0..n_train).collect();
-        order.shuffle(&mut rng);
-        order
-    };
+    let order_of = |epoch: usize| shuffled(n_train, cell.seed, Purpose::PrfDataOrder, epoch as u64);
     let mut cursor = EpochCursor::new(order_of, 0, 0);
     let (mut loss_sum, mut loss_count) = (0.0, 0usize);
     let mut best: Option<Best<B>> = None;
@@ -178,7 +191,14 @@ pub fn run_prf<B: Backend>(
         if done % eval_every == 0 || done == total {
             let valid = model.valid();
             let (dev_name, dev) = &data.eval[0];
-            let (metrics, run) = evaluate(&valid, dev, &inputs, &matrix, t.batch_size, device)?;
+            let (metrics, run) = evaluate(
+                &valid,
+                dev,
+                &eval_inputs[0],
+                (&tokenizer, &matrix),
+                t.batch_size,
+                device,
+            )?;
             let record = EvalRecord {
                 step: done,
                 epoch: done as f64 / steps_per_epoch as f64,
@@ -216,7 +236,14 @@ pub fn run_prf<B: Backend>(
         let (scores, run) = if i == 0 {
             (best.metrics.clone(), std::mem::take(&mut best.dev_run))
         } else {
-            evaluate(&best.model, set, &inputs, &matrix, t.batch_size, device)?
+            evaluate(
+                &best.model,
+                set,
+                &eval_inputs[i],
+                (&tokenizer, &matrix),
+                t.batch_size,
+                device,
+            )?
         };
         write_atomic(
             &dir.join(format!("run.{name}.trec")),
@@ -261,18 +288,25 @@ struct Best<B: Backend> {
 /// What turns a query and its feedback into tokens.
 struct Inputs<'a> {
     tokenizer: &'a TextTokenizer,
-    passages: &'a HashMap<String, String>,
+    /// Every feedback passage's tokens.
+    passages: &'a HashMap<String, Vec<u32>>,
     limits: FeedbackLimits,
-    /// Feedback passages at most.
-    max_n_prf: usize,
 }
 
 impl Inputs<'_> {
     /// The input of `query` with the passages `pids` as feedback.
-    fn input(&self, query: &str, pids: &[&String]) -> Result<FeedbackInput> {
-        let texts: Vec<&str> = pids.iter().map(|p| self.passages[*p].as_str()).collect();
-        FeedbackInput::new(self.tokenizer, query, &texts, self.limits)
-            .with_context(|| format!("query {query:?}"))
+    fn input<'p>(
+        &self,
+        query: &str,
+        pids: impl IntoIterator<Item = &'p String>,
+    ) -> Result<FeedbackInput> {
+        let query = FeedbackInput::query_tokens(self.tokenizer, query)
+            .with_context(|| format!("query {query:?}"))?;
+        let passages: Vec<&[u32]> = pids
+            .into_iter()
+            .map(|p| self.passages[p].as_slice())
+            .collect();
+        Ok(FeedbackInput::from_tokens(&query, &passages, self.limits))
     }
 
     /// A training query's `1 + n_compare` revisions ([`draw_revisions`]).
@@ -285,33 +319,24 @@ impl Inputs<'_> {
         rng: &mut StdRng,
     ) -> Result<Vec<FeedbackInput>> {
         let (counts, chosen) = draw_revisions(feedback.len(), n_compare, shuffle, rng);
-        let pids: Vec<&String> = chosen.iter().map(|&i| &feedback[i]).collect();
-        let full = self.input(query, &pids)?;
+        let full = self.input(query, chosen.iter().map(|&i| &feedback[i]))?;
         Ok(counts.iter().map(|&n| full.first(n)).collect())
     }
 }
 
-/// The model's run on `set` (each query with its first `max_n_prf` first-pass passages as
-/// feedback, searched over the whole matrix) and its scores.
+/// The model's run on `set` (its `inputs`: each query with its first `max_n_prf` first-pass
+/// passages as feedback, searched over the whole matrix) and its scores.
 fn evaluate<B: Backend>(
     model: &QueryReformulator<B>,
     set: &QuerySetData,
-    inputs: &Inputs<'_>,
-    matrix: &Matrix,
+    inputs: &[FeedbackInput],
+    (tokenizer, matrix): (&TextTokenizer, &Matrix),
     batch_size: usize,
     device: &B::Device,
 ) -> Result<(BTreeMap<String, f64>, Run)> {
-    let max_n_prf = inputs.max_n_prf;
     let mut vectors = Vec::new();
-    for chunk in set.queries.chunks(batch_size.max(1)) {
-        let batch: Vec<FeedbackInput> = chunk
-            .iter()
-            .map(|(qid, text)| {
-                let pids: Vec<&String> = set.feedback(qid, max_n_prf).iter().collect();
-                inputs.input(text, &pids)
-            })
-            .collect::<Result<_>>()?;
-        let input = feedback_batch(&batch, inputs.tokenizer).to_input(device);
+    for batch in inputs.chunks(batch_size.max(1)) {
+        let input = feedback_batch(batch, tokenizer).to_input(device);
         let v = model.forward(&input, &mut ForwardContext::eval());
         vectors.extend(
             v.into_data()

@@ -14,9 +14,7 @@ impl CellKind for PrfCell {
         let mut c = self.clone();
         c.model_dir = Default::default();
         c.files = Default::default();
-        c.train.checkpoints = false;
-        c.train.checkpoint_every_s = 0.0;
-        c.train.save_model = false;
+        c.train = c.train.identity();
         c
     }
 

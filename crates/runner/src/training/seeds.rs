@@ -70,3 +70,14 @@ pub fn derive_seed(seed: u64, purpose: Purpose, index: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// `0..n` in the seeded order of one purpose's `index` (an epoch's data order).
+pub fn shuffled(n: usize, seed: u64, purpose: Purpose, index: u64) -> Vec<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(derive_seed(
+        seed, purpose, index,
+    )));
+    order
+}
