@@ -795,3 +795,114 @@ fn gradient_accumulation_matches_the_larger_batch() {
     // And accumulation is not a no-op: 1 batch of 8 per step differs.
     assert_ne!(curve("8", "1"), big);
 }
+
+/// A run seen from outside: plain progress lines on a stderr that is not a terminal (a pipe, as
+/// under CI or Slurm), `tensorboard = true`'s event file, and `save_model = true`'s folder that
+/// our strict loader (and, checked by hand with `check_grid_model.py`, transformers) opens.
+#[test]
+fn a_run_shows_progress_writes_tensorboard_scalars_and_saves_its_best_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let grid = "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"baseline\"]\n";
+    let exp = experiment(root, grid);
+    // A pretrained model has no head: the saved one must carry the trained classifier.
+    strip_classifier(&root.join("tiny-bert"));
+    let text_of = std::fs::read_to_string(&exp).unwrap();
+    let text_of = text_of.replace(
+        "[train]\n",
+        "[train]\ntensorboard = true\nsave_model = true\n",
+    );
+    std::fs::write(&exp, text_of).unwrap();
+    let exp = exp.to_str().unwrap();
+    let out = neuronlab(&["grid", "run", exp, "--output", "runs"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\x1b["),
+        "no bar drawn off a terminal: {stderr:?}"
+    );
+    let steps: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[1/1] steps "))
+        .collect();
+    assert_eq!(steps.len(), 4, "a line at each tenth crossed: {stderr}");
+    assert!(
+        steps[0].starts_with("[1/1] steps 1/4 (25%) loss "),
+        "{stderr}"
+    );
+    assert!(
+        steps[2].contains(" · accuracy ") && steps[3].starts_with("[1/1] steps 4/4 (100%)"),
+        "the last evaluation is shown beside the loss: {stderr}"
+    );
+    assert!(
+        steps.iter().all(|l| l.contains(" steps/s")),
+        "the rate: {stderr}"
+    );
+    assert!(steps[0].contains(" left"), "the time left: {stderr}");
+
+    let rows = csv_rows(&root.join("runs/tiny/results.csv"));
+    let run = root.join("runs/tiny").join(&rows[1][0]);
+    assert!(
+        !run.join("progress.json").exists(),
+        "progress.json goes when the run ends"
+    );
+
+    // TensorBoard: a loss and learning rate per step, the evaluations' metrics at their steps.
+    let events: Vec<PathBuf> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let scalars = runner::harness::tensorboard::read_scalars(&events[0]).unwrap();
+    let of = |tag: &str| -> Vec<(u64, f32)> {
+        scalars
+            .iter()
+            .filter(|s| s.tag == tag)
+            .map(|s| (s.step, s.value))
+            .collect()
+    };
+    let loss_steps: Vec<u64> = of("train/loss").iter().map(|s| s.0).collect();
+    assert_eq!(loss_steps, [1, 2, 3, 4]);
+    assert_eq!(of("train/learning_rate").len(), 4);
+    let evaluations: Vec<(u64, f32)> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["metrics"]["accuracy"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect();
+    assert_eq!(of("eval/accuracy"), evaluations);
+
+    // The best model: an HF folder with the tokenizer, whose classifier our strict loader reads
+    // (nothing initialised, nothing dropped).
+    let model = run.join("model");
+    for f in ["config.json", "model.safetensors", "vocab.txt"] {
+        assert!(model.join(f).is_file(), "{}", model.join(f).display());
+    }
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    let checkpoint = models::Checkpoint::open(&model).unwrap();
+    let (_, report) = models::SequenceClassifier::<crate::util::B>::load(
+        checkpoint,
+        3,
+        None,
+        0,
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(
+        report.initialised.is_empty() && report.dropped.is_empty(),
+        "{report:?}"
+    );
+}

@@ -1,8 +1,18 @@
-//! Charts as standalone SVG: line charts (a few series of (x, y) points, each drawn as a line
-//! with markers and an optional ±band for mean ± std over seeds, with axes, ticks, a legend and
-//! axis titles) and heatmaps (a labelled matrix with a colour bar).
+//! The report's figures, drawn with `plotters` and written both as SVG and as PNG: line charts
+//! (a few series of `(x, y)` points, each a line with markers and an optional ±band for mean ±
+//! std over seeds, with a legend beside the plot) and heatmaps (a labelled matrix with a colour
+//! bar). Text is laid out with DejaVu Sans, bundled (the `dejavu` crate), so the PNGs need no
+//! system font; the SVGs name `sans-serif` and leave the font to the viewer.
 
-use std::fmt::Write;
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::harness::results::write_atomic;
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
@@ -13,7 +23,7 @@ pub struct Series {
     pub points: Vec<(f64, f64, f64)>,
 }
 
-/// A chart.
+/// A line chart.
 #[derive(Debug, Clone)]
 pub struct Chart {
     /// Title above the plot.
@@ -24,173 +34,6 @@ pub struct Chart {
     pub y_label: String,
     /// The lines.
     pub series: Vec<Series>,
-}
-
-const COLORS: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-];
-
-/// "Nice" tick values covering `[lo, hi]` (about `n` of them).
-fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    let span = (hi - lo).max(1e-12);
-    let raw = span / n as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| span / s <= n as f64)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step - 1e-9).ceil() as i64;
-    let last = (hi / step + 1e-9).floor() as i64;
-    (first..=last).map(|k| k as f64 * step).collect()
-}
-
-fn fmt_tick(v: f64) -> String {
-    let s = format!("{v:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.into() }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-impl Chart {
-    /// The chart as an SVG document (640 × 400).
-    pub fn to_svg(&self) -> String {
-        let (w, h) = (640.0, 400.0);
-        let (left, right, top, bottom) = (70.0, 170.0, 40.0, 55.0);
-        let pw = w - left - right;
-        let ph = h - top - bottom;
-        let pts = self.series.iter().flat_map(|s| s.points.iter());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y, e) in pts {
-            if !(x.is_finite() && y.is_finite()) {
-                continue;
-            }
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y - e.abs());
-            y1 = y1.max(y + e.abs());
-        }
-        if x0 > x1 {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if x1 - x0 < 1e-12 {
-            (x0, x1) = (x0 - 0.5, x1 + 0.5);
-        }
-        let pad = ((y1 - y0) * 0.08).max(1e-3);
-        let (y0, y1) = (y0 - pad, y1 + pad);
-        let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
-        let sy = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * ph;
-
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
-            left + pw / 2.0,
-            escape(&self.title)
-        );
-        for t in ticks(y0, y1, 6) {
-            let y = sy(t);
-            let _ = writeln!(
-                s,
-                "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#e5e5e5\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                left + pw,
-                left - 6.0,
-                y + 4.0,
-                fmt_tick(t)
-            );
-        }
-        for t in ticks(x0, x1, 8) {
-            let x = sx(t);
-            let _ = writeln!(
-                s,
-                "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#f0f0f0\"/>\
-                 <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                top + ph,
-                top + ph + 18.0,
-                fmt_tick(t)
-            );
-        }
-        let _ = writeln!(
-            s,
-            r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            left + pw / 2.0,
-            h - 12.0,
-            escape(&self.x_label)
-        );
-        let _ = writeln!(
-            s,
-            r#"<text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-            top + ph / 2.0,
-            escape(&self.y_label)
-        );
-        for (i, series) in self.series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let points: Vec<&(f64, f64, f64)> = series
-                .points
-                .iter()
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-                .collect();
-            if points.iter().any(|p| p.2 > 0.0) {
-                let upper = points
-                    .iter()
-                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1 + p.2)));
-                let lower = points
-                    .iter()
-                    .rev()
-                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1 - p.2)));
-                let poly: Vec<String> = upper.chain(lower).collect();
-                let _ = writeln!(
-                    s,
-                    r#"<polygon points="{}" fill="{color}" fill-opacity="0.15" stroke="none"/>"#,
-                    poly.join(" ")
-                );
-            }
-            let line: Vec<String> = points
-                .iter()
-                .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-                line.join(" ")
-            );
-            for p in &points {
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
-                    sx(p.0),
-                    sy(p.1)
-                );
-            }
-            let ly = top + 10.0 + 20.0 * i as f64;
-            let lx = left + pw + 12.0;
-            let _ = writeln!(
-                s,
-                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-                lx + 20.0,
-                lx + 26.0,
-                ly + 4.0,
-                escape(&series.label)
-            );
-        }
-        s.push_str("</svg>\n");
-        s
-    }
 }
 
 /// A matrix drawn as coloured cells.
@@ -215,16 +58,212 @@ pub struct Heatmap {
     pub decimals: usize,
 }
 
-/// Linear interpolation between two `#rrggbb` colours.
-fn mix(a: [u8; 3], b: [u8; 3], t: f64) -> String {
+/// The font family every text of a figure uses.
+const FONT: &str = "sans-serif";
+/// Text sizes (plotters draws a size-`s` font at about `s / 1.24` pixels per em).
+const TITLE: f64 = 20.0;
+const AXIS: f64 = 16.0;
+const LABEL: f64 = 15.0;
+const CELL: f64 = 14.0;
+
+/// The series' colours (matplotlib's tab10 order).
+const COLORS: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x17, 0xbe, 0xcf),
+];
+
+/// A figure that can be drawn on any `plotters` backend.
+pub trait Figure {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+
+    /// Draw the figure on `root` (of [`Figure::size`]).
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
+
+    /// The figure as an SVG document.
+    fn to_svg(&self) -> Result<String> {
+        register_fonts();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, self.size()).into_drawing_area();
+            self.draw(&root)
+                .map_err(|e| anyhow!("drawing an SVG: {e}"))?;
+            root.present().map_err(|e| anyhow!("drawing an SVG: {e}"))?;
+        }
+        Ok(svg)
+    }
+
+    /// The figure as a PNG file's bytes (8-bit RGB).
+    fn to_png(&self) -> Result<Vec<u8>> {
+        register_fonts();
+        let (w, h) = self.size();
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            self.draw(&root)
+                .map_err(|e| anyhow!("drawing a PNG: {e}"))?;
+            root.present().map_err(|e| anyhow!("drawing a PNG: {e}"))?;
+        }
+        let mut png_bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut png_bytes, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().context("encoding a PNG")?;
+        writer.write_image_data(&rgb).context("encoding a PNG")?;
+        writer.finish().context("encoding a PNG")?;
+        Ok(png_bytes)
+    }
+
+    /// Write `<stem>.svg` and `<stem>.png` into `dir` (each atomically).
+    fn save(&self, dir: &Path, stem: &str) -> Result<()> {
+        write_atomic(&dir.join(format!("{stem}.svg")), self.to_svg()?.as_bytes())?;
+        write_atomic(&dir.join(format!("{stem}.png")), &self.to_png()?)
+    }
+}
+
+/// Give plotters the bundled DejaVu Sans (it lays text out with it for both backends).
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for (style, bytes) in [
+            (FontStyle::Normal, dejavu::sans::regular()),
+            (FontStyle::Bold, dejavu::sans::bold()),
+            (FontStyle::Oblique, dejavu::sans::oblique()),
+            (FontStyle::Italic, dejavu::sans::oblique()),
+        ] {
+            // The bytes are a font file compiled into the binary: a failure is a build defect.
+            plotters::style::register_font(FONT, style, bytes).unwrap_or_else(|_| {
+                panic!(
+                    "the bundled DejaVu Sans ({}) does not parse",
+                    style.as_str()
+                )
+            });
+        }
+    });
+}
+
+/// A tick value without trailing zeros (`0.6`, not `0.6000`; never `-0`).
+fn fmt_tick(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+impl Chart {
+    /// The axes' ranges: every finite point with its band, padded by 3% in x and 8% in y.
+    fn bounds(&self) -> (f64, f64, f64, f64) {
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y, e) in self.series.iter().flat_map(|s| s.points.iter()) {
+            if !(x.is_finite() && y.is_finite()) {
+                continue;
+            }
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y - e.abs());
+            y1 = y1.max(y + e.abs());
+        }
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if x1 - x0 < 1e-12 {
+            (x0, x1) = (x0 - 0.5, x1 + 0.5);
+        }
+        // A little room on every side, so that no marker is cut in half by the frame.
+        let (x_pad, y_pad) = ((x1 - x0) * 0.03, ((y1 - y0) * 0.08).max(1e-3));
+        (x0 - x_pad, x1 + x_pad, y0 - y_pad, y1 + y_pad)
+    }
+}
+
+impl Figure for Chart {
+    fn size(&self) -> (u32, u32) {
+        (720, 420)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        root.fill(&WHITE)?;
+        let legend_width = 190;
+        let (plot, legend) = root.split_horizontally(self.size().0 - legend_width);
+        let (x0, x1, y0, y1) = self.bounds();
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(&self.title, (FONT, TITLE))
+            .margin(12)
+            .x_label_area_size(46)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .y_labels(6)
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style((FONT, LABEL))
+            .axis_desc_style((FONT, AXIS))
+            .bold_line_style(RGBColor(0xe5, 0xe5, 0xe5))
+            .light_line_style(TRANSPARENT)
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .draw()?;
+        for (i, series) in self.series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points: Vec<(f64, f64, f64)> = series
+                .points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
+            if points.iter().any(|p| p.2 > 0.0) {
+                let upper = points.iter().map(|p| (p.0, p.1 + p.2));
+                let lower = points.iter().rev().map(|p| (p.0, p.1 - p.2));
+                let band: Vec<(f64, f64)> = upper.chain(lower).collect();
+                chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))?;
+            }
+            chart.draw_series(LineSeries::new(
+                points.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))?;
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p.0, p.1), 3, color.filled())),
+            )?;
+            // The legend sits beside the plot, where it hides no point.
+            let y = 48 + 22 * i as i32;
+            legend.draw(&PathElement::new(
+                vec![(4, y), (26, y)],
+                color.stroke_width(2),
+            ))?;
+            legend.draw(&Circle::new((15, y), 3, color.filled()))?;
+            legend.draw(&Text::new(
+                series.label.clone(),
+                (32, y),
+                TextStyle::from((FONT, LABEL).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+/// Linear interpolation between two colours.
+fn mix(a: RGBColor, b: RGBColor, t: f64) -> RGBColor {
     let t = t.clamp(0.0, 1.0);
-    let c: Vec<u8> = (0..3)
-        .map(|i| (a[i] as f64 + (b[i] as f64 - a[i] as f64) * t).round() as u8)
-        .collect();
-    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
+    let m = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * t).round() as u8;
+    RGBColor(m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
 }
 
 impl Heatmap {
+    /// The colour scale's `(low, high)`: symmetric around 0 when diverging.
     fn range(&self) -> (f64, f64) {
         let finite = self
             .values
@@ -247,163 +286,162 @@ impl Heatmap {
     }
 
     /// The fill of a value and whether text on it should be white.
-    fn color(&self, v: f64, (lo, hi): (f64, f64)) -> (String, bool) {
-        const WHITE: [u8; 3] = [255, 255, 255];
-        const BLUE: [u8; 3] = [33, 102, 172];
-        const RED: [u8; 3] = [178, 24, 43];
-        const NAVY: [u8; 3] = [8, 48, 107];
+    fn color(&self, v: f64, (lo, hi): (f64, f64)) -> (RGBColor, bool) {
+        const BLUE: RGBColor = RGBColor(33, 102, 172);
+        const RED: RGBColor = RGBColor(178, 24, 43);
+        const NAVY: RGBColor = RGBColor(8, 48, 107);
         if !v.is_finite() {
-            return ("#bbbbbb".into(), false);
+            return (RGBColor(0xbb, 0xbb, 0xbb), false);
         }
         if self.diverging {
             let t = v / hi;
-            let (c, strong) = if t >= 0.0 {
+            if t >= 0.0 {
                 (mix(WHITE, RED, t), t > 0.6)
             } else {
                 (mix(WHITE, BLUE, -t), -t > 0.6)
-            };
-            (c, strong)
+            }
         } else {
             let t = (v - lo) / (hi - lo);
             (mix(WHITE, NAVY, t), t > 0.55)
         }
     }
 
-    /// The heatmap as an SVG document, sized to the matrix.
-    pub fn to_svg(&self) -> String {
-        let (n_rows, n_cols) = (self.rows.len(), self.columns.len());
-        let cw = (560.0 / n_cols.max(1) as f64).clamp(14.0, 64.0);
-        let ch = (360.0 / n_rows.max(1) as f64).clamp(16.0, 40.0);
-        let label_w = 8.0 * self.rows.iter().map(|r| r.len()).max().unwrap_or(1) as f64;
-        let (left, top) = (label_w + 46.0, 44.0);
-        let (pw, ph) = (cw * n_cols as f64, ch * n_rows as f64);
-        // The title is centred on the plot, moved right and the canvas widened when it is wider.
-        let title_w = 7.8 * self.title.chars().count() as f64;
-        let title_x = (left + pw / 2.0).max(title_w / 2.0 + 10.0);
-        let (w, h) = (
-            (left + pw + 110.0).max(title_x + title_w / 2.0 + 10.0),
-            top + ph + 62.0,
-        );
+    /// A cell's text: the value at the heatmap's decimals, `–` for a missing value (no
+    /// baseline, no run), and never `-0.00`.
+    fn number(&self, v: f64) -> String {
+        if !v.is_finite() {
+            return "–".into();
+        }
+        let number = format!("{v:.*}", self.decimals);
+        match number.strip_prefix('-') {
+            Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+            _ => number,
+        }
+    }
+
+    /// Cell width and height in pixels, and the width of the row labels' area.
+    fn geometry(&self) -> (u32, u32, u32) {
+        let cw = (560 / self.columns.len().max(1) as u32).clamp(14, 64);
+        let ch = (360 / self.rows.len().max(1) as u32).clamp(24, 48);
+        let longest = self.rows.iter().map(|r| r.chars().count()).max();
+        (cw, ch, 9 * longest.unwrap_or(1) as u32 + 44)
+    }
+}
+
+impl Figure for Heatmap {
+    fn size(&self) -> (u32, u32) {
+        let (cw, ch, label_w) = self.geometry();
+        let plot_w = label_w + cw * self.columns.len() as u32 + 30;
+        let title_w = 8 * self.title.chars().count() as u32 + 40;
+        (plot_w.max(title_w) + 100, ch * self.rows.len() as u32 + 110)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        root.fill(&WHITE)?;
+        let (n_rows, n_cols) = (self.rows.len() as i32, self.columns.len() as i32);
+        let (cw, ch, label_w) = self.geometry();
+        let (width, _) = self.size();
+        let body = root.titled(&self.title, (FONT, TITLE))?;
+        let (main, bar) = body.split_horizontally(width - 100);
+        let (plot_w, plot_h) = (cw * n_cols as u32, ch * n_rows as u32);
+        // The plot takes what its cells need, centred under the title when the title is wider.
+        let spare = (width - 100).saturating_sub(label_w + plot_w + 30) / 2;
+        let below = (main.dim_in_pixel().1).saturating_sub(10 + plot_h + 56);
+        // In half-cells (integer coordinates keep plotters' default label formatting): cell
+        // (row i, column j) spans x in [2j, 2j + 2] and y in [2(n - 1 - i), 2(n - i)], rows
+        // running top to bottom; the labels sit at the cells' centres (odd coordinates).
+        let every = if cw >= 30 { 1 } else { 30 / cw as i32 + 1 };
+        let column_ticks: Vec<i32> = (0..n_cols)
+            .step_by(every as usize)
+            .map(|j| 2 * j + 1)
+            .collect();
+        let row_ticks: Vec<i32> = (0..n_rows).map(|k| 2 * k + 1).collect();
+        let mut chart = ChartBuilder::on(&main)
+            .margin_top(10)
+            .margin_left(spare + 10)
+            .margin_right(10)
+            .margin_bottom(below)
+            .x_label_area_size(56)
+            .y_label_area_size(label_w)
+            .build_cartesian_2d(
+                (0..2 * n_cols).with_key_points(column_ticks),
+                (0..2 * n_rows).with_key_points(row_ticks),
+            )?;
+        let row_of = |v: &i32| match usize::try_from(n_rows - 1 - v / 2) {
+            Ok(i) if *v >= 0 && i < self.rows.len() => self.rows[i].clone(),
+            _ => String::new(),
+        };
+        let column_of = |v: &i32| match self.columns.get((v / 2) as usize) {
+            Some(c) if *v >= 0 => c.clone(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_label_formatter(&column_of)
+            .y_label_formatter(&row_of)
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style((FONT, LABEL))
+            .axis_desc_style((FONT, AXIS))
+            .draw()?;
         let range = self.range();
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="{w:.0}" height="{h:.0}" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{title_x:.1}" y="24" text-anchor="middle" font-size="14">{}</text>"#,
-            escape(&self.title)
-        );
-        let annotate = cw >= 40.0;
+        let annotate = cw >= 40;
         for (i, row) in self.values.iter().enumerate() {
+            let y = 2 * (n_rows - 1 - i as i32);
             for (j, &v) in row.iter().enumerate() {
-                let (x, y) = (left + j as f64 * cw, top + i as f64 * ch);
+                let x = 2 * j as i32;
                 let (fill, strong) = self.color(v, range);
-                let _ = writeln!(
-                    s,
-                    r#"<rect x="{x:.1}" y="{y:.1}" width="{cw:.1}" height="{ch:.1}" fill="{fill}"><title>{} / {}: {v}</title></rect>"#,
-                    escape(&self.rows[i]),
-                    escape(&self.columns[j])
-                );
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(x, y), (x + 2, y + 2)],
+                    fill.filled(),
+                )))?;
                 if annotate {
-                    // A missing value (no baseline, no run) reads as a dash, not NaN.
-                    let number = if v.is_finite() {
-                        format!("{v:.*}", self.decimals)
-                    } else {
-                        "–".into()
-                    };
-                    let number = match number.strip_prefix('-') {
-                        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => {
-                            rest.to_string()
-                        }
-                        _ => number,
-                    };
-                    let _ = writeln!(
-                        s,
-                        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{}">{number}</text>"#,
-                        x + cw / 2.0,
-                        y + ch / 2.0 + 4.0,
-                        if strong { "white" } else { "black" },
-                    );
+                    let ink = if strong { WHITE } else { BLACK };
+                    chart.draw_series(std::iter::once(Text::new(
+                        self.number(v),
+                        (x + 1, y + 1),
+                        (FONT, CELL)
+                            .into_font()
+                            .color(&ink)
+                            .pos(Pos::new(HPos::Center, VPos::Center)),
+                    )))?;
                 }
             }
         }
-        let _ = writeln!(
-            s,
-            r##"<rect x="{left:.1}" y="{top:.1}" width="{pw:.1}" height="{ph:.1}" fill="none" stroke="#333"/>"##
-        );
-        for (i, r) in self.rows.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-                left - 6.0,
-                top + (i as f64 + 0.5) * ch + 4.0,
-                escape(r)
-            );
-        }
-        // Column labels: every one when they fit, else every k-th.
-        let every = ((30.0 / cw).ceil() as usize).max(1);
-        for (j, c) in self.columns.iter().enumerate() {
-            if j % every == 0 {
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                    left + (j as f64 + 0.5) * cw,
-                    top + ph + 16.0,
-                    escape(c)
-                );
-            }
-        }
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            left + pw / 2.0,
-            top + ph + 40.0,
-            escape(&self.x_label)
-        );
-        let _ = writeln!(
-            s,
-            r#"<text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-            top + ph / 2.0,
-            escape(&self.y_label)
-        );
-        // Colour bar.
-        let (bx, steps) = (left + pw + 24.0, 40);
-        for k in 0..steps {
-            let t = 1.0 - k as f64 / (steps - 1) as f64;
-            let v = range.0 + t * (range.1 - range.0);
-            let (fill, _) = self.color(v, range);
-            let _ = writeln!(
-                s,
-                r#"<rect x="{bx:.1}" y="{:.1}" width="14" height="{:.2}" fill="{fill}"/>"#,
-                top + k as f64 * ph / steps as f64,
-                ph / steps as f64 + 0.5
-            );
-        }
-        for (v, y) in [(range.1, top + 4.0), (range.0, top + ph)] {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{y:.1}">{}</text>"#,
-                bx + 18.0,
-                fmt_tick({
-                    // One digit more than the cells show.
-                    let scale = 10f64.powi(self.decimals as i32 + 1);
-                    (v * scale).round() / scale
-                })
-            );
-        }
-        if self.diverging {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}">0</text>"#,
-                bx + 18.0,
-                top + ph / 2.0 + 4.0
-            );
-        }
-        s.push_str("</svg>\n");
-        s
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0, 0), (2 * n_cols, 2 * n_rows)],
+            RGBColor(0x33, 0x33, 0x33).stroke_width(1),
+        )))?;
+
+        // The colour bar, beside the matrix and as tall.
+        let rows = chart.plotting_area().get_pixel_range().1;
+        let bar_top = bar.get_base_pixel().1;
+        let mut scale = ChartBuilder::on(&bar)
+            .margin_top((rows.start - bar_top).max(0) as u32)
+            .margin_bottom((bar_top + bar.dim_in_pixel().1 as i32 - rows.end).max(0) as u32)
+            .margin_left(10)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0f64..1f64, range.0..range.1)?;
+        scale
+            .configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_labels(((rows.end - rows.start) / 40).clamp(2, 5) as usize)
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .label_style((FONT, LABEL))
+            .draw()?;
+        let steps = 40;
+        let step = (range.1 - range.0) / steps as f64;
+        scale.draw_series((0..steps).map(|k| {
+            let lo = range.0 + k as f64 * step;
+            let (fill, _) = self.color(lo + step / 2.0, range);
+            Rectangle::new([(0.0, lo), (1.0, lo + step)], fill.filled())
+        }))?;
+        Ok(())
     }
 }
 
@@ -412,22 +450,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        let t = ticks(0.0, 1.0, 5);
-        let want = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
-        assert_eq!(t.len(), want.len(), "{t:?}");
-        assert!(
-            t.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
-            "{t:?}"
-        );
-        assert_eq!(fmt_tick(t[3]), "0.6");
-        let t = ticks(0.613, 0.871, 6);
-        assert!(t.first().unwrap() >= &0.613 && t.last().unwrap() <= &0.871);
-        assert!(t.len() >= 3);
+    fn ticks_drop_trailing_zeros_and_negative_zero() {
+        assert_eq!(fmt_tick(0.6000000001), "0.6");
+        assert_eq!(fmt_tick(-0.00001), "0");
+        assert_eq!(fmt_tick(12.0), "12");
+        assert_eq!(fmt_tick(0.25), "0.25");
     }
 
     #[test]
-    fn heatmap_colours_follow_the_values() {
+    fn heatmap_colours_and_numbers_follow_the_values() {
         let map = Heatmap {
             title: "t".into(),
             x_label: "x".into(),
@@ -439,19 +470,66 @@ mod tests {
             decimals: 2,
         };
         assert_eq!(map.range(), (-2.0, 2.0));
-        assert_eq!(map.color(2.0, map.range()).0, "#b2182b");
-        assert_eq!(map.color(0.0, map.range()).0, "#ffffff");
-        assert_eq!(map.color(-2.0, map.range()).0, "#2166ac");
-        let svg = map.to_svg();
-        assert!(svg.contains(">2.00</text>") && svg.contains(">-1.00</text>"));
-        assert!(svg.contains(">0.00</text>") && !svg.contains(">-0.00</text>"));
-        assert!(svg.contains("#bbbbbb"), "NaN is grey");
+        assert_eq!(hex(map.color(2.0, map.range()).0), "#b2182b");
+        assert_eq!(hex(map.color(0.0, map.range()).0), "#ffffff");
+        assert_eq!(hex(map.color(-2.0, map.range()).0), "#2166ac");
+        assert_eq!(hex(map.color(f64::NAN, map.range()).0), "#bbbbbb");
+        assert_eq!(map.number(-0.001), "0.00");
+        assert_eq!(map.number(f64::NAN), "–");
+        let svg = map.to_svg().unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        // plotters writes a text's content on a line of its own.
+        assert!(
+            svg.contains(">\n2.00\n</text>") && svg.contains(">\n-1.00\n</text>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">\n0.00\n</text>") && !svg.contains("-0.00"),
+            "{svg}"
+        );
+        assert!(svg.to_lowercase().contains("#bbbbbb"), "NaN is grey");
         let counts = Heatmap {
             diverging: false,
             values: vec![vec![0.0, 5.0], vec![10.0, 10.0]],
             ..map
         };
-        assert_eq!(counts.color(10.0, counts.range()).0, "#08306b");
-        assert_eq!(counts.color(0.0, counts.range()).0, "#ffffff");
+        assert_eq!(hex(counts.color(10.0, counts.range()).0), "#08306b");
+        assert_eq!(hex(counts.color(0.0, counts.range()).0), "#ffffff");
+    }
+
+    #[test]
+    fn figures_come_out_as_svg_and_as_png_of_the_same_size() {
+        let chart = Chart {
+            title: "accuracy & <loss>".into(),
+            x_label: "step".into(),
+            y_label: "accuracy".into(),
+            series: vec![
+                Series {
+                    label: "cmp".into(),
+                    points: vec![(0.0, 0.5, 0.1), (10.0, 0.7, 0.05), (20.0, f64::NAN, 0.0)],
+                },
+                Series {
+                    label: "base".into(),
+                    points: vec![(0.0, 0.4, 0.0), (10.0, 0.6, 0.0)],
+                },
+            ],
+        };
+        let svg = chart.to_svg().unwrap();
+        assert!(
+            svg.contains("<polyline") && svg.contains("<polygon"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("accuracy &amp; &lt;loss&gt;"),
+            "the title is escaped: {svg}"
+        );
+        let png = chart.to_png().unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        assert_eq!((info.width, info.height), chart.size());
+        let dir = tempfile::tempdir().unwrap();
+        chart.save(dir.path(), "curves").unwrap();
+        assert!(dir.path().join("curves.svg").is_file() && dir.path().join("curves.png").is_file());
     }
 }

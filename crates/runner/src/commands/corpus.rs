@@ -11,6 +11,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::backend::BackendJob;
+use crate::harness::progress::Progress;
 use crate::harness::results::write_atomic;
 use crate::retrieval::encode::{Pooling, TextEncoder};
 use crate::retrieval::matrix::{Matrix, MatrixWriter, VectorDtype};
@@ -174,19 +175,20 @@ impl BackendJob for CorpusEmbedJob {
         };
         let mut pending: Vec<(String, String)> = Vec::new();
         let mut embedded = 0usize;
+        let mut progress = Progress::new(
+            "corpus embed",
+            "passages",
+            total as u64,
+            resumed_after as u64,
+            Instant::now(),
+        );
         let mut flush = |pending: &mut Vec<(String, String)>, embedded: &mut usize| -> Result<()> {
             let texts: Vec<&str> = pending.iter().map(|(_, t)| t.as_str()).collect();
             let vectors = self.encoder.encode_all(&encoder, &texts, &device)?;
             let ids: Vec<String> = pending.drain(..).map(|(id, _)| id).collect();
             writer.write_shard(&ids, &vectors)?;
             *embedded += ids.len();
-            let done = resumed_after + *embedded;
-            let rate = *embedded as f64 / clock.elapsed().as_secs_f64().max(1e-9);
-            tracing::info!(
-                "{done}/{total} passages ({:.0}/s, about {:.0} s left)",
-                rate,
-                (total - done) as f64 / rate.max(1e-9)
-            );
+            progress.update((resumed_after + *embedded) as u64, "");
             Ok(())
         };
         let mut seen = 0usize;

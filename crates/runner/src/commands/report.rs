@@ -1,9 +1,10 @@
 //! `neuronlab report DIR/<grid>`: the grid's results as a Markdown report with plots.
 //!
-//! Writes, into the grid folder, `report.md` (also printed), `learning_curves.svg` (the main
-//! metric over training steps, mean ± std over seeds) and, when the cells evaluated ablation
-//! rates, `ablation.svg` (the main metric of the best checkpoint versus the fraction of FFN
-//! neurons ablated, rate 0 being the unablated model).
+//! Writes, into the grid folder, `report.md` (also printed), `learning_curves.svg` / `.png` (the
+//! main metric over training steps, mean ± std over seeds) and, when the cells evaluated ablation
+//! rates, `ablation.svg` / `.png` (the main metric of the best checkpoint versus the fraction of
+//! FFN neurons ablated, rate 0 being the unablated model). The report shows the PNGs, which
+//! render in any Markdown viewer; the SVGs beside them scale.
 //!
 //! Cells are grouped by every axis value except the seed. Each group reports the mean ± sample
 //! standard deviation (n − 1) of the main metric over its seeds. A group with a comparative loss
@@ -19,7 +20,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::harness::results::{RunResult, write_atomic};
-use crate::plot::{Chart, Series};
+use crate::plot::{Chart, Figure, Series};
 
 /// One finished run with its evaluations.
 struct Run {
@@ -342,13 +343,10 @@ fn metric_section(
         y_label: format!("eval {metric}"),
         series: curves,
     };
-    write_atomic(
-        &dir.join(format!("learning_curves{suffix}.svg")),
-        chart.to_svg().as_bytes(),
-    )?;
+    chart.save(dir, &format!("learning_curves{suffix}"))?;
     let _ = writeln!(
         md,
-        "\n### Plots\n\n![learning curves](learning_curves{suffix}.svg)\n"
+        "\n### Plots\n\n![learning curves](learning_curves{suffix}.png)\n"
     );
 
     // Ablation curves.
@@ -410,13 +408,10 @@ fn metric_section(
             y_label: format!("eval {metric}"),
             series,
         };
-        write_atomic(
-            &dir.join(format!("ablation{suffix}.svg")),
-            chart.to_svg().as_bytes(),
-        )?;
+        chart.save(dir, &format!("ablation{suffix}"))?;
         let _ = writeln!(
             md,
-            "![metric vs ablation rate](ablation{suffix}.svg)\n\n### {metric} versus ablation rate\n\n\
+            "![metric vs ablation rate](ablation{suffix}.png)\n\n### {metric} versus ablation rate\n\n\
              The best checkpoint of each run, evaluated with a random fraction of every layer's \
              FFN neurons zeroed (kept ones scaled by 1/(1 − rate)); rate 0 is the unablated \
              model.\n\n{table}"
@@ -455,7 +450,7 @@ const ADAPT_SCORES: [(&str, &str, &str, bool); 5] = [
 /// classification; token and SQuAD F1/EM for QA): the score per evaluation language, mean ±
 /// std over seeds, for each neuron choice (a `target` choice gathers its per-language cells),
 /// and the delta to plain LoRA (`neurons = none`) with the same other settings; heatmaps
-/// `<score>.svg` and `<score>_delta.svg`.
+/// `<score>.svg` / `.png` and `<score>_delta.svg` / `.png`.
 fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
     let mut md = String::new();
     let finished: Vec<&Run> = runs
@@ -620,8 +615,8 @@ fn score_section(
             diverging: false,
             decimals: 1,
         };
-        write_atomic(&dir.join(format!("{score}.svg")), map.to_svg().as_bytes())?;
-        let _ = writeln!(md, "\n![{label} per language]({score}.svg)");
+        map.save(dir, score)?;
+        let _ = writeln!(md, "\n![{label} per language]({score}.png)");
         if deltas.iter().flatten().any(|d| d.is_finite()) {
             let map = crate::plot::Heatmap {
                 title: format!("{heading}: change (points) against plain LoRA"),
@@ -633,13 +628,10 @@ fn score_section(
                 diverging: true,
                 decimals: 1,
             };
-            write_atomic(
-                &dir.join(format!("{score}_delta.svg")),
-                map.to_svg().as_bytes(),
-            )?;
+            map.save(dir, &format!("{score}_delta"))?;
             let _ = writeln!(
                 md,
-                "![{label}: change against plain LoRA]({score}_delta.svg)"
+                "![{label}: change against plain LoRA]({score}_delta.png)"
             );
         }
     }
@@ -714,10 +706,10 @@ fn study_report(dir: &Path, name: &str, runs: &[&Run]) -> String {
         let run = &r.result.run_id;
         let _ = writeln!(md, "\n## {} (`{run}`)\n", describe(&r.result.params, &[]));
         for (file, what) in [
-            ("counts.svg", "neurons per language and layer"),
-            ("overlap.svg", "neurons shared by two languages"),
-            ("nll_change.svg", "NLL change"),
-            ("random_nll_change.svg", "NLL change, random neurons"),
+            ("counts.png", "neurons per language and layer"),
+            ("overlap.png", "neurons shared by two languages"),
+            ("nll_change.png", "NLL change"),
+            ("random_nll_change.png", "NLL change, random neurons"),
         ] {
             if dir.join(run).join(file).is_file() {
                 let _ = writeln!(md, "![{what}]({run}/{file})");

@@ -362,6 +362,9 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         learner.sizes()
     ));
 
+    if t.tensorboard {
+        log.tensorboard()?;
+    }
     let started = Instant::now();
     let mut first_step = 0;
     let mut epoch = 0;
@@ -421,7 +424,7 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         )?;
         loss_sum += step_loss;
         loss_count += 1;
-        log.progress(step + 1, total, step_loss, started);
+        log.progress(step + 1, total, step_loss, lr, started)?;
 
         let done = step + 1;
         if done % eval_every == 0 || done == total {

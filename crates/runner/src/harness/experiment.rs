@@ -166,6 +166,9 @@ pub struct TrainOverrides {
     pub checkpoint_every_s: Option<f64>,
     /// Save the best model as an HF checkpoint in the run folder (`model/`).
     pub save_model: Option<bool>,
+    /// Write a TensorBoard event file in the run folder: the loss and learning rate of every
+    /// step, the metrics of every evaluation (`tensorboard --logdir runs/` shows a whole grid).
+    pub tensorboard: Option<bool>,
 }
 
 /// Training settings of one cell, fully resolved.
@@ -220,6 +223,9 @@ pub struct TrainConfig {
     pub checkpoint_every_s: f64,
     /// See [`TrainOverrides::save_model`].
     pub save_model: bool,
+    /// See [`TrainOverrides::tensorboard`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tensorboard: bool,
 }
 
 impl Default for TrainConfig {
@@ -247,8 +253,15 @@ impl Default for TrainConfig {
             checkpoints: true,
             checkpoint_every_s: default_checkpoint_every_s(),
             save_model: false,
+            tensorboard: false,
         }
     }
+}
+
+// Serde's `skip_serializing_if` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_checkpoint_every_s() -> f64 {
@@ -278,12 +291,13 @@ impl TrainOverrides {
 
 impl TrainConfig {
     /// These settings with those that do not change a run's numbers (checkpointing, saving the
-    /// model) at their defaults: what a cell's identity hashes.
+    /// model, TensorBoard) at their defaults: what a cell's identity hashes.
     pub fn identity(&self) -> Self {
         Self {
             checkpoints: true,
             checkpoint_every_s: default_checkpoint_every_s(),
             save_model: false,
+            tensorboard: false,
             ..self.clone()
         }
     }
@@ -314,7 +328,8 @@ impl TrainConfig {
             eval_dropout_powers,
             checkpoints,
             checkpoint_every_s,
-            save_model
+            save_model,
+            tensorboard
         );
     }
 

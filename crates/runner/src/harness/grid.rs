@@ -15,7 +15,10 @@ pub use crate::harness::cell::{Cell, CellKind, Expand, Input, RunContext, Shared
 use crate::harness::experiment::{
     ExperimentFile, ModelKind, TrainConfig, TrainOverrides, setting_from_value,
 };
-use crate::harness::results::status;
+use crate::harness::lock::is_held;
+use crate::harness::log::{PROGRESS_FILE, ProgressFile};
+use crate::harness::progress::human;
+use crate::harness::results::{read_result, run_dir};
 
 /// An experiment file, expanded.
 pub struct Grid<C> {
@@ -77,7 +80,10 @@ impl<C: Expand> Grid<C> {
         problems
     }
 
-    /// One line per cell: index, run id, status, axis values.
+    /// One line per cell: index, run id, status (`finished`, `failed`, `pending`, or `running`
+    /// with how far it is, read from its `progress.json`), axis values; then how many cells are
+    /// in each state and, once some have finished, about how long the rest take in one process
+    /// (the running cells' own estimates, and the finished cells' mean time for each other cell).
     pub fn plan(&self) -> String {
         let mut out = format!(
             "grid `{}`: {} cells, results in {}\n",
@@ -85,20 +91,85 @@ impl<C: Expand> Grid<C> {
             self.cells.len(),
             self.dir.display()
         );
+        let (mut done, mut failed, mut pending) = (0usize, 0usize, 0usize);
+        let mut took = Vec::new();
+        // Running cells: the fraction of their work left, and their own estimate when known.
+        let mut running: Vec<(f64, Option<f64>)> = Vec::new();
         for cell in &self.cells {
             let params: Vec<String> = cell
                 .params
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
+            let dir = run_dir(&self.dir, cell);
+            let (state, detail) = match read_result(&self.dir, cell) {
+                Some(r) if r.finished() => {
+                    done += 1;
+                    took.push(r.seconds);
+                    (r.status, String::new())
+                }
+                Some(r) => {
+                    failed += 1;
+                    (r.status, String::new())
+                }
+                None if is_held(&dir) => {
+                    let progress = std::fs::read_to_string(dir.join(PROGRESS_FILE))
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<ProgressFile>(&t).ok());
+                    let detail = match &progress {
+                        Some(p) => {
+                            let mut d = format!(
+                                "  [{} {}/{} ({}%)",
+                                p.unit,
+                                p.done,
+                                p.total,
+                                100 * p.done / p.total.max(1)
+                            );
+                            if let Some(left) = p.seconds_left {
+                                d += &format!(", about {} left", human(left));
+                            }
+                            d + "]"
+                        }
+                        None => String::new(),
+                    };
+                    running.push(match progress {
+                        Some(p) if p.unit == "steps" => {
+                            (1.0 - p.done as f64 / p.total.max(1) as f64, p.seconds_left)
+                        }
+                        _ => (1.0, None),
+                    });
+                    ("running".into(), detail)
+                }
+                None => {
+                    pending += 1;
+                    ("pending".into(), String::new())
+                }
+            };
             out.push_str(&format!(
-                "{:>4}  {}  {:<8}  {}\n",
+                "{:>4}  {}  {state:<8}{detail}  {}\n",
                 cell.index,
                 cell.run_id,
-                status(&self.dir, cell),
                 params.join(" ")
             ));
         }
+        out.push_str(&format!(
+            "{done} done, {failed} failed, {} running, {pending} pending",
+            running.len()
+        ));
+        if !took.is_empty() && pending + running.len() > 0 {
+            let mean = took.iter().sum::<f64>() / took.len() as f64;
+            let left: f64 = pending as f64 * mean
+                + running
+                    .iter()
+                    .map(|(share, own)| own.unwrap_or(share * mean))
+                    .sum::<f64>();
+            out.push_str(&format!(
+                "; about {} left in one process (a cell took {} on average)",
+                human(left),
+                human(mean)
+            ));
+        }
+        out.push('\n');
         out
     }
 }

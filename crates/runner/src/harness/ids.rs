@@ -35,7 +35,7 @@ impl Fnv1a {
 
 /// A run id: the first 12 hex digits of the FNV-1a hash of `identity`, the TOML text of a cell's
 /// configuration without what does not change its numbers (resolved paths, `checkpoints`,
-/// `checkpoint_every_s`, `save_model`).
+/// `checkpoint_every_s`, `save_model`, `tensorboard`).
 pub fn run_id(identity: &str) -> String {
     format!("{:012x}", Fnv1a::of(identity.as_bytes()) >> 16)
 }

@@ -44,14 +44,31 @@ impl RunLock {
     pub fn try_acquire(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(LOCK_FILE);
         let file = open_lock(&path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Self { _file: file })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        // A second try after a moment: `grid list` ([`is_held`]) may hold a shared lock for an
+        // instant, which must not make a runner skip the cell.
+        for attempt in 0..2 {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Self { _file: file })),
+                Err(TryLockError::WouldBlock) if attempt == 0 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+                }
             }
         }
+        unreachable!("the loop returns on its second try")
     }
+}
+
+/// Whether a process holds `dir`'s lock now (its cell is running). It looks by taking a shared
+/// lock for an instant, which [`RunLock::try_acquire`] allows for by trying twice.
+pub fn is_held(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
 }
 
 /// Wait while another process holds `dir`'s lock (its cell is running); `true` when it waited.
@@ -153,11 +170,13 @@ mod tests {
         assert!(held.is_some());
         // A second open file description is a second holder, as in another process.
         assert!(RunLock::try_acquire(tmp.path()).unwrap().is_none());
+        assert!(is_held(tmp.path()), "grid list sees the cell running");
         let dir = tmp.path().to_owned();
         let waiter = std::thread::spawn(move || wait_for(&dir).unwrap());
         std::thread::sleep(std::time::Duration::from_millis(100));
         drop(held);
         assert!(waiter.join().unwrap(), "the waiter found the lock held");
+        assert!(!is_held(tmp.path()));
         assert!(RunLock::try_acquire(tmp.path()).unwrap().is_some());
     }
 

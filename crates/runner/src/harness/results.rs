@@ -9,6 +9,8 @@
 //!     log.txt                 log lines
 //!     metrics.jsonl           one line per evaluation
 //!     result.json             final metrics, status, error, seconds, commit, versions, device
+//!     progress.json           while it runs: how far it is (what `grid list` shows)
+//!     events.out.tfevents.*   with `tensorboard = true`: loss, metrics, learning rate per step
 //!     .lock                   held while a process runs the cell (crate::harness::lock)
 //!   .results.lock             held while a process rewrites the tables
 //! ```
@@ -92,13 +94,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
-}
-
-/// The status of a cell: `finished`, `failed` or `pending`.
-pub fn status<C>(grid_dir: &Path, cell: &Cell<C>) -> String {
-    read_result(grid_dir, cell)
-        .map(|r| r.status)
-        .unwrap_or_else(|| "pending".into())
 }
 
 /// Rewrite `results.csv` and `results.parquet` from the `result.json` files of `cells` (cells

@@ -285,6 +285,9 @@ impl<C: Expand> BackendJob for GridRun<C> {
                     summary.failed.push((cell.index, msg));
                 }
             }
+            if let Some(log) = log.as_mut() {
+                log.finish();
+            }
             if let Err(e) = self.tables(&grid) {
                 summary.problems.push(format!("{e:#}"));
             }

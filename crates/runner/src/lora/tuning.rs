@@ -228,6 +228,9 @@ pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
     ));
     let mut optimizer = AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, M>();
     let order_of = |epoch: usize| shuffled(n, cell.seed, Purpose::LoraDataOrder, epoch as u64);
+    if t.tensorboard {
+        log.tensorboard()?;
+    }
     let started = Instant::now();
     let mut data = EpochCursor::new(order_of, 0, 0);
     let mut loss_sum = 0.0;
@@ -244,7 +247,7 @@ pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
             |model, _| Ok(loss_of(model, data.next_batch(t.batch_size))),
         )?;
         loss_sum += step_loss;
-        log.progress(step + 1, total, step_loss, started);
+        log.progress(step + 1, total, step_loss, lr, started)?;
     }
     let trained = Trained {
         steps: total,

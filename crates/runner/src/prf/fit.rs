@@ -43,6 +43,9 @@ pub fn run_prf<B: Backend>(
 ) -> Result<Outcome> {
     let started = Instant::now();
     let t = &cell.train;
+    if t.tensorboard {
+        log.tensorboard()?;
+    }
     let limits = (t.max_train_examples, t.max_eval_examples);
     let mut data = PrfData::read(&cell.files, &cell.prf, limits, |line| log.line(line))?;
     check_revisions(&data.train, &cell.prf, &cell.files.train.run)?;
@@ -185,7 +188,7 @@ pub fn run_prf<B: Backend>(
         )?;
         loss_sum += step_loss;
         loss_count += 1;
-        log.progress(step + 1, total, step_loss, loop_start);
+        log.progress(step + 1, total, step_loss, lr, loop_start)?;
 
         let done = step + 1;
         if done % eval_every == 0 || done == total {

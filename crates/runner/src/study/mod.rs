@@ -24,9 +24,9 @@
 //! The run folder gets `neurons.json` / `neurons.parquet` (one row per language and neuron),
 //! `selection.json` (the method's thresholds and counts), `counts.csv` (neurons per language and
 //! layer), `overlap.csv` (neurons shared by each pair of languages), their heatmaps
-//! `counts.svg` / `overlap.svg`, and, with interventions, `nll_change.csv`, `ppl_change.csv`,
+//! `counts` / `overlap` (`.svg` and `.png`), and, with interventions, `nll_change.csv`, `ppl_change.csv`,
 //! `random_nll_change.csv`, `random_ppl_change.csv` (rows: ablated language, columns:
-//! evaluated language) and a heatmap of each.
+//! evaluated language) and a heatmap of each (`.svg` and `.png`).
 
 pub mod cell;
 pub mod kind;
@@ -49,7 +49,7 @@ use neurons::{
 use crate::harness::ids::Fnv1a;
 use crate::harness::log::{Outcome, RunLog};
 use crate::harness::results::write_atomic;
-use crate::plot::Heatmap;
+use crate::plot::{Figure, Heatmap};
 use crate::study::cell::StudyCell;
 use crate::study::spec::{LapeVariantSpec, StudyMethod, TextFileFormat};
 
@@ -237,7 +237,10 @@ fn statistics<B: Backend>(
                         s.batch_size,
                         &quantiles,
                         device,
-                        |_| {},
+                        |done| {
+                            let message = format!("statistics {}", t.language);
+                            log.count("windows", done, t.train.len(), (0, clock), &message)
+                        },
                     )?;
                     log.line(&format!(
                         "statistics {}: {tokens} tokens in {:.0}s ({:.0} tokens/s)",
@@ -259,7 +262,7 @@ fn statistics<B: Backend>(
             log,
             "exceedance pass",
             |l| l.exceedance.is_none(),
-            |st, t| {
+            |st, t, progress| {
                 st.collect_exceedance(
                     model,
                     &t.language,
@@ -267,7 +270,7 @@ fn statistics<B: Backend>(
                     s.batch_size,
                     s.quantile,
                     device,
-                    |_| {},
+                    progress,
                 )
             },
         )?;
@@ -280,14 +283,14 @@ fn statistics<B: Backend>(
             log,
             "median responses",
             |l| l.response_median.is_none(),
-            |st, t| {
+            |st, t, progress| {
                 st.collect_response_median(
                     model,
                     &t.language,
                     &t.train,
                     s.batch_size,
                     device,
-                    |_| {},
+                    progress,
                 )
             },
         )?;
@@ -307,13 +310,20 @@ fn add_pass(
     log: &mut RunLog,
     what: &str,
     lacks: impl Fn(&neurons::LanguageStats) -> bool,
-    mut pass: impl FnMut(&mut ActivationStats, &LanguageText) -> Result<(), neurons::StatsError>,
+    mut pass: impl FnMut(
+        &mut ActivationStats,
+        &LanguageText,
+        &mut dyn FnMut(usize),
+    ) -> Result<(), neurons::StatsError>,
 ) -> Result<()> {
     let mut added = false;
     for t in texts {
         if lacks(&stats.languages[&t.language]) {
             let clock = Instant::now();
-            pass(stats, t)?;
+            let message = format!("{what} {}", t.language);
+            pass(stats, t, &mut |done| {
+                log.count("windows", done, t.train.len(), (0, clock), &message)
+            })?;
             log.line(&format!(
                 "{what} {}: {:.0}s",
                 t.language,
@@ -637,7 +647,7 @@ fn write_selection(
         diverging: false,
         decimals: 0,
     };
-    write_atomic(&dir.join("counts.svg"), counts_map.to_svg().as_bytes())?;
+    counts_map.save(dir, "counts")?;
     let overlap_map = Heatmap {
         title: format!("Neurons shared by two languages ({method})"),
         x_label: "language".into(),
@@ -648,7 +658,7 @@ fn write_selection(
         diverging: false,
         decimals: 0,
     };
-    write_atomic(&dir.join("overlap.svg"), overlap_map.to_svg().as_bytes())?;
+    overlap_map.save(dir, "overlap")?;
     Ok(())
 }
 
@@ -675,10 +685,7 @@ fn write_matrices(dir: &Path, prefix: &str, m: &ChangeMatrix, value: &str) -> Re
             diverging: true,
             decimals: 2,
         };
-        write_atomic(
-            &dir.join(format!("{prefix}{name}.svg")),
-            map.to_svg().as_bytes(),
-        )?;
+        map.save(dir, &format!("{prefix}{name}"))?;
     }
     Ok(())
 }
