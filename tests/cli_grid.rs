@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{csv_rows, fixture, neuronlab, text};
+use crate::util::{csv_rows, files_starting_with, fixture, neuronlab, text};
 
 const WORDS: [&str; 12] = [
     "good", "great", "fine", "bad", "awful", "poor", "table", "chair", "door", "the", "a", "very",
@@ -848,16 +848,7 @@ fn a_run_shows_progress_writes_tensorboard_scalars_and_saves_its_best_model() {
     );
 
     // TensorBoard: a loss and learning rate per step, the evaluations' metrics at their steps.
-    let events: Vec<PathBuf> = std::fs::read_dir(&run)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents.")
-        })
-        .collect();
+    let events = files_starting_with(&run, "events.out.tfevents.");
     assert_eq!(events.len(), 1, "{events:?}");
     let scalars = runner::harness::tensorboard::read_scalars(&events[0]).unwrap();
     let of = |tag: &str| -> Vec<(u64, f32)> {

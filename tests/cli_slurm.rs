@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{neuronlab, text};
+use crate::util::{files_starting_with, neuronlab, text};
 
 /// A study and the fine-tuning cells that use its sets: 1 study + 4 fine-tuning cells.
 fn study_grid(root: &Path) -> std::path::PathBuf {
@@ -234,16 +234,7 @@ fn a_real_slurm_runs_the_exported_grid() {
     eprintln!("submitted jobs {jobs:?}");
     wait_for_jobs(&jobs, 600);
 
-    let outs: Vec<_> = std::fs::read_dir(&grid)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("slurm-")
-        })
-        .collect();
+    let outs = files_starting_with(&grid, "slurm-");
     let logs: String = outs
         .iter()
         .map(|p| format!("{}:\n{}", p.display(), std::fs::read_to_string(p).unwrap()))

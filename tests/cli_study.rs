@@ -305,7 +305,7 @@ fn studies_write_sets_tables_plots_and_matrices() {
         let svg = std::fs::read_to_string(lape_dir.join(format!("{name}.svg"))).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("ablated language"));
     }
-    for name in ["counts.svg", "overlap.svg"] {
+    for name in ["counts.svg", "overlap.svg", "counts.png", "overlap.png"] {
         assert!(lape_dir.join(name).is_file(), "{name}");
     }
     // A language with neurons changes its own NLL; the metric is the diagonal's mean.
@@ -350,10 +350,14 @@ fn studies_write_sets_tables_plots_and_matrices() {
         md.contains("neuron studies") && md.contains("| lape (tang) |"),
         "{md}"
     );
-    assert!(md.contains(&format!(
-        "{}/nll_change.svg",
-        lape_result["run_id"].as_str().unwrap()
-    )));
+    let run = lape_result["run_id"].as_str().unwrap();
+    assert!(md.contains(&format!("{run}/nll_change.png")), "{md}");
+    for name in ["nll_change.png", "nll_change.svg"] {
+        assert!(
+            root.join("runs/study").join(run).join(name).is_file(),
+            "{name}"
+        );
+    }
 }
 
 #[test]

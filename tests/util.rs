@@ -1,7 +1,7 @@
 //! Helpers shared by the workspace's integration tests: the fixture helpers of [`support`]
 //! and the `neuronlab` binary.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[path = "support.rs"]
 mod support;
@@ -48,4 +48,13 @@ pub fn dry_run(exp: &Path, root: &Path) -> std::process::Output {
         ],
         root,
     )
+}
+
+/// The paths of the files in `dir` whose names start with `prefix`.
+pub fn files_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
 }

@@ -449,6 +449,10 @@ impl Figure for Heatmap {
 mod tests {
     use super::*;
 
+    fn hex(c: RGBColor) -> String {
+        format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
+    }
+
     #[test]
     fn ticks_drop_trailing_zeros_and_negative_zero() {
         assert_eq!(fmt_tick(0.6000000001), "0.6");

@@ -268,10 +268,12 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
         &self,
         model: &Inner<B, Self::Model>,
         ablation: &EvalAblation<B::InnerBackend>,
+        progress: &mut dyn FnMut(usize, usize),
         device: &B::Device,
     ) -> Result<Evaluation> {
         let data = self.data;
         let n = data.eval.len();
+        let mut done = 0;
         let (mut pred_classes, mut pred_values) = (vec![0usize; n], vec![0f64; n]);
         // Batches of similar length (longest first), so that little of each batch is padding;
         // the predictions go back to the examples' order. In evaluation padding changes nothing
@@ -285,6 +287,8 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
             .filter(|_| ablation.neuron_masks.is_empty() && ablation.dropout.is_none());
         let mut view_losses: Vec<Vec<f64>> = Vec::new();
         for (pass, chunk) in order.chunks(self.eval_batch).enumerate() {
+            done += chunk.len();
+            progress(done, n);
             let input = collate(chunk.iter().map(|&i| &data.eval[i]), data.pad_id).to_input(device);
             if let Some(c) = compare {
                 let examples: Vec<&Encoded> = chunk.iter().map(|&i| &data.eval[i]).collect();

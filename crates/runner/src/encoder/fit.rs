@@ -219,11 +219,13 @@ pub trait Learner<B: AutodiffBackend> {
         device: &B::Device,
     ) -> Result<Tensor<B, 1>>;
     /// Evaluate the full model, with what `ablation` ablates (nothing: dropout off); the
-    /// `i`-th forward pass runs in `ablation.context(i)`.
+    /// `i`-th forward pass runs in `ablation.context(i)`. `progress(done, total)` follows the
+    /// evaluation set's units (examples, windows, candidates).
     fn evaluate(
         &self,
         model: &Inner<B, Self::Model>,
         ablation: &EvalAblation<B::InnerBackend>,
+        progress: &mut dyn FnMut(usize, usize),
         device: &B::Device,
     ) -> Result<Evaluation>;
     /// The encoder of a model (for the neuron-ablation masks).
@@ -429,7 +431,8 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         let done = step + 1;
         if done % eval_every == 0 || done == total {
             let valid = model.valid();
-            let evaluation = learner.evaluate(&valid, &EvalAblation::none(), device)?;
+            let mut shown = |done, total| log.evaluating("examples", done, total, "evaluation");
+            let evaluation = learner.evaluate(&valid, &EvalAblation::none(), &mut shown, device)?;
             let scores = &evaluation.scores;
             main_metric = scores.main.to_string();
             let metrics: BTreeMap<String, f64> = scores
@@ -511,7 +514,10 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             neuron_masks: masks,
             dropout: None,
         };
-        let scores = learner.evaluate(&best_model, &ablated, device)?.scores;
+        let mut shown = |done, total| log.evaluating("examples", done, total, "ablated");
+        let scores = learner
+            .evaluate(&best_model, &ablated, &mut shown, device)?
+            .scores;
         log.line(&format!(
             "ablation rate {rate}: {} {:.4}",
             scores.main,
@@ -529,7 +535,10 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
                 power,
             )),
         };
-        let scores = learner.evaluate(&best_model, &dropped, device)?.scores;
+        let mut shown = |done, total| log.evaluating("examples", done, total, "dropout");
+        let scores = learner
+            .evaluate(&best_model, &dropped, &mut shown, device)?
+            .scores;
         log.line(&format!(
             "dropout power {power}: {} {:.4}",
             scores.main,

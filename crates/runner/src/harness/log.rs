@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use indicatif::MultiProgress;
+
 use super::progress::Progress;
 use super::results::write_atomic;
 use super::tensorboard::EventWriter;
@@ -76,6 +78,10 @@ pub struct RunLog {
     dir: PathBuf,
     prefix: String,
     progress: Option<Progress>,
+    /// The bar of an evaluation under way (a terminal only).
+    evaluation: Option<Progress>,
+    /// The bars of the run, drawn together.
+    bars: MultiProgress,
     progress_written: Option<Instant>,
     /// The last evaluation's metrics, shown beside the loss.
     last_eval: String,
@@ -99,6 +105,8 @@ impl RunLog {
             dir: dir.to_path_buf(),
             prefix,
             progress: None,
+            evaluation: None,
+            bars: MultiProgress::new(),
             progress_written: None,
             last_eval: String::new(),
             tensorboard: None,
@@ -190,7 +198,8 @@ impl RunLog {
         {
             self.progress = None;
             let (from, since) = ((start.0 as u64).min(done), start.1);
-            self.progress = Some(Progress::new(&self.prefix, unit, total, from, since));
+            self.progress =
+                Some(Progress::new(&self.prefix, unit, total, from, since).within(&self.bars));
         }
         let progress = self.progress.as_mut().expect("set above");
         progress.update(done, message);
@@ -213,6 +222,28 @@ impl RunLog {
             if let Ok(json) = serde_json::to_string(&file) {
                 let _ = write_atomic(&self.dir.join(PROGRESS_FILE), json.as_bytes());
             }
+        }
+    }
+
+    /// An evaluation's progress: `done` of `total` `unit`s (examples, questions, windows), as a
+    /// second bar on a terminal and nothing elsewhere (the evaluation's result is logged). The
+    /// bar goes when `done` reaches `total`.
+    pub(crate) fn evaluating(&mut self, unit: &str, done: usize, total: usize, what: &str) {
+        let (done, total) = (done as u64, total as u64);
+        if self
+            .evaluation
+            .as_ref()
+            .is_none_or(|p| p.counts() != (total, unit) || done < p.done())
+        {
+            let prefix = format!("{} {what}", self.prefix);
+            let bar = Progress::new(&prefix, unit, total, 0, Instant::now());
+            self.evaluation = Some(bar.terminal_only().within(&self.bars));
+        }
+        if let Some(bar) = self.evaluation.as_mut() {
+            bar.update(done, "");
+        }
+        if done >= total {
+            self.evaluation = None;
         }
     }
 
@@ -242,6 +273,7 @@ impl RunLog {
     /// The run is over: the bar goes, and so does `progress.json` (its result says the rest).
     pub(crate) fn finish(&mut self) {
         self.progress = None;
+        self.evaluation = None;
         if let Some(mut tb) = self.tensorboard.take() {
             let _ = tb.flush();
         }

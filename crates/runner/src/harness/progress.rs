@@ -11,7 +11,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Most time between two plain lines.
 const PLAIN_EVERY: Duration = Duration::from_secs(60);
@@ -19,6 +19,10 @@ const PLAIN_EVERY: Duration = Duration::from_secs(60);
 /// A count of work done out of a total, shown as a bar or as plain lines.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// The bars drawn together with this one (a run's steps and its evaluation).
+    multi: Option<MultiProgress>,
+    /// Plain lines off a terminal (an evaluation's result is logged instead).
+    plain: bool,
     prefix: String,
     unit: String,
     total: u64,
@@ -49,6 +53,8 @@ impl Progress {
         });
         Self {
             bar,
+            multi: None,
+            plain: true,
             prefix: prefix.into(),
             unit: unit.into(),
             total,
@@ -57,6 +63,21 @@ impl Progress {
             next_tenth: (start * 10) / total.max(1) + 1,
             done: start,
         }
+    }
+
+    /// Draw the bar among `multi`'s (lines printed through it go above them all).
+    pub fn within(mut self, multi: &MultiProgress) -> Self {
+        if let Some(bar) = self.bar.take() {
+            self.bar = Some(multi.add(bar));
+            self.multi = Some(multi.clone());
+        }
+        self
+    }
+
+    /// A bar on a terminal, and nothing elsewhere.
+    pub fn terminal_only(mut self) -> Self {
+        self.plain = false;
+        self
     }
 
     /// The total and the unit this progress counts.
@@ -76,6 +97,9 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.set_message(message.to_string());
+            return;
+        }
+        if !self.plain {
             return;
         }
         let tenth = (done * 10) / self.total.max(1);
@@ -122,9 +146,12 @@ impl Progress {
 
     /// Print `line` on stderr, above the bar when there is one.
     pub fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+        match (&self.multi, &self.bar) {
+            (Some(multi), _) => {
+                let _ = multi.println(line);
+            }
+            (None, Some(bar)) => bar.println(line),
+            (None, None) => eprintln!("{line}"),
         }
     }
 }

@@ -323,7 +323,7 @@ mod tests {
         got.extend(record(&scalars_event(
             1_700_000_001.5,
             0,
-            &[("train/loss", 0.6931), ("train/learning_rate", 2e-5)],
+            &[("train/loss", 0.6875), ("train/learning_rate", 2e-5)],
         )));
         got.extend(record(&scalars_event(
             1_700_000_002.75,
@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                (0, "train/loss", 0.6931),
+                (0, "train/loss", 0.6875),
                 (0, "train/learning_rate", 2e-5),
                 (300, "eval/accuracy", 0.8125),
                 (300, "train/loss", -1.5),

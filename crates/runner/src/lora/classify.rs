@@ -307,6 +307,7 @@ impl LoraTask for Classification {
         let mut correct = 0;
         let mut index = 0;
         for chunk in examples.chunks(eval_batch) {
+            (eval.progress)(index + chunk.len(), examples.len());
             let rows: Vec<&[u32]> = chunk.iter().map(|e| e.ids.as_slice()).collect();
             let (x, mask) = super::tuning::batch::<B>(&rows, self.pad, eval.device);
             let logits = model.forward(x, mask, eval.ctx);

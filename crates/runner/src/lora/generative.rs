@@ -268,7 +268,8 @@ impl LoraTask for GenerativeQa {
         let lang = eval.language;
         let mut official = serde_json::Map::new();
         let mut sums = [0.0; 4];
-        for item in items {
+        for (done, item) in items.iter().enumerate() {
+            (eval.progress)(done + 1, items.len());
             let generated = generate_greedy(
                 model,
                 &item.ids,

@@ -41,6 +41,8 @@ pub struct Evaluation<'a, B: Backend> {
     pub predictions: &'a mut String,
     /// The run's folder (for a family's own prediction files).
     pub dir: &'a Path,
+    /// `(done, total)` examples, as the evaluation goes.
+    pub progress: &'a mut dyn FnMut(usize, usize),
 }
 
 /// A LoRA task family: see the module docs.
@@ -184,6 +186,7 @@ pub fn run<T: LoraTask, B: AutodiffBackend>(
                 device,
                 predictions: &mut predictions,
                 dir,
+                progress: &mut |done, total| log.evaluating(T::NOUN, done, total, lang),
             },
         )?;
         let _ = write!(table, "{lang},{}", examples.len());
@@ -204,6 +207,9 @@ pub fn run<T: LoraTask, B: AutodiffBackend>(
                     device,
                     predictions: &mut predictions,
                     dir,
+                    progress: &mut |done, total| {
+                        log.evaluating(T::NOUN, done, total, &format!("{lang} intervened"))
+                    },
                 },
             )?;
             for (name, v) in T::SCORES.iter().zip(&scores_i) {

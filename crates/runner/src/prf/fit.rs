@@ -200,6 +200,7 @@ pub fn run_prf<B: Backend>(
                 &eval_inputs[0],
                 (&tokenizer, &matrix),
                 t.batch_size,
+                &mut |done, total| log.evaluating("queries", done, total, dev_name),
                 device,
             )?;
             let record = EvalRecord {
@@ -245,6 +246,7 @@ pub fn run_prf<B: Backend>(
                 &eval_inputs[i],
                 (&tokenizer, &matrix),
                 t.batch_size,
+                &mut |done, total| log.evaluating("queries", done, total, name),
                 device,
             )?
         };
@@ -335,10 +337,15 @@ fn evaluate<B: Backend>(
     inputs: &[FeedbackInput],
     (tokenizer, matrix): (&TextTokenizer, &Matrix),
     batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
     device: &B::Device,
 ) -> Result<(BTreeMap<String, f64>, Run)> {
     let mut vectors = Vec::new();
-    for batch in inputs.chunks(batch_size.max(1)) {
+    for (k, batch) in inputs.chunks(batch_size.max(1)).enumerate() {
+        progress(
+            (k * batch_size.max(1) + batch.len()).min(inputs.len()),
+            inputs.len(),
+        );
         let input = feedback_batch(batch, tokenizer).to_input(device);
         let v = model.forward(&input, &mut ForwardContext::eval());
         vectors.extend(

@@ -444,11 +444,13 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
         &self,
         model: &Inner<B, Self::Model>,
         ablation: &EvalAblation<B::InnerBackend>,
+        progress: &mut dyn FnMut(usize, usize),
         device: &B::Device,
     ) -> Result<Evaluation> {
         let mut starts = Vec::with_capacity(self.eval_windows.len());
         let mut ends = Vec::with_capacity(self.eval_windows.len());
         for (pass, chunk) in self.eval_windows.chunks(self.eval_batch).enumerate() {
+            progress(starts.len() + chunk.len(), self.eval_windows.len());
             let refs: Vec<&QaWindow> = chunk.iter().collect();
             // Decoding reads context tokens only, so the answer mask would change nothing here.
             let input =

@@ -461,11 +461,13 @@ impl<B: AutodiffBackend> Learner<B> for RankLearner {
         &self,
         model: &Inner<B, Self::Model>,
         ablation: &EvalAblation<B::InnerBackend>,
+        progress: &mut dyn FnMut(usize, usize),
         device: &B::Device,
     ) -> Result<Evaluation> {
         let mut run = Run::new();
         let mut pass = 0;
-        for query in &self.eval {
+        for (done, query) in self.eval.iter().enumerate() {
+            progress(done + 1, self.eval.len());
             let mut ranked = Vec::with_capacity(query.candidates.len());
             for chunk in query.candidates.chunks(self.eval_batch.max(1)) {
                 let pairs: Vec<(&str, &str)> = chunk
