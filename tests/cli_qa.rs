@@ -10,7 +10,9 @@ use ablation::DropoutMasks;
 use burn::prelude::*;
 use models::EncoderInput;
 use runner::encoder::cell::TrainCell;
-use runner::encoder::extractive::hotpot::{HotpotLayout, Markers, OfficialLayout, official_window};
+use runner::encoder::extractive::hotpot::{
+    HotpotLayout, Markers, Occurrence, OfficialLayout, official_window, official_window_at,
+};
 use runner::encoder::extractive::squad::QaWindow;
 use runner::encoder::extractive::{self, HotpotItem, hotpot_view_windows, read_hotpot_json};
 use runner::encoder::rerank;
@@ -748,8 +750,15 @@ fn hotpot_crop_views_of_a_step_are_nested_token_for_token() {
         for _ in 0..10 {
             // Four paragraphs of ~12 tokens in windows of 24: several windows per view.
             let orders = segment_views(&item.supporting, 2, CropMode::Train, &mut rng);
-            let windows =
-                hotpot_view_windows(&tokenizer, &HotpotLayout::Pair, item, &orders, 24, 8).unwrap();
+            let windows = hotpot_view_windows(
+                &tokenizer,
+                &HotpotLayout::Pair,
+                item,
+                &orders,
+                (24, 8),
+                None,
+            )
+            .unwrap();
             assert_eq!(windows.len(), 3);
             for k in 1..windows.len() {
                 for j in 0..k {
@@ -789,8 +798,15 @@ fn hotpot_answers_are_predicted_only_from_the_context_as_the_official_answer_mas
     let item = &items[0];
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let orders = segment_views(&item.supporting, 1, CropMode::Train, &mut rng);
-    let windows =
-        hotpot_view_windows(&tokenizer, &HotpotLayout::Pair, item, &orders, 512, 128).unwrap();
+    let windows = hotpot_view_windows(
+        &tokenizer,
+        &HotpotLayout::Pair,
+        item,
+        &orders,
+        (512, 128),
+        None,
+    )
+    .unwrap();
     for w in &windows {
         let mask = answer_mask(w);
         let first_context = w.type_ids.iter().position(|&t| t == 1).unwrap();
@@ -876,8 +892,15 @@ fn longformer_hotpot_inputs_give_global_attention_to_cls_the_question_and_yes_no
     let items = read_hotpot_json(&hotpot_dir(tmp.path()).join("hotpot_train_v1.1.json")).unwrap();
     for item in &items {
         let order: Vec<usize> = (0..item.paragraphs.len()).collect();
-        let windows =
-            hotpot_view_windows(&tokenizer, &HotpotLayout::Pair, item, &[order], 62, 8).unwrap();
+        let windows = hotpot_view_windows(
+            &tokenizer,
+            &HotpotLayout::Pair,
+            item,
+            &[order],
+            (62, 8),
+            None,
+        )
+        .unwrap();
         let window = &windows[0];
         let tokens: Vec<String> = window
             .ids
@@ -1147,7 +1170,8 @@ fn official_hotpot_crop_views_are_the_official_inputs_of_their_paragraphs() {
     for item in &items {
         for _ in 0..5 {
             let orders = segment_views(&item.supporting, 2, CropMode::Train, &mut rng);
-            let views = hotpot_view_windows(&tokenizer, &layout, item, &orders, 4096, 128).unwrap();
+            let views =
+                hotpot_view_windows(&tokenizer, &layout, item, &orders, (4096, 128), None).unwrap();
             assert_eq!(views.len(), 3);
             // Untruncated, each crop is exactly the official reader's input of its paragraphs;
             // its offsets point into the full view's context, the direct input's into its own.
@@ -1683,4 +1707,95 @@ fn bad_hotpot_files_are_errors_naming_the_question_and_key() {
             "{what}: {err}"
         );
     }
+}
+
+/// The official reader draws one of the answer's positions per question and step
+/// (`random.choice(positions)`): every occurrence gets drawn, the window labels the drawn one,
+/// and its text paragraph is the one kept to `max(max_p_len, end + 12)` tokens.
+#[test]
+fn training_draws_one_of_the_answers_occurrences_as_the_official_reader() {
+    use rand::SeedableRng;
+    let tmp = tempfile::tempdir().unwrap();
+    let (tokenizer, layout) = official_layout(tmp.path(), None, Some(3));
+    let item = HotpotItem {
+        id: "q".into(),
+        question: "which door".into(),
+        answer: "door".into(),
+        paragraphs: vec![
+            ("table".into(), "the door and a door".into()),
+            ("chair".into(), "a very good door".into()),
+            ("door".into(), "a poor door".into()),
+        ],
+        supporting: vec![true, true, false],
+    };
+    // The supporting paragraphs' texts hold three; the distractor's are not positions.
+    let all = item.occurrences();
+    let at = |paragraph, at| Occurrence {
+        paragraph,
+        in_title: false,
+        at,
+    };
+    assert_eq!(all, [at(0, 4), at(0, 15), at(1, 12)]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut drawn = [0usize; 3];
+    for _ in 0..300 {
+        let o = item.draw_occurrence(&mut rng).unwrap();
+        drawn[all.iter().position(|x| *x == o).unwrap()] += 1;
+    }
+    assert!(drawn.iter().all(|&n| n > 60), "about uniform: {drawn:?}");
+    // One position: nothing drawn, the generator untouched.
+    let mut once = item.clone();
+    once.paragraphs[0].1 = "the table".into();
+    let (mut a, mut b) = (
+        rand::rngs::StdRng::seed_from_u64(2),
+        rand::rngs::StdRng::seed_from_u64(2),
+    );
+    assert_eq!(once.draw_occurrence(&mut a), Some(at(1, 12)));
+    assert_eq!(
+        rand::Rng::random::<u64>(&mut a),
+        rand::Rng::random::<u64>(&mut b)
+    );
+
+    let order = [2, 0, 1];
+    let (context, _) = item.context(&order);
+    let text_at = |p: usize| {
+        let (title, _) = &item.paragraphs[p];
+        context.find(&format!("{title}: ")).unwrap() + title.len() + 2
+    };
+    let mut starts = Vec::new();
+    for o in &all {
+        let w = official_window_at(
+            &tokenizer,
+            official(&layout),
+            &item,
+            &order,
+            4096,
+            true,
+            Some(*o),
+        )
+        .unwrap();
+        let (a, b) = w.context_offsets[w.start].unwrap();
+        let want = text_at(o.paragraph) + o.at;
+        assert!(
+            a <= want && want < b,
+            "{o:?}: token {a}..{b}, answer at {want}"
+        );
+        let (_, e) = w.context_offsets[w.end].unwrap();
+        assert_eq!(&context[want..e], "door", "{o:?}");
+        starts.push(w.start);
+        // The drawn position's text keeps its answer; the other supporting text its first 3.
+        let marks = w.marks.as_ref().unwrap();
+        let text_tokens = |p: u32| marks.piece.iter().filter(|&&k| k == 4 + 2 * p).count() - 1;
+        let other = 1 - o.paragraph as u32;
+        assert_eq!(text_tokens(other), 3, "{o:?}");
+        assert!(text_tokens(o.paragraph as u32) > 3, "{o:?}");
+    }
+    starts.dedup();
+    assert_eq!(starts.len(), 3, "three different labels: {starts:?}");
+    // Evaluation (no draw) labels the first supporting text's occurrence in the input's order.
+    assert_eq!(item.context(&order).1, Some(text_at(0) + 4));
+    assert_eq!(
+        item.context(&[1, 0]).1,
+        Some(item.context(&[1, 0]).0.find("good door").unwrap() + 5)
+    );
 }

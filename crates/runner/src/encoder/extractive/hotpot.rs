@@ -35,8 +35,16 @@
 //!
 //! Both layouts decode answers as text cut from the same context string (`yes no ` and the
 //! paragraphs as `title: text`, [`HotpotItem::context`]): the official layout's tokens carry
-//! their offsets into it. The answer span is located by [`HotpotItem::context`] (the official
-//! data files list every position; training there picks one at random).
+//! their offsets into it.
+//!
+//! **Where a span answer is labelled.** The official data files list the answer's positions
+//! (their preprocessing is not published) and the reader's training draws one of them for each
+//! question at each step (`random.choice(positions)`, `MultiDocQADataset.__getitem__`), the
+//! same for all of the step's crop views; evaluation labels the first. Here the positions are
+//! every occurrence of the answer text ([`HotpotItem::occurrences`]) in the supporting
+//! paragraphs' texts, else their titles, else any text, else any title; a training step draws
+//! one ([`HotpotItem::draw_occurrence`], from the step's seeded generator, only when there are
+//! several) and evaluation labels the first in the input's paragraph order.
 
 use std::path::Path;
 
@@ -130,6 +138,17 @@ pub fn read_hotpot_json(path: &Path) -> Result<Vec<HotpotItem>> {
 /// Each paragraph of a context (index) with its character span there.
 type ParagraphSpans = Vec<(usize, std::ops::Range<usize>)>;
 
+/// One occurrence of a span answer in a question's paragraphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurrence {
+    /// The paragraph (index in the item).
+    pub paragraph: usize,
+    /// In its title (else its text).
+    pub in_title: bool,
+    /// Character offset in that title or text.
+    pub at: usize,
+}
+
 /// The words before the paragraphs: yes/no answers are spans over them.
 pub const YES_NO: &str = "yes no ";
 
@@ -141,9 +160,61 @@ impl HotpotItem {
         (context, answer)
     }
 
+    /// Where a span answer may be labelled: every occurrence of its text in the supporting
+    /// paragraphs' texts, else in their titles, else in any text, else in any title (the first
+    /// of these four that has one), in file order. Empty for `yes`, `no`, an empty answer, or
+    /// one found nowhere.
+    pub fn occurrences(&self) -> Vec<Occurrence> {
+        let a = self.answer.as_str();
+        if matches!(a, "yes" | "no" | "") {
+            return Vec::new();
+        }
+        for (supporting_only, in_title) in
+            [(true, false), (true, true), (false, false), (false, true)]
+        {
+            let found: Vec<Occurrence> = (0..self.paragraphs.len())
+                .filter(|&p| !supporting_only || self.supporting[p])
+                .flat_map(|p| {
+                    let (title, text) = &self.paragraphs[p];
+                    let within = if in_title { title } else { text };
+                    within.match_indices(a).map(move |(byte, _)| Occurrence {
+                        paragraph: p,
+                        in_title,
+                        at: within[..byte].chars().count(),
+                    })
+                })
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        Vec::new()
+    }
+
+    /// The occurrence a training step labels: one of [`Self::occurrences`] drawn uniformly from
+    /// `rng` (which is left untouched when there are fewer than two), as the official reader's
+    /// `random.choice(positions)`.
+    pub fn draw_occurrence(&self, rng: &mut impl rand::Rng) -> Option<Occurrence> {
+        let all = self.occurrences();
+        match all.len() {
+            0 | 1 => all.first().copied(),
+            n => Some(all[rng.random_range(0..n)]),
+        }
+    }
+
     /// As [`Self::context`], with each paragraph's character span in the context (title to end
     /// of text), in `order`.
     fn context_spans(&self, order: &[usize]) -> (String, Option<usize>, ParagraphSpans) {
+        self.context_spans_at(order, None)
+    }
+
+    /// As [`Self::context_spans`], the answer located at `occurrence` when given (`None` when
+    /// its paragraph is not in `order`), else at the first occurrence in `order`.
+    fn context_spans_at(
+        &self,
+        order: &[usize],
+        occurrence: Option<Occurrence>,
+    ) -> (String, Option<usize>, ParagraphSpans) {
         let mut context = String::from(YES_NO);
         // (char offset of the paragraph text, paragraph index), and of its title
         let mut starts = Vec::with_capacity(order.len());
@@ -162,11 +233,17 @@ impl HotpotItem {
             context.push_str(text);
             spans.push((p, title_at..context.chars().count()));
         }
-        let answer = match self.answer.as_str() {
-            "yes" => Some(0),
-            "no" => Some(4),
-            "" => None,
-            a => {
+        let answer = match (self.answer.as_str(), occurrence) {
+            ("yes", _) => Some(0),
+            ("no", _) => Some(4),
+            ("", _) => None,
+            (_, Some(o)) => {
+                let at = if o.in_title { &title_starts } else { &starts };
+                at.iter()
+                    .find(|&&(_, p)| p == o.paragraph)
+                    .map(|&(offset, _)| offset + o.at)
+            }
+            (a, None) => {
                 // The first occurrence in a supporting paragraph's text, else in a supporting
                 // title (the official reader's answer positions include titles), else anywhere.
                 let find = |supporting_only: bool, in_title: bool| {
@@ -274,7 +351,16 @@ impl HotpotItem {
 
     /// As a SQuAD question over the paragraphs `order` (answer offset 0 when not found).
     pub fn as_squad(&self, order: &[usize]) -> (QaExample, bool) {
-        let (context, answer) = self.context(order);
+        self.as_squad_at(order, None)
+    }
+
+    /// As [`Self::as_squad`], the answer at `occurrence` when given ([`Self::draw_occurrence`]).
+    pub fn as_squad_at(
+        &self,
+        order: &[usize],
+        occurrence: Option<Occurrence>,
+    ) -> (QaExample, bool) {
+        let (context, answer, _) = self.context_spans_at(order, occurrence);
         (
             QaExample {
                 id: self.id.clone(),
@@ -428,8 +514,26 @@ pub fn official_window(
     max_len: usize,
     keep_answer: bool,
 ) -> Result<QaWindow> {
+    official_window_at(tokenizer, layout, item, order, max_len, keep_answer, None)
+}
+
+/// As [`official_window`], the answer labelled at `occurrence` when given (a training step's
+/// draw, [`HotpotItem::draw_occurrence`]); with `keep_answer`, its text paragraph is the one
+/// kept to `max(max_p_len, end + 12)` tokens, as the official reader keeps the drawn position's.
+///
+/// # Errors
+/// As [`official_window`].
+pub fn official_window_at(
+    tokenizer: &Tokenizer,
+    layout: &OfficialLayout,
+    item: &HotpotItem,
+    order: &[usize],
+    max_len: usize,
+    keep_answer: bool,
+    occurrence: Option<Occurrence>,
+) -> Result<QaWindow> {
     let m = &layout.markers;
-    let (_, answer_at, spans) = item.context_spans(order);
+    let (_, answer_at, spans) = item.context_spans_at(order, occurrence);
     let (mut ids, mut offsets, mut global, mut answerable, mut pieces, mut types) = (
         vec![m.cls, m.yes, m.no, m.question],
         vec![None, Some((0, 3)), Some((4, 6)), None],
@@ -463,7 +567,12 @@ pub fn official_window(
     answerable.push(false);
     pieces.push(0);
     types.push(0);
-    let answer = keep_answer.then(|| item.answer_text_end()).flatten();
+    let kept = match occurrence {
+        Some(o) if o.in_title => None,
+        Some(o) => Some((o.paragraph, o.at + item.answer.chars().count())),
+        None => item.answer_text_end(),
+    };
+    let answer = kept.filter(|_| keep_answer);
     for (&p, (_, span)) in order.iter().zip(&spans) {
         if ids.len() >= max_len {
             break;
@@ -550,7 +659,8 @@ pub fn official_window(
 
 /// The training windows of one HotpotQA question's views `orders` (view 0 the full input, each
 /// later view a subsequence of its paragraphs, as [`ablation::crop::segment_views`] returns
-/// them), one window per view, nested as the views are.
+/// them), one window per view, nested as the views are, the answer labelled at `occurrence`
+/// when given (the step's draw, [`HotpotItem::draw_occurrence`]; all views share it).
 ///
 /// View 0 is, in the official layout, the whole (truncated) input ([`official_window`]); in the
 /// pair layout, its first window (`max_len` tokens, `stride` overlap) that holds the answer. A
@@ -570,12 +680,14 @@ pub fn hotpot_view_windows(
     layout: &HotpotLayout,
     item: &HotpotItem,
     orders: &[Vec<usize>],
-    max_len: usize,
-    stride: usize,
+    (max_len, stride): (usize, usize),
+    occurrence: Option<Occurrence>,
 ) -> Result<Vec<QaWindow>> {
     let (full, paragraph): (QaWindow, Vec<Option<usize>>) = match layout {
         HotpotLayout::Official(official) => {
-            let full = official_window(tokenizer, official, item, &orders[0], max_len, true)?;
+            let full = official_window_at(
+                tokenizer, official, item, &orders[0], max_len, true, occurrence,
+            )?;
             let marks = full.marks.as_ref().expect("official windows have marks");
             let paragraph = marks
                 .piece
@@ -586,7 +698,7 @@ pub fn hotpot_view_windows(
         }
         HotpotLayout::Pair => {
             let (_, _, spans) = item.context_spans(&orders[0]);
-            let (example, _) = item.as_squad(&orders[0]);
+            let (example, _) = item.as_squad_at(&orders[0], occurrence);
             let windows =
                 squad_windows(tokenizer, std::slice::from_ref(&example), max_len, stride)?;
             let first = windows.iter().position(|w| w.start != 0).unwrap_or(0);

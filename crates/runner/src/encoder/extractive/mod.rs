@@ -23,8 +23,9 @@
 //! tokens taken out ([`hotpot_view_windows`]): each view has one row, as the comparison needs,
 //! and the views stay nested even where the full view is cut or windowed. Evaluation decodes
 //! over the official layout's one input, or every window of the pair layout's, in file order.
-//! The answer span is the first occurrence of the answer text in a supporting paragraph (else, in evaluation, in any
-//! paragraph); training questions whose answer occurs in no supporting paragraph are left out and
+//! A training step labels one of the answer text's occurrences in the supporting paragraphs,
+//! drawn as the official reader draws one of its positions; evaluation labels the first (else
+//! an occurrence in any paragraph; [`hotpot`] says exactly); training questions whose answer occurs in no supporting paragraph are left out and
 //! counted in the log, as span extraction cannot learn them. Supporting facts are not
 //! predicted (neither does the paper's model). Answers are scored with the SQuAD metric, as the
 //! CmpLoss code scores HotpotQA; the official `hotpot_evaluate_v1.py` additionally gives F1 = 0
@@ -411,13 +412,16 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
                 for &i in batch {
                     let item = &items[i];
                     let orders = segment_views(&item.supporting, views - 1, CropMode::Train, rng);
+                    // The official reader draws one of the answer's positions per question and
+                    // step, for all of its views.
+                    let occurrence = item.draw_occurrence(rng);
                     let windows = hotpot_view_windows(
                         &self.tokenizer,
                         layout,
                         item,
                         &orders,
-                        self.max_len,
-                        self.qa.doc_stride,
+                        (self.max_len, self.qa.doc_stride),
+                        occurrence,
                     )?;
                     for (k, window) in windows.into_iter().enumerate() {
                         rows[k].push(window);
