@@ -878,6 +878,9 @@ fn hotpot_cells_crop_distractor_paragraphs_and_decode_over_windows() {
         "[grid]\nmodel = [\"tiny\"]\ndataset = [\"hotpot\"]\nloss = [\"baseline\", \"crop-drop\", \"crop2\"]\n",
     );
     check_hotpot_cells(tmp.path(), &rows);
+    // The layout the WordPiece tokenizer left the cells (qa.layout unset), in the results.
+    let layout = column(&rows, "resolved_qa.layout");
+    assert!(rows[1..].iter().all(|r| r[layout] == "pair"), "{rows:?}");
 }
 
 #[test]
@@ -1211,6 +1214,18 @@ fn hotpot_cells_train_a_longformer_in_the_official_layout() {
         assert_eq!(log.matches(said).count(), 2, "{said}: {log}");
     }
     check_hotpot_cells(tmp.path(), &rows);
+    let layout = column(&rows, "resolved_qa.layout");
+    assert!(
+        rows[1..].iter().all(|r| r[layout] == "official"),
+        "{rows:?}"
+    );
+    let result = read_json(
+        &tmp.path()
+            .join("runs/qa")
+            .join(&rows[1][0])
+            .join("result.json"),
+    );
+    assert_eq!(result["resolved"]["qa.layout"], "official");
 }
 
 #[test]

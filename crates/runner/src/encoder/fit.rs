@@ -232,6 +232,11 @@ pub trait Learner<B: AutodiffBackend> {
     fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend>;
     /// Write the model as an HF checkpoint into `out`.
     fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()>;
+    /// Settings the learner resolved from its data and tokenizer, for `result.json`
+    /// ([`Outcome::resolved`]); none by default.
+    fn resolved(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 }
 
 /// What an evaluation ablates: FFN neurons (fixed masks), dropout, or nothing.
@@ -557,6 +562,7 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         final_metrics: last_metrics,
         steps: Some(total),
         ablation,
+        resolved: learner.resolved(),
     })
 }
 

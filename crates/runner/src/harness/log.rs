@@ -48,6 +48,9 @@ pub struct Outcome {
     pub steps: Option<usize>,
     /// `(rate, main metric)` of the best model with that fraction of FFN neurons ablated.
     pub ablation: Vec<(f64, f64)>,
+    /// Settings the cell resolved when it ran, where the experiment file left them to it
+    /// (`qa.layout`: which HotpotQA layout the tokenizer allowed).
+    pub resolved: BTreeMap<String, String>,
 }
 
 /// The file a running cell keeps current (about every few seconds): how far it is.

@@ -8,7 +8,8 @@
 //!     config.toml             the resolved config
 //!     log.txt                 log lines
 //!     metrics.jsonl           one line per evaluation
-//!     result.json             final metrics, status, error, seconds, commit, versions, device
+//!     result.json             final metrics, status, error, seconds, commit, versions, device,
+//!                             settings the cell resolved itself (`resolved`)
 //!     progress.json           while it runs: how far it is (what `grid list` shows)
 //!     events.out.tfevents.*   with `tensorboard = true`: loss, metrics, learning rate per step
 //!     .lock                   held while a process runs the cell (crate::harness::lock)
@@ -54,6 +55,9 @@ pub struct RunResult {
     pub steps: Option<usize>,
     /// `(rate, main metric)` with a random fraction of FFN neurons ablated.
     pub ablation: Vec<(f64, f64)>,
+    /// Settings resolved when the cell ran (see [`crate::harness::log::Outcome::resolved`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolved: BTreeMap<String, String>,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
     /// When it started (UTC, RFC 3339).
@@ -98,7 +102,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Rewrite `results.csv` and `results.parquet` from the `result.json` files of `cells` (cells
 /// without one are left out). Columns: `run_id, status, error, param_<axis>…, <metric>…,
-/// ablation_<rate>…, seconds, started, commit, device`.
+/// ablation_<rate>…, resolved_<setting>…, seconds, started, commit, device`.
 pub fn write_tables<C>(grid_dir: &Path, cells: &[Cell<C>]) -> Result<usize> {
     let rows: Vec<RunResult> = cells
         .iter()
@@ -135,6 +139,12 @@ pub fn write_tables<C>(grid_dir: &Path, cells: &[Cell<C>]) -> Result<usize> {
                 .iter()
                 .find(|(x, _)| format!("{x}") == *rate)
                 .map(|p| p.1)
+        }));
+    }
+    let resolved: BTreeSet<&String> = rows.iter().flat_map(|r| r.resolved.keys()).collect();
+    for key in &resolved {
+        columns.push(text(&format!("resolved_{key}"), &|r| {
+            r.resolved.get(*key).cloned()
         }));
     }
     columns.push(number("seconds", &|r| Some(r.seconds)));

@@ -225,6 +225,7 @@ impl<C: Expand> BackendJob for GridRun<C> {
                 final_metrics: Default::default(),
                 steps: None,
                 ablation: Vec::new(),
+                resolved: Default::default(),
                 seconds: clock.elapsed().as_secs_f64(),
                 started,
                 commit: commit.clone(),
@@ -259,6 +260,7 @@ impl<C: Expand> BackendJob for GridRun<C> {
                     result.final_metrics = o.final_metrics;
                     result.steps = o.steps;
                     result.ablation = o.ablation;
+                    result.resolved = o.resolved;
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");

@@ -353,6 +353,7 @@ pub(crate) fn finish_cell(
         final_metrics: metrics,
         steps: Some(trained.steps),
         ablation: Vec::new(),
+        resolved: BTreeMap::new(),
     })
 }
 

@@ -279,6 +279,7 @@ pub fn run_prf<B: Backend>(
         final_metrics: last_metrics,
         steps: Some(total),
         ablation: Vec::new(),
+        resolved: BTreeMap::new(),
     })
 }
 

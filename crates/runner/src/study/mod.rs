@@ -557,6 +557,7 @@ pub fn run_study<B: Backend>(
         final_metrics: BTreeMap::new(),
         steps: None,
         ablation: Vec::new(),
+        resolved: BTreeMap::new(),
     })
 }
 

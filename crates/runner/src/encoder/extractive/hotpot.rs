@@ -31,7 +31,8 @@
 //! the yes/no words only, [`crate::encoder::extractive::global_tokens`]).
 //!
 //! Unset, `qa.layout` is the official layout when the tokenizer has the five tokens and the
-//! pair layout otherwise (a WordPiece BERT has none of them); the cell's log says which.
+//! pair layout otherwise (a WordPiece BERT has none of them); the cell's log, its
+//! `result.json` and the grid's `results.csv` (`resolved_qa.layout`) say which.
 //!
 //! Both layouts decode answers as text cut from the same context string (`yes no ` and the
 //! paragraphs as `title: text`, [`HotpotItem::context`]): the official layout's tokens carry

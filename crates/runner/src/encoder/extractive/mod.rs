@@ -510,6 +510,17 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
     fn save(&self, model: &Inner<B, Self::Model>, out: &Path) -> Result<()> {
         Ok(model.save_pretrained(&self.config, out)?)
     }
+
+    /// HotpotQA: the layout the cell ran in (`qa.layout`, which the tokenizer decides when the
+    /// file leaves it unset).
+    fn resolved(&self) -> std::collections::BTreeMap<String, String> {
+        let layout = match &self.train {
+            TrainUnits::Hotpot(_, HotpotLayout::Official(_)) => "official",
+            TrainUnits::Hotpot(_, HotpotLayout::Pair) => "pair",
+            TrainUnits::Windows(_) => return Default::default(),
+        };
+        std::collections::BTreeMap::from([("qa.layout".to_string(), layout.to_string())])
+    }
 }
 
 /// The HotpotQA layout of a cell (see [`hotpot`]) and a line for the log.
