@@ -897,3 +897,63 @@ fn a_run_shows_progress_writes_tensorboard_scalars_and_saves_its_best_model() {
         "{report:?}"
     );
 }
+
+/// `grid list` on a grid under way: a cell whose run folder is locked is running, with how far
+/// its `progress.json` says it is, and the time left comes from the finished cells' durations
+/// and the running cell's own estimate.
+#[test]
+fn grid_list_shows_the_running_cell_and_the_time_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = experiment(root, GRID);
+    let exp = exp.to_str().unwrap();
+    let list = || {
+        let out = neuronlab(&["grid", "list", exp, "--output", "runs"], root);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        list().ends_with("0 done, 0 failed, 0 running, 4 pending\n"),
+        "no time left before a cell has finished: {}",
+        list()
+    );
+    for cell in ["0", "1"] {
+        let out = neuronlab(
+            &["grid", "run", exp, "--output", "runs", "--cell", cell],
+            root,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // Cell 2 "runs": its folder is locked (as a running process holds it) and its progress file
+    // says half of its steps are done.
+    let plan = list();
+    let id = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("2 "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{plan}"))
+        .to_string();
+    let run = root.join("runs/tiny").join(&id);
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("progress.json"),
+        r#"{"unit":"steps","done":2,"total":4,"seconds_left":3.0,"message":"loss 1.0"}"#,
+    )
+    .unwrap();
+    let lock = std::fs::File::create(run.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let plan = list();
+    let line = plan.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(
+        line.contains("running   [steps 2/4 (50%), about 3 s left]"),
+        "{plan}"
+    );
+    let summary = plan.lines().last().unwrap();
+    assert!(
+        summary.starts_with("2 done, 0 failed, 1 running, 1 pending; about ")
+            && summary.contains(" left in one process (a cell took "),
+        "{plan}"
+    );
+    drop(lock);
+    assert!(list().contains(&format!("{id}  pending")), "{}", list());
+}

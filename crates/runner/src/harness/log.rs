@@ -7,14 +7,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use indicatif::MultiProgress;
-
-use super::progress::Progress;
-use super::results::write_atomic;
-use super::tensorboard::EventWriter;
-
 use anyhow::{Context, Result};
+use indicatif::MultiProgress;
 use serde::{Deserialize, Serialize};
+
+use super::atomic::write_atomic;
+use super::progress::Progress;
+use super::tensorboard::EventWriter;
 
 /// One evaluation, a line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize)]

@@ -2,6 +2,7 @@
 //! `${VAR}`s and `file, line N: key K` locations), grid expansion's shared pieces and cell
 //! identity (run ids), the results layout, the run log and progress.
 
+pub mod atomic;
 pub mod cell;
 pub mod experiment;
 pub mod grid;

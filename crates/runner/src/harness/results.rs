@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -88,17 +88,7 @@ pub fn read_result<C>(grid_dir: &Path, cell: &Cell<C>) -> Option<RunResult> {
     serde_json::from_str(&text).ok()
 }
 
-/// Write `bytes` to `path` through a temporary file (`NAME.PID.tmp`) and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    // The process id keeps concurrent writers (array tasks of one grid) off each other's file.
-    let tmp = path.with_extension(format!(
-        "{}.{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
-}
+pub use super::atomic::write_atomic;
 
 /// Rewrite `results.csv` and `results.parquet` from the `result.json` files of `cells` (cells
 /// without one are left out). Columns: `run_id, status, error, param_<axis>…, <metric>…,
