@@ -3,7 +3,7 @@
 //! work and at least one a minute, each with the same facts:
 //!
 //! ```text
-//! [2/12] sst2-cmp-s1 steps 40/400 (10%) loss 0.5231, 3.12 steps/s, about 1 min 55 s left
+//! [2/12] steps 40/400 (10%) loss 0.5231 · accuracy 0.8120, 3.12 steps/s, about 1 min 55 s left
 //! ```
 //!
 //! Work resumed part-way (a checkpoint at step 200) is timed from where it resumed.
