@@ -193,10 +193,10 @@ impl RunLog {
         message: &str,
     ) {
         let (done, total) = (done as u64, total as u64);
-        if self
+        if !self
             .progress
             .as_ref()
-            .is_none_or(|p| p.counts() != (total, unit) || done < p.done())
+            .is_some_and(|p| p.goes_on(unit, total, done))
         {
             self.progress = None;
             let (from, since) = ((start.0 as u64).min(done), start.1);
@@ -232,10 +232,10 @@ impl RunLog {
     /// bar goes when `done` reaches `total`.
     pub(crate) fn evaluating(&mut self, unit: &str, done: usize, total: usize, what: &str) {
         let (done, total) = (done as u64, total as u64);
-        if self
+        if !self
             .evaluation
             .as_ref()
-            .is_none_or(|p| p.counts() != (total, unit) || done < p.done())
+            .is_some_and(|p| p.goes_on(unit, total, done))
         {
             let prefix = format!("{} {what}", self.prefix);
             let bar = Progress::new(&prefix, unit, total, 0, Instant::now());

@@ -80,14 +80,10 @@ impl Progress {
         self
     }
 
-    /// The total and the unit this progress counts.
-    pub fn counts(&self) -> (u64, &str) {
-        (self.total, &self.unit)
-    }
-
-    /// How many are done.
-    pub fn done(&self) -> u64 {
-        self.done
+    /// Whether `done` of `total` `unit`s goes on this count (the same unit and total, and not
+    /// fewer done than before); otherwise it is a new count, with a bar of its own.
+    pub fn goes_on(&self, unit: &str, total: u64, done: u64) -> bool {
+        self.unit == unit && self.total == total && done >= self.done
     }
 
     /// `done` of the total are done; `message` says how it goes (`loss 0.5231`).

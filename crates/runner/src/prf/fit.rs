@@ -342,11 +342,10 @@ fn evaluate<B: Backend>(
     device: &B::Device,
 ) -> Result<(BTreeMap<String, f64>, Run)> {
     let mut vectors = Vec::new();
-    for (k, batch) in inputs.chunks(batch_size.max(1)).enumerate() {
-        progress(
-            (k * batch_size.max(1) + batch.len()).min(inputs.len()),
-            inputs.len(),
-        );
+    let mut done = 0;
+    for batch in inputs.chunks(batch_size.max(1)) {
+        done += batch.len();
+        progress(done, inputs.len());
         let input = feedback_batch(batch, tokenizer).to_input(device);
         let v = model.forward(&input, &mut ForwardContext::eval());
         vectors.extend(

@@ -166,6 +166,12 @@ impl HotpotItem {
     /// of these four that has one), in file order. Empty for `yes`, `no`, an empty answer, or
     /// one found nowhere.
     pub fn occurrences(&self) -> Vec<Occurrence> {
+        let file_order: Vec<usize> = (0..self.paragraphs.len()).collect();
+        self.occurrences_in(&file_order)
+    }
+
+    /// As [`Self::occurrences`], over the paragraphs `order` only, in that order.
+    fn occurrences_in(&self, order: &[usize]) -> Vec<Occurrence> {
         let a = self.answer.as_str();
         if matches!(a, "yes" | "no" | "") {
             return Vec::new();
@@ -173,7 +179,9 @@ impl HotpotItem {
         for (supporting_only, in_title) in
             [(true, false), (true, true), (false, false), (false, true)]
         {
-            let found: Vec<Occurrence> = (0..self.paragraphs.len())
+            let found: Vec<Occurrence> = order
+                .iter()
+                .copied()
                 .filter(|&p| !supporting_only || self.supporting[p])
                 .flat_map(|p| {
                     let (title, text) = &self.paragraphs[p];
@@ -210,7 +218,7 @@ impl HotpotItem {
     }
 
     /// As [`Self::context_spans`], the answer located at `occurrence` when given (`None` when
-    /// its paragraph is not in `order`), else at the first occurrence in `order`.
+    /// its paragraph is not in `order`), else at the first of [`Self::occurrences`] in `order`.
     fn context_spans_at(
         &self,
         order: &[usize],
@@ -234,36 +242,17 @@ impl HotpotItem {
             context.push_str(text);
             spans.push((p, title_at..context.chars().count()));
         }
-        let answer = match (self.answer.as_str(), occurrence) {
-            ("yes", _) => Some(0),
-            ("no", _) => Some(4),
-            ("", _) => None,
-            (_, Some(o)) => {
-                let at = if o.in_title { &title_starts } else { &starts };
-                at.iter()
-                    .find(|&&(_, p)| p == o.paragraph)
-                    .map(|&(offset, _)| offset + o.at)
-            }
-            (a, None) => {
-                // The first occurrence in a supporting paragraph's text, else in a supporting
-                // title (the official reader's answer positions include titles), else anywhere.
-                let find = |supporting_only: bool, in_title: bool| {
-                    let at = if in_title { &title_starts } else { &starts };
-                    at.iter().find_map(|&(offset, p)| {
-                        if supporting_only && !self.supporting[p] {
-                            return None;
-                        }
-                        let (title, text) = &self.paragraphs[p];
-                        let text = if in_title { title } else { text };
-                        text.find(a)
-                            .map(|byte| offset + text[..byte].chars().count())
-                    })
-                };
-                find(true, false)
-                    .or_else(|| find(true, true))
-                    .or_else(|| find(false, false))
-                    .or_else(|| find(false, true))
-            }
+        let answer = match self.answer.as_str() {
+            "yes" => Some(0),
+            "no" => Some(4),
+            _ => occurrence
+                .or_else(|| self.occurrences_in(order).first().copied())
+                .and_then(|o| {
+                    let at = if o.in_title { &title_starts } else { &starts };
+                    at.iter()
+                        .find(|&&(_, p)| p == o.paragraph)
+                        .map(|&(offset, _)| offset + o.at)
+                }),
         };
         (context, answer, spans)
     }
@@ -329,14 +318,13 @@ impl HotpotItem {
     /// The paragraph whose text holds the answer (where [`Self::context`] locates it in file
     /// order) and the answer's end there, in characters of that text.
     fn answer_text_end(&self) -> Option<(usize, usize)> {
-        let order: Vec<usize> = (0..self.paragraphs.len()).collect();
-        let (_, at, spans) = self.context_spans(&order);
-        let at = at?;
-        spans.iter().find_map(|(p, span)| {
-            let text_at = span.end - self.paragraphs[*p].1.chars().count();
-            (at >= text_at && at < span.end)
-                .then(|| (*p, at - text_at + self.answer.chars().count()))
-        })
+        self.text_end(*self.occurrences().first()?)
+    }
+
+    /// The paragraph of an occurrence in a text and the answer's end there, in characters of
+    /// that text (`None` for one in a title).
+    fn text_end(&self, o: Occurrence) -> Option<(usize, usize)> {
+        (!o.in_title).then(|| (o.paragraph, o.at + self.answer.chars().count()))
     }
 
     /// Whether the answer is `yes`, `no` or found in a supporting paragraph (its text or its
@@ -569,8 +557,7 @@ pub fn official_window_at(
     pieces.push(0);
     types.push(0);
     let kept = match occurrence {
-        Some(o) if o.in_title => None,
-        Some(o) => Some((o.paragraph, o.at + item.answer.chars().count())),
+        Some(o) => item.text_end(o),
         None => item.answer_text_end(),
     };
     let answer = kept.filter(|_| keep_answer);

@@ -25,7 +25,8 @@
 //! over the official layout's one input, or every window of the pair layout's, in file order.
 //! A training step labels one of the answer text's occurrences in the supporting paragraphs,
 //! drawn as the official reader draws one of its positions; evaluation labels the first (else
-//! an occurrence in any paragraph; [`hotpot`] says exactly); training questions whose answer occurs in no supporting paragraph are left out and
+//! an occurrence in any paragraph; [`hotpot`] says exactly); training questions whose answer
+//! occurs in no supporting paragraph are left out and
 //! counted in the log, as span extraction cannot learn them. Supporting facts are not
 //! predicted (neither does the paper's model). Answers are scored with the SQuAD metric, as the
 //! CmpLoss code scores HotpotQA; the official `hotpot_evaluate_v1.py` additionally gives F1 = 0
