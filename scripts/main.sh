@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: fetch the real artefacts, build neuronlab on the fastest backend this machine
 # can have, run the quickstart grid (MiniLM on Rotten Tomatoes sentences, baseline vs
-# comparative loss, 3 seeds of one epoch; 10.5 minutes on 2 CPU cores with LibTorch, about three
+# comparative loss, 3 seeds of one epoch; 9.3 minutes on 2 CPU cores with LibTorch, about three
 # times that with ndarray) and write its report.
 # Results: runs/quickstart/ (results.csv, report.md, plots). Running it again skips the cells
 # that finished.
