@@ -24,7 +24,7 @@ fn ok(args: &[&str], root: &Path) -> String {
 }
 
 /// Write the corpus and its first-pass runs into `root`.
-fn corpus(root: &Path) {
+pub(crate) fn corpus(root: &Path) {
     let leads = std::fs::read_to_string(artefact("wiki-leads").join("en/test.jsonl")).unwrap();
     let articles: Vec<Value> = leads
         .lines()
@@ -88,7 +88,8 @@ fn corpus(root: &Path) {
     std::fs::write(root.join("run.dev.tsv"), tsv).unwrap();
 }
 
-fn experiment(root: &Path, extra: &str) -> std::path::PathBuf {
+/// The PRF experiment file over the corpus in `root`, with `extra` (a `[grid]`) appended.
+pub(crate) fn experiment(root: &Path, extra: &str) -> std::path::PathBuf {
     let minilm = artefact("all-MiniLM-L6-v2");
     let text = format!(
         r#"name = "prf"

@@ -1,8 +1,9 @@
 //! Golden runs: one fixture grid of every kind of cell (sentence classification, SQuAD,
 //! HotpotQA with crops, re-ranking from candidates and from triples, the three neuron studies,
-//! LoRA classification cells with interventions, a study that feeds its fine-tuning cells, and
-//! generative XQuAD cells), run through `neuronlab grid run` with paths relative to the
-//! experiment file so that run ids do not depend on where the test runs.
+//! LoRA classification cells with interventions, a study that feeds its fine-tuning cells,
+//! generative XQuAD cells, and dense PRF cells with and without the comparative objective), run
+//! through `neuronlab grid run` with paths relative to the experiment file so that run ids do
+//! not depend on where the test runs.
 //!
 //! Each grid's fingerprint (its plan, `results.csv` without the columns that name the time, the
 //! commit or the device, and per run: the file list, `result.json` without those fields, every
@@ -261,4 +262,15 @@ lora = { targets = ["q_proj", "v_proj", "up_proj"], rank = 4 }
     );
     let exp = crate::cli_adapt::experiment(root, crate::cli_adapt::LORA, &grid);
     check("generative_qa", &fingerprint(root, &exp, "adapt"));
+}
+
+#[test]
+fn golden_prf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    crate::cli_prf::corpus(root);
+    let grid = "\n[grid]\nmodel = [\"minilm\"]\ncorpus = [\"wiki\"]\nprf = [\"plain\", \"lol\"]\n\
+                train = { max_steps = [6], eval_every = [2], learning_rate = [0.0001] }\n";
+    let exp = crate::cli_prf::experiment(root, grid);
+    check("prf", &fingerprint(root, &exp, "prf"));
 }
