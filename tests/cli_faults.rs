@@ -260,3 +260,142 @@ fn a_killed_writers_staging_is_removed_and_the_tables_are_rewritten_at_the_next_
     assert_eq!(csv_rows(&grid.join("results.csv")).len(), 2);
     assert!(grid.join("results.parquet").exists());
 }
+
+/// Turns a run folder's checkpoint into what a kill leaves (given the staging folder's name).
+type MakeState = fn(&Path, &str);
+
+/// Copy the folder `from` into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// The one run folder of the grid `tiny` under `root/out`.
+fn only_run(root: &Path, out: &str) -> PathBuf {
+    std::fs::read_dir(root.join(out).join("tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap()
+}
+
+/// Each line of the run's `metrics.jsonl` without its seconds.
+fn evaluations(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_kill_at_any_point_of_the_checkpoint_swap_resumes_to_identical_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // At a learning rate of 1e-12 every evaluation scores as the first, so the best model never
+    // changes after it and each later checkpoint carries it over from the previous checkpoint.
+    let grid = "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"cmp2\"]\n\
+                train = { max_steps = [160], eval_every = [20], checkpoint_every_s = [0.0], \
+                learning_rate = [1e-12] }\n";
+    let exp = experiment(root, grid);
+    let exp = exp.to_str().unwrap();
+    let out = crate::util::neuronlab(&["grid", "run", exp, "--output", "straight"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let straight = evaluations(&only_run(root, "straight"));
+    assert_eq!(straight.len(), 8);
+
+    // A checkpoint past the first evaluation that improved: kill the run there.
+    let mut child = spawn(exp, "killed", root);
+    let started = std::time::Instant::now();
+    let run = loop {
+        let run = std::fs::read_dir(root.join("killed/tiny"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir());
+        let step = run.as_ref().and_then(|r| {
+            let text = std::fs::read_to_string(r.join("checkpoint/state.json")).ok()?;
+            serde_json::from_str::<Value>(&text).ok()?["step"].as_u64()
+        });
+        if let (Some(run), Some(step)) = (run, step)
+            && step >= 40
+        {
+            break run;
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kill may land inside a swap: take the newest complete checkpoint as the base.
+    let checkpoint = run.join("checkpoint");
+    if !checkpoint.join("state.json").exists() {
+        std::fs::remove_dir_all(&checkpoint).ok();
+        std::fs::rename(run.join("checkpoint.old"), &checkpoint).unwrap();
+    }
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("checkpoint.") {
+            std::fs::remove_dir_all(&p).unwrap();
+        }
+    }
+
+    // What a kill leaves at each point of the next swap (the staging folder of a dead process).
+    let staging = format!("checkpoint.{}.tmp", u32::MAX - 9);
+    let states: [(&str, MakeState); 3] = [
+        ("before", |run, staging| {
+            // Staging half written; the current checkpoint untouched.
+            std::fs::create_dir_all(run.join(staging)).unwrap();
+            std::fs::copy(
+                run.join("checkpoint/model.mpk"),
+                run.join(staging).join("model.mpk"),
+            )
+            .unwrap();
+        }),
+        ("between", |run, staging| {
+            // The current checkpoint renamed away, the staging folder complete.
+            copy_dir(&run.join("checkpoint"), &run.join(staging));
+            std::fs::rename(run.join("checkpoint"), run.join("checkpoint.old")).unwrap();
+        }),
+        ("after", |run, _| {
+            // The new checkpoint in place, the previous one not yet removed.
+            copy_dir(&run.join("checkpoint"), &run.join("checkpoint.old"));
+        }),
+    ];
+    for (name, make) in states {
+        copy_dir(&root.join("killed"), &root.join(name));
+        let run = only_run(root, name);
+        make(&run, &staging);
+        let out = crate::util::neuronlab(&["grid", "run", exp, "--output", name], root);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        assert!(
+            text(&out).contains("resumed from the checkpoint at step"),
+            "{name}: {}",
+            text(&out)
+        );
+        assert_eq!(evaluations(&run), straight, "{name}");
+        let left: Vec<String> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("checkpoint"))
+            .collect();
+        assert!(left.is_empty(), "{name}: a finished run keeps {left:?}");
+    }
+}

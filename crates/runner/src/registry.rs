@@ -167,6 +167,10 @@ impl CellKind for CellConfig {
         each_kind!(self, c => c.resume(dir))
     }
 
+    fn recorded(&self, dir: &Path) {
+        each_kind!(self, c => c.recorded(dir))
+    }
+
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
         each_kind!(self, c => c.run(ctx))
     }

@@ -13,7 +13,7 @@ use models::{BertModel, EncodedBatch, SequenceClassifier, TextTokenizer};
 use rand::rngs::StdRng;
 use serde::Serialize;
 
-use super::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
+use super::fit::{EncoderLearner, EvalAblation, Evaluation, Inner, fit, open_checkpoint};
 use crate::encoder::cell::TrainCell;
 use crate::encoder::data::{self, Label};
 use crate::encoder::objective::{Objective, Targets};
@@ -230,7 +230,7 @@ pub fn compare_views(losses: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
     (means, beats)
 }
 
-impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
+impl<B: AutodiffBackend> EncoderLearner<B> for Classifier<'_> {
     type Model = SequenceClassifier<B>;
 
     fn train_len(&self) -> usize {
@@ -353,10 +353,7 @@ impl<B: AutodiffBackend> Learner<B> for Classifier<'_> {
                 }
             }
         }
-        Ok(Evaluation {
-            scores,
-            files: Vec::new(),
-        })
+        Ok(Evaluation::new(scores, Vec::new()))
     }
 
     fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend> {
@@ -431,7 +428,7 @@ pub(crate) fn check_inputs(c: &TrainCell) -> Result<()> {
 /// Train and evaluate one classification or regression cell on backend `B`, writing progress
 /// into `log`.
 ///
-/// `dir` is the run folder: the checkpoint of [`super::fit::save_checkpoint`] lives there, and a run that
+/// `dir` is the run folder: the checkpoint of [`crate::training::checkpoint::save`] lives there, and a run that
 /// finds one continues from it.
 pub fn train_cell<B: AutodiffBackend>(
     cell: &TrainCell,

@@ -7,9 +7,9 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 
 use super::cell::{TrainCell, check_encoder};
-use super::fit::ResumeState;
 use crate::harness::grid::{CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
+use crate::training::checkpoint::{self, ResumeState};
 
 impl CellKind for TrainCell {
     fn identity(&self) -> Self {
@@ -51,6 +51,10 @@ impl CellKind for TrainCell {
 
     fn resume(&self, dir: &Path) -> Result<bool> {
         Ok(ResumeState::prepare(dir)?.is_some())
+    }
+
+    fn recorded(&self, dir: &Path) {
+        checkpoint::remove(dir);
     }
 
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {

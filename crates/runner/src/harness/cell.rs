@@ -122,6 +122,10 @@ pub trait CellKind: Serialize + Clone {
     fn resume(&self, _dir: &Path) -> Result<bool> {
         Ok(false)
     }
+    /// After the cell's finished result is recorded: remove what was kept only to resume it
+    /// (a checkpoint). A kill before this leaves it behind, never a finished cell without its
+    /// result.
+    fn recorded(&self, _dir: &Path) {}
     /// Run the cell on backend `B`.
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome>;
 }

@@ -276,7 +276,10 @@ impl<C: Expand> BackendJob for GridRun<C> {
                 .map_err(anyhow::Error::from)
                 .and_then(|json| write_atomic(&dir.join("result.json"), json.as_bytes()));
             match (&result.error, recorded) {
-                (None, Ok(())) => summary.finished += 1,
+                (None, Ok(())) => {
+                    cell.config.recorded(&dir);
+                    summary.finished += 1;
+                }
                 (Some(msg), Ok(())) => summary.failed.push((cell.index, msg.clone())),
                 (error, Err(e)) => {
                     let msg = match error {

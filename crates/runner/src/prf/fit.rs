@@ -4,11 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
 use burn::prelude::*;
 use losses::ReformulationLoss;
 use models::{
@@ -20,13 +18,13 @@ use rand::rngs::StdRng;
 
 use super::cell::{PrfCell, check_revisions};
 use super::data::{PrfData, QuerySetData, draw_revisions};
-use crate::harness::log::{EvalRecord, Outcome, RunLog};
+use crate::harness::log::{Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::retrieval::matrix::Matrix;
 use crate::retrieval::search::{SearchPlan, search};
 use crate::retrieval::trec::{Run, evaluate_run, run_to_trec};
+use crate::training::fit::{Evaluation, Learner, Plan, fit};
 use crate::training::seeds::{Purpose, derive_seed, shuffled};
-use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 
 /// Passages kept per evaluated query (the official evaluation's depth, for recall@1000).
 const EVAL_DEPTH: usize = 1000;
@@ -41,11 +39,7 @@ pub fn run_prf<B: Backend>(
     log: &mut RunLog,
     device: &B::Device,
 ) -> Result<Outcome> {
-    let started = Instant::now();
     let t = &cell.train;
-    if t.tensorboard {
-        log.tensorboard()?;
-    }
     let limits = (t.max_train_examples, t.max_eval_examples);
     let mut data = PrfData::read(&cell.files, &cell.prf, limits, |line| log.line(line))?;
     check_revisions(&data.train, &cell.prf, &cell.files.train.run)?;
@@ -68,7 +62,7 @@ pub fn run_prf<B: Backend>(
         max_q_len: cell.prf.max_q_len,
         max_p_len: cell.prf.max_p_len,
     };
-    let (mut model, report) = QueryReformulator::<Autodiff<B>>::load(
+    let (model, report) = QueryReformulator::<Autodiff<B>>::load(
         checkpoint,
         cell.prf.reformulator(),
         derive_seed(cell.seed, Purpose::Head, 0),
@@ -126,134 +120,37 @@ pub fn run_prf<B: Backend>(
         .with_lambda_qr(cell.prf.lambda_qr)
         .with_lambda_cr(cell.prf.lambda_cr);
 
-    let n_train = train.queries.len();
-    let (steps_per_epoch, total, warmup) = t.steps(n_train);
-    let eval_every = if t.eval_every > 0 {
-        t.eval_every
-    } else {
-        steps_per_epoch
+    let learner = PrfLearner {
+        cell,
+        train,
+        inputs: &inputs,
+        passages,
+        positives,
+        objective,
+        dev: (&data.eval[0].0, &data.eval[0].1, &eval_inputs[0]),
+        matrix: &matrix,
     };
-    log.line(&format!(
-        "{total} steps of {} training queries × {} revisions (warmup {warmup}), evaluation \
-         every {eval_every}",
-        t.batch_size,
-        objective.group()
-    ));
-    let mut optimizer = AdamW::new(t.weight_decay).init();
-    let order_of = |epoch: usize| shuffled(n_train, cell.seed, Purpose::PrfDataOrder, epoch as u64);
-    let mut cursor = EpochCursor::new(order_of, 0, 0);
-    let (mut loss_sum, mut loss_count) = (0.0, 0usize);
-    let mut best: Option<Best<B>> = None;
-    let mut last_metrics = BTreeMap::new();
-    let accum = t.grad_accum_steps.max(1);
-    let loop_start = Instant::now();
-    for step in 0..total {
-        let lr = linear_schedule(t.learning_rate, step, warmup, total);
-        let step_loss;
-        (model, step_loss) = accumulated_step(
-            model,
-            &mut optimizer,
-            (step, lr),
-            accum,
-            t.max_grad_norm,
-            |model, micro| {
-                let batch = cursor.next_batch(t.batch_size).to_vec();
-                let index = (step * accum + micro) as u64;
-                let mut rng =
-                    StdRng::seed_from_u64(derive_seed(cell.seed, Purpose::PrfRevisions, index));
-                let mut revisions = Vec::new();
-                let mut batch_positives = Vec::new();
-                for &q in &batch {
-                    let (qid, text) = &train.queries[q];
-                    let feedback = train.feedback(qid, cell.prf.max_n_prf);
-                    revisions.extend(inputs.revisions(
-                        text,
-                        feedback,
-                        objective.n_compare,
-                        cell.prf.shuffle_psgs,
-                        &mut rng,
-                    )?);
-                    for _ in 0..objective.group() {
-                        batch_positives.push(positives[q].clone());
-                    }
-                }
-                let input = feedback_batch(&revisions, &tokenizer).to_input(device);
-                let masks =
-                    ablation::DropoutMasks::new(derive_seed(cell.seed, Purpose::PrfDropout, index));
-                let vectors = model.forward(&input, &mut ForwardContext::with_dropout(masks));
-                Ok(objective
-                    .forward(vectors, passages.clone(), &batch_positives, true)
-                    .loss)
-            },
-        )?;
-        loss_sum += step_loss;
-        loss_count += 1;
-        log.progress(step + 1, total, step_loss, lr, loop_start)?;
+    let trained = fit(&learner, model, t, dir, log, device)?;
 
-        let done = step + 1;
-        if done % eval_every == 0 || done == total {
-            let valid = model.valid();
-            let (dev_name, dev) = &data.eval[0];
-            let (metrics, run) = evaluate(
-                &valid,
-                dev,
-                &eval_inputs[0],
-                (&tokenizer, &matrix),
-                t.batch_size,
-                &mut |done, total| log.evaluating("queries", done, total, dev_name),
-                device,
-            )?;
-            let record = EvalRecord {
-                step: done,
-                epoch: done as f64 / steps_per_epoch as f64,
-                train_loss: loss_sum / loss_count.max(1) as f64,
-                learning_rate: lr,
-                metrics: metrics.clone(),
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            log.record(&record)?;
-            log.line(&format!(
-                "step {done}/{total} epoch {:.2} train loss {:.4} {dev_name} {MAIN} {:.4} ({:.0}s)",
-                record.epoch, record.train_loss, metrics[MAIN], record.seconds
-            ));
-            (loss_sum, loss_count) = (0.0, 0);
-            if best
-                .as_ref()
-                .is_none_or(|b| metrics[MAIN] > b.metrics[MAIN])
-            {
-                best = Some(Best {
-                    step: done,
-                    metrics: metrics.clone(),
-                    model: valid,
-                    dev_run: run,
-                });
-            }
-            last_metrics = metrics;
-        }
-    }
-    let mut best = best.expect("the last step evaluates");
-
-    // The best model on every set (dev: its evaluation), with its runs, beside the first-pass
-    // runs' scores.
+    // The best model on every set (dev: its evaluation, whose run was written with it), beside
+    // the first-pass runs' scores.
     let mut metrics = BTreeMap::new();
     for (i, (name, set)) in data.eval.iter().enumerate() {
-        let (scores, run) = if i == 0 {
-            (best.metrics.clone(), std::mem::take(&mut best.dev_run))
+        let scores = if i == 0 {
+            trained.best_metrics.clone()
         } else {
-            evaluate(
-                &best.model,
+            let (scores, run) = evaluate(
+                &trained.model,
                 set,
                 &eval_inputs[i],
                 (&tokenizer, &matrix),
                 t.batch_size,
                 &mut |done, total| log.evaluating("queries", done, total, name),
                 device,
-            )?
+            )?;
+            write_atomic(&dir.join(run_file(name)), run_to_trec(&run, TAG).as_bytes())?;
+            scores
         };
-        write_atomic(
-            &dir.join(format!("run.{name}.trec")),
-            run_to_trec(&run, "neuronlab-prf").as_bytes(),
-        )?;
         let first_pass = first_pass_scores(set);
         let prefix = if i == 0 {
             String::new()
@@ -275,20 +172,123 @@ pub fn run_prf<B: Backend>(
     Ok(Outcome {
         main_metric: MAIN.into(),
         metrics,
-        best_step: Some(best.step),
-        final_metrics: last_metrics,
-        steps: Some(total),
+        best_step: Some(trained.best_step),
+        final_metrics: trained.last_metrics,
+        steps: Some(trained.plan.total),
         ablation: Vec::new(),
         resolved: BTreeMap::new(),
     })
 }
 
-/// The best evaluation so far.
-struct Best<B: Backend> {
-    step: usize,
-    metrics: BTreeMap<String, f64>,
-    model: QueryReformulator<B>,
-    dev_run: Run,
+/// The run file of query set `name`.
+fn run_file(name: &str) -> String {
+    format!("run.{name}.trec")
+}
+
+/// The run tag of the written runs.
+const TAG: &str = "neuronlab-prf";
+
+/// A PRF cell's learner: the reformulator trained with LoL's objective on the training queries'
+/// revisions, evaluated on the dev set by searching the whole matrix.
+struct PrfLearner<'a, B: Backend> {
+    cell: &'a PrfCell,
+    train: &'a QuerySetData,
+    inputs: &'a Inputs<'a>,
+    /// The training queries' positive passages' vectors (constants on the device).
+    passages: Tensor<Autodiff<B>, 2>,
+    /// Each training query's positives as rows of `passages`.
+    positives: Vec<Vec<usize>>,
+    objective: ReformulationLoss,
+    /// The dev set's name, queries and inputs.
+    dev: (&'a str, &'a QuerySetData, &'a [FeedbackInput]),
+    matrix: &'a Matrix,
+}
+
+impl<B: Backend> Learner<Autodiff<B>> for PrfLearner<'_, B> {
+    type Model = QueryReformulator<Autodiff<B>>;
+
+    fn train_len(&self) -> usize {
+        self.train.queries.len()
+    }
+
+    fn describe(&self, plan: &Plan) -> String {
+        format!(
+            "{} steps of {} training queries × {} revisions (warmup {}), evaluation every {}",
+            plan.total,
+            self.cell.train.batch_size,
+            self.objective.group(),
+            plan.warmup,
+            plan.eval_every
+        )
+    }
+
+    fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        shuffled(
+            self.train_len(),
+            self.cell.seed,
+            Purpose::PrfDataOrder,
+            epoch as u64,
+        )
+    }
+
+    fn batch_loss(
+        &self,
+        model: &Self::Model,
+        batch: &[usize],
+        index: u64,
+        device: &B::Device,
+    ) -> Result<Tensor<Autodiff<B>, 1>> {
+        let prf = &self.cell.prf;
+        let mut rng =
+            StdRng::seed_from_u64(derive_seed(self.cell.seed, Purpose::PrfRevisions, index));
+        let mut revisions = Vec::new();
+        let mut batch_positives = Vec::new();
+        for &q in batch {
+            let (qid, text) = &self.train.queries[q];
+            let feedback = self.train.feedback(qid, prf.max_n_prf);
+            revisions.extend(self.inputs.revisions(
+                text,
+                feedback,
+                self.objective.n_compare,
+                prf.shuffle_psgs,
+                &mut rng,
+            )?);
+            for _ in 0..self.objective.group() {
+                batch_positives.push(self.positives[q].clone());
+            }
+        }
+        let input = feedback_batch(&revisions, self.inputs.tokenizer).to_input(device);
+        let masks =
+            ablation::DropoutMasks::new(derive_seed(self.cell.seed, Purpose::PrfDropout, index));
+        let vectors = model.forward(&input, &mut ForwardContext::with_dropout(masks));
+        Ok(self
+            .objective
+            .forward(vectors, self.passages.clone(), &batch_positives, true)
+            .loss)
+    }
+
+    fn evaluate(
+        &self,
+        model: &QueryReformulator<B>,
+        log: &mut RunLog,
+        device: &B::Device,
+    ) -> Result<Evaluation> {
+        let (name, set, inputs) = self.dev;
+        let (metrics, run) = evaluate(
+            model,
+            set,
+            inputs,
+            (self.inputs.tokenizer, self.matrix),
+            self.cell.train.batch_size,
+            &mut |done, total| log.evaluating("queries", done, total, name),
+            device,
+        )?;
+        Ok(Evaluation {
+            main: MAIN.into(),
+            metrics,
+            files: vec![(run_file(name), run_to_trec(&run, TAG))],
+        })
+    }
 }
 
 /// What turns a query and its feedback into tokens.

@@ -1,4 +1,4 @@
-//! The PRF cell as the harness sees it: identity, inputs, checks and its run.
+//! The PRF cell as the harness sees it: identity, inputs, checks, resumption and its run.
 
 use std::path::Path;
 
@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use super::cell::{PrfCell, check_prf_inputs};
 use crate::harness::grid::{CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
+use crate::training::checkpoint::{self, ResumeState};
 
 impl CellKind for PrfCell {
     fn identity(&self) -> Self {
@@ -58,6 +59,14 @@ impl CellKind for PrfCell {
 
     fn check(&self) -> Vec<anyhow::Error> {
         check_prf_inputs(self).err().into_iter().collect()
+    }
+
+    fn resume(&self, dir: &Path) -> Result<bool> {
+        Ok(ResumeState::prepare(dir)?.is_some())
+    }
+
+    fn recorded(&self, dir: &Path) {
+        checkpoint::remove(dir);
     }
 
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {

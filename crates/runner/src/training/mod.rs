@@ -1,4 +1,5 @@
-//! Training pieces with PyTorch / HF `Trainer` conventions, where Burn 0.21 differs:
+//! The training loop of every training cell ([`fit`]) with its checkpoints ([`checkpoint`]),
+//! and its pieces with PyTorch / HF `Trainer` conventions, where Burn 0.21 differs:
 //!
 //! - [`AdamW`]: `torch.optim.AdamW` (eps 1e-8, decoupled decay `p ← p·(1 − lr·wd)`), with HF's
 //!   parameter groups: no decay for biases and LayerNorm weights. Burn's `AdamW` decays every
@@ -11,6 +12,8 @@
 //! - [`linear_schedule`]: `get_linear_schedule_with_warmup` (the learning rate of optimiser step
 //!   `t`, 0-based: `t / warmup` during warmup, then a linear decay to 0 at the last step).
 
+pub mod checkpoint;
+pub mod fit;
 pub mod seeds;
 
 use anyhow::{Result, bail};

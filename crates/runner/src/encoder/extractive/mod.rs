@@ -60,7 +60,7 @@ use crate::encoder::extractive::hotpot::{
 use crate::encoder::extractive::squad::{
     QaWindow, predict_answers_with, predictions_json, squad_windows,
 };
-use crate::encoder::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
+use crate::encoder::fit::{EncoderLearner, EvalAblation, Evaluation, Inner, fit, open_checkpoint};
 use crate::encoder::objective::Objective;
 use crate::encoder::spec::{DatasetFormat, HotpotLayoutKind, QaSettings};
 use crate::harness::log::{Outcome, RunLog};
@@ -363,7 +363,7 @@ impl SpanLearner {
     }
 }
 
-impl<B: AutodiffBackend> Learner<B> for SpanLearner {
+impl<B: AutodiffBackend> EncoderLearner<B> for SpanLearner {
     type Model = SpanExtractor<B>;
 
     fn train_len(&self) -> usize {
@@ -498,10 +498,10 @@ impl<B: AutodiffBackend> Learner<B> for SpanLearner {
             main: "f1",
             values: [("exact_match", 100.0 * em / n), ("f1", 100.0 * f1 / n)].into(),
         };
-        Ok(Evaluation {
+        Ok(Evaluation::new(
             scores,
-            files: vec![("predictions.json".into(), predictions_json(&predictions))],
-        })
+            vec![("predictions.json".into(), predictions_json(&predictions))],
+        ))
     }
 
     fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend> {

@@ -50,7 +50,7 @@ use rand::rngs::StdRng;
 use rand::seq::index::sample;
 
 use crate::encoder::cell::{TrainCell, dataset_file};
-use crate::encoder::fit::{EvalAblation, Evaluation, Inner, Learner, fit, open_checkpoint};
+use crate::encoder::fit::{EncoderLearner, EvalAblation, Evaluation, Inner, fit, open_checkpoint};
 use crate::encoder::objective::Objective;
 use crate::encoder::spec::{RankingFiles, RankingSpec};
 use crate::harness::log::{Outcome, RunLog};
@@ -364,7 +364,7 @@ impl RankLearner {
     }
 }
 
-impl<B: AutodiffBackend> Learner<B> for RankLearner {
+impl<B: AutodiffBackend> EncoderLearner<B> for RankLearner {
     type Model = RelevanceScorer<B>;
 
     fn train_len(&self) -> usize {
@@ -494,10 +494,10 @@ impl<B: AutodiffBackend> Learner<B> for RankLearner {
             ]
             .into(),
         };
-        Ok(Evaluation {
+        Ok(Evaluation::new(
             scores,
-            files: vec![("run.trec".into(), run_to_trec(&run, "neuronlab"))],
-        })
+            vec![("run.trec".into(), run_to_trec(&run, "neuronlab"))],
+        ))
     }
 
     fn encoder<'a>(&self, model: &'a Inner<B, Self::Model>) -> &'a BertModel<B::InnerBackend> {

@@ -1,0 +1,257 @@
+//! The training loop's checkpoint in a run folder: `checkpoint/` holds the model, the optimiser
+//! state, the best model so far (`best.mpk`) and, written last, `state.json` ([`ResumeState`]).
+//!
+//! [`save`] writes a new checkpoint into `checkpoint.PID.tmp/` and swaps it in by two renames
+//! (`checkpoint/` → `checkpoint.old/`, then the staging folder → `checkpoint/`). A kill can leave
+//! three states, and each resumes ([`restore`], run before a cell continues):
+//! - before the first rename: `checkpoint/` and a staging folder (removed by the harness at the
+//!   next start, as every `*.PID.tmp` of a dead process);
+//! - between the renames: only `checkpoint.old/` (and the staging folder): it is moved back to
+//!   `checkpoint/`, so that the next checkpoint finds the best model where it links it from;
+//! - after the second rename: `checkpoint/` and a leftover `checkpoint.old/`, which goes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+/// The checkpoint folder inside a run folder.
+pub const CHECKPOINT: &str = "checkpoint";
+
+/// The previous checkpoint while a new one is swapped in.
+const OLD: &str = "checkpoint.old";
+
+/// Burn's recorder for the checkpoint's files (named MessagePack, full precision).
+pub fn recorder() -> burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionSettings> {
+    burn::record::NamedMpkFileRecorder::new()
+}
+
+/// Where a run stands at a checkpoint (`checkpoint/state.json`, written last).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// The epoch being read and the position in its order.
+    pub epoch: usize,
+    /// Position in the epoch's order.
+    pub cursor: usize,
+    /// Seconds of training so far.
+    pub seconds: f64,
+    /// The best evaluation so far: (main metric, step, metrics).
+    pub best: Option<(f64, usize, BTreeMap<String, f64>)>,
+    /// The last evaluation's metrics.
+    pub last_metrics: BTreeMap<String, f64>,
+    /// The sum and count of the step losses since the last evaluation (a learner that does not
+    /// evaluate during training checkpoints between evaluations).
+    #[serde(default)]
+    pub loss_since_eval: (f64, usize),
+    /// The sum of every step's loss so far (the run's mean training loss).
+    #[serde(default)]
+    pub loss_total: f64,
+}
+
+/// Whether `folder` holds a complete checkpoint (its `state.json` is written last).
+fn complete(folder: &Path) -> bool {
+    folder.join("state.json").is_file()
+}
+
+/// Bring an interrupted run's checkpoint back to `dir/checkpoint/` (see the module docs):
+/// after a kill between the two renames the previous checkpoint is moved back; after the second
+/// the leftover previous one is removed.
+pub fn restore(dir: &Path) -> Result<()> {
+    let (current, old) = (dir.join(CHECKPOINT), dir.join(OLD));
+    let ctx = || format!("restoring the checkpoint {}", old.display());
+    if complete(&current) {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(ctx)?;
+        }
+    } else if complete(&old) {
+        if current.exists() {
+            std::fs::remove_dir_all(&current).with_context(ctx)?;
+        }
+        std::fs::rename(&old, &current).with_context(ctx)?;
+    }
+    Ok(())
+}
+
+/// Remove a run's checkpoint (once its result is recorded).
+pub fn remove(dir: &Path) {
+    for name in [CHECKPOINT, OLD] {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+    }
+}
+
+impl ResumeState {
+    /// The checkpoint of a run folder and its folder, after [`restore`]; `None` when there is
+    /// none (or its state does not parse: the run starts again).
+    pub fn find(dir: &Path) -> Result<Option<(Self, PathBuf)>> {
+        restore(dir)?;
+        let folder = dir.join(CHECKPOINT);
+        let Ok(text) = std::fs::read_to_string(folder.join("state.json")) else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_str(&text).ok().map(|s| (s, folder)))
+    }
+
+    /// Prepare a run folder for a resumed run: restore its checkpoint and keep the evaluations
+    /// up to the checkpoint's step in `metrics.jsonl` (later ones belong to the lost work).
+    /// Returns the step, or `None` when there is no checkpoint.
+    pub fn prepare(dir: &Path) -> Result<Option<usize>> {
+        let Some((state, _)) = Self::find(dir)? else {
+            return Ok(None);
+        };
+        let path = dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= state.step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        crate::harness::results::write_atomic(&path, kept.as_bytes())?;
+        Ok(Some(state.step))
+    }
+}
+
+/// Write `record` to `path.mpk` in the format of Burn's `NamedMpkFileRecorder` (named
+/// MessagePack, full precision), which [`recorder`] reads back. Written here rather than by the
+/// recorder, whose error drops the I/O cause (a full disk reads "error while writing multi-byte
+/// MessagePack value"); this one names the file and the cause.
+fn write_record<B: Backend, R: burn::record::Record<B>>(record: R, path: &Path) -> Result<()> {
+    use std::io::Write;
+    let path = path.with_extension("mpk");
+    let ctx = || format!("cannot write the checkpoint file {}", path.display());
+    let file = std::fs::File::create(&path).with_context(ctx)?;
+    let mut writer = std::io::BufWriter::new(file);
+    let item = record.into_item::<burn::record::FullPrecisionSettings>();
+    let record = burn::record::BurnRecord::<_, B>::new::<
+        burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionSettings>,
+    >(item);
+    rmp_serde::encode::write_named(&mut writer, &record)
+        .map_err(|e| match io_cause(&e) {
+            Some(io) => anyhow::anyhow!("{io}"),
+            None => anyhow::anyhow!("{e}"),
+        })
+        .with_context(ctx)?;
+    writer.flush().with_context(ctx)?;
+    Ok(())
+}
+
+/// The I/O error behind `e`, if any.
+fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = err.source();
+    }
+    None
+}
+
+/// Write a checkpoint into `dir/checkpoint/`: the model, the optimiser state, the best model
+/// when it changed (carried over from the previous checkpoint otherwise), and `state.json`,
+/// through a staging folder and two renames (see the module docs).
+pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
+    dir: &Path,
+    state: &ResumeState,
+    model: &M,
+    optimizer: &impl Optimizer<M, B>,
+    best_model: Option<&M::InnerModule>,
+) -> Result<()> {
+    let tmp = dir.join(format!("checkpoint.{}.tmp", std::process::id()));
+    let current = dir.join(CHECKPOINT);
+    let old = dir.join(OLD);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    write_record::<B, _>(model.clone().into_record(), &tmp.join("model"))?;
+    write_record::<B, _>(optimizer.to_record(), &tmp.join("optimizer"))?;
+    let ctx = || format!("writing a checkpoint into {}", tmp.display());
+    match best_model {
+        Some(best) => {
+            write_record::<B::InnerBackend, _>(best.clone().into_record(), &tmp.join("best"))?
+        }
+        None if state.best.is_some() => {
+            // The previous checkpoint's file, linked rather than copied where the file system
+            // allows (the old folder is removed below; the link keeps the data).
+            let (from, to) = (current.join("best.mpk"), tmp.join("best.mpk"));
+            std::fs::hard_link(&from, &to)
+                .or_else(|_| std::fs::copy(&from, &to).map(drop))
+                .with_context(|| format!("carrying the best model over from {}", from.display()))
+                .with_context(ctx)?;
+        }
+        None => {}
+    }
+    std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)
+        .with_context(ctx)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if current.exists() {
+        std::fs::rename(&current, &old).with_context(ctx)?;
+    }
+    std::fs::rename(&tmp, &current).with_context(ctx)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(folder: &Path, step: usize) {
+        std::fs::create_dir_all(folder).unwrap();
+        std::fs::write(folder.join("best.mpk"), format!("best {step}")).unwrap();
+        let state = ResumeState {
+            step,
+            epoch: 0,
+            cursor: 0,
+            seconds: 0.0,
+            best: None,
+            last_metrics: BTreeMap::new(),
+            loss_since_eval: (0.0, 0),
+            loss_total: 0.0,
+        };
+        std::fs::write(
+            folder.join("state.json"),
+            serde_json::to_string(&state).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn step_found(dir: &Path) -> Option<usize> {
+        ResumeState::find(dir).unwrap().map(|(s, _)| s.step)
+    }
+
+    #[test]
+    fn every_state_of_the_swap_resumes_from_checkpoint_with_its_best_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Between the renames: only the previous checkpoint (and a staging folder).
+        let between = tmp.path().join("between");
+        checkpoint(&between.join(OLD), 10);
+        checkpoint(&between.join("checkpoint.77.tmp"), 20);
+        assert_eq!(step_found(&between), Some(10));
+        assert!(between.join("checkpoint/best.mpk").is_file());
+        assert!(!between.join(OLD).exists());
+        // After the second rename: the new one and the leftover previous one.
+        let after = tmp.path().join("after");
+        checkpoint(&after.join(OLD), 10);
+        checkpoint(&after.join(CHECKPOINT), 20);
+        assert_eq!(step_found(&after), Some(20));
+        assert!(!after.join(OLD).exists());
+        // Before the first rename: the current one; an incomplete previous one is not taken.
+        let before = tmp.path().join("before");
+        checkpoint(&before.join(CHECKPOINT), 10);
+        std::fs::create_dir_all(before.join(OLD)).unwrap();
+        assert_eq!(step_found(&before), Some(10));
+        // No checkpoint at all.
+        assert_eq!(step_found(&tmp.path().join("none")), None);
+    }
+}
