@@ -364,8 +364,8 @@ fn a_kill_at_any_point_of_the_checkpoint_swap_resumes_to_identical_results() {
             // Staging half written; the current checkpoint untouched.
             std::fs::create_dir_all(run.join(staging)).unwrap();
             std::fs::copy(
-                run.join("checkpoint/model.mpk"),
-                run.join(staging).join("model.mpk"),
+                run.join("checkpoint/trained.safetensors"),
+                run.join(staging).join("trained.safetensors"),
             )
             .unwrap();
         }),

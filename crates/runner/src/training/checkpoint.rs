@@ -1,5 +1,7 @@
-//! The training loop's checkpoint in a run folder: `checkpoint/` holds the model, the optimiser
-//! state, the best model so far (`best.mpk`) and, written last, `state.json` ([`ResumeState`]).
+//! The training loop's checkpoint in a run folder: `checkpoint/` holds the model's trained
+//! parameters (`trained.safetensors`: those that require gradients; the frozen rest of a LoRA
+//! cell's decoder comes from its pretrained checkpoint), the optimiser state, the best model so
+//! far (`best.mpk`) and, written last, `state.json` ([`ResumeState`]).
 //!
 //! [`save`] writes a new checkpoint into `checkpoint.PID.tmp/` and swaps it in by two renames
 //! (`checkpoint/` → `checkpoint.old/`, then the staging folder → `checkpoint/`). A kill can leave
@@ -13,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
+use anyhow::{Context, Result, bail};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -158,7 +160,165 @@ fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io:
     None
 }
 
-/// Write a checkpoint into `dir/checkpoint/`: the model, the optimiser state, the best model
+/// The file of a checkpoint's trained parameters.
+const TRAINED: &str = "trained.safetensors";
+
+/// `(parameter id, shape)` of the parameters that require gradients, in the module's visiting
+/// order.
+struct TrainedParams {
+    shapes: Vec<(u64, Vec<usize>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for TrainedParams {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val();
+        if !value.is_require_grad() {
+            return;
+        }
+        self.shapes.push((param.id.val(), value.dims().to_vec()));
+    }
+}
+
+/// Write the parameters of `model` that require gradients (what training changes: all of an
+/// encoder's, a LoRA cell's adapters and head) to `path` as f32 safetensors, named by their
+/// order in the module with their parameter ids in the metadata (the optimiser state is keyed
+/// by them). The frozen rest comes from the pretrained checkpoint when the run resumes, so a
+/// LoRA checkpoint of an 8B decoder holds megabytes, not its 16 GB.
+fn write_trained<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
+    use std::io::Write;
+    let ctx = || format!("cannot write the checkpoint file {}", path.display());
+    let mut params = TrainedParams { shapes: Vec::new() };
+    model.visit(&mut params);
+    let mut header = serde_json::Map::new();
+    let mut ids = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (k, (id, shape)) in params.shapes.iter().enumerate() {
+        let bytes = 4 * shape.iter().product::<usize>();
+        header.insert(
+            format!("{k:06}"),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        ids.insert(format!("{k:06}"), id.to_string().into());
+        offset += bytes;
+    }
+    header.insert("__metadata__".into(), ids.into());
+    let mut header = serde_json::to_vec(&serde_json::Value::Object(header))?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let file = std::fs::File::create(path).with_context(ctx)?;
+    let mut writer = std::io::BufWriter::new(file);
+    writer
+        .write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|()| writer.write_all(&header))
+        .with_context(ctx)?;
+    // One parameter's values at a time.
+    struct StreamValues<'a, W: std::io::Write> {
+        writer: &'a mut W,
+        error: Option<std::io::Error>,
+    }
+    impl<B: Backend, W: std::io::Write> ModuleVisitor<B> for StreamValues<'_, W> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            if !value.is_require_grad() || self.error.is_some() {
+                return;
+            }
+            let data = value.into_data().convert::<f32>();
+            let bytes: Vec<u8> = data
+                .as_slice::<f32>()
+                .expect("f32 after convert")
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            if let Err(e) = self.writer.write_all(&bytes) {
+                self.error = Some(e);
+            }
+        }
+    }
+    let mut write = StreamValues {
+        writer: &mut writer,
+        error: None,
+    };
+    model.visit(&mut write);
+    if let Some(e) = write.error {
+        return Err(e).with_context(ctx);
+    }
+    writer.flush().with_context(ctx)?;
+    Ok(())
+}
+
+/// Put the parameters [`write_trained`] wrote back into `model`, with their ids.
+fn read_trained<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let ids = metadata.metadata().clone().unwrap_or_default();
+    let mut saved = Vec::new();
+    for k in 0..file.len() {
+        let name = format!("{k:06}");
+        let view = file
+            .tensor(&name)
+            .with_context(|| format!("{}: no tensor {name}", path.display()))?;
+        let id: u64 = ids
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{}: no parameter id for {name}", path.display()))?;
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        saved.push((id, view.shape().to_vec(), values));
+    }
+    struct Load {
+        saved: std::vec::IntoIter<(u64, Vec<usize>, Vec<f32>)>,
+        error: Option<String>,
+    }
+    impl<B: Backend> ModuleMapper<B> for Load {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, value, mapper) = param.consume();
+            if !value.is_require_grad() || self.error.is_some() {
+                return Param::from_mapped_value(id, value, mapper);
+            }
+            let Some((saved_id, shape, values)) = self.saved.next() else {
+                self.error = Some("it holds fewer trained parameters than the model".into());
+                return Param::from_mapped_value(id, value, mapper);
+            };
+            if shape != value.dims() {
+                self.error = Some(format!(
+                    "a trained parameter has shape {shape:?}, the model's {:?}",
+                    value.dims()
+                ));
+                return Param::from_mapped_value(id, value, mapper);
+            }
+            let loaded = Tensor::<B, D>::from_data(
+                TensorData::new(values, shape).convert_dtype(value.dtype()),
+                &value.device(),
+            )
+            .require_grad();
+            Param::from_mapped_value(ParamId::from(saved_id), loaded, mapper)
+        }
+    }
+    let mut load = Load {
+        saved: saved.into_iter(),
+        error: None,
+    };
+    let model = model.map(&mut load);
+    if load.saved.next().is_some() && load.error.is_none() {
+        load.error = Some("it holds more trained parameters than the model".into());
+    }
+    match load.error {
+        Some(e) => bail!("{}: {e}", path.display()),
+        None => Ok(model),
+    }
+}
+
+/// The model of the checkpoint in `folder`: `model` (fresh from its pretrained checkpoint) with
+/// its trained parameters replaced by the checkpoint's.
+pub fn load_model<B: AutodiffBackend, M: AutodiffModule<B>>(model: M, folder: &Path) -> Result<M> {
+    read_trained(model, &folder.join(TRAINED))
+}
+
+/// Write a checkpoint into `dir/checkpoint/`: the model's trained parameters, the optimiser state, the best model
 /// when it changed (carried over from the previous checkpoint otherwise), and `state.json`,
 /// through a staging folder and two renames (see the module docs).
 pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
@@ -173,7 +333,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
     let old = dir.join(OLD);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    write_record::<B, _>(model.clone().into_record(), &tmp.join("model"))?;
+    write_trained::<B, M>(model, &tmp.join(TRAINED))?;
     write_record::<B, _>(optimizer.to_record(), &tmp.join("optimizer"))?;
     let ctx = || format!("writing a checkpoint into {}", tmp.display());
     match best_model {

@@ -181,9 +181,7 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
     if let Some((state, ckpt)) = ResumeState::find(dir)? {
         let recorder = checkpoint::recorder();
         let resuming = || format!("resuming from {}", ckpt.display());
-        model = model
-            .load_file(ckpt.join("model"), &recorder, device)
-            .with_context(resuming)?;
+        model = checkpoint::load_model(model, &ckpt).with_context(resuming)?;
         let record = burn::record::Recorder::<B>::load(&recorder, ckpt.join("optimizer"), device)
             .with_context(resuming)?;
         optimizer = optimizer.load_record(record);
