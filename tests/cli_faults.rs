@@ -399,3 +399,123 @@ fn a_kill_at_any_point_of_the_checkpoint_swap_resumes_to_identical_results() {
         assert!(left.is_empty(), "{name}: a finished run keeps {left:?}");
     }
 }
+
+/// What must not depend on a kill, per run folder of `grid`: the numbers of `result.json`,
+/// `metrics.jsonl` without its seconds, and the text of every other output file.
+fn outputs(grid: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(grid).unwrap() {
+        let run = entry.unwrap().path();
+        if !run.is_dir() || !run.join("result.json").exists() {
+            continue;
+        }
+        let id = run.file_name().unwrap().to_string_lossy().to_string();
+        let result: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap())
+                .unwrap();
+        assert_eq!(result["status"], "finished", "{id}: {result}");
+        let mut s = ["metrics", "final_metrics", "best_step", "steps", "ablation"]
+            .map(|k| format!("{k}: {}\n", result[k]))
+            .concat();
+        if run.join("metrics.jsonl").exists() {
+            s += &evaluations(&run).join("\n");
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                let text = [".csv", ".trec", ".json"].iter().any(|e| name.ends_with(e));
+                text && !["result.json", "progress.json"].contains(&name.as_str())
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            s += &format!(
+                "\n-- {}\n{}",
+                f.display(),
+                std::fs::read_to_string(&f).unwrap()
+            );
+        }
+        out.insert(id, s.replace(&grid.display().to_string(), "GRID"));
+    }
+    out
+}
+
+/// Run `exp` straight into `straight/`, then into `killed/` with a `kill -9` once a run has a
+/// checkpoint at step `at` or later, and again: the resumed grid's outputs are the straight
+/// one's.
+fn a_killed_cell_resumes_to_identical_outputs(root: &Path, exp: &Path, grid: &str, at: u64) {
+    let exp = exp.to_str().unwrap();
+    let out = neuronlab(&["grid", "run", exp, "--output", "straight"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let straight = outputs(&root.join("straight").join(grid));
+    assert!(!straight.is_empty());
+
+    let mut child = spawn(exp, "killed", root);
+    let started = std::time::Instant::now();
+    loop {
+        let step = std::fs::read_dir(root.join("killed").join(grid))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let state = e.unwrap().path().join("checkpoint/state.json");
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
+                v["step"].as_u64()
+            })
+            .max();
+        if step.is_some_and(|s| s >= at) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before a checkpoint at step {at}: make it longer"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = neuronlab(&["grid", "run", exp, "--output", "killed"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("resumed from the checkpoint at step"),
+        "{}",
+        text(&out)
+    );
+    let resumed = outputs(&root.join("killed").join(grid));
+    assert_eq!(
+        resumed.keys().collect::<Vec<_>>(),
+        straight.keys().collect::<Vec<_>>()
+    );
+    for (id, want) in &straight {
+        assert_eq!(&resumed[id], want, "run {id}");
+    }
+}
+
+#[test]
+fn a_lora_cell_killed_mid_training_resumes_to_identical_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // A checkpoint after every step (LoRA cells evaluate only after training).
+    let grid = "[grid]\nmodel = [\"tiny\"]\ntask = [\"topics\"]\nneurons = [\"aa\"]\n\
+                train = { max_steps = [120], checkpoint_every_s = [0.0] }\n";
+    let exp = crate::cli_adapt::experiment(root, crate::cli_adapt::LORA, grid);
+    a_killed_cell_resumes_to_identical_outputs(root, &exp, "adapt", 20);
+}
+
+#[test]
+fn a_prf_cell_killed_mid_training_resumes_to_identical_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    crate::cli_prf::corpus(root);
+    let grid = "\n[grid]\nmodel = [\"minilm\"]\ncorpus = [\"wiki\"]\nprf = [\"lol\"]\n\
+                train = { max_steps = [6], eval_every = [2], checkpoint_every_s = [0.0], \
+                learning_rate = [0.0001] }\n";
+    let exp = crate::cli_prf::experiment(root, grid);
+    a_killed_cell_resumes_to_identical_outputs(root, &exp, "prf", 2);
+}

@@ -268,13 +268,13 @@ impl LoraTask for Classification {
         Ok((model, adapters))
     }
 
-    fn decoder<B: AutodiffBackend>(model: &DecoderClassifier<B>) -> &LlamaModel<B> {
+    fn decoder<B: Backend>(model: &DecoderClassifier<B>) -> &LlamaModel<B> {
         &model.model
     }
 
     const PEFT_TASK: PeftTask = PeftTask::SeqCls;
 
-    fn head<B: AutodiffBackend>(model: &DecoderClassifier<B>) -> Option<&Linear<B>> {
+    fn head<B: Backend>(model: &DecoderClassifier<B>) -> Option<&Linear<B>> {
         Some(&model.score)
     }
 

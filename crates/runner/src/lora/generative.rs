@@ -234,13 +234,13 @@ impl LoraTask for GenerativeQa {
         attach(model)
     }
 
-    fn decoder<B: AutodiffBackend>(model: &LlamaModel<B>) -> &LlamaModel<B> {
+    fn decoder<B: Backend>(model: &LlamaModel<B>) -> &LlamaModel<B> {
         model
     }
 
     const PEFT_TASK: PeftTask = PeftTask::CausalLm;
 
-    fn head<B: AutodiffBackend>(_: &LlamaModel<B>) -> Option<&Linear<B>> {
+    fn head<B: Backend>(_: &LlamaModel<B>) -> Option<&Linear<B>> {
         None
     }
 

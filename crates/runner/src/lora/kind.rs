@@ -1,4 +1,4 @@
-//! The LoRA cell as the harness sees it: identity, inputs, checks and its run: the shared loop
+//! The LoRA cell as the harness sees it: identity, inputs, checks, resumption and its run: the shared loop
 //! ([`super::task::run`]) with the task format's family (classification or generative QA).
 
 use std::path::Path;
@@ -14,6 +14,7 @@ use super::task::run;
 use crate::harness::grid::{CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
 use crate::lora::spec::TaskFormat;
+use crate::training::checkpoint::{self, ResumeState};
 
 impl CellKind for LoraCell {
     fn identity(&self) -> Self {
@@ -66,6 +67,14 @@ impl CellKind for LoraCell {
 
     fn check(&self) -> Vec<anyhow::Error> {
         check_lora_inputs(self).err().into_iter().collect()
+    }
+
+    fn resume(&self, dir: &Path) -> Result<bool> {
+        Ok(ResumeState::prepare(dir)?.is_some())
+    }
+
+    fn recorded(&self, dir: &Path) {
+        checkpoint::remove(dir);
     }
 
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {

@@ -89,13 +89,13 @@ pub trait LoraTask: Sized {
     ) -> Result<(Self::Model<B>, Adapters)>;
 
     /// The model's decoder (its adapters are saved).
-    fn decoder<B: AutodiffBackend>(model: &Self::Model<B>) -> &LlamaModel<B>;
+    fn decoder<B: Backend>(model: &Self::Valid<B>) -> &LlamaModel<B>;
 
     /// PEFT's `task_type` for the saved adapter folder (the `transformers` class it loads on).
     const PEFT_TASK: PeftTask;
 
     /// The head saved beside the adapters (PEFT's `modules_to_save`), if the family has one.
-    fn head<B: AutodiffBackend>(model: &Self::Model<B>) -> Option<&Linear<B>>;
+    fn head<B: Backend>(model: &Self::Valid<B>) -> Option<&Linear<B>>;
 
     /// The mean loss of a batch.
     fn loss<B: AutodiffBackend>(
@@ -147,10 +147,16 @@ pub fn run<T: LoraTask, B: AutodiffBackend>(
     let model = task.load::<B>(checkpoint, cell, device)?;
     let (model, adapters) =
         T::with_decoder(model, |m| attach_lora(m, cell, grid_dir, log, device))?;
-    let (model, trained) = train_adapters(model, train.len(), cell, log, |model, indices| {
-        let batch: Vec<&T::Example> = indices.iter().map(|&i| &train[i]).collect();
-        task.loss(model, &batch, device)
-    })?;
+    let (model, trained) = train_adapters(
+        model,
+        train.len(),
+        cell,
+        (dir, log, device),
+        |model, indices| {
+            let batch: Vec<&T::Example> = indices.iter().map(|&i| &train[i]).collect();
+            task.loss(model, &batch, device)
+        },
+    )?;
     if cell.train.save_model {
         // A PEFT adapter folder: `PeftModel.from_pretrained(base, "adapter")` opens it.
         let folder = dir.join("adapter");
@@ -162,7 +168,7 @@ pub fn run<T: LoraTask, B: AutodiffBackend>(
     }
 
     // Evaluation, adapters merged.
-    let valid = T::merged(model.valid());
+    let valid = T::merged(model);
     let intervention = Intervention::of(cell, grid_dir)?;
     let mut metrics = BTreeMap::new();
     let mut table = format!("language,{},{}", T::NOUN, T::SCORES.join(","));

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use ablation::{LanguageSets, NeuronSet};
 use anyhow::{Context, Result, bail};
@@ -18,8 +17,8 @@ use crate::harness::log::{EvalRecord, Outcome, RunLog};
 use crate::harness::results::write_atomic;
 use crate::lora::cell::LoraCell;
 use crate::lora::spec::{LoraInitSpec, NeuronChoice};
+use crate::training::fit::{Evaluation, Learner, Plan};
 use crate::training::seeds::{Purpose, derive_seed, shuffled};
-use crate::training::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 
 /// Right-padded ids and the attention mask of some rows.
 pub(crate) fn batch<B: Backend>(
@@ -208,59 +207,99 @@ pub(crate) struct Trained {
     pub seconds: f64,
 }
 
-/// Train `model` on `n` examples under the cell's settings: AdamW with β₁ = `adam_beta1`, the
-/// linear warmup/decay schedule, global-norm clipping, `grad_accum_steps`, a seeded shuffle per
-/// epoch. `loss_of` gives the mean loss of a batch of example indices; a non-finite loss stops
-/// the run with an error.
-pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B>>(
-    mut model: M,
+/// A LoRA cell's training as the loop sees it: `n` examples in a seeded order per epoch, the
+/// batch loss from the task family, no evaluation during training (every language is evaluated
+/// once, after it).
+struct AdapterLearner<'a, M, F> {
+    n: usize,
+    cell: &'a LoraCell,
+    loss_of: F,
+    model: std::marker::PhantomData<M>,
+}
+
+impl<B, M, F> Learner<B> for AdapterLearner<'_, M, F>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Clone,
+    F: Fn(&M, &[usize]) -> Tensor<B, 1>,
+{
+    type Model = M;
+
+    fn train_len(&self) -> usize {
+        self.n
+    }
+
+    fn describe(&self, plan: &Plan) -> String {
+        let t = &self.cell.train;
+        format!(
+            "{} steps ({} per epoch) of {} x {}, warmup {}",
+            plan.total,
+            plan.steps_per_epoch,
+            t.batch_size,
+            t.grad_accum_steps.max(1),
+            plan.warmup
+        )
+    }
+
+    fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        shuffled(self.n, self.cell.seed, Purpose::LoraDataOrder, epoch as u64)
+    }
+
+    fn batch_loss(
+        &self,
+        model: &M,
+        batch: &[usize],
+        _index: u64,
+        _device: &B::Device,
+    ) -> Result<Tensor<B, 1>> {
+        Ok((self.loss_of)(model, batch))
+    }
+
+    fn evaluates(&self) -> bool {
+        false
+    }
+
+    fn evaluate(
+        &self,
+        _model: &M::InnerModule,
+        _log: &mut RunLog,
+        _device: &B::Device,
+    ) -> Result<Evaluation> {
+        bail!("a LoRA cell is evaluated after training, not during it")
+    }
+}
+
+/// Train `model` on `n` examples under the cell's settings through the one training loop
+/// ([`crate::training::fit`]: AdamW with β₁ = `adam_beta1`, the linear warmup/decay schedule,
+/// global-norm clipping, `grad_accum_steps`, a seeded shuffle per epoch, checkpoints in `dir`
+/// and resumption from them). `loss_of` gives the mean loss of a batch of example indices; a
+/// non-finite loss stops the run with an error. Returns the trained model for evaluation.
+pub(crate) fn train_adapters<B: AutodiffBackend, M: AutodiffModule<B> + Clone>(
+    model: M,
     n: usize,
     cell: &LoraCell,
-    log: &mut RunLog,
-    mut loss_of: impl FnMut(&M, &[usize]) -> Tensor<B, 1>,
-) -> Result<(M, Trained)> {
-    let t = &cell.train;
-    let accum = t.grad_accum_steps.max(1);
-    let (steps_per_epoch, total, warmup) = t.steps(n);
-    log.line(&format!(
-        "{total} steps ({steps_per_epoch} per epoch) of {} x {accum}, warmup {warmup}",
-        t.batch_size
-    ));
-    let mut optimizer = AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, M>();
-    let order_of = |epoch: usize| shuffled(n, cell.seed, Purpose::LoraDataOrder, epoch as u64);
-    if t.tensorboard {
-        log.tensorboard()?;
-    }
-    let started = Instant::now();
-    let mut data = EpochCursor::new(order_of, 0, 0);
-    let mut loss_sum = 0.0;
-    let mut lr = 0.0;
-    for step in 0..total {
-        lr = linear_schedule(t.learning_rate, step, warmup, total);
-        let step_loss;
-        (model, step_loss) = accumulated_step(
-            model,
-            &mut optimizer,
-            (step, lr),
-            accum,
-            t.max_grad_norm,
-            |model, _| Ok(loss_of(model, data.next_batch(t.batch_size))),
-        )?;
-        loss_sum += step_loss;
-        log.progress(step + 1, total, step_loss, lr, started)?;
-    }
+    (dir, log, device): (&Path, &mut RunLog, &B::Device),
+    loss_of: impl Fn(&M, &[usize]) -> Tensor<B, 1>,
+) -> Result<(M::InnerModule, Trained)> {
+    let learner = AdapterLearner {
+        n,
+        cell,
+        loss_of,
+        model: std::marker::PhantomData,
+    };
+    let done = crate::training::fit::fit(&learner, model, &cell.train, dir, log, device)?;
     let trained = Trained {
-        steps: total,
-        steps_per_epoch,
-        mean_loss: loss_sum / total as f64,
-        last_lr: lr,
-        seconds: started.elapsed().as_secs_f64(),
+        steps: done.plan.total,
+        steps_per_epoch: done.plan.steps_per_epoch,
+        mean_loss: done.mean_loss,
+        last_lr: done.last_lr,
+        seconds: done.seconds,
     };
     log.line(&format!(
         "trained in {:.0}s, mean loss {:.4}",
         trained.seconds, trained.mean_loss
     ));
-    Ok((model, trained))
+    Ok((done.model, trained))
 }
 
 /// The cell's test-time intervention (`lora.intervention`), with the study's statistics for
