@@ -276,3 +276,37 @@ fn prf_input_errors_are_named_before_any_cell_runs() {
     let out = text(&crate::util::dry_run(&exp3, root));
     assert!(out.contains("n_comapre"), "{out}");
 }
+
+#[test]
+fn prf_cells_train_with_the_settings_adam_beta1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    corpus(root);
+    let exp = experiment(
+        root,
+        "\n[grid]\nmodel = [\"minilm\"]\ncorpus = [\"wiki\"]\nprf = [\"lol\"]\n\
+         train = { max_steps = [3], eval_every = [3], learning_rate = [0.0001], \
+         adam_beta1 = [0.9, 0.5] }\n",
+    );
+    ok(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
+        root,
+    );
+    let rows = csv_rows(&root.join("runs/prf/results.csv"));
+    let beta = column(&rows, "param_adam_beta1");
+    let loss: BTreeMap<String, String> = rows[1..]
+        .iter()
+        .map(|r| {
+            let evals =
+                std::fs::read_to_string(root.join("runs/prf").join(&r[0]).join("metrics.jsonl"))
+                    .unwrap();
+            let v: Value = serde_json::from_str(evals.lines().next().unwrap()).unwrap();
+            (r[beta].clone(), v["train_loss"].to_string())
+        })
+        .collect();
+    assert_eq!(loss.len(), 2, "{rows:?}");
+    assert_ne!(
+        loss["0.9"], loss["0.5"],
+        "β₁ changes the second and third steps: {loss:?}"
+    );
+}

@@ -639,6 +639,8 @@ fn the_paper_prf_cells_train_as_the_official_dense_command() {
             (t.max_seq_len, t.eval_every, t.max_grad_norm),
             (512, 1000, 1.0)
         );
+        // The shared [train]'s ablation rates are the encoder cells'.
+        assert!(t.ablation_rates.is_empty(), "{:?}", t.ablation_rates);
         let p = &c.prf;
         assert_eq!((p.lambda_pr, p.lambda_qr), (1.0, 0.0));
         assert_eq!(p.lambda_cr, if nc == 0 { 0.0 } else { 1.0 });
@@ -661,4 +663,85 @@ fn the_paper_prf_cells_train_as_the_official_dense_command() {
             [("dev", 1), ("dl-hard", 2), ("dl19", 2), ("dl20", 2)].map(|(n, l)| (n.to_string(), l))
         );
     }
+}
+
+#[test]
+fn a_setting_that_lora_or_prf_cells_do_not_read_is_an_error_naming_its_line() {
+    let lora = r#"name = "x"
+
+[train]
+epochs = 1
+ablation_rates = [0.1]
+
+[models.tiny]
+path = "models/tiny"
+kind = "decoder"
+
+[tasks.topics]
+format = "jsonl"
+text = "body"
+label = "topic"
+classes = ["x", "y"]
+train = { aa = "aa.jsonl" }
+eval = { bb = "bb.jsonl" }
+
+[grid]
+model = ["tiny"]
+task = ["topics"]
+"#;
+    let err = error(lora);
+    assert!(
+        err.contains("/exp/test.toml, line 5: train.ablation_rates: LoRA cells do not read"),
+        "{err}"
+    );
+    // In a task's settings and as an axis, too; without it the grid expands.
+    let moved = lora.replace("ablation_rates = [0.1]\n", "");
+    let err = error(&moved.replace(
+        "eval = { bb = \"bb.jsonl\" }",
+        "eval = { bb = \"bb.jsonl\" }\nsettings = { eval_every = 5 }",
+    ));
+    assert!(
+        err.contains("line 17: tasks.topics.settings.eval_every: LoRA cells do not read"),
+        "{err}"
+    );
+    let err = error(&format!("{moved}train = {{ group_by_length = [true] }}\n"));
+    assert!(
+        err.contains("line 21: grid.train.group_by_length: LoRA cells do not read"),
+        "{err}"
+    );
+    assert_eq!(cells(&moved).len(), 1);
+
+    let prf = r#"name = "x"
+
+[models.mini]
+path = "models/mini"
+kind = "encoder"
+train = { view_budget_tokens = 512 }
+
+[corpora.wiki]
+path = "."
+collection = "collection.tsv"
+matrix = "matrix"
+train = { queries = "q.tsv", qrels = "qrels.txt", run = "run.trec" }
+dev = { queries = "q.tsv", qrels = "qrels.txt", run = "run.trec" }
+
+[grid]
+model = ["mini"]
+corpus = ["wiki"]
+"#;
+    let err = error(prf);
+    assert!(
+        err.contains("line 6: models.mini.train.view_budget_tokens: PRF cells do not read"),
+        "{err}"
+    );
+    let prf = prf.replace("train = { view_budget_tokens = 512 }\n", "");
+    let err = error(&prf.replace(
+        "name = \"x\"\n",
+        "name = \"x\"\n[train]\nsave_model = true\n",
+    ));
+    assert!(
+        err.contains("line 3: train.save_model: PRF cells do not read"),
+        "{err}"
+    );
+    assert_eq!(cells(&prf).len(), 1);
 }

@@ -286,7 +286,7 @@ impl Expand for CellConfig {
                 CellConfig::Study,
             )),
             GridKind::Prf => Ok(wrap(
-                crate::prf::cell::expand(file, &prf, 0)?,
+                crate::prf::cell::expand(file, &prf, 0, &Default::default())?,
                 CellConfig::Prf,
             )),
             GridKind::EncoderAndPrf => {
@@ -294,7 +294,11 @@ impl Expand for CellConfig {
                     crate::encoder::cell::expand(file, &encoder)?,
                     CellConfig::Train,
                 );
-                let prf_cells = crate::prf::cell::expand(file, &prf, cells.len())?;
+                let encoder_models = cells
+                    .iter()
+                    .map(|c| c.config.model_name().to_string())
+                    .collect();
+                let prf_cells = crate::prf::cell::expand(file, &prf, cells.len(), &encoder_models)?;
                 cells.extend(wrap(prf_cells, CellConfig::Prf));
                 grid::check_unique(file, &cells)?;
                 Ok(cells)

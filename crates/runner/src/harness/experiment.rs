@@ -112,6 +112,36 @@ pub fn expand_vars(text: &str, artefacts: &Path) -> String {
     s
 }
 
+/// `$m!(every training setting's key)`.
+macro_rules! with_train_keys {
+    ($m:ident) => {
+        $m!(
+            epochs,
+            max_steps,
+            batch_size,
+            grad_accum_steps,
+            group_by_length,
+            learning_rate,
+            weight_decay,
+            adam_beta1,
+            warmup_ratio,
+            warmup_steps,
+            max_grad_norm,
+            max_seq_len,
+            eval_every,
+            max_train_examples,
+            max_eval_examples,
+            view_budget_tokens,
+            ablation_rates,
+            eval_dropout_powers,
+            checkpoints,
+            checkpoint_every_s,
+            save_model,
+            tensorboard
+        )
+    };
+}
+
 /// Training settings as written: every field optional, merged in precedence order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +317,16 @@ impl TrainOverrides {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// The keys of the settings that are set.
+    pub fn set_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        macro_rules! collect {
+            ($($f:ident),*) => { $( if self.$f.is_some() { keys.push(stringify!($f)); } )* };
+        }
+        with_train_keys!(collect);
+        keys
+    }
 }
 
 impl TrainConfig {
@@ -307,30 +347,19 @@ impl TrainConfig {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
         }
-        set!(
-            epochs,
-            max_steps,
-            batch_size,
-            grad_accum_steps,
-            group_by_length,
-            learning_rate,
-            weight_decay,
-            adam_beta1,
-            warmup_ratio,
-            warmup_steps,
-            max_grad_norm,
-            max_seq_len,
-            eval_every,
-            max_train_examples,
-            max_eval_examples,
-            view_budget_tokens,
-            ablation_rates,
-            eval_dropout_powers,
-            checkpoints,
-            checkpoint_every_s,
-            save_model,
-            tensorboard
-        );
+        with_train_keys!(set);
+    }
+
+    /// These settings with the ones named in `keys` at their defaults (settings a kind of cell
+    /// does not read, so that they neither show in its `config.toml` nor change its run id).
+    pub fn reset(&mut self, keys: &[&str]) {
+        let default = Self::default();
+        macro_rules! reset {
+            ($($f:ident),*) => {
+                $( if keys.contains(&stringify!($f)) { self.$f = default.$f.clone(); } )*
+            };
+        }
+        with_train_keys!(reset);
     }
 
     /// `(optimiser steps per epoch, total steps, warmup steps)` for `n_train` examples: batches
@@ -570,6 +599,30 @@ fn key_line(text: &str, key_path: &[&str]) -> Option<usize> {
         };
     }
     Some(line_of(text, span.start))
+}
+
+/// Refuse a training setting that the cells reading the settings at `at` (a key path of the
+/// file: `["train"]`, `["models", "m", "train"]`, `["grid", "train"]`) do not read: `unread`
+/// names them, `cells` the cells (`LoRA cells`). An unread setting would be accepted and
+/// ignored, so it is an error naming its line.
+pub fn refuse_unread(
+    file: &ExperimentFile,
+    at: &[&str],
+    set: &[&str],
+    unread: &[&str],
+    cells: &str,
+) -> Result<()> {
+    if let Some(key) = set.iter().find(|k| unread.contains(k)) {
+        let mut path = at.to_vec();
+        path.push(key);
+        bail!(
+            "{}: {cells} do not read `{key}` (settings they do not read: {}); remove it, or \
+             put it where only the cells that read it see it",
+            file.locate(&path),
+            unread.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Make sure a value has the shape of a setting, for axis values: `bail!` with the reason.

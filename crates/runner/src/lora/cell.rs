@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{LoraSpec, NeuronChoice, Sections, TaskFormat, TaskSpec};
-use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig};
+use crate::harness::experiment::{ExperimentFile, ModelSpec, TrainConfig, refuse_unread};
 use crate::harness::grid::{Cell, check_decoder_models, names, train_axes, train_settings};
 
 /// A LoRA fine-tuning cell, resolved: train on the task's training language, evaluate on
@@ -63,6 +63,40 @@ pub struct GridStudies<'a> {
     pub run: &'a dyn Fn(&str, &str) -> Option<String>,
 }
 
+/// The training settings a LoRA cell does not read: the encoder's (length grouping, the view
+/// budget, ablation and dropout evaluations) and `eval_every` (a LoRA cell evaluates every
+/// language once, after training).
+pub const UNREAD_TRAIN: [&str; 5] = [
+    "group_by_length",
+    "view_budget_tokens",
+    "ablation_rates",
+    "eval_dropout_powers",
+    "eval_every",
+];
+
+/// A training setting that LoRA cells do not read, set where only they read it (a LoRA grid's
+/// `[train]`, its models' and tasks' settings, its `train` axes), is an error naming its line.
+fn refuse_unread_settings(file: &ExperimentFile, own: &Sections) -> Result<()> {
+    let e = &file.experiment;
+    let cells = "LoRA cells";
+    refuse_unread(file, &["train"], &e.train.set_keys(), &UNREAD_TRAIN, cells)?;
+    let axes: Vec<&str> = e.grid.train.keys().map(String::as_str).collect();
+    refuse_unread(file, &["grid", "train"], &axes, &UNREAD_TRAIN, cells)?;
+    for name in &e.grid.model {
+        if let Some(m) = e.models.get(name) {
+            let at = ["models", name.as_str(), "train"];
+            refuse_unread(file, &at, &m.train.set_keys(), &UNREAD_TRAIN, cells)?;
+        }
+    }
+    for name in &own.grid.task {
+        if let Some(t) = own.tasks.get(name) {
+            let at = ["tasks", name.as_str(), "settings"];
+            refuse_unread(file, &at, &t.settings.set_keys(), &UNREAD_TRAIN, cells)?;
+        }
+    }
+    Ok(())
+}
+
 /// The fine-tuning cells of `file`: every model × task × `grid.neurons` value (a value with
 /// `target` once per evaluation language) × training-axis combination × seed, in that order
 /// (outermost first), numbered from `studies.first` (the grid's studies come before them: their
@@ -106,6 +140,7 @@ pub fn expand(
             );
         }
     }
+    refuse_unread_settings(file, own)?;
     let axes = train_axes(file)?;
     let seeds = g.seeds();
     for model_name in &g.model {
@@ -126,6 +161,7 @@ pub fn expand(
             base.apply(&e.train);
             base.apply(&model.train);
             base.apply(&task.settings);
+            base.reset(&UNREAD_TRAIN);
             let mut lora = own.lora.clone();
             if let Some(m) = own.models.get(model_name) {
                 m.lora.apply_to(&mut lora);

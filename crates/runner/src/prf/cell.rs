@@ -5,13 +5,16 @@
 //! `grid.prf` (default `["plain"]`), the training-setting axes of `grid.train` (keys in
 //! alphabetical order), then the seeds.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{CorpusFiles, CorpusSpec, PrfSpec, Sections};
-use crate::harness::experiment::{ExperimentFile, ModelKind, ModelSpec, TrainConfig};
+use crate::harness::experiment::{
+    ExperimentFile, ModelKind, ModelSpec, TrainConfig, refuse_unread,
+};
 use crate::harness::grid::{Cell, check_unique, kebab, names, train_axes, train_settings};
 
 /// A PRF cell, resolved.
@@ -59,7 +62,50 @@ fn prf_defaults() -> TrainConfig {
 
 /// The PRF cells of `file`, in the order of the module docs, numbered from `first` (after the
 /// grid's other cells).
-pub fn expand(file: &ExperimentFile, own: &Sections, first: usize) -> Result<Vec<Cell<PrfCell>>> {
+/// The training settings a PRF cell does not read: the encoder fine-tuning's (length grouping,
+/// the view budget, ablation and dropout evaluations) and `save_model` (a PRF cell does not
+/// save its reformulator yet).
+pub const UNREAD_TRAIN: [&str; 5] = [
+    "group_by_length",
+    "view_budget_tokens",
+    "ablation_rates",
+    "eval_dropout_powers",
+    "save_model",
+];
+
+/// A training setting that PRF cells do not read, set where only they read it, is an error
+/// naming its line: `[train]` and the `train` axes when no encoder cell shares the grid
+/// (`encoder_models` empty), and the PRF models' `train` tables unless an encoder cell of the
+/// grid trains that model too. Where encoder cells share a setting, PRF cells leave it.
+fn refuse_unread_settings(
+    file: &ExperimentFile,
+    model_names: &[String],
+    encoder_models: &BTreeSet<String>,
+) -> Result<()> {
+    let e = &file.experiment;
+    let cells = "PRF cells";
+    if encoder_models.is_empty() {
+        refuse_unread(file, &["train"], &e.train.set_keys(), &UNREAD_TRAIN, cells)?;
+        let axes: Vec<&str> = e.grid.train.keys().map(String::as_str).collect();
+        refuse_unread(file, &["grid", "train"], &axes, &UNREAD_TRAIN, cells)?;
+    }
+    for name in model_names {
+        if let (Some(m), false) = (e.models.get(name), encoder_models.contains(name)) {
+            let at = ["models", name.as_str(), "train"];
+            refuse_unread(file, &at, &m.train.set_keys(), &UNREAD_TRAIN, cells)?;
+        }
+    }
+    Ok(())
+}
+
+/// Expand the PRF cells of `file`, numbered from `first`; `encoder_models` are the models the
+/// grid's encoder cells train (none in a PRF grid).
+pub fn expand(
+    file: &ExperimentFile,
+    own: &Sections,
+    first: usize,
+    encoder_models: &BTreeSet<String>,
+) -> Result<Vec<Cell<PrfCell>>> {
     let e = &file.experiment;
     let (g, a) = (&e.grid, &own.grid);
     let (model_names, axis) = if a.prf_model.is_empty() {
@@ -128,6 +174,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections, first: usize) -> Result<Vec
             );
         }
     }
+    refuse_unread_settings(file, model_names, encoder_models)?;
     let seeds = g.seeds();
     let axes = train_axes(file)?;
 
@@ -145,6 +192,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections, first: usize) -> Result<Vec
                 for (mut train, params) in
                     train_settings(file, &axes, &base, &format!("{model_name} × {corpus_name}"))?
                 {
+                    train.reset(&UNREAD_TRAIN);
                     if prf.scale_by_revisions {
                         let group = 1 + prf.n_compare;
                         train.batch_size = (train.batch_size / group).max(1);
