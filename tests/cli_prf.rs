@@ -214,6 +214,20 @@ fn prf_cells_train_search_the_corpus_and_score_their_runs() {
     // own query encoder stays close to it, while a fresh head (plain) starts from scratch.
     assert!(first_pass.mrr_at_10 > 0.8, "{first_pass:?}");
     assert!(mrr["first-pass"] > 0.5, "{mrr:?}");
+
+    // The report pairs each objective with the plain one, seed by seed.
+    let md = ok(&["report", "runs/prf"], root);
+    assert!(
+        md.contains("### Against the baseline arm (paired by seed)"),
+        "{md}"
+    );
+    let row = md
+        .lines()
+        .find(|l| l.contains("lol vs plain"))
+        .unwrap_or_else(|| panic!("no lol vs plain row: {md}"));
+    let delta = format!("{:+.4}", mrr["lol"] - mrr["plain"]);
+    assert!(row.contains(&delta), "{row} (Δ {delta})");
+    assert!(md.contains("first-pass vs plain"), "{md}");
 }
 
 #[test]

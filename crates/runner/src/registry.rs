@@ -176,6 +176,19 @@ impl CellKind for CellConfig {
     }
 }
 
+/// The baseline arms of every kind (see [`grid::BaselineArm`]), for reports.
+pub fn baseline_arms() -> Vec<grid::BaselineArm> {
+    [
+        TrainCell::BASELINE,
+        StudyCell::BASELINE,
+        LoraCell::BASELINE,
+        PrfCell::BASELINE,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// Which kind a grid expands to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum GridKind {

@@ -7,9 +7,10 @@
 //! render in any Markdown viewer; the SVGs beside them scale.
 //!
 //! Cells are grouped by every axis value except the seed. Each group reports the mean ± sample
-//! standard deviation (n − 1) of the main metric over its seeds. A group with a comparative loss
-//! is compared with the baseline group that has the same other axis values: the delta of the
-//! means and an exact two-sided paired sign-flip permutation test over the seeds both have
+//! standard deviation (n − 1) of the main metric over its seeds. A group on an arm of an axis
+//! that has a baseline arm (each kind declares its own: the encoder's `loss = "baseline"`, PRF's
+//! `prf = "plain"`) is compared with the baseline group that has the same other axis values: the
+//! delta of the means and an exact two-sided paired sign-flip permutation test over the seeds both have
 //! (all 2^n sign assignments of the per-seed differences; with n seeds the smallest possible
 //! p-value is 2 / 2^n, so two seeds can never show significance: the report says so).
 
@@ -272,49 +273,52 @@ fn metric_section(
         );
     }
 
-    // Comparative vs baseline.
+    // Each arm against its axis's baseline arm (the encoder's loss = "baseline", PRF's
+    // prf = "plain"), for the groups that match in every other axis value.
     let mut comparisons = String::new();
-    for (key, members) in &groups {
-        if key.get("loss").map(String::as_str) == Some("baseline") {
-            continue;
+    for arm in crate::registry::baseline_arms() {
+        for (key, members) in &groups {
+            let Some(value) = key.get(arm.axis).filter(|v| *v != arm.value) else {
+                continue;
+            };
+            let mut base_key = key.clone();
+            base_key.insert(arm.axis.into(), arm.value.into());
+            let Some(base) = groups.get(&base_key) else {
+                continue;
+            };
+            let by_seed = |rs: &[&Run]| -> BTreeMap<String, f64> {
+                rs.iter()
+                    .filter_map(|r| {
+                        Some((
+                            r.result.params.get("seed")?.clone(),
+                            *r.result.metrics.get(metric)?,
+                        ))
+                    })
+                    .collect()
+            };
+            let (ours, theirs) = (by_seed(members), by_seed(base));
+            let diffs: Vec<f64> = ours
+                .iter()
+                .filter_map(|(seed, v)| theirs.get(seed).map(|b| v - b))
+                .collect();
+            if diffs.is_empty() {
+                continue;
+            }
+            let (dm, ds) = mean_std(&diffs);
+            let wins = diffs.iter().filter(|d| **d > 0.0).count();
+            let _ = writeln!(
+                comparisons,
+                "| {} | {value} vs {} | {} | {dm:+.4} ± {ds:.4} | {wins}/{} | {:.3} |",
+                describe(key, &[arm.axis]),
+                arm.value,
+                diffs.len(),
+                diffs.len(),
+                sign_flip_p(&diffs)
+            );
         }
-        let mut base_key = key.clone();
-        base_key.insert("loss".into(), "baseline".into());
-        let Some(base) = groups.get(&base_key) else {
-            continue;
-        };
-        let by_seed = |rs: &[&Run]| -> BTreeMap<String, f64> {
-            rs.iter()
-                .filter_map(|r| {
-                    Some((
-                        r.result.params.get("seed")?.clone(),
-                        *r.result.metrics.get(metric)?,
-                    ))
-                })
-                .collect()
-        };
-        let (ours, theirs) = (by_seed(members), by_seed(base));
-        let diffs: Vec<f64> = ours
-            .iter()
-            .filter_map(|(seed, v)| theirs.get(seed).map(|b| v - b))
-            .collect();
-        if diffs.is_empty() {
-            continue;
-        }
-        let (dm, ds) = mean_std(&diffs);
-        let wins = diffs.iter().filter(|d| **d > 0.0).count();
-        let _ = writeln!(
-            comparisons,
-            "| {} | {} vs baseline | {} | {dm:+.4} ± {ds:.4} | {wins}/{} | {:.3} |",
-            describe(key, &["loss"]),
-            key["loss"],
-            diffs.len(),
-            diffs.len(),
-            sign_flip_p(&diffs)
-        );
     }
     if !comparisons.is_empty() {
-        let _ = writeln!(md, "\n### Comparative loss − baseline (paired by seed)\n");
+        let _ = writeln!(md, "\n### Against the baseline arm (paired by seed)\n");
         let _ = writeln!(
             md,
             "Exact two-sided paired sign-flip permutation test over the seeds; with n seeds \

@@ -7,11 +7,16 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 
 use super::cell::{TrainCell, check_encoder};
-use crate::harness::grid::{CellKind, Input, RunContext};
+use crate::harness::grid::{BaselineArm, CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
 use crate::training::checkpoint::{self, ResumeState};
 
 impl CellKind for TrainCell {
+    const BASELINE: Option<BaselineArm> = Some(BaselineArm {
+        axis: "loss",
+        value: "baseline",
+    });
+
     fn identity(&self) -> Self {
         let mut t = self.clone();
         t.model_dir = Default::default();

@@ -95,8 +95,20 @@ impl Shared {
     }
 }
 
+/// The arm of an axis that the others are compared with in a report (paired by seed): the
+/// encoder's `loss = "baseline"`, PRF's `prf = "plain"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaselineArm {
+    /// The axis.
+    pub axis: &'static str,
+    /// The baseline's value on it.
+    pub value: &'static str,
+}
+
 /// What every kind of cell gives the harness: its identity, its inputs, its checks and its run.
 pub trait CellKind: Serialize + Clone {
+    /// The arm its report compares the others with, if the kind has one.
+    const BASELINE: Option<BaselineArm> = None;
     /// The configuration whose TOML text is hashed into the run id: this one without what does
     /// not change the numbers (resolved paths, checkpointing, saving the model).
     fn identity(&self) -> Self;

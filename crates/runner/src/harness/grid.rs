@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-pub use crate::harness::cell::{Cell, CellKind, Expand, Input, RunContext, Shared};
+pub use crate::harness::cell::{BaselineArm, Cell, CellKind, Expand, Input, RunContext, Shared};
 use crate::harness::experiment::{
     ExperimentFile, ModelKind, TrainConfig, TrainOverrides, setting_from_value,
 };

@@ -6,11 +6,16 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 
 use super::cell::{PrfCell, check_prf_inputs};
-use crate::harness::grid::{CellKind, Input, RunContext};
+use crate::harness::grid::{BaselineArm, CellKind, Input, RunContext};
 use crate::harness::log::Outcome;
 use crate::training::checkpoint::{self, ResumeState};
 
 impl CellKind for PrfCell {
+    const BASELINE: Option<BaselineArm> = Some(BaselineArm {
+        axis: "prf",
+        value: "plain",
+    });
+
     fn identity(&self) -> Self {
         let mut c = self.clone();
         c.model_dir = Default::default();
