@@ -110,6 +110,29 @@ pub struct GateStatistics<B: Backend> {
     /// Per layer, `[intermediate_size]`: tokens whose gate pre-activation is above the
     /// neuron's threshold (Mondal et al.'s `act_prob_90p` numerator).
     pub above: Vec<Tensor<B, 1>>,
+    /// The quantiles whose order statistics are kept (none: not kept).
+    pub quantiles: Vec<f64>,
+    /// Per layer, `[2 · quantiles, intermediate_size]`: for each of [`Self::quantiles`] in
+    /// order, the two order statistics of each neuron's gate pre-activations over the batch's
+    /// `n` positions (padding included) that `torch.quantile`'s linear interpolation reads: the
+    /// values of rank `⌊q (n − 1)⌋` and of the next rank (the same at the last). They are sorted
+    /// on the device (torch's sort on LibTorch) inside the layer, so no layer's activations are
+    /// kept; [`quantile_from_order_statistics`] interpolates them.
+    pub order_statistics: Vec<Tensor<B, 2>>,
+}
+
+/// The `q` quantile of `n` values (linear interpolation, as `torch.quantile`) from its two order
+/// statistics ([`GateStatistics::order_statistics`]), in f64.
+pub fn quantile_from_order_statistics(q: f64, n: usize, low: f32, high: f32) -> f64 {
+    let pos = q * n.saturating_sub(1) as f64;
+    let frac = pos - pos.floor();
+    low as f64 + frac * (high as f64 - low as f64)
+}
+
+/// The ranks of the two order statistics of the `q` quantile of `n` values.
+fn quantile_ranks(q: f64, n: usize) -> [usize; 2] {
+    let lo = (q * n.saturating_sub(1) as f64).floor() as usize;
+    [lo, (lo + 1).min(n.saturating_sub(1))]
 }
 
 /// [`GateStatistics`] read back to the host: per layer, per neuron.
@@ -123,33 +146,59 @@ pub struct HostGateStatistics {
     pub sum_sq: Vec<Vec<f32>>,
     /// Tokens above the thresholds (empty when none were given).
     pub above: Vec<Vec<f32>>,
+    /// The order statistics of the quantiles, `[2 · quantiles · intermediate_size]` per layer
+    /// (empty when none were asked for).
+    pub order_statistics: Vec<Vec<f32>>,
     /// Non-padding tokens seen.
     pub tokens: f64,
 }
 
 impl<B: Backend> GateStatistics<B> {
-    /// The statistics on the host.
+    /// The statistics on the host, read in one transfer (every tensor concatenated on the
+    /// device first: one synchronisation per batch, not one per layer and statistic).
     pub fn to_host(&self) -> HostGateStatistics {
-        let read = |ts: &[Tensor<B, 1>]| -> Vec<Vec<f32>> {
-            ts.iter()
-                .map(|t| {
-                    t.clone()
-                        .into_data()
-                        .convert::<f32>()
-                        .into_vec()
-                        .expect("f32 statistics")
+        let groups: [Vec<Tensor<B, 1>>; 5] = [
+            self.positive.clone(),
+            self.sum.clone(),
+            self.sum_sq.clone(),
+            self.above.clone(),
+            self.order_statistics
+                .iter()
+                .map(|t| t.clone().flatten(0, 1))
+                .collect(),
+        ];
+        let lengths: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| g.iter().map(|t| t.dims()[0]).collect())
+            .collect();
+        let mut all: Vec<Tensor<B, 1>> = groups.into_iter().flatten().collect();
+        all.extend(self.tokens.clone());
+        if all.is_empty() {
+            return HostGateStatistics::default();
+        }
+        let values: Vec<f32> = Tensor::cat(all, 0)
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32 statistics");
+        let mut at = 0;
+        let mut take = |lens: &[usize]| -> Vec<Vec<f32>> {
+            lens.iter()
+                .map(|&n| {
+                    at += n;
+                    values[at - n..at].to_vec()
                 })
                 .collect()
         };
+        let mut read: Vec<Vec<Vec<f32>>> = lengths.iter().map(|l| take(l)).collect();
+        let tokens = self.tokens.as_ref().map_or(0.0, |_| f64::from(values[at]));
         HostGateStatistics {
-            positive: read(&self.positive),
-            sum: read(&self.sum),
-            sum_sq: read(&self.sum_sq),
-            above: read(&self.above),
-            tokens: self
-                .tokens
-                .as_ref()
-                .map_or(0.0, |t| t.clone().into_scalar().elem::<f64>()),
+            order_statistics: read.pop().unwrap_or_default(),
+            above: read.pop().unwrap_or_default(),
+            sum_sq: read.pop().unwrap_or_default(),
+            sum: read.pop().unwrap_or_default(),
+            positive: read.pop().unwrap_or_default(),
+            tokens,
         }
     }
 }
@@ -193,6 +242,16 @@ impl<B: Backend> ForwardContext<B> {
     /// Keep statistics of the gate pre-activations (decoders); see [`GateStatistics`].
     pub fn counting(mut self) -> Self {
         self.gate_statistics = Some(GateStatistics::default());
+        self
+    }
+
+    /// Keep statistics as [`Self::counting`] does, and also the order statistics of each
+    /// neuron's `quantiles` ([`GateStatistics::order_statistics`]).
+    pub fn counting_quantiles(mut self, quantiles: Vec<f64>) -> Self {
+        self.gate_statistics = Some(GateStatistics {
+            quantiles,
+            ..GateStatistics::default()
+        });
         self
     }
 
@@ -381,6 +440,23 @@ impl<B: Backend> ForwardContext<B> {
             add(&mut stats.positive, positive);
             add(&mut stats.sum, sum);
             add(&mut stats.sum_sq, sum_sq);
+            if !stats.quantiles.is_empty() {
+                let n = batch * seq;
+                let ranks: Vec<i64> = stats
+                    .quantiles
+                    .iter()
+                    .flat_map(|&q| quantile_ranks(q, n))
+                    .map(|r| r as i64)
+                    .collect();
+                let ranks = Tensor::<B, 1, Int>::from_ints(ranks.as_slice(), &gate.device());
+                let sorted = gate.clone().reshape([n, width]).sort(0);
+                let order = sorted.select(0, ranks);
+                if stats.order_statistics.len() <= layer_idx {
+                    stats.order_statistics.push(order);
+                } else {
+                    stats.order_statistics[layer_idx] = order;
+                }
+            }
         }
     }
 
@@ -388,5 +464,75 @@ impl<B: Backend> ForwardContext<B> {
         if self.record_ffn {
             self.ffn_activations.push(activation.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    /// `torch.quantile`'s linear interpolation over all values, on the host.
+    fn host_quantile(values: &[f32], q: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f32::total_cmp);
+        let pos = q * (sorted.len() - 1) as f64;
+        let lo = pos.floor() as usize;
+        let hi = (lo + 1).min(sorted.len() - 1);
+        sorted[lo] as f64 + (pos - lo as f64) * (sorted[hi] as f64 - sorted[lo] as f64)
+    }
+
+    #[test]
+    fn quantiles_from_the_device_order_statistics_equal_the_host_sort_to_the_value() {
+        type B = NdArray<f32>;
+        let device = Default::default();
+        let (batch, seq, width) = (3, 7, 6);
+        // Values from a small set (many ties), and one neuron constant.
+        let mut state = 12345u64;
+        let values: Vec<f32> = (0..batch * seq * width)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if i % width == 5 {
+                    0.25
+                } else {
+                    ((state >> 33) % 9) as f32 * 0.5 - 2.0
+                }
+            })
+            .collect();
+        let gate =
+            Tensor::<B, 1>::from_floats(values.as_slice(), &device).reshape([batch, seq, width]);
+        let mask = Tensor::<B, 2>::ones([batch, seq], &device);
+        let quantiles = vec![0.0, 0.5, 0.75, 0.9, 0.95, 1.0];
+        let mut ctx = ForwardContext::<B>::eval().counting_quantiles(quantiles.clone());
+        ctx.observe_gate(0, &gate, &mask);
+        ctx.observe_gate(1, &gate.clone().neg(), &mask);
+        let host = ctx.gate_statistics.expect("counting").to_host();
+        assert_eq!(host.order_statistics.len(), 2);
+        let n = batch * seq;
+        for (layer, sign) in [(0, 1.0f32), (1, -1.0)] {
+            let order = &host.order_statistics[layer];
+            for (k, &q) in quantiles.iter().enumerate() {
+                for j in 0..width {
+                    let column: Vec<f32> = (0..n).map(|t| sign * values[t * width + j]).collect();
+                    let got = quantile_from_order_statistics(
+                        q,
+                        n,
+                        order[2 * k * width + j],
+                        order[(2 * k + 1) * width + j],
+                    );
+                    assert_eq!(
+                        got,
+                        host_quantile(&column, q),
+                        "layer {layer} q {q} neuron {j}"
+                    );
+                }
+            }
+        }
+        // The other statistics come back from the same single read.
+        assert_eq!(host.tokens, n as f64);
+        assert_eq!(host.positive.len(), 2);
+        assert_eq!(host.sum[0].len(), width);
     }
 }

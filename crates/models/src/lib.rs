@@ -58,6 +58,7 @@ pub use bert::text::{EncodedBatch, TextTokenizer, copy_tokenizer_files};
 pub use bert::{BertModel, EncoderInput, first_token, mean_pool};
 pub use context::{
     ForwardContext, GateStatistics, HostGateStatistics, NeuronReplacement, ReplaceAt, ReplaceWith,
+    quantile_from_order_statistics,
 };
 pub use error::{ModelError, Result};
 pub use llama::load::{DecoderCheckpoint, is_decoder, load_llama, save_llama};

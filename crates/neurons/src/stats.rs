@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
-use models::{ForwardContext, LlamaModel};
+use models::{ForwardContext, LlamaModel, quantile_from_order_statistics};
 
 use crate::selection::{LanguageTable, SelectionError, quantile_linear};
 
@@ -316,13 +316,11 @@ impl ActivationStats {
             }
         }
         let mut done = 0;
-        let mut scratch = Vec::new();
         for batch in windows.chunks(batch_size.max(1)) {
             let input = models::token_ids::<B, _>(batch, device);
-            let mut ctx = ForwardContext::eval().counting();
-            if !quantiles.is_empty() {
-                ctx = ctx.recording_gate();
-            }
+            // The quantiles' order statistics are sorted out on the device, inside each layer.
+            let [b, t] = input.dims();
+            let mut ctx = ForwardContext::eval().counting_quantiles(quantiles.to_vec());
             // Only the layers' statistics are needed: the final norm and LM head are skipped.
             let _ = model.hidden(input, None, None, &mut ctx);
             let stats = ctx.gate_statistics.take().expect("counting").to_host();
@@ -336,26 +334,12 @@ impl ActivationStats {
                 }
             }
             if !quantiles.is_empty() {
-                for (l, gate) in ctx.gate_preactivations.drain(..).enumerate() {
-                    let [b, t, w] = gate.dims();
-                    // Neuron-major: each neuron's values over the batch's tokens are contiguous.
-                    let values = gate
-                        .reshape([b * t, w])
-                        .transpose()
-                        .into_data()
-                        .convert::<f32>()
-                        .into_vec::<f32>()
-                        .expect("f32 activations");
-                    for (j, row) in values.chunks_exact(b * t).enumerate() {
-                        scratch.clear();
-                        scratch.extend_from_slice(row);
-                        if let [p] = entry.percentiles.as_mut_slice() {
-                            p.sum[l * width + j] += quantile_unsorted(&mut scratch, p.q);
-                        } else {
-                            scratch.sort_unstable_by(f32::total_cmp);
-                            for p in &mut entry.percentiles {
-                                p.sum[l * width + j] += quantile_linear(&scratch, p.q);
-                            }
+                for (l, order) in stats.order_statistics.iter().enumerate() {
+                    for (k, p) in entry.percentiles.iter_mut().enumerate() {
+                        let (low, high) = (&order[2 * k * width..], &order[(2 * k + 1) * width..]);
+                        for j in 0..width {
+                            p.sum[l * width + j] +=
+                                quantile_from_order_statistics(p.q, b * t, low[j], high[j]);
                         }
                     }
                 }
