@@ -146,6 +146,9 @@ pub struct BenchCollect {
     /// Timed batches (after one warm-up batch); the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub iters: usize,
+    /// Also each neuron's per-batch quantiles (the percentile pass of a study: `0.75,0.9,0.95`).
+    #[arg(long, value_delimiter = ',')]
+    pub quantiles: Vec<f64>,
     /// Device label for the report (the `--device` value).
     #[arg(skip)]
     pub device_label: String,
@@ -164,13 +167,26 @@ impl BackendJob for BenchCollect {
         let mut times = Vec::with_capacity(self.iters);
         for i in 0..self.iters + 1 {
             let start = Instant::now();
-            stats.collect(&model, "bench", &windows, self.batch, &device, |_| {})?;
+            let qs = self.quantiles.clone();
+            if qs.is_empty() {
+                stats.collect(&model, "bench", &windows, self.batch, &device, |_| {})?;
+            } else {
+                stats.collect_with_percentiles(
+                    &model,
+                    "bench",
+                    &windows,
+                    self.batch,
+                    &qs,
+                    &device,
+                    |_| {},
+                )?;
+            }
             if i >= 1 {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
         }
         let forward = BenchForward {
-            model: self.model,
+            model: self.model.clone(),
             batch: self.batch,
             seq: self.seq,
             iters: self.iters,
@@ -178,7 +194,14 @@ impl BackendJob for BenchCollect {
             device_label: self.device_label,
         };
         let mut report = forward.report(times);
-        report.implementation = format!("{} (collect)", report.implementation);
+        report.implementation = if self.quantiles.is_empty() {
+            format!("{} (collect)", report.implementation)
+        } else {
+            format!(
+                "{} (collect, quantiles {:?})",
+                report.implementation, self.quantiles
+            )
+        };
         Ok(report)
     }
 }
