@@ -213,64 +213,12 @@ impl<C: Expand> BackendJob for GridRun<C> {
                 Some(log) => log.line(text),
                 None => eprintln!("{at} {text}"),
             };
-            let mut result = RunResult {
-                run_id: cell.run_id.clone(),
-                cell: cell.index,
-                status: "finished".into(),
-                error: None,
-                params: cell.params.clone(),
-                main_metric: None,
-                metrics: Default::default(),
-                best_step: None,
-                final_metrics: Default::default(),
-                steps: None,
-                ablation: Vec::new(),
-                resolved: Default::default(),
-                seconds: clock.elapsed().as_secs_f64(),
-                started,
-                commit: commit.clone(),
-                versions: [
-                    (
-                        "neuronlab".to_string(),
-                        env!("CARGO_PKG_VERSION").to_string(),
-                    ),
-                    ("burn".to_string(), "0.21.0".to_string()),
-                ]
-                .into(),
-                device: device_name.clone(),
-            };
-            match outcome {
-                Ok(o) => {
-                    let value = o.metrics.get(&o.main_metric).copied().unwrap_or(f64::NAN);
-                    match o.steps {
-                        Some(_) => line(&format!(
-                            "finished in {:.0}s: {} {value:.4} (best, step {})",
-                            result.seconds,
-                            o.main_metric,
-                            o.best_step.unwrap_or(0)
-                        )),
-                        None => line(&format!(
-                            "finished in {:.0}s: {} {value:.4}",
-                            result.seconds, o.main_metric
-                        )),
-                    }
-                    result.main_metric = Some(o.main_metric);
-                    result.metrics = o.metrics;
-                    result.best_step = o.best_step;
-                    result.final_metrics = o.final_metrics;
-                    result.steps = o.steps;
-                    result.ablation = o.ablation;
-                    result.resolved = o.resolved;
-                }
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    line(&format!("FAILED: {msg}"));
-                    result.status = "failed".into();
-                    result.error = Some(msg);
-                    // A failed write's staging (a checkpoint on a full disk) goes, to leave room
-                    // for the result.
-                    clean_staging(&dir, true);
-                }
+            let stamp = (started, clock.elapsed().as_secs_f64(), commit.as_str());
+            let result = run_result(cell, outcome, stamp, &device_name, &mut line);
+            if !result.finished() {
+                // A failed write's staging (a checkpoint on a full disk) goes, to leave room
+                // for the result.
+                clean_staging(&dir, true);
             }
             let recorded = serde_json::to_string_pretty(&result)
                 .map_err(anyhow::Error::from)
@@ -303,4 +251,71 @@ impl<C: Expand> BackendJob for GridRun<C> {
         summary.problems.dedup();
         Ok(summary)
     }
+}
+
+/// What `result.json` records of `cell`'s run: `outcome` (a line for the log says how it ended)
+/// with `(started, seconds, commit)` and the device.
+fn run_result<C>(
+    cell: &Cell<C>,
+    outcome: Result<Outcome>,
+    (started, seconds, commit): (String, f64, &str),
+    device: &str,
+    line: &mut dyn FnMut(&str),
+) -> RunResult {
+    let mut result = RunResult {
+        run_id: cell.run_id.clone(),
+        cell: cell.index,
+        status: "finished".into(),
+        error: None,
+        params: cell.params.clone(),
+        main_metric: None,
+        metrics: Default::default(),
+        best_step: None,
+        final_metrics: Default::default(),
+        steps: None,
+        ablation: Vec::new(),
+        resolved: Default::default(),
+        seconds,
+        started,
+        commit: commit.to_string(),
+        versions: [
+            (
+                "neuronlab".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+            ("burn".to_string(), "0.21.0".to_string()),
+        ]
+        .into(),
+        device: device.to_string(),
+    };
+    match outcome {
+        Ok(o) => {
+            let value = o.metrics.get(&o.main_metric).copied().unwrap_or(f64::NAN);
+            match o.steps {
+                Some(_) => line(&format!(
+                    "finished in {seconds:.0}s: {} {value:.4} (best, step {})",
+                    o.main_metric,
+                    o.best_step.unwrap_or(0)
+                )),
+                None => line(&format!(
+                    "finished in {seconds:.0}s: {} {value:.4}",
+                    o.main_metric
+                )),
+            }
+            result.main_metric = Some(o.main_metric);
+            result.metrics = o.metrics;
+            result.best_step = o.best_step;
+            result.final_metrics = o.final_metrics;
+            result.steps = o.steps;
+            result.ablation = o.ablation;
+            result.resolved = o.resolved;
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            line(&format!("FAILED: {msg}"));
+            result.status = "failed".into();
+            result.error = Some(msg);
+        }
+    }
+    result
 }
