@@ -212,10 +212,21 @@ fn metric_section(
     suffix: &str,
     md: &mut String,
 ) -> Result<()> {
-    let mut groups: BTreeMap<BTreeMap<String, String>, Vec<&Run>> = BTreeMap::new();
+    let mut groups: Groups<'_> = BTreeMap::new();
     for r in finished {
         groups.entry(group_key(&r.result)).or_default().push(r);
     }
+    group_table(metric, finished, &groups, md);
+    baseline_comparisons(metric, &groups, md);
+    learning_curves(dir, (name, metric, suffix), &groups, md)?;
+    ablation_section(dir, (name, metric, suffix), finished, &groups, md)
+}
+
+/// Runs by their group (every axis value but the seed).
+type Groups<'a> = BTreeMap<BTreeMap<String, String>, Vec<&'a Run>>;
+
+/// One row per group: the main metric (best and final) and the others, mean ± std over seeds.
+fn group_table(metric: &str, finished: &[&Run], groups: &Groups<'_>, md: &mut String) {
     // The other metrics of the best evaluations (EM beside F1, recall beside MRR, …).
     let others: Vec<String> = {
         let mut o: Vec<String> = finished
@@ -237,7 +248,7 @@ fn metric_section(
         "|---|---:|---:|---:|{}---:|---:|",
         "---:|".repeat(others.len())
     );
-    for (key, members) in &groups {
+    for (key, members) in groups {
         let best_of = |m: &str| -> Vec<f64> {
             members
                 .iter()
@@ -272,12 +283,15 @@ fn metric_section(
             mean_std(&secs).0
         );
     }
+}
 
+/// Each arm paired by seed with its axis's baseline arm.
+fn baseline_comparisons(metric: &str, groups: &Groups<'_>, md: &mut String) {
     // Each arm against its axis's baseline arm (the encoder's loss = "baseline", PRF's
     // prf = "plain"), for the groups that match in every other axis value.
     let mut comparisons = String::new();
     for arm in crate::registry::baseline_arms() {
-        for (key, members) in &groups {
+        for (key, members) in groups {
             let Some(value) = key.get(arm.axis).filter(|v| *v != arm.value) else {
                 continue;
             };
@@ -331,10 +345,18 @@ fn metric_section(
         let _ = writeln!(md, "|---|---|---:|---:|---:|---:|");
         md.push_str(&comparisons);
     }
+}
 
+/// The main metric over the training steps, mean ± std over seeds, per group.
+fn learning_curves(
+    dir: &Path,
+    (name, metric, suffix): (&str, &str, &str),
+    groups: &Groups<'_>,
+    md: &mut String,
+) -> Result<()> {
     // Learning curves.
     let mut curves = Vec::new();
-    for (key, members) in &groups {
+    for (key, members) in groups {
         let c: Vec<Vec<(f64, f64)>> = members.iter().map(|r| r.curve.clone()).collect();
         curves.push(Series {
             label: describe(key, &["model", "dataset"]),
@@ -353,6 +375,17 @@ fn metric_section(
         "\n### Plots\n\n![learning curves](learning_curves{suffix}.png)\n"
     );
 
+    Ok(())
+}
+
+/// The best checkpoints' main metric versus the fraction of FFN neurons ablated.
+fn ablation_section(
+    dir: &Path,
+    (name, metric, suffix): (&str, &str, &str),
+    finished: &[&Run],
+    groups: &Groups<'_>,
+    md: &mut String,
+) -> Result<()> {
     // Ablation curves.
     if finished.iter().any(|r| !r.result.ablation.is_empty()) {
         let mut series = Vec::new();
@@ -377,7 +410,7 @@ fn metric_section(
                 .join(" | ")
         );
         let _ = writeln!(table, "|---|{}", "---:|".repeat(rates.len()));
-        for (key, members) in &groups {
+        for (key, members) in groups {
             let c: Vec<Vec<(f64, f64)>> = members
                 .iter()
                 .map(|r| {
