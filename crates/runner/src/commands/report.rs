@@ -514,21 +514,22 @@ fn adapt_report(dir: &Path, name: &str, runs: &[&Run]) -> Result<String> {
     Ok(md)
 }
 
-/// One score's tables (as trained; with the intervention if any) and heatmaps.
-fn score_section(
-    md: &mut String,
-    dir: &Path,
-    finished: &[&Run],
-    (score, heading, label, plots): (&str, &str, &str, bool),
-) -> Result<()> {
+/// Per seed, language → value.
+type Scores = BTreeMap<String, BTreeMap<u64, f64>>;
+
+/// Each group's scores as trained and with the intervention.
+type ScoreGroups = BTreeMap<BTreeMap<String, String>, (Scores, Scores)>;
+
+/// The runs' `score/<language>` (and `score_intervened/<language>`) metrics by group (every axis
+/// value except the seed and the evaluation language), and the languages.
+fn score_groups(finished: &[&Run], score: &str) -> (ScoreGroups, Vec<String>) {
     // Group: every axis value except the seed and the evaluation language.
     let key_of = |r: &RunResult| {
         let mut k = group_key(r);
         k.remove("eval");
         k
     };
-    type Scores = BTreeMap<String, BTreeMap<u64, f64>>; // language → seed → value
-    let mut groups: BTreeMap<BTreeMap<String, String>, (Scores, Scores)> = BTreeMap::new();
+    let mut groups: ScoreGroups = BTreeMap::new();
     let mut languages = std::collections::BTreeSet::new();
     let plain_prefix = format!("{score}/");
     let intervened_prefix = format!("{score}_intervened/");
@@ -553,11 +554,61 @@ fn score_section(
             }
         }
     }
+    (groups, languages.into_iter().collect())
+}
+
+/// The heatmaps of one score: the means per language and the changes against plain LoRA.
+fn score_heatmaps(
+    md: &mut String,
+    dir: &Path,
+    (score, heading, label): (&str, &str, &str),
+    (rows, languages): (Vec<String>, Vec<String>),
+    (means, deltas): (Vec<Vec<f64>>, Vec<Vec<f64>>),
+) -> Result<()> {
+    let map = crate::plot::Heatmap {
+        title: format!("{heading} (%) per evaluation language, mean over seeds"),
+        x_label: "evaluation language".into(),
+        y_label: "settings".into(),
+        rows: rows.clone(),
+        columns: languages.clone(),
+        values: means,
+        diverging: false,
+        decimals: 1,
+    };
+    map.save(dir, score)?;
+    let _ = writeln!(md, "\n![{label} per language]({score}.png)");
+    if deltas.iter().flatten().any(|d| d.is_finite()) {
+        let map = crate::plot::Heatmap {
+            title: format!("{heading}: change (points) against plain LoRA"),
+            x_label: "evaluation language".into(),
+            y_label: "settings".into(),
+            rows,
+            columns: languages,
+            values: deltas,
+            diverging: true,
+            decimals: 1,
+        };
+        map.save(dir, &format!("{score}_delta"))?;
+        let _ = writeln!(
+            md,
+            "![{label}: change against plain LoRA]({score}_delta.png)"
+        );
+    }
+    Ok(())
+}
+
+/// One score's tables (as trained; with the intervention if any) and heatmaps.
+fn score_section(
+    md: &mut String,
+    dir: &Path,
+    finished: &[&Run],
+    (score, heading, label, plots): (&str, &str, &str, bool),
+) -> Result<()> {
+    let (groups, languages) = score_groups(finished, score);
     if groups.is_empty() {
         return Ok(());
     }
     let _ = writeln!(md, "\n## {heading}\n");
-    let languages: Vec<String> = languages.into_iter().collect();
     let baseline_of = |key: &BTreeMap<String, String>| {
         let mut b = key.clone();
         b.insert("neurons".into(), "none".into());
@@ -642,35 +693,13 @@ fn score_section(
         }
     }
     if plots && !rows.is_empty() && !languages.is_empty() {
-        let map = crate::plot::Heatmap {
-            title: format!("{heading} (%) per evaluation language, mean over seeds"),
-            x_label: "evaluation language".into(),
-            y_label: "settings".into(),
-            rows: rows.clone(),
-            columns: languages.clone(),
-            values: means,
-            diverging: false,
-            decimals: 1,
-        };
-        map.save(dir, score)?;
-        let _ = writeln!(md, "\n![{label} per language]({score}.png)");
-        if deltas.iter().flatten().any(|d| d.is_finite()) {
-            let map = crate::plot::Heatmap {
-                title: format!("{heading}: change (points) against plain LoRA"),
-                x_label: "evaluation language".into(),
-                y_label: "settings".into(),
-                rows,
-                columns: languages,
-                values: deltas,
-                diverging: true,
-                decimals: 1,
-            };
-            map.save(dir, &format!("{score}_delta"))?;
-            let _ = writeln!(
-                md,
-                "![{label}: change against plain LoRA]({score}_delta.png)"
-            );
-        }
+        score_heatmaps(
+            md,
+            dir,
+            (score, heading, label),
+            (rows, languages),
+            (means, deltas),
+        )?;
     }
     Ok(())
 }
