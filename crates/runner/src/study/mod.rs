@@ -338,6 +338,173 @@ fn add_pass(
     Ok(())
 }
 
+/// The neuron sets of the cell's method (LAPE, the percentile method, average precision, or a
+/// file), with the method's settings and figures added to `details`.
+#[allow(clippy::too_many_arguments)]
+fn select_sets<B: Backend>(
+    cell: &StudyCell,
+    model: &LlamaModel<B>,
+    texts: &[LanguageText],
+    languages: &[String],
+    stats: Option<&ActivationStats>,
+    details: &mut serde_json::Value,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<BTreeMap<String, NeuronSet>> {
+    let s = &cell.study;
+    let (n_layers, width) = (model.num_layers(), model.intermediate_size());
+    Ok(match s.method {
+        StudyMethod::Lape => {
+            let stats = stats.expect("collected");
+            let defaults = LapeConfig::default();
+            let config = LapeConfig {
+                variant: match s.variant.unwrap_or(LapeVariantSpec::Tang) {
+                    LapeVariantSpec::Tang => LapeVariant::Tang,
+                    LapeVariantSpec::Mondal => LapeVariant::Mondal,
+                },
+                top_rate: s.top_rate.unwrap_or(defaults.top_rate),
+                filter_rate: s.filter_rate.unwrap_or(defaults.filter_rate),
+                activation_bar_ratio: s
+                    .activation_bar_ratio
+                    .unwrap_or(defaults.activation_bar_ratio),
+            };
+            let chosen = lape(&stats.probabilities(languages)?, &config)?;
+            details["variant"] = format!("{:?}", config.variant).to_lowercase().into();
+            details["top_rate"] = config.top_rate.into();
+            details["filter_rate"] = config.filter_rate.into();
+            details["activation_bar_ratio"] = config.activation_bar_ratio.into();
+            details["threshold"] = chosen.threshold.into();
+            details["activation_bar"] = chosen.activation_bar.into();
+            details["m"] = chosen.m.into();
+            details["selected"] = chosen.selected.len().into();
+            chosen.sets
+        }
+        StudyMethod::Percentile => {
+            let stats = stats.expect("collected");
+            let rate = s.rate.unwrap_or(0.00125);
+            details["rate"] = rate.into();
+            details["quantile"] = s.quantile.into();
+            top_per_language(&stats.exceedance_probabilities(languages)?, rate)?
+        }
+        StudyMethod::AveragePrecision => {
+            let top_n = s.top_n.unwrap_or(1000);
+            details["top_n"] = top_n.into();
+            let mut responses = Vec::new();
+            for t in texts {
+                responses.push(window_responses(
+                    model,
+                    &t.train,
+                    s.batch_size,
+                    device,
+                    |_| {},
+                ));
+            }
+            log.line("average precision: responses collected");
+            average_precision_sets(languages, &responses, n_layers, width, top_n)?
+        }
+        StudyMethod::File => {
+            let path = cell
+                .neurons_file
+                .as_ref()
+                .context("method = \"file\" needs `neurons`")?;
+            let sets = LanguageSets::read(path)?;
+            sets.check(n_layers, width).with_context(|| {
+                format!("{}: the neuron sets do not fit the model", path.display())
+            })?;
+            details["file"] = path.display().to_string().into();
+            sets.sets
+        }
+    })
+}
+
+/// Check the sets by ablation (the study's `intervention`): the held-out NLL and perplexity
+/// change of every language with each language's neurons intervened on (and, with
+/// `random_control`, random sets of the same sizes), written as matrices, their diagonal and
+/// off-diagonal means added to `metrics`.
+#[allow(clippy::too_many_arguments)]
+fn check_by_ablation<B: Backend>(
+    cell: &StudyCell,
+    model: &LlamaModel<B>,
+    texts: &[LanguageText],
+    (sets, value): (&LanguageSets, &InterventionValue),
+    stats: Option<&ActivationStats>,
+    (dir, metrics): (&Path, &mut BTreeMap<String, f64>),
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<()> {
+    let s = &cell.study;
+    let (n_layers, width) = (model.num_layers(), model.intermediate_size());
+    let languages: Vec<String> = texts.iter().map(|t| t.language.clone()).collect();
+    let held_out: Vec<(String, Vec<Vec<u32>>)> = texts
+        .iter()
+        .map(|t| (t.language.clone(), t.held_out.clone()))
+        .collect();
+    let clock = Instant::now();
+    let clean = ChangeMatrix::clean(model, &held_out, s.batch_size, device);
+    for (lang, nll) in languages.iter().zip(&clean) {
+        metrics.insert(format!("clean_nll_{lang}"), *nll);
+    }
+    log.line(&format!(
+        "clean NLL: {} ({:.0}s)",
+        languages
+            .iter()
+            .zip(&clean)
+            .map(|(l, v)| format!("{l} {v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        clock.elapsed().as_secs_f64()
+    ));
+    let random: BTreeMap<String, NeuronSet> = if s.random_control {
+        sets.sets
+            .iter()
+            .enumerate()
+            .map(|(k, (l, set))| {
+                Ok((
+                    l.clone(),
+                    set.random_like(n_layers, width, cell.seed.wrapping_add(k as u64))?,
+                ))
+            })
+            .collect::<Result<_, ablation::NeuronSetError>>()?
+    } else {
+        BTreeMap::new()
+    };
+    let runs: Vec<(&str, &BTreeMap<String, NeuronSet>)> = if s.random_control {
+        vec![("", &sets.sets), ("random_", &random)]
+    } else {
+        vec![("", &sets.sets)]
+    };
+    for (prefix, chosen) in runs {
+        let clock = Instant::now();
+        let m = ChangeMatrix::with_clean_at(
+            model,
+            &held_out,
+            clean.clone(),
+            chosen,
+            value,
+            stats,
+            s.intervention_point.into(),
+            s.batch_size,
+            device,
+            |l| {
+                if l != "clean" {
+                    log.line(&format!(
+                        "{prefix}ablated {l}: {:.0}s",
+                        clock.elapsed().as_secs_f64()
+                    ));
+                }
+            },
+        )?;
+        write_matrices(dir, prefix, &m, s.intervention.as_str())?;
+        let (diag, off) = diagonal_means(&m.nll_change());
+        metrics.insert(format!("{prefix}nll_change_diagonal"), diag);
+        metrics.insert(format!("{prefix}nll_change_off_diagonal"), off);
+        let (diag, off) = diagonal_means(&m.ppl_change());
+        metrics.insert(format!("{prefix}ppl_change_diagonal"), diag);
+        metrics.insert(format!("{prefix}ppl_change_off_diagonal"), off);
+    }
+    Ok(())
+}
+
 /// Run one study cell into `dir` (see the module docs).
 pub fn run_study<B: Backend>(
     cell: &StudyCell,
@@ -393,68 +560,16 @@ pub fn run_study<B: Backend>(
         "n_layers": n_layers,
         "width": width,
     });
-    let sets: BTreeMap<String, NeuronSet> = match s.method {
-        StudyMethod::Lape => {
-            let stats = stats.as_ref().expect("collected");
-            let defaults = LapeConfig::default();
-            let config = LapeConfig {
-                variant: match s.variant.unwrap_or(LapeVariantSpec::Tang) {
-                    LapeVariantSpec::Tang => LapeVariant::Tang,
-                    LapeVariantSpec::Mondal => LapeVariant::Mondal,
-                },
-                top_rate: s.top_rate.unwrap_or(defaults.top_rate),
-                filter_rate: s.filter_rate.unwrap_or(defaults.filter_rate),
-                activation_bar_ratio: s
-                    .activation_bar_ratio
-                    .unwrap_or(defaults.activation_bar_ratio),
-            };
-            let chosen = lape(&stats.probabilities(&languages)?, &config)?;
-            details["variant"] = format!("{:?}", config.variant).to_lowercase().into();
-            details["top_rate"] = config.top_rate.into();
-            details["filter_rate"] = config.filter_rate.into();
-            details["activation_bar_ratio"] = config.activation_bar_ratio.into();
-            details["threshold"] = chosen.threshold.into();
-            details["activation_bar"] = chosen.activation_bar.into();
-            details["m"] = chosen.m.into();
-            details["selected"] = chosen.selected.len().into();
-            chosen.sets
-        }
-        StudyMethod::Percentile => {
-            let stats = stats.as_ref().expect("collected");
-            let rate = s.rate.unwrap_or(0.00125);
-            details["rate"] = rate.into();
-            details["quantile"] = s.quantile.into();
-            top_per_language(&stats.exceedance_probabilities(&languages)?, rate)?
-        }
-        StudyMethod::AveragePrecision => {
-            let top_n = s.top_n.unwrap_or(1000);
-            details["top_n"] = top_n.into();
-            let mut responses = Vec::new();
-            for t in &texts {
-                responses.push(window_responses(
-                    &model,
-                    &t.train,
-                    s.batch_size,
-                    device,
-                    |_| {},
-                ));
-            }
-            log.line("average precision: responses collected");
-            average_precision_sets(&languages, &responses, n_layers, width, top_n)?
-        }
-        StudyMethod::File => {
-            let path = cell
-                .neurons_file
-                .as_ref()
-                .context("method = \"file\" needs `neurons`")?;
-            let sets = LanguageSets::read(path)?;
-            sets.check(n_layers, width).with_context(|| {
-                format!("{}: the neuron sets do not fit the model", path.display())
-            })?;
-            details["file"] = path.display().to_string().into();
-            sets.sets
-        }
-    };
+    let sets = select_sets(
+        cell,
+        &model,
+        &texts,
+        &languages,
+        stats.as_ref(),
+        &mut details,
+        log,
+        device,
+    )?;
     let sets = LanguageSets::new(sets);
     sets.check(n_layers, width)?;
     let mut metrics = BTreeMap::new();
@@ -481,73 +596,17 @@ pub fn run_study<B: Backend>(
 
     let mut main_metric = "neurons_total".to_string();
     if let Some(value) = intervention {
-        let held_out: Vec<(String, Vec<Vec<u32>>)> = texts
-            .iter()
-            .map(|t| (t.language.clone(), t.held_out.clone()))
-            .collect();
-        let clock = Instant::now();
-        let clean = ChangeMatrix::clean(&model, &held_out, s.batch_size, device);
-        for (lang, nll) in languages.iter().zip(&clean) {
-            metrics.insert(format!("clean_nll_{lang}"), *nll);
-        }
-        log.line(&format!(
-            "clean NLL: {} ({:.0}s)",
-            languages
-                .iter()
-                .zip(&clean)
-                .map(|(l, v)| format!("{l} {v:.3}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            clock.elapsed().as_secs_f64()
-        ));
-        let random: BTreeMap<String, NeuronSet> = if s.random_control {
-            sets.sets
-                .iter()
-                .enumerate()
-                .map(|(k, (l, set))| {
-                    Ok((
-                        l.clone(),
-                        set.random_like(n_layers, width, cell.seed.wrapping_add(k as u64))?,
-                    ))
-                })
-                .collect::<Result<_, ablation::NeuronSetError>>()?
-        } else {
-            BTreeMap::new()
-        };
-        let runs: Vec<(&str, &BTreeMap<String, NeuronSet>)> = if s.random_control {
-            vec![("", &sets.sets), ("random_", &random)]
-        } else {
-            vec![("", &sets.sets)]
-        };
-        for (prefix, chosen) in runs {
-            let clock = Instant::now();
-            let m = ChangeMatrix::with_clean_at(
-                &model,
-                &held_out,
-                clean.clone(),
-                chosen,
-                &value,
-                stats.as_ref(),
-                s.intervention_point.into(),
-                s.batch_size,
-                device,
-                |l| {
-                    if l != "clean" {
-                        log.line(&format!(
-                            "{prefix}ablated {l}: {:.0}s",
-                            clock.elapsed().as_secs_f64()
-                        ));
-                    }
-                },
-            )?;
-            write_matrices(dir, prefix, &m, s.intervention.as_str())?;
-            let (diag, off) = diagonal_means(&m.nll_change());
-            metrics.insert(format!("{prefix}nll_change_diagonal"), diag);
-            metrics.insert(format!("{prefix}nll_change_off_diagonal"), off);
-            let (diag, off) = diagonal_means(&m.ppl_change());
-            metrics.insert(format!("{prefix}ppl_change_diagonal"), diag);
-            metrics.insert(format!("{prefix}ppl_change_off_diagonal"), off);
-        }
+        let pair = (&sets, &value);
+        check_by_ablation(
+            cell,
+            &model,
+            &texts,
+            pair,
+            stats.as_ref(),
+            (dir, &mut metrics),
+            log,
+            device,
+        )?;
         main_metric = "nll_change_diagonal".into();
     }
     Ok(Outcome {
