@@ -50,13 +50,11 @@ pub struct TrainCell {
     pub ranking_files: Option<RankingFiles>,
 }
 
-/// The training cells of `file`, in the order of the module docs. Names that the grid uses but
-/// the file does not define, empty axes, unknown settings and out-of-range values are errors
-/// naming file, line and key.
-pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCell>>> {
+/// The grid's (model, dataset, own losses) pairs: `pairs`, or `model` × `dataset`, each name
+/// defined.
+fn grid_pairs(file: &ExperimentFile, own: &Sections) -> Result<Vec<(String, String, Vec<String>)>> {
     let e = &file.experiment;
     let (g, a) = (&e.grid, &own.grid);
-    // (model, dataset) pairs.
     let pairs: Vec<(String, String, Vec<String>)> = if !a.pairs.is_empty() {
         if !g.model.is_empty() || !a.dataset.is_empty() {
             bail!(
@@ -112,6 +110,15 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
         }
     }
 
+    Ok(pairs)
+}
+
+/// The settings of every dataset the pairs use: its own checks and its `labels`.
+fn check_datasets(
+    file: &ExperimentFile,
+    own: &Sections,
+    pairs: &[(String, String, Vec<String>)],
+) -> Result<()> {
     let mut used: Vec<&String> = pairs.iter().map(|p| &p.1).collect();
     used.dedup();
     for name in used {
@@ -140,7 +147,17 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
         }
     }
 
-    // Losses.
+    Ok(())
+}
+
+/// The losses (`baseline` predefined), each checked, and the grid's loss names, each defined
+/// (the pairs' own too).
+fn grid_losses(
+    file: &ExperimentFile,
+    own: &Sections,
+    pairs: &[(String, String, Vec<String>)],
+) -> Result<(BTreeMap<String, LossSpec>, Vec<String>)> {
+    let a = &own.grid;
     let mut losses = own.losses.clone();
     if let Some(spec) = losses.get("baseline")
         && !matches!(spec, LossSpec::Baseline { dropout: None })
@@ -176,6 +193,75 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
     for (i, (_, _, own)) in pairs.iter().enumerate() {
         check_names(own, &["grid", "pairs", &i.to_string(), "loss"])?;
     }
+    Ok((losses, loss_names))
+}
+
+/// A loss that the dataset cannot take (view comparison in evaluation without labels, crops of
+/// inputs without segments) is an error naming the loss.
+fn check_loss_fits(
+    file: &ExperimentFile,
+    (loss_name, loss): (&str, &LossSpec),
+    (dataset_name, dataset): (&str, &DatasetSpec),
+) -> Result<()> {
+    if let LossSpec::Comparative {
+        cmp_in_eval: true, ..
+    } = loss
+        && !matches!(dataset.task, Task::Classification | Task::Regression)
+    {
+        bail!(
+            "{}: cmp_in_eval compares the views' losses on labelled evaluation examples, \
+             which classification and regression have; dataset `{dataset_name}` is {}",
+            file.locate(&["losses", loss_name]),
+            kebab(&dataset.task)
+        );
+    }
+    if let LossSpec::Comparative { n_crop, .. } = loss
+        && *n_crop > 0
+        && !matches!(
+            dataset.format,
+            DatasetFormat::Hotpot | DatasetFormat::Ranking
+        )
+    {
+        bail!(
+            "{}: n_crop = {n_crop} drops input segments, but dataset `{dataset_name}` \
+             ({}) has none; crops apply to HotpotQA paragraphs and ranking candidates",
+            file.locate(&["losses", loss_name]),
+            kebab(&dataset.format)
+        );
+    }
+    Ok(())
+}
+
+/// The loss as its cells record it: a loss without dropout views records the dropout its steps
+/// run with (the file's, or the task's official one).
+fn recorded_loss(loss: &LossSpec, dataset: &DatasetSpec) -> LossSpec {
+    // A loss without dropout views records the dropout its steps run with: the
+    // file's, or the task's official one.
+    let mut loss = loss.clone();
+    match &mut loss {
+        LossSpec::Baseline { dropout: d @ None } => {
+            *d = StepDropout::baseline_default(dataset.format);
+        }
+        LossSpec::Comparative {
+            n_drop: 0,
+            n_crop: 1..,
+            dropout: d @ None,
+            ..
+        } => *d = StepDropout::crop_only_default(dataset.format),
+        _ => {}
+    }
+    loss
+}
+
+/// The training cells of `file`, in the order of the module docs. Names that the grid uses but
+/// the file does not define, empty axes, unknown settings and out-of-range values are errors
+/// naming file, line and key.
+pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCell>>> {
+    let e = &file.experiment;
+    let g = &e.grid;
+    let pairs = grid_pairs(file, own)?;
+    check_datasets(file, own, &pairs)?;
+    let (losses, loss_names) = grid_losses(file, own, &pairs)?;
     let seeds = g.seeds();
 
     let axes = train_axes(file)?;
@@ -205,51 +291,16 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
             own_losses
         };
         for loss_name in pair_losses {
-            if let LossSpec::Comparative {
-                cmp_in_eval: true, ..
-            } = &losses[loss_name]
-                && !matches!(dataset.task, Task::Classification | Task::Regression)
-            {
-                bail!(
-                    "{}: cmp_in_eval compares the views' losses on labelled evaluation examples, \
-                     which classification and regression have; dataset `{dataset_name}` is {}",
-                    file.locate(&["losses", loss_name]),
-                    kebab(&dataset.task)
-                );
-            }
-            if let LossSpec::Comparative { n_crop, .. } = &losses[loss_name]
-                && *n_crop > 0
-                && !matches!(
-                    dataset.format,
-                    DatasetFormat::Hotpot | DatasetFormat::Ranking
-                )
-            {
-                bail!(
-                    "{}: n_crop = {n_crop} drops input segments, but dataset `{dataset_name}` \
-                     ({}) has none; crops apply to HotpotQA paragraphs and ranking candidates",
-                    file.locate(&["losses", loss_name]),
-                    kebab(&dataset.format)
-                );
-            }
+            check_loss_fits(
+                file,
+                (loss_name, &losses[loss_name]),
+                (dataset_name, dataset),
+            )?;
             let mut with_loss = base.clone();
             if let LossSpec::Comparative { train, .. } = &losses[loss_name] {
                 with_loss.apply(train);
             }
-            // A loss without dropout views records the dropout its steps run with: the
-            // file's, or the task's official one.
-            let mut loss = losses[loss_name].clone();
-            match &mut loss {
-                LossSpec::Baseline { dropout: d @ None } => {
-                    *d = StepDropout::baseline_default(dataset.format);
-                }
-                LossSpec::Comparative {
-                    n_drop: 0,
-                    n_crop: 1..,
-                    dropout: d @ None,
-                    ..
-                } => *d = StepDropout::crop_only_default(dataset.format),
-                _ => {}
-            }
+            let loss = recorded_loss(&losses[loss_name], dataset);
             for (mut train, params) in train_settings(
                 file,
                 &axes,
