@@ -313,9 +313,21 @@ fn read_trained<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M> {
 }
 
 /// The model of the checkpoint in `folder`: `model` (fresh from its pretrained checkpoint) with
-/// its trained parameters replaced by the checkpoint's.
+/// its trained parameters replaced by the checkpoint's. A checkpoint written before the trained
+/// parameters were kept alone (its whole model in `model.mpk`) is read as Burn's record.
 pub fn load_model<B: AutodiffBackend, M: AutodiffModule<B>>(model: M, folder: &Path) -> Result<M> {
-    read_trained(model, &folder.join(TRAINED))
+    let trained = folder.join(TRAINED);
+    let whole = folder.join("model.mpk");
+    if !trained.exists() && whole.exists() {
+        let device = model_device(&model);
+        return Ok(model.load_file(folder.join("model"), &recorder(), &device)?);
+    }
+    read_trained(model, &trained)
+}
+
+/// The device of a module's first parameter (the default device for a module without any).
+fn model_device<B: Backend, M: Module<B>>(model: &M) -> B::Device {
+    model.devices().into_iter().next().unwrap_or_default()
 }
 
 /// Write a checkpoint into `dir/checkpoint/`: the model's trained parameters, the optimiser state, the best model
@@ -384,6 +396,51 @@ mod tests {
             serde_json::to_string(&state).unwrap(),
         )
         .unwrap();
+    }
+
+    type Ad = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+
+    /// A linear layer whose weight trains and whose bias is frozen.
+    fn linear(seed: u64) -> burn::nn::Linear<Ad> {
+        let device = Default::default();
+        <Ad as Backend>::seed(&device, seed);
+        let mut layer = burn::nn::LinearConfig::new(3, 2).init::<Ad>(&device);
+        layer.bias = layer.bias.map(|b| b.map(|t| t.set_require_grad(false)));
+        layer
+    }
+
+    fn values(t: Tensor<Ad, 2>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn trained_parameters_round_trip_with_their_ids_and_an_old_whole_model_still_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let saved = linear(1);
+        write_trained::<Ad, _>(&saved, &tmp.path().join(TRAINED)).unwrap();
+        let fresh = linear(2);
+        assert_ne!(values(fresh.weight.val()), values(saved.weight.val()));
+        let loaded = load_model(fresh.clone(), tmp.path()).unwrap();
+        assert_eq!(values(loaded.weight.val()), values(saved.weight.val()));
+        assert_eq!(
+            loaded.weight.id, saved.weight.id,
+            "the optimiser state is keyed by it"
+        );
+        assert!(loaded.weight.val().is_require_grad());
+        // The frozen bias is not in the file: it stays the fresh model's.
+        let bias = |l: &burn::nn::Linear<Ad>| l.bias.as_ref().unwrap().val().into_data();
+        assert_eq!(bias(&loaded), bias(&fresh));
+        // A model of another shape is refused, naming the file.
+        let other = burn::nn::LinearConfig::new(4, 2).init::<Ad>(&Default::default());
+        let err = load_model(other, tmp.path()).unwrap_err().to_string();
+        assert!(err.contains(TRAINED) && err.contains("shape"), "{err}");
+
+        // A checkpoint of an earlier version: the whole model as Burn's record.
+        let old = tmp.path().join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        write_record::<Ad, _>(saved.clone().into_record(), &old.join("model")).unwrap();
+        let loaded = load_model(linear(3), &old).unwrap();
+        assert_eq!(values(loaded.weight.val()), values(saved.weight.val()));
     }
 
     fn step_found(dir: &Path) -> Option<usize> {
