@@ -264,6 +264,39 @@ fn a_killed_writers_staging_is_removed_and_the_tables_are_rewritten_at_the_next_
 /// Turns a run folder's checkpoint into what a kill leaves (given the staging folder's name).
 type MakeState = fn(&Path, &str);
 
+/// Run `exp` into `out/` and `kill -9` it once a run folder of `grid` has a checkpoint at step
+/// `at` or later.
+fn kill_at_checkpoint(exp: &str, root: &Path, out: &str, grid: &str, at: u64) {
+    let mut child = spawn(exp, out, root);
+    let started = std::time::Instant::now();
+    loop {
+        let step = std::fs::read_dir(root.join(out).join(grid))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let state = e.unwrap().path().join("checkpoint/state.json");
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
+                v["step"].as_u64()
+            })
+            .max();
+        if step.is_some_and(|s| s >= at) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before a checkpoint at step {at}: make it longer"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Copy the folder `from` into `to`, recursively.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -317,32 +350,8 @@ fn a_kill_at_any_point_of_the_checkpoint_swap_resumes_to_identical_results() {
     assert_eq!(straight.len(), 8);
 
     // A checkpoint past the first evaluation that improved: kill the run there.
-    let mut child = spawn(exp, "killed", root);
-    let started = std::time::Instant::now();
-    let run = loop {
-        let run = std::fs::read_dir(root.join("killed/tiny"))
-            .ok()
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.is_dir());
-        let step = run.as_ref().and_then(|r| {
-            let text = std::fs::read_to_string(r.join("checkpoint/state.json")).ok()?;
-            serde_json::from_str::<Value>(&text).ok()?["step"].as_u64()
-        });
-        if let (Some(run), Some(step)) = (run, step)
-            && step >= 40
-        {
-            break run;
-        }
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "no checkpoint in 2 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_checkpoint(exp, root, "killed", "tiny", 40);
+    let run = only_run(root, "killed");
     // The kill may land inside a swap: take the newest complete checkpoint as the base.
     let checkpoint = run.join("checkpoint");
     if !checkpoint.join("state.json").exists() {
@@ -452,34 +461,7 @@ fn a_killed_cell_resumes_to_identical_outputs(root: &Path, exp: &Path, grid: &st
     let straight = outputs(&root.join("straight").join(grid));
     assert!(!straight.is_empty());
 
-    let mut child = spawn(exp, "killed", root);
-    let started = std::time::Instant::now();
-    loop {
-        let step = std::fs::read_dir(root.join("killed").join(grid))
-            .ok()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| {
-                let state = e.unwrap().path().join("checkpoint/state.json");
-                let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
-                v["step"].as_u64()
-            })
-            .max();
-        if step.is_some_and(|s| s >= at) {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run finished before a checkpoint at step {at}: make it longer"
-        );
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "no checkpoint in 2 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_checkpoint(exp, root, "killed", grid, at);
     let out = neuronlab(&["grid", "run", exp, "--output", "killed"], root);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
