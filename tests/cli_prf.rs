@@ -90,7 +90,13 @@ pub(crate) fn corpus(root: &Path) {
 
 /// The PRF experiment file over the corpus in `root`, with `extra` (a `[grid]`) appended.
 pub(crate) fn experiment(root: &Path, extra: &str) -> std::path::PathBuf {
-    let minilm = artefact("all-MiniLM-L6-v2");
+    // The model is linked into the experiment's folder and named by a relative path: a path as
+    // written is part of the run id, and the artefact cache's absolute path differs between
+    // machines (the PRF golden's run ids did, between here and CI).
+    let minilm = root.join("minilm");
+    if !minilm.exists() {
+        std::os::unix::fs::symlink(artefact("all-MiniLM-L6-v2"), &minilm).unwrap();
+    }
     let text = format!(
         r#"name = "prf"
 
@@ -101,7 +107,7 @@ batch_size = 4
 max_seq_len = 128
 
 [models.minilm]
-path = "{}"
+path = "minilm"
 kind = "encoder"
 
 [corpora.wiki]
@@ -127,8 +133,7 @@ max_n_prf = 3
 max_p_len = 24
 n_compare = 1
 lambda_cr = 1.0
-{extra}"#,
-        minilm.display()
+{extra}"#
     );
     let path = root.join("prf.toml");
     std::fs::write(&path, text).unwrap();
@@ -268,6 +273,7 @@ fn prf_input_errors_are_named_before_any_cell_runs() {
     std::fs::write(root.join("run.dev.tsv"), run).unwrap();
 
     // n_compare past what a training query's run gives.
+    let train_run = std::fs::read_to_string(root.join("run.train.trec")).unwrap();
     let first_only: String = std::fs::read_to_string(root.join("run.train.trec"))
         .unwrap()
         .lines()
@@ -289,6 +295,38 @@ fn prf_input_errors_are_named_before_any_cell_runs() {
     let exp3 = experiment(root, &format!("[prf.bad]\nn_comapre = 1\n{grid}"));
     let out = text(&crate::util::dry_run(&exp3, root));
     assert!(out.contains("n_comapre"), "{out}");
+
+    // A test set whose name would overwrite the dev set's run file or write outside the run
+    // folder, and a relevance level no judgement reaches, are refused before any training.
+    std::fs::write(root.join("run.train.trec"), &train_run).unwrap();
+    let exp = experiment(root, grid);
+    let written = std::fs::read_to_string(&exp).unwrap();
+    for (from, to, want) in [
+        (
+            "test.again",
+            "test.dev",
+            "prf.toml, line 19: corpora.wiki.test.dev: a test set's name",
+        ),
+        (
+            "test.again",
+            "test.\"../x\"",
+            "corpora.wiki.test.../x: a test set's name",
+        ),
+        (
+            "qrels = \"qrels.dev.txt\", run = \"run.dev.trec\"",
+            "qrels = \"qrels.dev.txt\", run = \"run.dev.trec\", relevance_level = 3",
+            "qrels.dev.txt: relevance_level = 3 is above every grade (the highest is 1)",
+        ),
+    ] {
+        assert!(written.contains(from), "{from}");
+        std::fs::write(&exp, written.replace(from, to)).unwrap();
+        let out = crate::util::dry_run(&exp, root);
+        let said = text(&out);
+        assert!(
+            !out.status.success() && said.contains(want),
+            "want {want:?} in {said}"
+        );
+    }
 }
 
 #[test]

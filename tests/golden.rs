@@ -10,7 +10,9 @@
 //! line of `metrics.jsonl` without its seconds, and the text of each small output file) is
 //! compared with `tests/fixtures/golden/<grid>.txt`, written by the code before the runner's
 //! redesign: behaviour is pinned across refactors. Text is compared exactly and numbers to a
-//! relative 1e-6 (a different CPU's summation order may move the last bits of an f32 sum).
+//! relative 1e-4: another CPU's summation order moves the last bits of f32 sums, and training
+//! carries that to 1.6e-5 in a training loss (an AMD EPYC against the machine that wrote the
+//! files). TREC run files are shown as rankings, without scores (see `shown`).
 //!
 //! `NEURONLAB_BLESS=1 cargo test golden` rewrites the golden files; do that only for a change
 //! that is meant to change results, and say so in the commit.
@@ -41,6 +43,29 @@ fn without_volatile(mut v: Value) -> Value {
         }
     }
     v
+}
+
+/// What an output file contributes: a TREC run file each query's top 5 passages without their
+/// scores, any other its first few KB.
+///
+/// The scores are left out because training moves them between machines by more than any
+/// tolerance that still pins behaviour: AdamW's first steps move every weight by about the
+/// learning rate whatever its gradient's size, so another CPU's last-bit differences flip the
+/// signs of tiny gradients (re-ranking scores of the tiny cross-encoder moved by up to 0.018,
+/// PRF's MiniLM passage scores by 1e-4, on an AMD EPYC against the machine that wrote the
+/// files; the rankings and rank metrics did not move).
+fn shown(name: &str, body: &str) -> String {
+    if !name.ends_with(".trec") {
+        return body.chars().take(4000).collect();
+    }
+    body.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let rank: usize = f.get(3)?.parse().ok()?;
+            (rank <= 5).then(|| format!("{} {} {rank}", f[0], f[2]))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Run `exp` (under `root`) to the end and describe everything it wrote.
@@ -98,8 +123,7 @@ fn fingerprint(root: &Path, exp: &Path, grid: &str) -> String {
                 continue;
             }
             let body = std::fs::read_to_string(run.join(f)).unwrap();
-            let body: String = body.chars().take(4000).collect();
-            s += &format!("-- {f}\n{body}\n");
+            s += &format!("-- {f}\n{}\n", shown(f, &body));
         }
     }
     s
@@ -151,7 +175,7 @@ fn same(a: &str, b: &str) -> bool {
         return true;
     }
     match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1e-6),
+        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1e-6),
         _ => false,
     }
 }

@@ -137,12 +137,27 @@ pub fn expand(
         }
     }
     for (i, c) in a.corpus.iter().enumerate() {
-        if !own.corpora.contains_key(c) {
+        let Some(corpus) = own.corpora.get(c) else {
             bail!(
                 "{}: unknown corpus `{c}`; the file defines {}",
                 file.locate(&["grid", "corpus", &i.to_string()]),
                 names(own.corpora.keys())
             );
+        };
+        // A test set's name names its files (`run.<name>.trec`, its metrics' prefix).
+        for name in corpus.test.keys() {
+            let plain = !name.is_empty()
+                && !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !plain || name == "dev" {
+                bail!(
+                    "{}: a test set's name names its run file (run.<name>.trec): use letters, \
+                     digits, `-`, `_` and `.`, not a leading `.`, and not `dev` (the dev set's)",
+                    file.locate(&["corpora", c, "test", name])
+                );
+            }
         }
     }
     let mut objectives = own.prf.clone();
@@ -175,7 +190,7 @@ pub fn expand(
         }
     }
     refuse_unread_settings(file, model_names, encoder_models)?;
-    let seeds = g.seeds();
+    let seeds = g.seeds(file)?;
     let axes = train_axes(file)?;
 
     let mut cells = Vec::new();

@@ -128,6 +128,17 @@ impl QuerySetData {
             "{}: no query has a relevant passage",
             files.qrels.display()
         );
+        let top = qrels.values().flat_map(|j| j.values()).copied().max();
+        if let Some(top) = top
+            && top < files.relevance_level
+        {
+            bail!(
+                "{}: relevance_level = {} is above every grade (the highest is {top}), so every \
+                 query would score 0",
+                files.qrels.display(),
+                files.relevance_level
+            );
+        }
         Ok(Self {
             queries,
             qrels,
