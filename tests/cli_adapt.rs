@@ -347,9 +347,46 @@ fn bad_lora_settings_and_missing_evaluation_data_are_named() {
         assert!(msg.contains("adapt.toml, line "), "{msg}");
     }
 
-    // At run time: an evaluation language whose file has no example left, and a neuron choice
-    // the sets do not have, fail their cells; the grid goes on and the others finish.
+    // Neuron sets that cannot apply are refused by the dry run, before any cell trains: a
+    // neuron past the FFN's width (it panicked after training, at the intervention), a layer
+    // past the model's, a language the sets do not have.
     let exp = experiment(root, LORA, &format!("{grid}neurons = [\"none\", \"zz\"]\n"));
+    let out = dry_run(&exp, root);
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains(
+            "sets.json: no neuron set for zz (neurons = \"zz\", and an intervention on \
+                      every evaluation language); it has aa, bb, cc"
+        ),
+        "{msg}"
+    );
+    for (row, want) in [
+        (
+            r#"{"language": "aa", "layer": 0, "neuron": 999}"#,
+            "neuron (0, 999) is outside a model with 2 layers of 48 neurons",
+        ),
+        (
+            r#"{"language": "aa", "layer": 9, "neuron": 1}"#,
+            "neuron (9, 1) is outside a model with 2 layers of 48 neurons",
+        ),
+    ] {
+        let exp = experiment(root, LORA, grid);
+        let sets = SETS.replacen('[', &format!("[{row}, "), 1);
+        std::fs::write(root.join("sets.json"), sets).unwrap();
+        let out = dry_run(&exp, root);
+        let msg = text(&out);
+        assert!(!out.status.success(), "{msg}");
+        assert!(
+            msg.contains("sets.json: the neuron set of language aa does not fit the model")
+                && msg.contains(want),
+            "want {want:?} in {msg}"
+        );
+    }
+
+    // At run time: an evaluation language whose file has no example left fails the cells; once
+    // the file is fixed, a second run trains them.
+    let exp = experiment(root, LORA, &format!("{grid}neurons = [\"none\", \"aa\"]\n"));
     std::fs::write(
         root.join("cc.jsonl"),
         "{\"body\": \"w3 w4\", \"topic\": \"gone\"}\n",
@@ -370,18 +407,14 @@ fn bad_lora_settings_and_missing_evaluation_data_are_named() {
         msg.contains("language cc: no examples in") && msg.contains("(1 left out by drop_labels)"),
         "{msg}"
     );
-    // Fix the file: the `zz` cell still fails, naming the languages the sets have.
+    let failed = runs(&root.join("runs/adapt"));
+    assert!(failed.iter().all(|(_, _, r)| r["status"] == "failed"));
     task_file(&root.join("cc.jsonl"), 5, ["x", "y"], 9, &[]);
     let out = neuronlab(
         &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
         root,
     );
-    let msg = text(&out);
-    assert!(!out.status.success(), "{msg}");
-    assert!(
-        msg.contains("no neuron set for language zz; it has aa, bb, cc"),
-        "{msg}"
-    );
+    assert!(out.status.success(), "{}", text(&out));
     let runs = runs(&root.join("runs/adapt"));
     let status: BTreeMap<String, String> = runs
         .iter()
@@ -393,7 +426,7 @@ fn bad_lora_settings_and_missing_evaluation_data_are_named() {
         })
         .collect();
     assert_eq!(status["none"], "finished");
-    assert_eq!(status["zz"], "failed");
+    assert_eq!(status["aa"], "finished");
 }
 
 #[test]
@@ -454,7 +487,17 @@ fn the_lsn_paper_grid_validates_on_fixture_data() {
         )
         .unwrap();
     }
-    std::fs::write(root.join("sets.json"), SETS).unwrap();
+    // Sets of the grid's languages (the dry run checks each cell's against the model).
+    let rows: Vec<String> = ["en", "hi", "ur", "vi", "zh"]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!(r#"{{"language": "{l}", "layer": 1, "neuron": {i}}}"#))
+        .collect();
+    std::fs::write(
+        root.join("sets.json"),
+        format!(r#"{{"rows": [{}]}}"#, rows.join(", ")),
+    )
+    .unwrap();
     let out = dry_run(&[
         ("MODELS_DIR", models),
         ("XNLI_DIR", xnli.clone()),
@@ -548,6 +591,37 @@ fn a_study_of_the_grid_feeds_the_fine_tuning_cells() {
         assert!(m[&format!("accuracy_intervened/{lang}")].is_number(), "{m}");
         assert!(m[&format!("accuracy/{lang}")].is_number(), "{m}");
     }
+
+    // A fine-tuning cell run on its own (`--cell`, as an array task) while another process
+    // holds the study says what it waits for, and goes on once the study is released.
+    let (_, dir, result) = runs
+        .iter()
+        .find(|(p, _, _)| p.contains_key("task"))
+        .unwrap();
+    let cell = result["cell"].to_string();
+    std::fs::remove_file(dir.join("result.json")).unwrap();
+    let held = std::fs::File::create(study_dir.join(".lock")).unwrap();
+    held.lock().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_neuronlab"))
+        .args(["grid", "run", exp.to_str().unwrap(), "--output", "runs"])
+        .args(["--cell", &cell])
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(dir.join("log.txt"))
+        .unwrap_or_default()
+        .contains("waiting for study `p90`")
+    {
+        assert!(started.elapsed().as_secs() < 60, "no waiting message");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.join("result.json").exists());
 }
 
 /// A SQuAD-format file of `n` questions: a context of words from `w10..w13` with the answer

@@ -501,3 +501,123 @@ fn a_prf_cell_killed_mid_training_resumes_to_identical_results() {
     let exp = crate::cli_prf::experiment(root, grid);
     a_killed_cell_resumes_to_identical_outputs(root, &exp, "prf", 2);
 }
+
+/// Send `signal` (`TERM`, `INT`, `USR1`) to a `grid run` of `exp` into `out` once a run of
+/// `grid` reports step `at` or later in its `progress.json` or checkpoint; the process's exit
+/// status and output.
+fn signal_at_step(
+    exp: &str,
+    root: &Path,
+    (out, grid): (&str, &str),
+    at: u64,
+    signal: &str,
+) -> std::process::Output {
+    let child = spawn(exp, out, root);
+    let started = std::time::Instant::now();
+    loop {
+        let step = std::fs::read_dir(root.join(out).join(grid))
+            .ok()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| {
+                // How far it is: its progress file (every 2 s) or its checkpoint.
+                let run = e.unwrap().path();
+                let read = |name: &str| -> Option<Value> {
+                    serde_json::from_str(&std::fs::read_to_string(run.join(name)).ok()?).ok()
+                };
+                let progress = read("progress.json")
+                    .filter(|v| v["unit"] == "steps")
+                    .and_then(|v| v["done"].as_u64());
+                let checkpoint = read("checkpoint/state.json").and_then(|v| v["step"].as_u64());
+                [progress, checkpoint]
+            })
+            .flatten()
+            .max();
+        if step.is_some_and(|s| s >= at) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no step {at} in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    child.wait_with_output().unwrap()
+}
+
+/// Run `exp` straight, then stop a run with `signal` mid-training: the cell is checkpointed at
+/// the step it was on and recorded `interrupted`, the process exits with 128 + the signal's
+/// number, and the next run resumes it to the straight run's outputs.
+fn a_signalled_cell_resumes_to_identical_outputs(
+    root: &Path,
+    exp: &Path,
+    grid: &str,
+    (at, total): (u64, u64),
+    (signal, status): (&str, i32),
+) {
+    let exp = exp.to_str().unwrap();
+    let out = neuronlab(&["grid", "run", exp, "--output", "straight"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    let straight = outputs(&root.join("straight").join(grid));
+
+    let out = signal_at_step(exp, root, ("signalled", grid), at, signal);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(status), "{said}");
+    assert!(
+        said.contains("resumes where it stopped") && said.contains("INTERRUPTED"),
+        "{said}"
+    );
+    let grid_dir = root.join("signalled").join(grid);
+    let (id, result) = results(&grid_dir).into_iter().next().expect("a result");
+    assert_eq!(result["status"], "interrupted", "{result}");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(grid_dir.join(&id).join("checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    let step = state["step"].as_u64().unwrap();
+    assert!((at..total).contains(&step), "checkpoint at step {step}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("after step {step}: its checkpoint holds it")),
+        "{error}"
+    );
+    let list = neuronlab(&["grid", "list", exp, "--output", "signalled"], root);
+    assert!(text(&list).contains("1 interrupted"), "{}", text(&list));
+
+    let out = neuronlab(&["grid", "run", exp, "--output", "signalled"], root);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("resumed from the checkpoint at step {step}")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(outputs(&grid_dir), straight);
+}
+
+#[test]
+fn a_sigterm_checkpoints_an_encoder_cell_between_evaluations_and_the_next_run_resumes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // No checkpoint on the clock: the signal's is the only one.
+    let grid = "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"cmp2\"]\n\
+                train = { max_steps = [400], eval_every = [50], checkpoint_every_s = [3600.0] }\n";
+    let exp = experiment(root, grid);
+    a_signalled_cell_resumes_to_identical_outputs(root, &exp, "tiny", (60, 400), ("TERM", 143));
+}
+
+#[test]
+fn a_sigusr1_checkpoints_a_lora_cell_and_the_next_run_resumes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // LoRA steps on the tiny model are fast (~150/s): a checkpoint after every step slows them
+    // enough to be caught mid-run.
+    let grid = "[grid]\nmodel = [\"tiny\"]\ntask = [\"topics\"]\nneurons = [\"aa\"]\n\
+                train = { max_steps = [300], checkpoint_every_s = [0.0] }\n";
+    let exp = crate::cli_adapt::experiment(root, crate::cli_adapt::LORA, grid);
+    a_signalled_cell_resumes_to_identical_outputs(root, &exp, "adapt", (20, 300), ("USR1", 138));
+}

@@ -538,8 +538,23 @@ intervention = "none"
         short = short.display(),
         sets = sets.display()
     );
-    let grid =
-        "[grid]\nmodel = [\"tiny\"]\nstudy = [\"empty\", \"short\", \"outside\", \"fine\"]\n";
+    // A neuron-set file that does not fit the model is refused before any cell runs.
+    let exp = experiment(
+        root,
+        &studies,
+        "[grid]\nmodel = [\"tiny\"]\nstudy = [\"outside\", \"fine\"]\n",
+    );
+    let out = crate::util::dry_run(&exp, root);
+    let e = text(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("study `outside`")
+            && e.contains("sets.json: the neuron sets do not fit model `tiny`")
+            && e.contains("neuron (1, 48) is outside a model with 2 layers of 48 neurons"),
+        "{e}"
+    );
+
+    let grid = "[grid]\nmodel = [\"tiny\"]\nstudy = [\"empty\", \"short\", \"fine\"]\n";
     let exp = experiment(root, &studies, grid);
     let out = neuronlab(
         &["grid", "run", exp.to_str().unwrap(), "--output", "runs"],
@@ -560,12 +575,6 @@ intervention = "none"
         e.contains("language ee")
             && e.contains("short.txt")
             && e.contains("4 tokens, fewer than the 2 window(s) of 16"),
-        "{e}"
-    );
-    let e = error("outside");
-    assert!(
-        e.contains("sets.json")
-            && e.contains("neuron (1, 48) is outside a model with 2 layers of 48 neurons"),
         "{e}"
     );
 

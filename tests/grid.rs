@@ -222,6 +222,26 @@ fn bad_files_name_file_line_and_key() {
     let err = error(&format!("{BASE}{grid}train = {{ warmup_ratio = [1.5] }}\n"));
     assert!(err.contains("warmup_ratio must be in [0, 1)"), "{err}");
     let err = error(&format!(
+        "{BASE}{grid}train = {{ checkpoint_every_s = [-1.0] }}\n"
+    ));
+    assert!(
+        err.contains("checkpoint_every_s must be a number of seconds >= 0"),
+        "{err}"
+    );
+    let err = error(&format!(
+        "{BASE}{grid}train = {{ max_steps = [10], warmup_steps = [20] }}\n"
+    ));
+    assert!(
+        err.contains("warmup_steps must not exceed max_steps"),
+        "{err}"
+    );
+    // No seed at all would run no cell.
+    let err = error(&format!("{BASE}{grid}seed = []\n"));
+    assert!(
+        err.contains("line 38: grid.seed: no seed, so no cell would run"),
+        "{err}"
+    );
+    let err = error(&format!(
         "{}{grid}",
         BASE.replace("n_drop = 2", "n_drop = 2\nmode = \"weighted\"")
     ));

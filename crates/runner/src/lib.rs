@@ -14,6 +14,8 @@
 //! - Shared pieces the kinds use: [`training`] (optimiser, schedule, objective, seeds),
 //!   [`data`] (dataset readers), [`metrics`], [`plot`], [`retrieval`] (TREC files and metrics,
 //!   passage-vector matrices, exact search).
+//! - [`handoff`]: the files a study run leaves for the LoRA cells that take its neuron sets,
+//!   named once for both kinds.
 //! - [`harness`]: what every cell has in common and no kind in particular: the experiment file
 //!   and `${VAR}`s, cell identity and run ids, the results layout and run logs.
 //! - [`backend`]: the backend this build has, and the device chosen at run time.
@@ -22,6 +24,7 @@ pub mod backend;
 pub mod commands;
 pub mod data;
 pub mod encoder;
+pub mod handoff;
 pub mod harness;
 pub mod lora;
 pub mod metrics;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use runner::backend::{DeviceArg, run_on};
 use runner::commands;
+use runner::harness::signals;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,7 +121,8 @@ enum NeuronsCommand {
 
 #[derive(Subcommand, Debug)]
 enum GridCommand {
-    /// Run every cell not finished before (exit status 1 when a cell failed).
+    /// Run every cell not finished before (exit status 1 when a cell failed; 128 + the signal's
+    /// number when SIGTERM, SIGINT or SIGUSR1 stopped it, after checkpointing the cell).
     Run {
         /// The experiment file.
         file: PathBuf,
@@ -340,6 +342,7 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             on,
             ..
         } => {
+            signals::install()?;
             let job = grid_run(file, output, cell, on.device.to_string());
             let summary = run_on(on.device, job)?;
             let elsewhere = match summary.elsewhere {
@@ -357,6 +360,13 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             }
             for problem in &summary.problems {
                 eprintln!("  the results tables: {problem}");
+            }
+            if let Some(signal) = summary.interrupted {
+                eprintln!(
+                    "grid: stopped by {}; `grid run` again resumes where it stopped",
+                    signals::name(signal)
+                );
+                return Ok(ExitCode::from(signals::Interrupted::exit_status(signal)));
             }
             Ok(
                 if summary.failed.is_empty() && summary.problems.is_empty() {

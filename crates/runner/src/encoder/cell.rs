@@ -262,7 +262,7 @@ pub fn expand(file: &ExperimentFile, own: &Sections) -> Result<Vec<Cell<TrainCel
     let pairs = grid_pairs(file, own)?;
     check_datasets(file, own, &pairs)?;
     let (losses, loss_names) = grid_losses(file, own, &pairs)?;
-    let seeds = g.seeds();
+    let seeds = g.seeds(file)?;
 
     let axes = train_axes(file)?;
 

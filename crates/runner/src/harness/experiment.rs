@@ -42,19 +42,24 @@ pub struct SharedAxes {
     pub model: Vec<String>,
     /// Seeds (default: `[1]`).
     #[serde(default)]
-    pub seed: Vec<u64>,
+    pub seed: Option<Vec<u64>>,
     /// Training settings as axes: each key a setting, each value the list of its values.
     #[serde(default)]
     pub train: BTreeMap<String, toml::Value>,
 }
 
 impl SharedAxes {
-    /// `grid.seed`, or `[1]` when it is not set.
-    pub fn seeds(&self) -> Vec<u64> {
-        if self.seed.is_empty() {
-            vec![1]
-        } else {
-            self.seed.clone()
+    /// `grid.seed`, or `[1]` when it is not set; an empty list (no cell at all) is an error
+    /// naming `file`'s line.
+    pub fn seeds(&self, file: &ExperimentFile) -> anyhow::Result<Vec<u64>> {
+        match &self.seed {
+            None => Ok(vec![1]),
+            Some(seeds) if seeds.is_empty() => anyhow::bail!(
+                "{}: no seed, so no cell would run; give one or more (or leave `seed` out for \
+                 seed 1)",
+                file.locate(&["grid", "seed"])
+            ),
+            Some(seeds) => Ok(seeds.clone()),
         }
     }
 }
@@ -384,7 +389,7 @@ impl TrainConfig {
 
     /// Check ranges; `what` names where the settings come from.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 13] = [
             (
                 self.epochs > 0.0 || self.max_steps > 0,
                 "epochs must be > 0 (or max_steps set)",
@@ -405,6 +410,15 @@ impl TrainConfig {
                 "warmup_ratio must be in [0, 1)",
             ),
             (self.max_grad_norm >= 0.0, "max_grad_norm must be >= 0"),
+            (
+                self.checkpoint_every_s >= 0.0 && self.checkpoint_every_s.is_finite(),
+                "checkpoint_every_s must be a number of seconds >= 0 (0: at every chance)",
+            ),
+            (
+                self.max_steps == 0 || self.warmup_steps <= self.max_steps,
+                "warmup_steps must not exceed max_steps (the learning rate would never reach \
+                 learning_rate)",
+            ),
             (self.max_seq_len >= 2, "max_seq_len must be >= 2"),
             (
                 self.ablation_rates.iter().all(|r| (0.0..1.0).contains(r)),

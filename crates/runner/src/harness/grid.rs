@@ -18,7 +18,7 @@ use crate::harness::experiment::{
 use crate::harness::lock::is_held;
 use crate::harness::log::{PROGRESS_FILE, ProgressFile};
 use crate::harness::progress::human;
-use crate::harness::results::{read_result, run_dir};
+use crate::harness::results::{RunStatus, read_result, run_dir};
 
 /// An experiment file, expanded.
 pub struct Grid<C> {
@@ -80,9 +80,10 @@ impl<C: Expand> Grid<C> {
         problems
     }
 
-    /// One line per cell: index, run id, status (`finished`, `failed`, `pending`, or `running`
-    /// with how far it is, read from its `progress.json`), axis values; then how many cells are
-    /// in each state and, once some have finished, about how long the rest take in one process
+    /// One line per cell: index, run id, status (`finished`, `failed`, `interrupted`, `pending`, or
+    /// `running` with how far it is, read from its `progress.json`), axis values; then how many
+    /// cells are in each state and, once some have finished, about how long the rest take in one
+    /// process
     /// (the running cells' own estimates, and the finished cells' mean time for each other cell).
     pub fn plan(&self) -> String {
         let mut out = format!(
@@ -91,7 +92,7 @@ impl<C: Expand> Grid<C> {
             self.cells.len(),
             self.dir.display()
         );
-        let (mut done, mut failed, mut pending) = (0usize, 0usize, 0usize);
+        let (mut done, mut failed, mut interrupted, mut pending) = (0usize, 0usize, 0usize, 0usize);
         let mut took = Vec::new();
         // Running cells: the fraction of their work left, and their own estimate when known.
         let mut running: Vec<(f64, Option<f64>)> = Vec::new();
@@ -106,11 +107,15 @@ impl<C: Expand> Grid<C> {
                 Some(r) if r.finished() => {
                     done += 1;
                     took.push(r.seconds);
-                    (r.status, String::new())
+                    (r.status.to_string(), String::new())
+                }
+                Some(r) if r.status == RunStatus::Interrupted => {
+                    interrupted += 1;
+                    (r.status.to_string(), String::new())
                 }
                 Some(r) => {
                     failed += 1;
-                    (r.status, String::new())
+                    (r.status.to_string(), String::new())
                 }
                 None if is_held(&dir) => {
                     let progress = std::fs::read_to_string(dir.join(PROGRESS_FILE))
@@ -156,9 +161,14 @@ impl<C: Expand> Grid<C> {
             "{done} done, {failed} failed, {} running, {pending} pending",
             running.len()
         ));
-        if !took.is_empty() && pending + running.len() > 0 {
+        if interrupted > 0 {
+            out.push_str(&format!(
+                ", {interrupted} interrupted (resumed by the next run)"
+            ));
+        }
+        if !took.is_empty() && pending + interrupted + running.len() > 0 {
             let mean = took.iter().sum::<f64>() / took.len() as f64;
-            let left: f64 = pending as f64 * mean
+            let left: f64 = (pending + interrupted) as f64 * mean
                 + running
                     .iter()
                     .map(|(share, own)| own.unwrap_or(share * mean))

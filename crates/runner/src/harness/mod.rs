@@ -12,5 +12,6 @@ pub mod log;
 pub mod progress;
 pub mod results;
 pub mod run;
+pub mod signals;
 pub mod slurm;
 pub mod tensorboard;

@@ -19,7 +19,8 @@
 //! Every file that is replaced is written to a temporary file in the same folder and renamed
 //! over the old one, so a killed run (even `kill -9`) leaves either the old or the new file,
 //! never a torn one. A cell whose `result.json` says `finished` is skipped when the grid runs
-//! again; one that failed or never finished runs again from the start.
+//! again; one that failed, was interrupted or never finished runs again, from its checkpoint
+//! when it has one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,8 +38,8 @@ pub struct RunResult {
     pub run_id: String,
     /// The cell's position in the grid.
     pub cell: usize,
-    /// `finished` or `failed`.
-    pub status: String,
+    /// How the run ended.
+    pub status: RunStatus,
     /// Why it failed (with its causes).
     pub error: Option<String>,
     /// The cell's axis values.
@@ -70,10 +71,47 @@ pub struct RunResult {
     pub device: String,
 }
 
+/// How a run ended, as `result.json` and `results.csv` write it (`finished`, `failed`,
+/// `interrupted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// It ran to the end and recorded its metrics.
+    Finished,
+    /// It stopped on an error (`error` says which); the next `grid run` runs it again.
+    Failed,
+    /// A signal stopped it (`error` says which and where, see
+    /// [`crate::harness::signals`]); the next `grid run` resumes it from its checkpoint.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The status as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl RunResult {
     /// Whether the run finished.
     pub fn finished(&self) -> bool {
-        self.status == "finished"
+        self.status == RunStatus::Finished
+    }
+
+    /// The `result.json` in `dir`, if it has one that parses.
+    pub fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join("result.json")).ok()?;
+        serde_json::from_str(&text).ok()
     }
 }
 
@@ -84,8 +122,7 @@ pub fn run_dir<C>(grid_dir: &Path, cell: &Cell<C>) -> PathBuf {
 
 /// The cell's `result.json`, if it has one that parses.
 pub fn read_result<C>(grid_dir: &Path, cell: &Cell<C>) -> Option<RunResult> {
-    let text = std::fs::read_to_string(run_dir(grid_dir, cell).join("result.json")).ok()?;
-    serde_json::from_str(&text).ok()
+    RunResult::read(&run_dir(grid_dir, cell))
 }
 
 pub use super::atomic::write_atomic;
@@ -112,7 +149,7 @@ pub fn write_tables<C>(grid_dir: &Path, cells: &[Cell<C>]) -> Result<usize> {
     };
     let mut columns = vec![
         text("run_id", &|r| Some(r.run_id.clone())),
-        text("status", &|r| Some(r.status.clone())),
+        text("status", &|r| Some(r.status.to_string())),
         text("error", &|r| r.error.clone()),
     ];
     for axis in &axes {

@@ -16,8 +16,9 @@ use crate::harness::grid::{Cell, Expand, Grid, RunContext, Shared};
 use crate::harness::lock::{RunLock, TablesLock, clean_staging};
 use crate::harness::log::{Outcome, RunLog};
 use crate::harness::results::{
-    RunResult, read_result, run_dir, source_commit, utc_now, write_atomic, write_tables,
+    RunResult, RunStatus, read_result, run_dir, source_commit, utc_now, write_atomic, write_tables,
 };
+use crate::harness::signals::{self, Interrupted};
 
 /// `neuronlab grid run`.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct GridSummary {
     pub failed: Vec<(usize, String)>,
     /// Errors outside any cell (the grid's tables could not be rewritten).
     pub problems: Vec<String>,
+    /// The stopping signal that ended the run early (see [`crate::harness::signals`]).
+    pub interrupted: Option<i32>,
 }
 
 impl<C: Expand> GridRun<C> {
@@ -168,6 +171,10 @@ impl<C: Expand> BackendJob for GridRun<C> {
         let mut shared = Shared::default();
         let total = grid.cells.len();
         for cell in selected {
+            if let Some(signal) = signals::received() {
+                summary.interrupted = Some(signal);
+                break;
+            }
             let at = format!("[{}/{total}] {}", cell.index + 1, cell.run_id);
             if read_result(&grid.dir, cell).is_some_and(|r| r.finished()) {
                 eprintln!("{at} finished before; skipped");
@@ -228,6 +235,9 @@ impl<C: Expand> BackendJob for GridRun<C> {
                     cell.config.recorded(&dir);
                     summary.finished += 1;
                 }
+                (Some(_), Ok(())) if result.status == RunStatus::Interrupted => {
+                    summary.interrupted = signals::received();
+                }
                 (Some(msg), Ok(())) => summary.failed.push((cell.index, msg.clone())),
                 (error, Err(e)) => {
                     let msg = match error {
@@ -243,6 +253,9 @@ impl<C: Expand> BackendJob for GridRun<C> {
             }
             if let Err(e) = self.tables(&grid) {
                 summary.problems.push(format!("{e:#}"));
+            }
+            if summary.interrupted.is_some() {
+                break;
             }
         }
         if let Err(e) = self.refresh(&grid) {
@@ -265,7 +278,7 @@ fn run_result<C>(
     let mut result = RunResult {
         run_id: cell.run_id.clone(),
         cell: cell.index,
-        status: "finished".into(),
+        status: RunStatus::Finished,
         error: None,
         params: cell.params.clone(),
         main_metric: None,
@@ -312,8 +325,13 @@ fn run_result<C>(
         }
         Err(e) => {
             let msg = format!("{e:#}");
-            line(&format!("FAILED: {msg}"));
-            result.status = "failed".into();
+            if Interrupted::of(&e).is_some() {
+                line(&format!("INTERRUPTED: {msg}"));
+                result.status = RunStatus::Interrupted;
+            } else {
+                line(&format!("FAILED: {msg}"));
+                result.status = RunStatus::Failed;
+            }
             result.error = Some(msg);
         }
     }

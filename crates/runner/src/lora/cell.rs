@@ -3,8 +3,9 @@
 //! [`super::kind`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use ablation::LanguageSets;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -142,7 +143,7 @@ pub fn expand(
     }
     refuse_unread_settings(file, own)?;
     let axes = train_axes(file)?;
-    let seeds = g.seeds();
+    let seeds = g.seeds(file)?;
     for model_name in &g.model {
         let model = &e.models[model_name];
         // The sets of `neurons_from`: that study's cell for this model, first seed.
@@ -448,6 +449,67 @@ pub(crate) fn check_lora_inputs(a: &LoraCell) -> Result<()> {
             "model `{}`: no tokenizer in {} (fine-tuning tokenizes the task's text)",
             a.model_name,
             a.model_dir.display()
+        );
+    }
+    if let Some(p) = &a.neurons_file {
+        let sets = LanguageSets::read(p)?;
+        let config = &checkpoint.config;
+        check_sets(
+            a,
+            &sets,
+            p,
+            (config.num_hidden_layers, config.intermediate_size),
+        )
+        .with_context(|| format!("[lora] neurons_file, model `{}`", a.model_name))?;
+    }
+    Ok(())
+}
+
+/// The languages whose sets a cell uses: those of its `neurons` (with `target` resolved) and,
+/// with a test-time intervention, every evaluation language.
+fn languages_used(a: &LoraCell) -> Vec<String> {
+    let mut used = a.neurons.resolve(a.target.as_deref());
+    if a.lora.intervention.value().is_some() {
+        used.extend(a.eval_files.keys().cloned());
+    }
+    used.sort();
+    used.dedup();
+    used
+}
+
+/// The neuron sets of `source` fit the model (every layer below its `n_layers`, every neuron
+/// below its FFN `width`) and hold every language the cell uses: checked before a cell trains,
+/// so a set that cannot apply fails in the dry run, not after hours of training.
+pub(crate) fn check_sets(
+    a: &LoraCell,
+    sets: &LanguageSets,
+    source: &Path,
+    (n_layers, width): (usize, usize),
+) -> Result<()> {
+    for (lang, set) in &sets.sets {
+        set.check(n_layers, width).with_context(|| {
+            format!(
+                "{}: the neuron set of language {lang} does not fit the model",
+                source.display()
+            )
+        })?;
+    }
+    let missing: Vec<String> = languages_used(a)
+        .into_iter()
+        .filter(|l| !sets.sets.contains_key(l))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: no neuron set for {} (neurons = {:?}{}); it has {}",
+            source.display(),
+            missing.join(", "),
+            a.neurons.as_str(),
+            if a.lora.intervention.value().is_some() {
+                ", and an intervention on every evaluation language"
+            } else {
+                ""
+            },
+            sets.sets.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
     Ok(())

@@ -37,7 +37,13 @@ impl CellKind for LoraCell {
     }
 
     fn subject(&self) -> String {
-        format!("task {}", self.task_name)
+        // The neuron choice is part of it: each choice needs its own languages' sets.
+        format!(
+            "task {} neurons {} target {}",
+            self.task_name,
+            self.neurons.as_str(),
+            self.target.as_deref().unwrap_or("-")
+        )
     }
 
     fn needs(&self) -> Vec<&str> {

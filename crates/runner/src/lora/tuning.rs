@@ -13,8 +13,9 @@ use burn::tensor::backend::AutodiffBackend;
 use models::{ForwardContext, LoraConfig, LoraInit};
 use neurons::{ActivationStats, InterventionValue, intervention_context};
 
+use crate::handoff::StudyOutputs;
 use crate::harness::log::{EvalRecord, Outcome, RunLog};
-use crate::harness::results::write_atomic;
+use crate::harness::results::{RunResult, write_atomic};
 use crate::lora::cell::LoraCell;
 use crate::lora::spec::{LoraInitSpec, NeuronChoice};
 use crate::training::fit::{Evaluation, Learner, Plan};
@@ -42,17 +43,27 @@ pub(crate) fn batch<B: Backend>(
 }
 
 /// The neuron sets of the cell's source: the study run's `neurons.json` or `lora.neurons_file`.
-fn source_sets(cell: &LoraCell, grid_dir: &Path) -> Result<Option<(LanguageSets, PathBuf)>> {
+fn source_sets(
+    cell: &LoraCell,
+    grid_dir: &Path,
+    log: &mut RunLog,
+) -> Result<Option<(LanguageSets, PathBuf)>> {
     let path = match (&cell.neurons_study, &cell.neurons_file) {
         (Some(id), _) => {
-            let dir = grid_dir.join(id);
+            let outputs = StudyOutputs::of(grid_dir, id);
+            let dir = outputs.dir();
             let study = cell.lora.neurons_from.as_deref().unwrap_or("?");
-            // Another process may be running the study (two `grid run` on one grid).
-            crate::harness::lock::wait_for(&dir)?;
-            let finished = std::fs::read_to_string(dir.join("result.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["status"] == "finished");
+            // Another process may be running the study (two `grid run` on one grid, or a
+            // `--cell` of each).
+            if crate::harness::lock::is_held(dir) {
+                log.line(&format!(
+                    "waiting for study `{study}` (run {id}), which another process is running; \
+                     its progress: {}",
+                    dir.join("log.txt").display()
+                ));
+            }
+            crate::harness::lock::wait_for(dir)?;
+            let finished = RunResult::read(dir).is_some_and(|r| r.finished());
             if !finished {
                 bail!(
                     "the neuron sets come from study `{study}` (run {id}), which has not \
@@ -60,7 +71,7 @@ fn source_sets(cell: &LoraCell, grid_dir: &Path) -> Result<Option<(LanguageSets,
                     dir.join("log.txt").display()
                 );
             }
-            dir.join("neurons.json")
+            outputs.neurons()
         }
         (None, Some(file)) => file.clone(),
         (None, None) => return Ok(None),
@@ -128,7 +139,10 @@ pub(crate) fn attach_lora<B: Backend>(
 ) -> Result<(models::LlamaModel<B>, Adapters)> {
     let (n_layers, width) = (model.num_layers(), model.intermediate_size());
     let choice = &cell.neurons;
-    let sets = source_sets(cell, grid_dir)?;
+    let sets = source_sets(cell, grid_dir, log)?;
+    if let Some((sets, source)) = &sets {
+        crate::lora::cell::check_sets(cell, sets, source, (n_layers, width))?;
+    }
     let trained_set = match (&sets, choice.languages.is_empty()) {
         (_, true) => None,
         (Some((sets, source)), false) => Some(choose_set(
@@ -422,14 +436,8 @@ pub(crate) fn cell_part<T>(examples: &mut Vec<T>, cell: &LoraCell, train: bool) 
 /// The statistics a study cell used (for mean interventions): the file of the grid's
 /// `statistics/` that its `statistics.name` names.
 fn study_statistics(grid_dir: &Path, study_run: &str) -> Result<ActivationStats> {
-    let pointer = grid_dir.join(study_run).join("statistics.name");
-    let name = std::fs::read_to_string(&pointer).with_context(|| {
-        format!(
-            "a mean intervention needs the study's statistics; cannot read {}",
-            pointer.display()
-        )
-    })?;
-    Ok(ActivationStats::load(
-        &grid_dir.join("statistics").join(name.trim()),
-    )?)
+    let path = StudyOutputs::of(grid_dir, study_run)
+        .statistics(grid_dir)
+        .context("a mean intervention needs the study's statistics")?;
+    Ok(ActivationStats::load(&path)?)
 }

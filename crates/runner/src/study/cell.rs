@@ -63,11 +63,8 @@ pub fn expand(
     }
     // Beside fine-tuning cells a study runs once, with the first seed: the seeds are the
     // fine-tuning cells' (a study's seed only draws its random control).
-    let seeds = match g.seed.first() {
-        None => vec![1],
-        Some(&first) if with_tasks => vec![first],
-        Some(_) => g.seed.clone(),
-    };
+    let seeds = g.seeds(file)?;
+    let seeds = if with_tasks { vec![seeds[0]] } else { seeds };
     let mut cells = Vec::new();
     for model_name in &g.model {
         for study_name in &own.grid.study {
@@ -276,6 +273,19 @@ pub(crate) fn check_study_inputs(s: &StudyCell) -> Result<()> {
             s.model_name,
             s.model_dir.display()
         );
+    }
+    if let Some(p) = &s.neurons_file {
+        let config = &checkpoint.config;
+        ablation::LanguageSets::read(p)?
+            .check(config.num_hidden_layers, config.intermediate_size)
+            .with_context(|| {
+                format!(
+                    "study `{}`: {}: the neuron sets do not fit model `{}`",
+                    s.study_name,
+                    p.display(),
+                    s.model_name
+                )
+            })?;
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ impl CellKind for StudyCell {
     }
 
     fn run<B: Backend>(&self, ctx: &mut RunContext<'_, B>) -> Result<Outcome> {
-        let stats_dir = ctx.grid_dir.join("statistics");
+        let stats_dir = crate::handoff::statistics_dir(ctx.grid_dir);
         super::run_study::<B>(self, ctx.dir, &stats_dir, ctx.log, ctx.device)
     }
 }

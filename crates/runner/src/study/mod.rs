@@ -46,6 +46,7 @@ use neurons::{
     pack, read_documents, window_responses,
 };
 
+use crate::handoff::StudyOutputs;
 use crate::harness::ids::Fnv1a;
 use crate::harness::log::{Outcome, RunLog};
 use crate::harness::results::write_atomic;
@@ -544,11 +545,7 @@ pub fn run_study<B: Backend>(
         )?;
         // Which file of the grid's `statistics/` they are, for the fine-tuning cells' mean
         // interventions.
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        write_atomic(
-            &dir.join("statistics.name"),
-            name.unwrap_or_default().as_bytes(),
-        )?;
+        StudyOutputs::in_run(dir).record_statistics(&path)?;
         Some(stats)
     } else {
         None
@@ -646,7 +643,10 @@ fn write_selection(
     n_layers: usize,
     details: &serde_json::Value,
 ) -> Result<()> {
-    write_atomic(&dir.join("neurons.json"), sets.to_json().as_bytes())?;
+    write_atomic(
+        &StudyOutputs::in_run(dir).neurons(),
+        sets.to_json().as_bytes(),
+    )?;
     let parquet = dir.join("neurons.parquet");
     let tmp = dir.join(format!("neurons.parquet.{}.tmp", std::process::id()));
     sets.write_parquet(&tmp)?;

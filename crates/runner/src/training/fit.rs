@@ -32,6 +32,7 @@ use super::{AdamW, EpochCursor, accumulated_step, linear_schedule};
 use crate::harness::experiment::TrainConfig;
 use crate::harness::log::{EvalRecord, RunLog};
 use crate::harness::results::write_atomic;
+use crate::harness::signals::{self, Interrupted};
 use crate::metrics::Scores;
 
 /// The inference-time module of a trainable model.
@@ -169,6 +170,13 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
         eval_every,
     };
     log.line(&learner.describe(&plan));
+    if warmup > total {
+        log.line(&format!(
+            "warning: warmup_steps = {warmup} is more than the run's {total} steps: the learning \
+             rate never reaches learning_rate = {}",
+            t.learning_rate
+        ));
+    }
     if t.tensorboard {
         log.tensorboard()?;
     }
@@ -254,8 +262,13 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             }
             last_metrics = evaluation.metrics;
         }
-        let due = last_checkpoint.elapsed().as_secs_f64() >= t.checkpoint_every_s;
-        if t.checkpoints && done < total && due && (evaluation_due || !evaluates) {
+        // A stopping signal (harness::signals) ends the cell after this step, with a
+        // checkpoint: the state holds the loss since the last evaluation, so resuming between
+        // evaluations gives the uninterrupted run's numbers.
+        let interrupted = signals::received().filter(|_| done < total);
+        let due = last_checkpoint.elapsed().as_secs_f64() >= t.checkpoint_every_s
+            && (evaluation_due || !evaluates);
+        if t.checkpoints && done < total && (due || interrupted.is_some()) {
             let state = ResumeState {
                 step: done,
                 epoch: data.epoch,
@@ -269,6 +282,14 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
             let best_model = best.as_ref().filter(|_| best_unsaved).map(|b| &b.3);
             checkpoint::save(dir, &state, &model, &optimizer, best_model)?;
             (last_checkpoint, best_unsaved) = (Instant::now(), false);
+        }
+        if let Some(signal) = interrupted {
+            return Err(Interrupted {
+                signal,
+                step: done,
+                checkpointed: t.checkpoints,
+            }
+            .into());
         }
     }
     let seconds = seconds_before + started.elapsed().as_secs_f64();
