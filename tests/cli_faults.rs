@@ -513,35 +513,7 @@ fn signal_at_step(
     signal: &str,
 ) -> std::process::Output {
     let child = spawn(exp, out, root);
-    let started = std::time::Instant::now();
-    loop {
-        let step = std::fs::read_dir(root.join(out).join(grid))
-            .ok()
-            .into_iter()
-            .flatten()
-            .flat_map(|e| {
-                // How far it is: its progress file (every 2 s) or its checkpoint.
-                let run = e.unwrap().path();
-                let read = |name: &str| -> Option<Value> {
-                    serde_json::from_str(&std::fs::read_to_string(run.join(name)).ok()?).ok()
-                };
-                let progress = read("progress.json")
-                    .filter(|v| v["unit"] == "steps")
-                    .and_then(|v| v["done"].as_u64());
-                let checkpoint = read("checkpoint/state.json").and_then(|v| v["step"].as_u64());
-                [progress, checkpoint]
-            })
-            .flatten()
-            .max();
-        if step.is_some_and(|s| s >= at) {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "no step {at} in 2 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    crate::util::wait_until_step(&root.join(out).join(grid), at);
     let sent = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()

@@ -268,3 +268,83 @@ fn a_real_slurm_runs_the_exported_grid() {
     let csv = std::fs::read_to_string(grid.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 6, "{csv}");
 }
+
+#[test]
+fn an_exported_task_passes_the_early_sigusr1_on_and_requeues_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exp = crate::cli_grid::experiment(
+        root,
+        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"cmp2\"]\n\
+         train = { max_steps = [400], eval_every = [50], checkpoint_every_s = [3600.0] }\n",
+    );
+    let bin = env!("CARGO_BIN_EXE_neuronlab");
+    let out = export(
+        root,
+        &exp,
+        &["--signal-before", "300", "--requeue", "--binary", bin],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let script = root.join("runs/tiny/slurm.sbatch");
+    let job = std::fs::read_to_string(&script).unwrap();
+    for line in ["#SBATCH --signal=B:USR1@300", "#SBATCH --requeue"] {
+        assert!(job.contains(line), "no `{line}` in\n{job}");
+    }
+    bash_syntax_ok(&script);
+
+    // The task as Slurm starts it (array job 77, task 0), with an `scontrol` that notes its
+    // arguments; Slurm's early signal goes to the batch shell only.
+    let fake = root.join("fake-bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(
+        fake.join("scontrol"),
+        "#!/bin/sh\necho \"$@\" >> \"$SCONTROL_LOG\"\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(fake.join("scontrol"))
+        .status()
+        .unwrap();
+    let task = || {
+        Command::new("bash")
+            .arg(&script)
+            .env("SLURM_ARRAY_JOB_ID", "77")
+            .env("SLURM_ARRAY_TASK_ID", "0")
+            .env("SCONTROL_LOG", root.join("scontrol.log"))
+            .env(
+                "PATH",
+                format!("{}:{}", fake.display(), std::env::var("PATH").unwrap()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = task();
+    crate::util::wait_until_step(&root.join("runs/tiny"), 60);
+    let sent = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(138), "{said}");
+    assert!(said.contains("interrupted by SIGUSR1 after step"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("scontrol.log")).unwrap(),
+        "requeue 77_0\n"
+    );
+
+    // The requeued start resumes the cell and finishes it.
+    let out = task().wait_with_output().unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("resumed from the checkpoint at step"),
+        "{said}"
+    );
+    let rows = crate::util::csv_rows(&root.join("runs/tiny/results.csv"));
+    assert_eq!(rows[1][1], "finished", "{rows:?}");
+}

@@ -58,3 +58,36 @@ pub fn files_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
         .collect()
 }
+
+/// Wait until a run folder of `grid_dir` reports optimiser step `at` or later, in its
+/// `progress.json` (written every 2 s) or its checkpoint; fails after 2 minutes.
+pub fn wait_until_step(grid_dir: &Path, at: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let step = std::fs::read_dir(grid_dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| {
+                let run = e.unwrap().path();
+                let read = |name: &str| -> Option<serde_json::Value> {
+                    serde_json::from_str(&std::fs::read_to_string(run.join(name)).ok()?).ok()
+                };
+                let progress = read("progress.json")
+                    .filter(|v| v["unit"] == "steps")
+                    .and_then(|v| v["done"].as_u64());
+                let checkpoint = read("checkpoint/state.json").and_then(|v| v["step"].as_u64());
+                [progress, checkpoint]
+            })
+            .flatten()
+            .max();
+        if step.is_some_and(|s| s >= at) {
+            return;
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no step {at} in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -177,6 +177,14 @@ enum GridCommand {
         /// The neuronlab binary the tasks run (default: `neuronlab` on the tasks' PATH).
         #[arg(long)]
         binary: Option<PathBuf>,
+        /// Have Slurm send SIGUSR1 this many seconds before a task's time limit
+        /// (`#SBATCH --signal=B:USR1@SECONDS`): the cell checkpoints and stops cleanly.
+        #[arg(long, value_name = "SECONDS")]
+        signal_before: Option<u32>,
+        /// `#SBATCH --requeue`: a preempted task, or one stopped by --signal-before, goes back in
+        /// the queue and resumes its cell from the checkpoint.
+        #[arg(long)]
+        requeue: bool,
     },
 }
 
@@ -389,6 +397,8 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
             cpus_per_task,
             gpus,
             binary,
+            signal_before,
+            requeue,
             ..
         } => {
             let opts = runner::harness::slurm::SlurmOptions {
@@ -398,6 +408,8 @@ fn grid(what: GridCommand) -> Result<ExitCode> {
                 cpus: cpus_per_task,
                 gpus,
                 binary,
+                signal_before,
+                requeue,
             };
             let submit = export_slurm(&file, &output, &opts)?;
             println!("{}", submit.display());

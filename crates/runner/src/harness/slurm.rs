@@ -32,6 +32,13 @@ pub struct SlurmOptions {
     pub gpus: usize,
     /// The `neuronlab` binary the tasks run; `None`: `neuronlab` on the task's `PATH`.
     pub binary: Option<PathBuf>,
+    /// Seconds before the time limit at which Slurm sends the task SIGUSR1
+    /// (`--signal=B:USR1@N`): the running cell checkpoints and stops (see
+    /// [`crate::harness::signals`]).
+    pub signal_before: Option<u32>,
+    /// `--requeue`: a preempted task goes back in the queue, and so does one stopped by
+    /// `signal_before` (`scontrol requeue`); either resumes its cell from the checkpoint.
+    pub requeue: bool,
 }
 
 impl Default for SlurmOptions {
@@ -43,6 +50,8 @@ impl Default for SlurmOptions {
             cpus: 4,
             gpus: 0,
             binary: None,
+            signal_before: None,
+            requeue: false,
         }
     }
 }
@@ -189,19 +198,28 @@ pub fn export_slurm<C: Expand>(
     if opts.gpus > 0 {
         sbatch.push_str(&format!("#SBATCH --gres=gpu:{}\n", opts.gpus));
     }
+    if let Some(seconds) = opts.signal_before {
+        sbatch.push_str(&format!("#SBATCH --signal=B:USR1@{seconds}\n"));
+    }
+    if opts.requeue {
+        sbatch.push_str("#SBATCH --requeue\n");
+    }
     sbatch.push_str(&format!(
         "set -euo pipefail\n\
          cd {cwd}\n\
          # The task's CPUs are its threads (Burn's ndarray backend through rayon, LibTorch).\n\
          threads=\"${{SLURM_CPUS_PER_TASK:-{cpus}}}\"\n\
-         export RAYON_NUM_THREADS=\"$threads\" OMP_NUM_THREADS=\"$threads\" MKL_NUM_THREADS=\"$threads\"\n\
-         exec {binary} grid run {file} --output {output} --cell \"$SLURM_ARRAY_TASK_ID\" --device {device}\n",
+         export RAYON_NUM_THREADS=\"$threads\" OMP_NUM_THREADS=\"$threads\" MKL_NUM_THREADS=\"$threads\"\n",
         cwd = quote(&abs(Path::new(".")).display().to_string()),
         cpus = opts.cpus,
+    ));
+    let run = format!(
+        "{binary} grid run {file} --output {output} --cell \"$SLURM_ARRAY_TASK_ID\" --device {device}",
         binary = quote(&binary),
         file = quote(&abs(file).display().to_string()),
         output = quote(&abs(output).display().to_string()),
-    ));
+    );
+    sbatch.push_str(&task_body(&run, opts));
     let stages = stages(&grid.cells)?;
     let script = dir.join("slurm.sbatch");
     let mut submit = format!(
@@ -231,6 +249,37 @@ pub fn export_slurm<C: Expand>(
     let path = dir.join("submit.sh");
     write_atomic(&path, submit.as_bytes())?;
     Ok(path)
+}
+
+/// The lines that run the cell. A preemption or the time limit sends SIGTERM to neuronlab
+/// itself, which checkpoints its cell (a requeued task resumes it). With `signal_before`, Slurm
+/// signals only the batch shell (`B:`), so the shell runs neuronlab in the background and passes
+/// the SIGUSR1 on; with `requeue` too, a task stopped that way puts itself back in the queue.
+fn task_body(run: &str, opts: &SlurmOptions) -> String {
+    if opts.signal_before.is_none() {
+        return format!("exec {run}\n");
+    }
+    let mut body = format!(
+        "# Slurm sends this shell SIGUSR1 before the time limit: neuronlab checkpoints its cell\n\
+         # and exits with 138 (128 + SIGUSR1).\n\
+         {run} &\n\
+         pid=$!\n\
+         trap 'kill -USR1 \"$pid\" 2> /dev/null || true' USR1\n\
+         # A trapped signal ends `wait` early: wait again until neuronlab has exited.\n\
+         while kill -0 \"$pid\" 2> /dev/null; do wait \"$pid\" || true; done\n\
+         status=0\n\
+         wait \"$pid\" || status=$?\n"
+    );
+    if opts.requeue {
+        body.push_str(
+            "if [ \"$status\" -eq 138 ]; then\n\
+             \x20   # Back in the queue: the next start resumes the cell from its checkpoint.\n\
+             \x20   scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n\
+             fi\n",
+        );
+    }
+    body.push_str("exit \"$status\"\n");
+    body
 }
 
 #[cfg(test)]
