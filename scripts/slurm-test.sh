@@ -5,7 +5,10 @@
 # package registry), writes a one-node configuration into a temporary folder, starts munged,
 # slurmctld and slurmd, and runs the test `cli_slurm::a_real_slurm_runs_the_exported_grid`
 # (a study and the fine-tuning cells that use it, submitted by the export's submit.sh, waited
-# for, each cell checked to have run exactly once, and `report` on the results). Every daemon
+# for, each cell checked to have run exactly once, and `report` on the results), then
+# `cli_slurm::a_real_slurm_requeue_mid_cell_resumes_it_to_the_uninterrupted_numbers` (a task
+# exported with --requeue, `scontrol requeue` mid-cell: the cell checkpoints on SIGTERM and the
+# requeued task resumes it to the numbers of a straight run). Every daemon
 # started here is stopped by its PID when the script ends, however it ends.
 #
 #   bash scripts/slurm-test.sh
@@ -125,7 +128,7 @@ echo "== the exported grid on Slurm"
 started=$(date +%s)
 status=0
 NEURONLAB_SLURM=1 cargo test -p runner --test integration -- --ignored --nocapture \
-    cli_slurm::a_real_slurm_runs_the_exported_grid || status=$?
+    --test-threads=1 cli_slurm::a_real_slurm_ || status=$?
 echo "== Slurm test: $(($(date +%s) - started)) s (exit status $status)"
 if [ "$status" != 0 ]; then
     tail -n 30 "$work/log/"*.log >&2 || true

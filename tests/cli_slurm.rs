@@ -348,3 +348,79 @@ fn an_exported_task_passes_the_early_sigusr1_on_and_requeues_itself() {
     let rows = crate::util::csv_rows(&root.join("runs/tiny/results.csv"));
     assert_eq!(rows[1][1], "finished", "{rows:?}");
 }
+
+#[test]
+#[ignore = "needs a Slurm cluster: run by scripts/slurm-test.sh"]
+fn a_real_slurm_requeue_mid_cell_resumes_it_to_the_uninterrupted_numbers() {
+    assert!(
+        std::env::var_os("NEURONLAB_SLURM").is_some(),
+        "run through scripts/slurm-test.sh, which starts the cluster"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // One encoder cell long enough to be caught mid-training, checkpointed only by the signal.
+    let exp = crate::cli_grid::experiment(
+        root,
+        "[grid]\nmodel = [\"tiny\"]\ndataset = [\"words\"]\nloss = [\"cmp2\"]\n\
+         train = { max_steps = [400], eval_every = [50], checkpoint_every_s = [3600.0] }\n",
+    );
+    let bin = env!("CARGO_BIN_EXE_neuronlab");
+    let out = export(
+        root,
+        &exp,
+        &["--requeue", "--binary", bin, "--cpus-per-task", "1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = root.join("runs/tiny");
+    let submit = Command::new("bash")
+        .arg(grid.join("submit.sh"))
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(submit.status.success(), "{}", text(&submit));
+    let job = String::from_utf8_lossy(&submit.stdout)
+        .rsplit("as job ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    crate::util::wait_until_step(&grid, 60);
+    // What a preemption does: Slurm sends the task SIGTERM and queues it again.
+    let requeue = Command::new("scontrol")
+        .args(["requeue", &format!("{job}_0")])
+        .output()
+        .unwrap();
+    assert!(requeue.status.success(), "{}", text(&requeue));
+    wait_for_jobs(&[job], 600);
+
+    let run = std::fs::read_dir(&grid)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("result.json").exists())
+        .expect("a run folder with a result");
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["status"], "finished", "{result}\n{log}");
+    assert!(log.contains("interrupted by SIGTERM after step"), "{log}");
+    assert!(log.contains("resumed from the checkpoint at step"), "{log}");
+    assert_eq!(log.matches("finished in").count(), 1, "{log}");
+    // The same numbers as the cell run straight through.
+    let straight = neuronlab(
+        &["grid", "run", exp.to_str().unwrap(), "--output", "straight"],
+        root,
+    );
+    assert!(straight.status.success(), "{}", text(&straight));
+    let straight: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root.join("straight/tiny")
+                .join(run.file_name().unwrap())
+                .join("result.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for key in ["metrics", "final_metrics", "best_step", "steps"] {
+        assert_eq!(result[key], straight[key], "{key}");
+    }
+}
