@@ -98,6 +98,35 @@ fn refuse_unread_settings(
     Ok(())
 }
 
+/// The grid's corpora are defined, and their test sets' names can name files.
+fn check_corpora(file: &ExperimentFile, own: &Sections) -> Result<()> {
+    for (i, c) in own.grid.corpus.iter().enumerate() {
+        let Some(corpus) = own.corpora.get(c) else {
+            bail!(
+                "{}: unknown corpus `{c}`; the file defines {}",
+                file.locate(&["grid", "corpus", &i.to_string()]),
+                names(own.corpora.keys())
+            );
+        };
+        // A test set's name names its files (`run.<name>.trec`, its metrics' prefix).
+        for name in corpus.test.keys() {
+            let plain = !name.is_empty()
+                && !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !plain || name == "dev" {
+                bail!(
+                    "{}: a test set's name names its run file (run.<name>.trec): use letters, \
+                     digits, `-`, `_` and `.`, not a leading `.`, and not `dev` (the dev set's)",
+                    file.locate(&["corpora", c, "test", name])
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Expand the PRF cells of `file`, numbered from `first`; `encoder_models` are the models the
 /// grid's encoder cells train (none in a PRF grid).
 pub fn expand(
@@ -136,30 +165,7 @@ pub fn expand(
             );
         }
     }
-    for (i, c) in a.corpus.iter().enumerate() {
-        let Some(corpus) = own.corpora.get(c) else {
-            bail!(
-                "{}: unknown corpus `{c}`; the file defines {}",
-                file.locate(&["grid", "corpus", &i.to_string()]),
-                names(own.corpora.keys())
-            );
-        };
-        // A test set's name names its files (`run.<name>.trec`, its metrics' prefix).
-        for name in corpus.test.keys() {
-            let plain = !name.is_empty()
-                && !name.starts_with('.')
-                && name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
-            if !plain || name == "dev" {
-                bail!(
-                    "{}: a test set's name names its run file (run.<name>.trec): use letters, \
-                     digits, `-`, `_` and `.`, not a leading `.`, and not `dev` (the dev set's)",
-                    file.locate(&["corpora", c, "test", name])
-                );
-            }
-        }
-    }
+    check_corpora(file, own)?;
     let mut objectives = own.prf.clone();
     if let Some(spec) = objectives.get("plain")
         && *spec != PrfSpec::default()

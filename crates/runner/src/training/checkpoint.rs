@@ -33,8 +33,9 @@ pub fn recorder() -> burn::record::NamedMpkFileRecorder<burn::record::FullPrecis
     burn::record::NamedMpkFileRecorder::new()
 }
 
-/// Where a run stands at a checkpoint (`checkpoint/state.json`, written last).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where a run stands at a checkpoint (`checkpoint/state.json`, written last); the default is
+/// a run that has not started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ResumeState {
     /// Optimiser steps done.
     pub step: usize,

@@ -141,11 +141,66 @@ pub struct Trained<M> {
 /// The best evaluation so far: (main metric, step, metrics, model).
 type Best<M> = (f64, usize, BTreeMap<String, f64>, M);
 
+impl Plan {
+    /// The plan of a run of `n` training examples under the settings `t` (evaluations every
+    /// `eval_every` steps, or once an epoch).
+    fn of(t: &TrainConfig, n: usize) -> Self {
+        let (steps_per_epoch, total, warmup) = t.steps(n);
+        let eval_every = if t.eval_every > 0 {
+            t.eval_every
+        } else {
+            steps_per_epoch
+        };
+        Self {
+            steps_per_epoch,
+            total,
+            warmup,
+            eval_every,
+        }
+    }
+}
+
+/// Load the run folder's checkpoint, if it has one, into `model` and `optimizer`: where the run
+/// stands (a run that has not started without one) and its best model so far.
+#[allow(clippy::type_complexity)]
+fn resume<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+    model: M,
+    optimizer: O,
+    dir: &Path,
+    log: &mut RunLog,
+    device: &B::Device,
+) -> Result<(M, O, ResumeState, Option<Best<M::InnerModule>>)> {
+    let Some((state, ckpt)) = ResumeState::find(dir)? else {
+        return Ok((model, optimizer, ResumeState::default(), None));
+    };
+    let recorder = checkpoint::recorder();
+    let resuming = || format!("resuming from {}", ckpt.display());
+    let model = checkpoint::load_model(model, &ckpt).with_context(resuming)?;
+    let record = burn::record::Recorder::<B>::load(&recorder, ckpt.join("optimizer"), device)
+        .with_context(resuming)?;
+    let optimizer = optimizer.load_record(record);
+    let best = match state.best.clone() {
+        Some((value, step, metrics)) => {
+            let best_model = model
+                .valid()
+                .load_file(ckpt.join("best"), &recorder, device)
+                .with_context(resuming)?;
+            Some((value, step, metrics, best_model))
+        }
+        None => None,
+    };
+    log.line(&format!(
+        "resumed from the checkpoint at step {}",
+        state.step
+    ));
+    Ok((model, optimizer, state, best))
+}
+
 /// Train `model` as `learner` says under the settings `t` (see the module docs), with its
 /// checkpoint in the run folder `dir` and its progress in `log`.
 pub fn fit<B: AutodiffBackend, L: Learner<B>>(
     learner: &L,
-    mut model: L::Model,
+    model: L::Model,
     t: &TrainConfig,
     dir: &Path,
     log: &mut RunLog,
@@ -155,20 +210,15 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
     if n == 0 {
         bail!("the training set is empty");
     }
-    let mut optimizer = AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, L::Model>();
+    let optimizer = AdamW::with_beta1(t.weight_decay, t.adam_beta1).init::<B, L::Model>();
     let accum = t.grad_accum_steps.max(1);
-    let (steps_per_epoch, total, warmup) = t.steps(n);
-    let eval_every = if t.eval_every > 0 {
-        t.eval_every
-    } else {
-        steps_per_epoch
-    };
-    let plan = Plan {
+    let plan = Plan::of(t, n);
+    let Plan {
         steps_per_epoch,
         total,
         warmup,
         eval_every,
-    };
+    } = plan;
     log.line(&learner.describe(&plan));
     if warmup > total {
         log.line(&format!(
@@ -182,36 +232,16 @@ pub fn fit<B: AutodiffBackend, L: Learner<B>>(
     }
     let evaluates = learner.evaluates();
     let started = Instant::now();
-    let (mut first_step, mut epoch, mut cursor, mut seconds_before) = (0, 0, 0, 0.0);
-    let (mut loss_since_eval, mut loss_total) = ((0.0, 0usize), 0.0);
-    let mut best: Option<Best<Inner<B, L::Model>>> = None;
-    let mut last_metrics = BTreeMap::new();
-    if let Some((state, ckpt)) = ResumeState::find(dir)? {
-        let recorder = checkpoint::recorder();
-        let resuming = || format!("resuming from {}", ckpt.display());
-        model = checkpoint::load_model(model, &ckpt).with_context(resuming)?;
-        let record = burn::record::Recorder::<B>::load(&recorder, ckpt.join("optimizer"), device)
-            .with_context(resuming)?;
-        optimizer = optimizer.load_record(record);
-        if let Some((value, step, metrics)) = state.best.clone() {
-            let best_model = model
-                .valid()
-                .load_file(ckpt.join("best"), &recorder, device)
-                .with_context(resuming)?;
-            best = Some((value, step, metrics, best_model));
-        }
-        (first_step, epoch, cursor, seconds_before) =
-            (state.step, state.epoch, state.cursor, state.seconds);
-        (loss_since_eval, loss_total) = (state.loss_since_eval, state.loss_total);
-        last_metrics = state.last_metrics;
-        log.line(&format!("resumed from the checkpoint at step {first_step}"));
-    }
+    let (mut model, mut optimizer, state, mut best) = resume(model, optimizer, dir, log, device)?;
+    let (first_step, seconds_before) = (state.step, state.seconds);
+    let (mut loss_since_eval, mut loss_total) = (state.loss_since_eval, state.loss_total);
+    let mut last_metrics = state.last_metrics;
     // When the last checkpoint was written (or the cell started), and whether the best model
     // changed since (a checkpoint without it carries the previous one's best model over).
     let mut last_checkpoint = Instant::now();
     let mut best_unsaved = false;
     let mut main_metric = String::new();
-    let mut data = EpochCursor::new(|e| learner.epoch_order(e), epoch, cursor);
+    let mut data = EpochCursor::new(|e| learner.epoch_order(e), state.epoch, state.cursor);
     let mut lr = 0.0;
     for step in first_step..total {
         lr = linear_schedule(t.learning_rate, step, warmup, total);
