@@ -178,6 +178,29 @@ fn bad_collections_and_queries_are_named_and_nothing_is_written() {
     );
     assert!(!root.join("m").exists(), "nothing written");
 
+    // A passage id twice: search would rank that passage twice.
+    std::fs::write(root.join("twice.tsv"), "p1\tone\np2\ttwo\np1\tthree\n").unwrap();
+    let out = neuronlab(
+        &[
+            "corpus",
+            "embed",
+            "--model",
+            &model,
+            "--collection",
+            "twice.tsv",
+            "--output",
+            "m",
+        ],
+        root,
+    );
+    assert!(!out.status.success());
+    let e = text(&out);
+    assert!(
+        e.contains("twice.tsv, line 3: passage id p1 again (first on line 1)"),
+        "{e}"
+    );
+    assert!(!root.join("m").exists(), "nothing written");
+
     // A resumed matrix whose collection changed under it.
     std::fs::write(root.join("c.tsv"), "p1\tone\np2\ttwo\np3\tthree\n").unwrap();
     let embed = |file: &str| {
@@ -356,4 +379,29 @@ fn corpus_import_reads_lols_torch_saved_matrices_and_refuses_what_it_cannot() {
         "{}",
         text(&out)
     );
+    let repeated: String = [7000, 7001, 7002, 7003, 7001, 7005, 7006]
+        .iter()
+        .map(|i| format!("{i}\n"))
+        .collect();
+    std::fs::write(root.join("repeated.txt"), repeated).unwrap();
+    let out = neuronlab(
+        &[
+            "corpus",
+            "import",
+            "--tensor",
+            t.to_str().unwrap(),
+            "--pids",
+            "repeated.txt",
+            "--output",
+            "refused",
+        ],
+        root,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("repeated.txt, line 5: passage id 7001 again (first on line 2)"),
+        "{}",
+        text(&out)
+    );
+    assert!(!root.join("refused").exists(), "nothing written");
 }

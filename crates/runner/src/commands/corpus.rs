@@ -14,7 +14,7 @@ use crate::backend::BackendJob;
 use crate::harness::progress::Progress;
 use crate::harness::results::write_atomic;
 use crate::retrieval::encode::{Pooling, TextEncoder};
-use crate::retrieval::matrix::{Matrix, MatrixWriter, VectorDtype};
+use crate::retrieval::matrix::{DistinctIds, Matrix, MatrixWriter, VectorDtype};
 use crate::retrieval::search::{SearchPlan, search};
 use crate::retrieval::trec::{
     Run, each_tsv_row, evaluate_run, read_id_texts, read_qrels, run_to_trec,
@@ -142,10 +142,12 @@ impl BackendJob for CorpusEmbedJob {
         let layout = "pid passage";
         // Read through once: every line is checked before any work, and the total is known.
         let mut total = 0usize;
-        each_tsv_row(path, 2, layout, |_, _| {
+        let mut ids = DistinctIds::default();
+        each_tsv_row(path, 2, layout, |i, fields| {
             total += 1;
-            Ok(())
+            ids.note(fields[0], i + 1, path)
         })?;
+        drop(ids);
         let encoder = self.encoder.open::<B>(&device)?;
         let mut writer = MatrixWriter::open(
             &self.matrix.output,

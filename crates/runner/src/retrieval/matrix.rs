@@ -317,3 +317,25 @@ impl MatrixWriter {
         write_atomic(&self.dir.join(MANIFEST), json.as_bytes())
     }
 }
+
+/// The passage ids of a matrix's source, line by line, refusing a repeated one: a passage
+/// twice in the matrix would be ranked twice by every search.
+#[derive(Debug, Default)]
+pub struct DistinctIds {
+    lines: std::collections::HashMap<Box<str>, usize>,
+}
+
+impl DistinctIds {
+    /// Note `id` from line `line` (1-based) of `source`; an id seen before is an error naming
+    /// both lines.
+    pub fn note(&mut self, id: &str, line: usize, source: &Path) -> Result<()> {
+        if let Some(first) = self.lines.insert(id.into(), line) {
+            bail!(
+                "{}, line {line}: passage id {id} again (first on line {first}); each passage \
+                 needs its own id, or search ranks it twice",
+                source.display()
+            );
+        }
+        Ok(())
+    }
+}

@@ -56,6 +56,13 @@ pub fn import(
     let mut zip = zip::ZipArchive::new(file)
         .with_context(|| format!("{}: not a torch.save zip checkpoint", tensor.display()))?;
     let info = tensor_info(&mut zip).map_err(|e| anyhow::anyhow!("{}: {e}", tensor.display()))?;
+    ensure!(
+        info.rows > 0 && info.dim > 0,
+        "{}: the tensor is empty ({} rows of {} values): no passage to import",
+        tensor.display(),
+        info.rows,
+        info.dim
+    );
     let ids: Vec<String> = std::fs::read_to_string(pids)
         .with_context(|| format!("cannot read {}", pids.display()))?
         .lines()
@@ -72,6 +79,11 @@ pub fn import(
     if let Some(i) = ids.iter().position(String::is_empty) {
         bail!("{}, line {}: an empty passage id", pids.display(), i + 1);
     }
+    let mut distinct = super::matrix::DistinctIds::default();
+    for (i, id) in ids.iter().enumerate() {
+        distinct.note(id, i + 1, pids)?;
+    }
+    drop(distinct);
     let source = format!("{} (rows: {})", tensor.display(), pids.display());
     let mut writer = MatrixWriter::open(output, info.dim, dtype, shard_rows, &source)?;
     let resumed_after = writer.rows();
