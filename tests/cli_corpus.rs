@@ -233,6 +233,21 @@ fn bad_collections_and_queries_are_named_and_nothing_is_written() {
         e.contains("c.tsv, line 2") && e.contains("collection changed"),
         "{e}"
     );
+    // A killed writer's half-written shard goes at the next start; a second writer on a matrix
+    // another process is writing is refused.
+    std::fs::write(root.join("c.tsv"), "p1\tone\np2\ttwo\np3\tthree\n").unwrap();
+    let stale = root.join(format!("m/shard-00001.safetensors.{}.tmp", u32::MAX - 9));
+    std::fs::write(&stale, b"half a shard").unwrap();
+    let held = std::fs::File::create(root.join("m/.lock")).unwrap();
+    held.lock().unwrap();
+    let out = embed("c.tsv");
+    let e = text(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("another process is writing this matrix"), "{e}");
+    drop(held);
+    let out = embed("c.tsv");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!stale.exists(), "the stale shard is removed");
 
     // Queries: a missing file, a duplicate id; a model of another width.
     let search = |queries: &str| {

@@ -151,6 +151,16 @@ fn a_matrix_resumes_after_its_last_whole_shard_and_names_what_is_wrong() {
     drop(w);
     let mut w = MatrixWriter::open(&dir, DIM, VectorDtype::F32, 4, "enc").unwrap();
     assert_eq!(w.rows(), 4);
+    assert!(
+        !dir.join("shard-00001.safetensors.safetensors.1.tmp").exists(),
+        "the killed writer's shard is removed"
+    );
+    // One writer at a time.
+    let err = MatrixWriter::open(&dir, DIM, VectorDtype::F32, 4, "enc").unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another process is writing this matrix"),
+        "{err:#}"
+    );
     w.write_shard(&ids[4..8], &v[4 * DIM..8 * DIM]).unwrap();
     w.write_shard(&ids[8..], &v[8 * DIM..]).unwrap();
     let m = Matrix::open(&dir).unwrap();
@@ -159,6 +169,7 @@ fn a_matrix_resumes_after_its_last_whole_shard_and_names_what_is_wrong() {
     assert_eq!(all, ids);
     assert_eq!(m.shard(2).unwrap().vectors, v[8 * DIM..].to_vec());
 
+    drop(w);
     // Other settings on the same folder are refused, naming the key.
     let err = MatrixWriter::open(&dir, DIM, VectorDtype::F16, 4, "enc").unwrap_err();
     assert!(format!("{err:#}").contains("dtype"), "{err:#}");

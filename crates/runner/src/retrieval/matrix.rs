@@ -6,11 +6,14 @@
 //! DIR/matrix.json            {"dim": 384, "dtype": "f16", "shard_rows": 65536, "shards": [...]}
 //!     shard-00000.safetensors, shard-00000.ids
 //!     shard-00001.safetensors, shard-00001.ids
+//!     .lock                  held by the process writing the matrix
 //! ```
 //!
 //! A shard is written under a temporary name and renamed, and the manifest is rewritten (also by
 //! rename) only after both of its files are in place, so a killed writer leaves a matrix whose
-//! manifest names only whole shards: [`MatrixWriter::open`] resumes after the last of them.
+//! manifest names only whole shards: [`MatrixWriter::open`] resumes after the last of them and
+//! removes the killed writer's temporary files. A writer holds the folder's lock (`DIR/.lock`)
+//! while it lives, so a second `corpus embed` or `import` on the same folder is refused.
 //! The files open anywhere (`safetensors.numpy.load_file`, `torch`), in the order the shards
 //! are listed.
 
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
+use crate::harness::lock::{RunLock, clean_staging};
 use crate::harness::results::write_atomic;
 
 /// The manifest's file name.
@@ -202,6 +206,9 @@ impl Matrix {
 pub struct MatrixWriter {
     dir: PathBuf,
     manifest: Manifest,
+    /// The folder's lock, held while this writer lives: two writers would write every shard
+    /// twice.
+    _lock: RunLock,
 }
 
 impl MatrixWriter {
@@ -222,6 +229,15 @@ impl MatrixWriter {
             "dim and shard_rows must be positive"
         );
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let Some(lock) = RunLock::try_acquire(dir)? else {
+            bail!(
+                "{}: another process is writing this matrix (corpus embed or import); let it \
+                 finish, or write to another --output",
+                dir.display()
+            );
+        };
+        // What a killed writer was writing (a shard of up to hundreds of MB) goes.
+        clean_staging(dir, true);
         let manifest = match read_manifest(dir)? {
             Some(m) => {
                 for (key, found, want) in [
@@ -254,6 +270,7 @@ impl MatrixWriter {
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
+            _lock: lock,
         })
     }
 
