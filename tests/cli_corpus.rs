@@ -269,6 +269,32 @@ fn bad_collections_and_queries_are_named_and_nothing_is_written() {
     };
     let e = text(&search("none.tsv"));
     assert!(e.contains("none.tsv"), "{e}");
+    // Qrels of other queries: every metric would be 0 (it printed -0.0 without a word).
+    std::fs::write(root.join("q.tsv"), "q1\tone\nq2\ttwo\n").unwrap();
+    std::fs::write(root.join("other.qrels"), "z9 0 p1 1\n").unwrap();
+    let out = neuronlab(
+        &[
+            "corpus",
+            "search",
+            "--model",
+            &model,
+            "--matrix",
+            "m",
+            "--queries",
+            "q.tsv",
+            "--qrels",
+            "other.qrels",
+            "--output",
+            "run.trec",
+        ],
+        root,
+    );
+    let e = text(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("other.qrels: judges none of the 2 queries of q.tsv (their ids begin q1, q2)"),
+        "{e}"
+    );
     std::fs::write(root.join("dup.tsv"), "q1\ta\nq1\tb\n").unwrap();
     let e = text(&search("dup.tsv"));
     assert!(e.contains("dup.tsv, line 2") && e.contains("twice"), "{e}");

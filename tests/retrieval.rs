@@ -152,7 +152,8 @@ fn a_matrix_resumes_after_its_last_whole_shard_and_names_what_is_wrong() {
     let mut w = MatrixWriter::open(&dir, DIM, VectorDtype::F32, 4, "enc").unwrap();
     assert_eq!(w.rows(), 4);
     assert!(
-        !dir.join("shard-00001.safetensors.safetensors.1.tmp").exists(),
+        !dir.join("shard-00001.safetensors.safetensors.1.tmp")
+            .exists(),
         "the killed writer's shard is removed"
     );
     // One writer at a time.

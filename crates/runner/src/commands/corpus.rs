@@ -301,6 +301,19 @@ impl BackendJob for CorpusSearchJob {
             .as_ref()
             .map(|p| read_qrels(p, None))
             .transpose()?;
+        if let (Some(qrels), Some(path)) = (&qrels, &self.qrels)
+            && !queries.keys().any(|q| qrels.contains_key(q))
+        {
+            let some: Vec<&str> = queries.keys().take(3).map(String::as_str).collect();
+            bail!(
+                "{}: judges none of the {} queries of {} (their ids begin {}), so every metric \
+                 would be 0; give the qrels of these queries",
+                path.display(),
+                queries.len(),
+                self.queries.display(),
+                some.join(", ")
+            );
+        }
         let encoder = self.encoder.open::<B>(&device)?;
         if encoder.dim() != matrix.dim() {
             bail!(
