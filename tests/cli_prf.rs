@@ -313,6 +313,11 @@ fn prf_input_errors_are_named_before_any_cell_runs() {
             "corpora.wiki.test.../x: a test set's name",
         ),
         (
+            "path = \".\"\ncollection",
+            "path = \"nowhere\"\ncollection",
+            "corpus `wiki`: no matrix folder",
+        ),
+        (
             "qrels = \"qrels.dev.txt\", run = \"run.dev.trec\"",
             "qrels = \"qrels.dev.txt\", run = \"run.dev.trec\", relevance_level = 3",
             "qrels.dev.txt: relevance_level = 3 is above every grade (the highest is 1)",

@@ -253,6 +253,16 @@ pub fn expand(
 pub fn check_prf_inputs(cell: &PrfCell) -> Result<()> {
     let config = models::EncoderConfig::from_file(cell.model_dir.join("config.json"))?;
     models::check_encoder_dir(&cell.model_dir)?;
+    if !cell.files.matrix.is_dir() {
+        bail!(
+            "corpus `{}`: no matrix folder {} (its `path` = {:?} and `matrix` = {:?}); write one \
+             with `neuronlab corpus embed` or fix those keys",
+            cell.corpus_name,
+            cell.files.matrix.display(),
+            cell.corpus.path,
+            cell.corpus.matrix
+        );
+    }
     let matrix = crate::retrieval::matrix::Matrix::open(&cell.files.matrix)?;
     if matrix.dim() != config.hidden_size {
         bail!(
