@@ -229,6 +229,16 @@ fn lora_cells_train_on_one_language_and_evaluate_the_others() {
             .0;
         let loaded = models::load_peft(base, &folder, None, &Default::default()).unwrap();
         assert_eq!(loaded.head.unwrap().weight.dims(), [32, 2]);
+        // `inspect` on the folder says what it is (it said "no checkpoint").
+        let shown = neuronlab(&["inspect", folder.to_str().unwrap()], root);
+        let said = text(&shown);
+        assert!(shown.status.success(), "{said}");
+        assert!(
+            said.contains("PEFT LoRA adapter: task SEQ_CLS, r 2")
+                && said.contains("modules_to_save [score]")
+                && said.contains("lora_A"),
+            "{said}"
+        );
 
         // The gate adapter: absent for plain LoRA; otherwise only the set's neurons changed.
         let adapter = folder.join("adapter_model.safetensors");

@@ -66,9 +66,9 @@ pub use llama::text::{
     DecoderTokenizer, Perplexity, generate_greedy, lm_loss, perplexity, token_ids, windows_nll,
 };
 pub use llama::{
-    DecoderClassifier, DecoderConfig, DecoderFamily, KvCache, LORA_TARGETS, LayerLora, LlamaModel,
-    PeftAdapter, PeftConfig, PeftTask, RopeScaling, ScoreHead, TokenPosition, load_lora, load_peft,
-    save_lora, save_peft,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, DecoderClassifier, DecoderConfig, DecoderFamily, KvCache,
+    LORA_TARGETS, LayerLora, LlamaModel, PeftAdapter, PeftConfig, PeftTask, RopeScaling, ScoreHead,
+    TokenPosition, load_lora, load_peft, save_lora, save_peft,
 };
 pub use lora::{LoraAdapter, LoraConfig, LoraInit};
 pub use params::LoadReport;

@@ -34,7 +34,9 @@ use burn::prelude::*;
 pub use config::{DecoderConfig, DecoderFamily, RopeScaling};
 use lora::apply;
 pub use lora::{LORA_TARGETS, LayerLora, load_lora, save_lora};
-pub use peft::{PeftAdapter, PeftConfig, PeftTask, load_peft, save_peft};
+pub use peft::{
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, PeftAdapter, PeftConfig, PeftTask, load_peft, save_peft,
+};
 
 use crate::context::ForwardContext;
 use crate::fused;

@@ -40,6 +40,9 @@ pub fn inspect(path: &Path) -> Result<String> {
     if let Some(file) = gguf {
         return inspect_gguf(&file);
     }
+    if path.is_dir() && path.join(models::ADAPTER_CONFIG).is_file() {
+        return inspect_adapter(path);
+    }
     let mut out = String::new();
     let config_path = if path.is_dir() {
         path.join("config.json")
@@ -61,6 +64,34 @@ pub fn inspect(path: &Path) -> Result<String> {
         )?;
     }
     let tensors = TensorMap::open(path).with_context(|| format!("reading {}", path.display()))?;
+    tensor_table(&tensors, &mut out)?;
+    Ok(out)
+}
+
+/// A PEFT adapter folder (as a LoRA cell writes it with `save_model = true`): what its
+/// `adapter_config.json` says, then its tensors.
+fn inspect_adapter(dir: &Path) -> Result<String> {
+    let config = models::PeftConfig::read(dir)?;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "PEFT LoRA adapter: task {}, r {}, alpha {}, targets {}, modules_to_save [{}], base model {}",
+        config.task.map_or("(none)", |t| t.as_str()),
+        config.rank,
+        config.alpha,
+        config.targets.join(", "),
+        config.modules_to_save.join(", "),
+        config.base_model.as_deref().unwrap_or("(not named)")
+    )?;
+    let weights = dir.join(models::ADAPTER_WEIGHTS);
+    let tensors =
+        TensorMap::open(&weights).with_context(|| format!("reading {}", weights.display()))?;
+    tensor_table(&tensors, &mut out)?;
+    Ok(out)
+}
+
+/// The file, the parameter count and one line per tensor (key, dtype, shape).
+fn tensor_table(tensors: &TensorMap, out: &mut String) -> Result<()> {
     let shapes = tensors.shapes();
     let n_params: usize = shapes
         .iter()
@@ -82,7 +113,7 @@ pub fn inspect(path: &Path) -> Result<String> {
         };
         writeln!(out, "  {key:<60} {stored:<6} {shape:?}")?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A text report of a GGUF file: format version, architecture (from the `<arch>.*` metadata),
