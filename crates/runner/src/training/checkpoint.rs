@@ -46,16 +46,120 @@ pub struct ResumeState {
     /// Seconds of training so far.
     pub seconds: f64,
     /// The best evaluation so far: (main metric, step, metrics).
+    #[serde(with = "exact::best")]
     pub best: Option<(f64, usize, BTreeMap<String, f64>)>,
     /// The last evaluation's metrics.
+    #[serde(with = "exact::map")]
     pub last_metrics: BTreeMap<String, f64>,
     /// The sum and count of the step losses since the last evaluation (a learner that does not
     /// evaluate during training checkpoints between evaluations).
-    #[serde(default)]
+    #[serde(default, with = "exact::pair")]
     pub loss_since_eval: (f64, usize),
     /// The sum of every step's loss so far (the run's mean training loss).
-    #[serde(default)]
+    #[serde(default, with = "exact::number")]
     pub loss_total: f64,
+}
+
+/// The numbers a resumed run continues from, written as text and read back bit for bit:
+/// serde_json (without its `float_roundtrip` feature) may read a number one unit in the last
+/// place off, which moved a resumed run's mean training loss in its last digit. Plain numbers
+/// (checkpoints written before) still read.
+mod exact {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// A number as written: text (exact) or a JSON number (earlier checkpoints).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(f64),
+    }
+
+    fn text(x: f64) -> String {
+        // Debug prints the shortest text that parses back to the same f64.
+        format!("{x:?}")
+    }
+
+    fn value<E: Error>(w: Written) -> Result<f64, E> {
+        match w {
+            Written::Text(t) => t
+                .parse()
+                .map_err(|_| E::custom(format!("not a number: {t:?}"))),
+            Written::Number(x) => Ok(x),
+        }
+    }
+
+    fn texts(m: &BTreeMap<String, f64>) -> BTreeMap<&str, String> {
+        m.iter().map(|(k, &v)| (k.as_str(), text(v))).collect()
+    }
+
+    fn values<E: Error>(m: BTreeMap<String, Written>) -> Result<BTreeMap<String, f64>, E> {
+        m.into_iter().map(|(k, w)| Ok((k, value(w)?))).collect()
+    }
+
+    pub mod number {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+            text(*x).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+            value(Written::deserialize(d)?)
+        }
+    }
+
+    pub mod pair {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(p: &(f64, usize), s: S) -> Result<S::Ok, S::Error> {
+            (text(p.0), p.1).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(f64, usize), D::Error> {
+            let (w, n) = <(Written, usize)>::deserialize(d)?;
+            Ok((value(w)?, n))
+        }
+    }
+
+    pub mod map {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            m: &BTreeMap<String, f64>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            texts(m).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<BTreeMap<String, f64>, D::Error> {
+            values(BTreeMap::<String, Written>::deserialize(d)?)
+        }
+    }
+
+    pub mod best {
+        use super::*;
+
+        type Best = Option<(f64, usize, BTreeMap<String, f64>)>;
+
+        pub fn serialize<S: Serializer>(b: &Best, s: S) -> Result<S::Ok, S::Error> {
+            b.as_ref()
+                .map(|(v, step, m)| (text(*v), *step, texts(m)))
+                .serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Best, D::Error> {
+            match Option::<(Written, usize, BTreeMap<String, Written>)>::deserialize(d)? {
+                Some((v, step, m)) => Ok(Some((value(v)?, step, values(m)?))),
+                None => Ok(None),
+            }
+        }
+    }
 }
 
 /// Whether `folder` holds a complete checkpoint (its `state.json` is written last).
@@ -378,6 +482,49 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_reads_back_bit_for_bit_and_earlier_plain_numbers_still_read() {
+        // Sums of many f32 losses, as the loop keeps them: every value must come back exactly.
+        let mut bits = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            (bits >> 11) as f64 / (1u64 << 53) as f64 * 1000.0
+        };
+        for _ in 0..2000 {
+            let metrics: BTreeMap<String, f64> = [("a".to_string(), next())].into();
+            let state = ResumeState {
+                best: Some((next(), 3, metrics.clone())),
+                last_metrics: metrics,
+                loss_since_eval: (next(), 7),
+                loss_total: next(),
+                ..ResumeState::default()
+            };
+            let back: ResumeState =
+                serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+            let b = back.best.as_ref().unwrap();
+            let want = state.best.as_ref().unwrap();
+            assert_eq!(b.0.to_bits(), want.0.to_bits());
+            assert_eq!(b.2["a"].to_bits(), want.2["a"].to_bits());
+            assert_eq!(
+                back.last_metrics["a"].to_bits(),
+                state.last_metrics["a"].to_bits()
+            );
+            assert_eq!(
+                back.loss_since_eval.0.to_bits(),
+                state.loss_since_eval.0.to_bits()
+            );
+            assert_eq!(back.loss_total.to_bits(), state.loss_total.to_bits());
+        }
+        let earlier = r#"{"step": 4, "epoch": 0, "cursor": 8, "seconds": 1.5,
+            "best": [0.5, 4, {"accuracy": 0.5}], "last_metrics": {"accuracy": 0.5},
+            "loss_since_eval": [2.25, 4], "loss_total": 3.5}"#;
+        let old: ResumeState = serde_json::from_str(earlier).unwrap();
+        assert_eq!((old.loss_since_eval, old.loss_total), ((2.25, 4), 3.5));
+        assert_eq!(old.best.unwrap().2["accuracy"], 0.5);
+    }
 
     fn checkpoint(folder: &Path, step: usize) {
         std::fs::create_dir_all(folder).unwrap();
